@@ -1,0 +1,1 @@
+//! GGUF: read (mapped, validated, zero-copy) and write.

@@ -1,0 +1,182 @@
+//! Run-time choice of kernels.
+//!
+//! The CPU's features are detected once and the best routine for each tensor format is
+//! stored in a [`Kernels`] table of plain function pointers (as memchr does), so the hot
+//! loops pay one indirect call and no feature test. The table is built in layers: the
+//! scalar references first, then each SIMD level overwrites the entries it implements, so
+//! a format without a SIMD kernel silently keeps its scalar one.
+//!
+//! `HEARTH_CPU=scalar|avx2|avx512|neon` forces a level (lower than the machine's best), so
+//! that tests and benchmarks can exercise every level on one machine.
+
+use std::sync::OnceLock;
+
+use crate::quant::TensorType;
+
+/// An instruction-set level that kernels are written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Plain Rust; the reference every other level is tested against.
+    Scalar,
+    /// x86-64 with AVX2, FMA and F16C.
+    Avx2,
+    /// x86-64 with AVX-512 F/BW/VL (and VNNI used where present).
+    Avx512,
+    /// aarch64 with NEON (and the dot-product extension used where present).
+    Neon,
+}
+
+impl Level {
+    /// The name `HEARTH_CPU` accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Scalar => "scalar",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+            Level::Neon => "neon",
+        }
+    }
+
+    /// Parses a `HEARTH_CPU` value.
+    pub fn parse(s: &str) -> Option<Level> {
+        [Level::Scalar, Level::Avx2, Level::Avx512, Level::Neon]
+            .into_iter()
+            .find(|l| l.name().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Whether this CPU can run kernels of this level.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Level::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => {
+                Level::Avx2.is_supported()
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every level this CPU supports, lowest first.
+    pub fn supported() -> Vec<Level> {
+        [Level::Scalar, Level::Avx2, Level::Avx512, Level::Neon]
+            .into_iter()
+            .filter(|l| l.is_supported())
+            .collect()
+    }
+
+    /// The best level of this CPU.
+    pub fn best() -> Level {
+        *Level::supported().last().unwrap_or(&Level::Scalar)
+    }
+}
+
+/// Dot product of one weight row with one activation row, both as raw bytes: `w` in the
+/// weight's format, `a` in its [`activation_type`]. For F32/F16/BF16 weights `a` holds
+/// f32 values and must be 4-byte aligned. Lengths must describe the same element count.
+pub type DotFn = fn(w: &[u8], a: &[u8]) -> f32;
+
+/// Converts f32 activations into an activation format (Q8_0, Q8_1, Q8_K) as raw bytes.
+/// `x.len()` must be a multiple of the format's block length and `out` exactly its size.
+pub type QuantizeFn = fn(x: &[f32], out: &mut [u8]);
+
+/// Number of slots in the per-type tables: one past the largest GGUF type id.
+const N_TYPES: usize = 40;
+
+/// The kernels chosen for one [`Level`].
+#[derive(Clone)]
+pub struct Kernels {
+    level: Level,
+    dots: [Option<DotFn>; N_TYPES],
+    quantizers: [Option<QuantizeFn>; N_TYPES],
+}
+
+impl Kernels {
+    /// The table for the best level of this CPU, or the one `HEARTH_CPU` names.
+    pub fn get() -> &'static Kernels {
+        static TABLE: OnceLock<Kernels> = OnceLock::new();
+        TABLE.get_or_init(|| {
+            let level = match std::env::var("HEARTH_CPU") {
+                Ok(name) => match Level::parse(&name) {
+                    Some(l) if l.is_supported() => l,
+                    _ => {
+                        eprintln!(
+                            "hearth: HEARTH_CPU={name:?} is not a level this CPU supports \
+                             ({:?}); using {}",
+                            Level::supported(),
+                            Level::best().name()
+                        );
+                        Level::best()
+                    }
+                },
+                Err(_) => Level::best(),
+            };
+            Kernels::for_level(level).expect("a supported level always builds")
+        })
+    }
+
+    /// The table for `level`, or `None` when this CPU cannot run it. Tests use this to
+    /// compare every level against [`Level::Scalar`] in one process.
+    pub fn for_level(level: Level) -> Option<Kernels> {
+        if !level.is_supported() {
+            return None;
+        }
+        let mut k = Kernels {
+            level,
+            dots: [None; N_TYPES],
+            quantizers: [None; N_TYPES],
+        };
+        crate::quant::register_scalar(&mut k);
+        match level {
+            Level::Scalar => {}
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => crate::x86::register_avx2(&mut k),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => {
+                crate::x86::register_avx2(&mut k);
+                crate::x86::register_avx512(&mut k);
+            }
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon => crate::arm::register_neon(&mut k),
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        }
+        Some(k)
+    }
+
+    /// The level these kernels were built for.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// The dot-product kernel for weights of type `ty`, if that type can be computed with.
+    pub fn dot(&self, ty: TensorType) -> Option<DotFn> {
+        self.dots.get(ty.id() as usize).copied().flatten()
+    }
+
+    /// The quantizer producing activation format `act` (Q8_0, Q8_1 or Q8_K).
+    pub fn quantizer(&self, act: TensorType) -> Option<QuantizeFn> {
+        self.quantizers.get(act.id() as usize).copied().flatten()
+    }
+
+    /// Installs the dot kernel for weights of type `ty` (used by the level modules).
+    pub fn set_dot(&mut self, ty: TensorType, f: DotFn) {
+        self.dots[ty.id() as usize] = Some(f);
+    }
+
+    /// Installs the quantizer for activation format `act` (used by the level modules).
+    pub fn set_quantizer(&mut self, act: TensorType, f: QuantizeFn) {
+        self.quantizers[act.id() as usize] = Some(f);
+    }
+}
