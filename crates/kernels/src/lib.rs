@@ -2,6 +2,9 @@
 //! the persistent compute pool. This crate depends on none of Hearth's other crates.
 
 pub mod dispatch;
+pub mod matmul;
+pub mod ops;
+pub mod pool;
 pub mod quant;
 
 #[cfg(target_arch = "aarch64")]

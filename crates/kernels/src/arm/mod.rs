@@ -1,5 +1,7 @@
 //! aarch64 kernels: NEON (with the dot-product extension where present).
 
+pub mod ops;
+
 use crate::dispatch::Kernels;
 
 /// Installs the NEON kernels over the scalar ones.

@@ -1,5 +1,7 @@
 //! x86-64 kernels: AVX2 (+FMA, F16C) and AVX-512 (F/BW/VL, VNNI where present).
 
+pub mod ops;
+
 use crate::dispatch::Kernels;
 
 /// Installs the AVX2 kernels over the scalar ones.

@@ -1,0 +1,1 @@
+//! NEON versions of the ops in `crate::ops`.

@@ -1,0 +1,1 @@
+//! Matrix x vector and matrix x matrix products over any tensor format.

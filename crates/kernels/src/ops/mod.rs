@@ -1,0 +1,1 @@
+//! Transformer ops (RMSNorm, RoPE, softmax, SiLU, GELU): scalar references and the dispatch to SIMD versions.

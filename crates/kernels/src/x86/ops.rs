@@ -1,0 +1,1 @@
+//! x86-64 SIMD versions of the ops in `crate::ops`.
