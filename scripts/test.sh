@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every check CI runs, from a fresh machine: reference Python packages, the default model,
+# formatting and lints, the test suite (release build, built once), the comparison with
+# the `gguf` package, and the aarch64 build and tests under qemu.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/python-env.sh
+model="$(scripts/fetch-model.sh)"
+
+step() { echo; echo "==> $*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --release -- -D warnings
+
+step "cargo test (every CPU level this machine has is tested inside the suite)"
+cargo test --workspace --release
+
+step "scalar-only run of the kernel tests (HEARTH_CPU=scalar)"
+HEARTH_CPU=scalar cargo test -p hearth-kernels --release
+
+step "hearth inspect agrees with the gguf package on the real model"
+cargo build --release --bin hearth
+"$HEARTH_PYTHON" tests/inspect_vs_gguf.py target/release/hearth "$model"
+
+step "aarch64: build, and kernel tests under qemu"
+scripts/test-aarch64.sh
+
+echo; echo "all checks passed"
