@@ -163,7 +163,7 @@ impl TensorType {
     /// blocks or the size overflows.
     pub fn row_bytes(self, n: u64) -> Option<u64> {
         let (len, bytes) = self.layout();
-        if n % len as u64 != 0 {
+        if !n.is_multiple_of(len as u64) {
             return None;
         }
         (n / len as u64).checked_mul(bytes as u64)
