@@ -1,5 +1,9 @@
 //! `hearth`: the one command-line entry point.
 
+mod inspect;
+
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -19,18 +23,23 @@ enum Command {
     Inspect {
         /// The GGUF file.
         file: std::path::PathBuf,
-        /// Print JSON instead of text.
+        /// Print JSON instead of text (the shape is documented in `inspect.rs`).
         #[arg(long)]
         json: bool,
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Inspect { file, json } => {
-            let _ = (file, json);
-            anyhow::bail!("not implemented yet")
+    let result = match cli.command {
+        Command::Inspect { file, json } => inspect::run(&file, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` puts the whole context chain on one line.
+            eprintln!("hearth: {err:#}");
+            ExitCode::FAILURE
         }
     }
 }
