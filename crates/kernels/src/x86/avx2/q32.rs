@@ -1,0 +1,143 @@
+//! The 32-element formats: Q4_0, Q5_0, Q8_0 and IQ4_NL against Q8_0 activations, Q4_1
+//! and Q5_1 against Q8_1 activations.
+//!
+//! Each block becomes 32 signed (or small unsigned) bytes, whose integer dot with the
+//! activation block is exact; one FMA per block then applies both block scales, as the
+//! reference does (`sumf += sumi * (d_w * d_a)`).
+
+use core::arch::x86_64::*;
+
+use super::util::{bytes_from_bits, dot_i8, dot_u8_i8, f16_at, f16_splat, hsum_ps, nibbles_32};
+use crate::quant::blocks::KVALUES_IQ4NL;
+
+/// Bytes of a Q8_0 activation block: f16 `d`, then 32 quants.
+const Q8_0: usize = 34;
+/// Bytes of a Q8_1 activation block: f16 `d`, f16 `s`, then 32 quants.
+const Q8_1: usize = 36;
+
+/// Folds `block(i, acc)` over `nb` blocks with two accumulators, so that consecutive
+/// blocks' FMAs do not wait on each other.
+#[inline(always)]
+pub(in crate::x86) unsafe fn fold_blocks(
+    nb: usize,
+    mut block: impl FnMut(usize, __m256) -> __m256,
+) -> f32 {
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 2 <= nb {
+        acc0 = block(i, acc0);
+        acc1 = block(i + 1, acc1);
+        i += 2;
+    }
+    if i < nb {
+        acc0 = block(i, acc0);
+    }
+    hsum_ps(_mm256_add_ps(acc0, acc1))
+}
+
+/// Q4_0 · Q8_0: weights `d * (q - 8)`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `w` must hold `nb` Q4_0 blocks (18 bytes)
+/// and `a` `nb` Q8_0 blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    fold_blocks(nb, |i, acc| {
+        let (x, y) = (w.add(18 * i), a.add(Q8_0 * i));
+        let d = _mm256_mul_ps(f16_splat(x), f16_splat(y));
+        let qx = _mm256_sub_epi8(nibbles_32(x.add(2)), _mm256_set1_epi8(8));
+        let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+        _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc)
+    })
+}
+
+/// Q5_0 · Q8_0: weights `d * (q - 16)` with bit 4 of q in `qh`.
+///
+/// # Safety
+/// As [`dot_q4_0`], with Q5_0 blocks (22 bytes).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    fold_blocks(nb, |i, acc| {
+        let (x, y) = (w.add(22 * i), a.add(Q8_0 * i));
+        let d = _mm256_mul_ps(f16_splat(x), f16_splat(y));
+        let qh = (x.add(2) as *const u32).read_unaligned();
+        // q - 16 is the low nibble when the high bit is set, and the nibble minus 16 (its
+        // two's complement byte has 0xF0 on top) when it is clear.
+        let top = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
+        let qx = _mm256_or_si256(nibbles_32(x.add(6)), top);
+        let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+        _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc)
+    })
+}
+
+/// Q8_0 · Q8_0.
+///
+/// # Safety
+/// As [`dot_q4_0`], with Q8_0 weight blocks (34 bytes).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q8_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    fold_blocks(nb, |i, acc| {
+        let (x, y) = (w.add(34 * i), a.add(Q8_0 * i));
+        let d = _mm256_mul_ps(f16_splat(x), f16_splat(y));
+        let qx = _mm256_loadu_si256(x.add(2) as *const __m256i);
+        let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+        _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc)
+    })
+}
+
+/// IQ4_NL · Q8_0: weights `d * KVALUES_IQ4NL[q]`, the codebook looked up with `pshufb`.
+///
+/// # Safety
+/// As [`dot_q4_0`], with IQ4_NL blocks (18 bytes).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_iq4_nl(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    let table = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    let table = _mm256_set_m128i(table, table);
+    fold_blocks(nb, |i, acc| {
+        let (x, y) = (w.add(18 * i), a.add(Q8_0 * i));
+        let d = _mm256_mul_ps(f16_splat(x), f16_splat(y));
+        let qx = _mm256_shuffle_epi8(table, nibbles_32(x.add(2)));
+        let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+        _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc)
+    })
+}
+
+/// Q4_1 · Q8_1: weights `d * q + m`; the offset meets the activations through their
+/// stored sum `s`, so the reference's `d_w*d_a*sumi + m*s` is computed per block.
+///
+/// # Safety
+/// As [`dot_q4_0`], with Q4_1 blocks (20 bytes) and Q8_1 activation blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_1(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    let mut summs = 0.0f32;
+    let sum = fold_blocks(nb, |i, acc| {
+        let (x, y) = (w.add(20 * i), a.add(Q8_1 * i));
+        summs += f16_at(x.add(2)) * f16_at(y.add(2));
+        let d = _mm256_mul_ps(f16_splat(x), f16_splat(y));
+        let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
+        let sumi = dot_u8_i8(nibbles_32(x.add(4)), qy);
+        _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc)
+    });
+    sum + summs
+}
+
+/// Q5_1 · Q8_1: Q4_1 with bit 4 of each quant in `qh`.
+///
+/// # Safety
+/// As [`dot_q4_0`], with Q5_1 blocks (24 bytes) and Q8_1 activation blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_1(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    let mut summs = 0.0f32;
+    let sum = fold_blocks(nb, |i, acc| {
+        let (x, y) = (w.add(24 * i), a.add(Q8_1 * i));
+        summs += f16_at(x.add(2)) * f16_at(y.add(2));
+        let d = _mm256_mul_ps(f16_splat(x), f16_splat(y));
+        let qh = (x.add(4) as *const u32).read_unaligned();
+        let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
+        let qx = _mm256_or_si256(nibbles_32(x.add(8)), high);
+        let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
+        _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(qx, qy)), acc)
+    });
+    sum + summs
+}

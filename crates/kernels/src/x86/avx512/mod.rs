@@ -1,0 +1,141 @@
+//! AVX-512 (F/BW/VL) kernels, with VNNI (`vpdpbusd`) variants where the CPU has it.
+//!
+//! Formats without a kernel here keep their AVX2 one (registered first): the 32-element
+//! formats get one only with VNNI (see `q32`), Q2_K, Q3_K and IQ4_XS none yet.
+
+mod float;
+mod kquants;
+mod q32;
+
+use super::block_count;
+use crate::dispatch::Kernels;
+use crate::quant::TensorType;
+
+/// Defines a safe [`crate::dispatch::DotFn`] around an AVX-512 kernel taking
+/// `(w, a, blocks)`, with the weight and activation block sizes in bytes.
+macro_rules! dot_fn {
+    ($name:ident, $kernel:path, $w_block:expr, $a_block:expr) => {
+        fn $name(w: &[u8], a: &[u8]) -> f32 {
+            let nb = block_count(w, a, $w_block, $a_block);
+            // SAFETY: this function is installed only by `register`, which runs only for
+            // a level whose CPU features (AVX-512 F/BW/VL, AVX2, FMA, F16C)
+            // Kernels::for_level checked; block_count checked that `w` and `a` hold `nb`
+            // blocks each.
+            unsafe { $kernel(w.as_ptr(), a.as_ptr(), nb) }
+        }
+    };
+}
+
+/// As [`dot_fn`], for kernels that also need AVX512-VNNI.
+macro_rules! dot_fn_vnni {
+    ($name:ident, $kernel:path, $w_block:expr, $a_block:expr) => {
+        fn $name(w: &[u8], a: &[u8]) -> f32 {
+            let nb = block_count(w, a, $w_block, $a_block);
+            // SAFETY: as for the plain wrappers; in addition `register` installs this
+            // one only when it detected `avx512vnni`.
+            unsafe { $kernel(w.as_ptr(), a.as_ptr(), nb) }
+        }
+    };
+}
+
+dot_fn!(dot_f32, float::dot_f32, 4, 4);
+dot_fn!(dot_f16, float::dot_f16, 2, 4);
+dot_fn!(dot_bf16, float::dot_bf16, 2, 4);
+dot_fn_vnni!(dot_q4_0_vnni, q32::dot_q4_0, 18, 34);
+dot_fn_vnni!(dot_q5_0_vnni, q32::dot_q5_0, 22, 34);
+dot_fn_vnni!(dot_q8_0_vnni, q32::dot_q8_0, 34, 34);
+dot_fn_vnni!(dot_iq4_nl_vnni, q32::dot_iq4_nl, 18, 34);
+dot_fn_vnni!(dot_q4_1_vnni, q32::dot_q4_1, 20, 36);
+dot_fn_vnni!(dot_q5_1_vnni, q32::dot_q5_1, 24, 36);
+dot_fn!(dot_q4_k, kquants::dot_q4_k, 144, 292);
+dot_fn!(dot_q5_k, kquants::dot_q5_k, 176, 292);
+dot_fn!(dot_q6_k, kquants::dot_q6_k, 210, 292);
+
+/// Installs this level's kernels into `k` (over the AVX2 ones); `vnni` says whether the
+/// CPU has AVX512-VNNI.
+pub(super) fn register(k: &mut Kernels, vnni: bool) {
+    use TensorType::*;
+    k.set_dot(F32, dot_f32);
+    k.set_dot(F16, dot_f16);
+    k.set_dot(BF16, dot_bf16);
+    // The 32-element formats gain only from VNNI; without it their AVX2 kernels stay.
+    if vnni {
+        k.set_dot(Q4_0, dot_q4_0_vnni);
+        k.set_dot(Q5_0, dot_q5_0_vnni);
+        k.set_dot(Q8_0, dot_q8_0_vnni);
+        k.set_dot(IQ4_NL, dot_iq4_nl_vnni);
+        k.set_dot(Q4_1, dot_q4_1_vnni);
+        k.set_dot(Q5_1, dot_q5_1_vnni);
+    }
+    k.set_dot(Q4_K, dot_q4_k);
+    k.set_dot(Q5_K, dot_q5_k);
+    k.set_dot(Q6_K, dot_q6_k);
+}
+
+#[cfg(test)]
+mod tests {
+    //! The VNNI kernels against the AVX2 ones. `Kernels` installs only one of the two on
+    //! a given CPU, so `tests/simd_vs_scalar.rs` compares the VNNI ones with the scalar
+    //! reference where VNNI exists and the AVX2 ones elsewhere; here both run and must
+    //! agree bit for bit: they form the same i32 sums and do the same float operations in
+    //! the same order.
+
+    use super::*;
+    use crate::dispatch::Level;
+
+    /// Deterministic rows of `nb` blocks: random bytes with finite f16 scales at the
+    /// block starts (and at offset 2 for Q4_1/Q5_1's `m` and Q8_1's `s`), activation
+    /// quants kept in -127..=127 as the quantizers produce them.
+    fn rows(nb: usize, w_block: usize, a_block: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut byte = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s as u8
+        };
+        let mut w: Vec<u8> = (0..nb * w_block).map(|_| byte()).collect();
+        let mut a: Vec<u8> = (0..nb * a_block).map(|_| byte()).collect();
+        // Clearing exponent bits 6 and 2 of each half's high byte keeps it finite.
+        for b in w.chunks_exact_mut(w_block) {
+            b[1] &= 0xBB;
+            b[3] &= 0xBB;
+        }
+        for b in a.chunks_exact_mut(a_block) {
+            b[1] &= 0xBB;
+            b[3] &= 0xBB;
+            for q in &mut b[a_block - 32..] {
+                if *q == 0x80 {
+                    *q = 0x81;
+                }
+            }
+        }
+        (w, a)
+    }
+
+    #[test]
+    fn vnni_kernels_equal_avx2_ones() {
+        if !(Level::Avx512.is_supported() && std::arch::is_x86_feature_detected!("avx512vnni")) {
+            eprintln!("skipped: this CPU lacks AVX-512 or AVX512-VNNI");
+            return;
+        }
+        let avx2 = Kernels::for_level(Level::Avx2).expect("AVX-512 implies AVX2");
+        type Dot = fn(&[u8], &[u8]) -> f32;
+        let kernels: [(TensorType, Dot, usize, usize); 6] = [
+            (TensorType::Q4_0, dot_q4_0_vnni, 18, 34),
+            (TensorType::Q5_0, dot_q5_0_vnni, 22, 34),
+            (TensorType::Q8_0, dot_q8_0_vnni, 34, 34),
+            (TensorType::IQ4_NL, dot_iq4_nl_vnni, 18, 34),
+            (TensorType::Q4_1, dot_q4_1_vnni, 20, 36),
+            (TensorType::Q5_1, dot_q5_1_vnni, 24, 36),
+        ];
+        for (ty, vnni, w_block, a_block) in kernels {
+            let plain = avx2.dot(ty).expect("AVX2 kernel");
+            for nb in 0..=9 {
+                let (w, a) = rows(nb, w_block, a_block);
+                let (p, v) = (plain(&w, &a), vnni(&w, &a));
+                assert_eq!(p.to_bits(), v.to_bits(), "{ty}, {nb} blocks: {p} vs {v}");
+            }
+        }
+    }
+}
