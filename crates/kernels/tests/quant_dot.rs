@@ -181,3 +181,34 @@ fn misaligned_activations_give_identical_results() {
         );
     }
 }
+
+/// Regression: a Q8_K weight row at an address that is not 4-aligned (a file whose
+/// `general.alignment` is 1 or 2 may place one there) panicked in the byte-to-block cast.
+/// Every level must accept it and give the aligned row's result.
+#[test]
+fn misaligned_q8_k_weights_are_accepted() {
+    let mut rng = Rng::new(7);
+    let x: Vec<f32> = (0..512).map(|_| rng.normal()).collect();
+    let mut w = vec![0u8; TensorType::Q8_K.row_bytes(512).unwrap() as usize];
+    quantize_row(TensorType::Q8_K, &x, &mut w).unwrap();
+    let mut a = vec![0u8; w.len()];
+    quantize_row(TensorType::Q8_K, &x, &mut a).unwrap();
+    let mut shifted = vec![0u8; w.len() + 1];
+    shifted[1..].copy_from_slice(&w);
+    for level in Level::supported() {
+        let k = Kernels::for_level(level).unwrap();
+        let dot = k.dot(TensorType::Q8_K).unwrap();
+        // The aligned copy and the shifted copy are the same bytes at different addresses.
+        let a_blocks: Vec<u32> = a
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let a_aligned: &[u8] = bytemuck::cast_slice(&a_blocks);
+        let want = dot(&w, a_aligned);
+        assert_eq!(
+            dot(&shifted[1..], a_aligned).to_bits(),
+            want.to_bits(),
+            "{level:?}"
+        );
+    }
+}

@@ -234,25 +234,30 @@ pub fn quantize_row(ty: TensorType, src: &[f32], dst: &mut [u8]) -> Result<(), Q
 
 /// Adapts a typed block dot to the byte-level [`crate::dispatch::DotFn`] contract.
 ///
-/// Weight blocks have alignment 1, so the weight bytes are always viewed in place. The
-/// activation bytes are viewed in place when aligned (callers allocate them as block
-/// vectors, so they are); otherwise they are copied once into an aligned buffer, which
-/// allocates but keeps the summation order, and so the result, unchanged.
+/// Rows are viewed in place when aligned, which is always the case except for Q8_K (the
+/// one block type with alignment 4) at an odd place: a Q8_K weight tensor in a file whose
+/// `general.alignment` is below 4, or activation bytes not allocated as blocks. Such rows
+/// are copied into aligned blocks first, which allocates but keeps the summation order,
+/// and so the result, unchanged.
 ///
 /// Panics when the two rows do not hold the same number of blocks: lengths come from
 /// validated tensor shapes, so a mismatch is a bug in the caller.
 fn dot_blocks<W: Pod, A: Pod>(w: &[u8], a: &[u8], f: fn(&[W], &[A]) -> f32) -> f32 {
-    let w: &[W] = bytemuck::cast_slice(w);
-    match bytemuck::try_cast_slice::<u8, A>(a) {
-        Ok(a) => f(w, a),
-        Err(_) => {
-            let a: Vec<A> = a
-                .chunks_exact(size_of::<A>())
-                .map(bytemuck::pod_read_unaligned)
-                .collect();
-            f(w, &a)
-        }
+    match (
+        bytemuck::try_cast_slice::<u8, W>(w),
+        bytemuck::try_cast_slice::<u8, A>(a),
+    ) {
+        (Ok(w), Ok(a)) => f(w, a),
+        _ => f(&copy_blocks::<W>(w), &copy_blocks::<A>(a)),
     }
+}
+
+/// Copies row bytes of any alignment into owned blocks (see [`dot_blocks`]).
+fn copy_blocks<B: Pod>(bytes: &[u8]) -> Vec<B> {
+    bytes
+        .chunks_exact(size_of::<B>())
+        .map(bytemuck::pod_read_unaligned)
+        .collect()
 }
 
 /// Byte-level dot and quantizer entry points for the kernel table, one per format.
