@@ -1,1 +1,487 @@
-//! Matrix x vector and matrix x matrix products over any tensor format.
+//! Matrix × vector and matrix × matrix products over any tensor format.
+//!
+//! `out[t, r] = Σ_c w[r, c] · x[t, c]`, as ggml's `mul_mat` with a weight `w`
+//! (`[n_rows, n_cols]`, rows stored in the tensor's own format) and f32 activations `x`
+//! (`[n_tokens, n_cols]`), giving `out` (`[n_tokens, n_rows]`). The arithmetic is the
+//! kernel table's: each activation row is converted once into the weight type's
+//! activation format ([`activation_type`]: Q8_0, Q8_1, Q8_K, or f32 as is) with
+//! `Kernels::quantizer`, and every output is one call of `Kernels::dot(ty)` on a weight
+//! row and an activation row. So the result of each output element does not depend on the
+//! thread count or the tiling: it is exactly `dot(w.row(r), act(t))`.
+//!
+//! Parallelism and memory traffic:
+//! - activation rows are quantized once per call, spread over the pool when there are
+//!   many of them;
+//! - weight rows are split into chunks that the pool's threads claim from a shared counter
+//!   (ggml's `current_chunk` scheme), so a thread that was descheduled or started late does
+//!   less, instead of everyone waiting for it;
+//! - inside a chunk, rows are taken a tile at a time (about [`TILE_BYTES`] of weights, so
+//!   the tile stays in the core's L2) and every token is multiplied with the whole tile
+//!   before the next tile is touched, so each weight byte comes from memory once per call
+//!   however many tokens there are. For a single token (decoding) this is a plain
+//!   streaming matrix-vector product, bound by memory bandwidth.
+//!
+//! Nothing here allocates on the hot path: the quantized activations live in a
+//! caller-owned [`MatmulScratch`] that grows to the largest call and then stays.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::dispatch::{DotFn, Kernels};
+use crate::pool::ThreadPool;
+use crate::quant::{activation_type, TensorType};
+
+/// Bytes of weights in one tile: small enough to stay in a core's L2 (1–2 MiB on current
+/// x86 and Apple cores, 512 KiB on older ones) while every token of the call passes over
+/// it, large enough that the per-tile overhead is negligible.
+pub const TILE_BYTES: usize = 64 * 1024;
+
+/// Chunks per thread that the weight rows are split into: more than one so that threads
+/// that finish early take over the rest, few enough that claiming a chunk (one atomic
+/// increment on a shared line) costs nothing next to the chunk's work.
+const CHUNKS_PER_THREAD: usize = 4;
+
+/// Below this many multiply-adds a product runs on the calling thread alone: waking the
+/// pool would cost more than it saves.
+const MIN_PARALLEL_MACS: usize = 1 << 15;
+
+/// Below this many activation values, quantizing them is left to the calling thread.
+const MIN_PARALLEL_QUANTIZE: usize = 1 << 14;
+
+/// Why a product could not be computed. Every variant names the shapes involved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MatmulError {
+    /// The kernel table has no dot product for this weight type.
+    NotComputable(TensorType),
+    /// The kernel table cannot produce the weight type's activation format.
+    NoQuantizer {
+        ty: TensorType,
+        activation: TensorType,
+    },
+    /// `n_cols` is not a whole number of the weight type's blocks.
+    Columns { ty: TensorType, n_cols: usize },
+    /// The weight bytes do not hold `n_rows` rows of `n_cols` elements.
+    WeightBytes {
+        ty: TensorType,
+        n_rows: usize,
+        n_cols: usize,
+        expected: Option<u64>,
+        actual: usize,
+    },
+    /// `x.len()` is not `n_tokens · n_cols`.
+    Activations {
+        n_tokens: usize,
+        n_cols: usize,
+        actual: usize,
+    },
+    /// `out.len()` is not `n_tokens · n_rows`.
+    Output {
+        n_tokens: usize,
+        n_rows: usize,
+        actual: usize,
+    },
+}
+
+impl fmt::Display for MatmulError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MatmulError::NotComputable(ty) => write!(f, "no dot product kernel for {ty} weights"),
+            MatmulError::NoQuantizer { ty, activation } => write!(
+                f,
+                "no quantizer for {activation}, the activation format of {ty} weights"
+            ),
+            MatmulError::Columns { ty, n_cols } => write!(
+                f,
+                "{n_cols} columns is not a whole number of {ty} blocks ({} elements)",
+                ty.block_len()
+            ),
+            MatmulError::WeightBytes {
+                ty,
+                n_rows,
+                n_cols,
+                expected,
+                actual,
+            } => match expected {
+                Some(e) => write!(
+                    f,
+                    "{ty} weights [{n_rows}, {n_cols}] take {e} bytes, got {actual}"
+                ),
+                None => write!(
+                    f,
+                    "{ty} weights [{n_rows}, {n_cols}] overflow the address space"
+                ),
+            },
+            MatmulError::Activations {
+                n_tokens,
+                n_cols,
+                actual,
+            } => write!(
+                f,
+                "activations [{n_tokens}, {n_cols}] need {} values, got {actual}",
+                *n_tokens as u128 * *n_cols as u128
+            ),
+            MatmulError::Output {
+                n_tokens,
+                n_rows,
+                actual,
+            } => write!(
+                f,
+                "output [{n_tokens}, {n_rows}] needs {} values, got {actual}",
+                *n_tokens as u128 * *n_rows as u128
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MatmulError {}
+
+/// A weight matrix `[n_rows, n_cols]`: rows of `ty`, row-major, as stored in GGUF (for a
+/// GGUF tensor, `n_cols` is `ne[0]` and `n_rows` the product of the other dimensions).
+/// Borrowed, typically from a mapped model file; construction checks the sizes.
+#[derive(Debug, Clone, Copy)]
+pub struct WeightMatrix<'a> {
+    ty: TensorType,
+    n_rows: usize,
+    n_cols: usize,
+    row_bytes: usize,
+    data: &'a [u8],
+}
+
+impl<'a> WeightMatrix<'a> {
+    /// Checks that `n_cols` is a whole number of blocks of `ty` and that `data` holds
+    /// exactly `n_rows` such rows.
+    pub fn new(
+        ty: TensorType,
+        n_rows: usize,
+        n_cols: usize,
+        data: &'a [u8],
+    ) -> Result<WeightMatrix<'a>, MatmulError> {
+        let row_bytes = ty
+            .row_bytes(n_cols as u64)
+            .ok_or(MatmulError::Columns { ty, n_cols })?;
+        let expected = row_bytes.checked_mul(n_rows as u64);
+        if expected != Some(data.len() as u64) {
+            return Err(MatmulError::WeightBytes {
+                ty,
+                n_rows,
+                n_cols,
+                expected,
+                actual: data.len(),
+            });
+        }
+        Ok(WeightMatrix {
+            ty,
+            n_rows,
+            n_cols,
+            // Fits: n_rows · row_bytes == data.len() (and n_rows > 0 or data is empty).
+            row_bytes: usize::try_from(row_bytes).unwrap_or(usize::MAX),
+            data,
+        })
+    }
+
+    /// The storage type of the rows.
+    pub fn ty(&self) -> TensorType {
+        self.ty
+    }
+
+    /// Number of rows (outputs per token).
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+
+    /// Number of columns (elements per row, inputs per token).
+    pub fn n_cols(&self) -> usize {
+        self.n_cols
+    }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// All rows, `n_rows · row_bytes` bytes.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// Row `r`'s bytes.
+    ///
+    /// # Panics
+    /// When `r >= n_rows`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+}
+
+/// One cache line, the unit the scratch buffer is allocated in, so that every quantized
+/// activation row starts on a line of its own (no false sharing while threads write
+/// neighbouring rows, and the alignment every activation block type needs).
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// Caller-owned memory for the quantized activations of [`matmul`]. It grows to the
+/// largest call it has served and is reused after that, so a decode loop that keeps one
+/// allocates only in its first step.
+#[derive(Default)]
+pub struct MatmulScratch {
+    lines: Vec<Line>,
+}
+
+impl MatmulScratch {
+    /// An empty scratch; the first product sizes it.
+    pub fn new() -> MatmulScratch {
+        MatmulScratch::default()
+    }
+
+    /// Bytes held.
+    pub fn capacity_bytes(&self) -> usize {
+        self.lines.len() * 64
+    }
+
+    /// At least `len` bytes, 64-byte aligned.
+    fn bytes(&mut self, len: usize) -> &mut [u8] {
+        let n_lines = len.div_ceil(64);
+        if self.lines.len() < n_lines {
+            self.lines.resize(n_lines, Line([0; 64]));
+        }
+        &mut bytemuck::cast_slice_mut(&mut self.lines[..n_lines])[..len]
+    }
+}
+
+/// `out = w · x` for one token: `x` is `[n_cols]`, `out` is `[n_rows]`, with the kernels
+/// of [`Kernels::get`]. See [`matmul`].
+pub fn matvec(
+    pool: &ThreadPool,
+    w: &WeightMatrix<'_>,
+    x: &[f32],
+    out: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    matmul_with(Kernels::get(), pool, w, x, 1, out, scratch)
+}
+
+/// `out[t] = w · x[t]` for `n_tokens` tokens: `x` is `[n_tokens, n_cols]`, `out` is
+/// `[n_tokens, n_rows]`, with the kernels of [`Kernels::get`].
+///
+/// Shapes are checked before anything is computed; a mismatch is an error, not a panic.
+pub fn matmul(
+    pool: &ThreadPool,
+    w: &WeightMatrix<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    matmul_with(Kernels::get(), pool, w, x, n_tokens, out, scratch)
+}
+
+/// As [`matmul`], with an explicit kernel table (tests use every level's).
+pub fn matmul_with(
+    kernels: &Kernels,
+    pool: &ThreadPool,
+    w: &WeightMatrix<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    let (ty, n_rows, n_cols) = (w.ty, w.n_rows, w.n_cols);
+    let dot = kernels.dot(ty).ok_or(MatmulError::NotComputable(ty))?;
+    if n_tokens.checked_mul(n_cols) != Some(x.len()) {
+        return Err(MatmulError::Activations {
+            n_tokens,
+            n_cols,
+            actual: x.len(),
+        });
+    }
+    if n_tokens.checked_mul(n_rows) != Some(out.len()) {
+        return Err(MatmulError::Output {
+            n_tokens,
+            n_rows,
+            actual: out.len(),
+        });
+    }
+    let act_ty = activation_type(ty);
+    let quantize = kernels.quantizer(act_ty);
+    let no_quantizer = MatmulError::NoQuantizer {
+        ty,
+        activation: act_ty,
+    };
+    // The activation block always divides the weight block (32 | 32, 256 | 256, 1 | any),
+    // so a valid weight width is a valid activation width; checked, not assumed.
+    let act_row_bytes = act_ty
+        .row_bytes(n_cols as u64)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or(MatmulError::Columns { ty, n_cols })?;
+    if out.is_empty() {
+        return Ok(());
+    }
+
+    let parallel = x.len().saturating_mul(n_rows) >= MIN_PARALLEL_MACS;
+    let acts = if act_ty == TensorType::F32 {
+        // Unquantized formats take the f32 activations as they are.
+        Activations {
+            bytes: bytemuck::cast_slice(x),
+            stride: act_row_bytes,
+            len: act_row_bytes,
+        }
+    } else {
+        let quantize = quantize.ok_or(no_quantizer)?;
+        // Rows padded to whole cache lines (see `Line`).
+        let stride = act_row_bytes.next_multiple_of(64);
+        let buf = scratch.bytes(n_tokens * stride);
+        if parallel && n_tokens > 1 && x.len() >= MIN_PARALLEL_QUANTIZE {
+            let rows = SharedSlice::new(buf);
+            pool.run(&|ith, nth| {
+                for t in n_tokens * ith / nth..n_tokens * (ith + 1) / nth {
+                    // SAFETY: part `ith` owns tokens [n·ith/nth, n·(ith+1)/nth), disjoint
+                    // from every other part's, so no two live pieces overlap.
+                    let row = unsafe { rows.piece(t * stride, act_row_bytes) };
+                    quantize(&x[t * n_cols..(t + 1) * n_cols], row);
+                }
+            });
+        } else {
+            for (t, xt) in x.chunks_exact(n_cols).enumerate() {
+                quantize(xt, &mut buf[t * stride..][..act_row_bytes]);
+            }
+        }
+        Activations {
+            bytes: &*buf,
+            stride,
+            len: act_row_bytes,
+        }
+    };
+
+    let task = Products {
+        w,
+        dot,
+        acts,
+        n_tokens,
+        out: SharedSlice::new(out),
+        next_chunk: AtomicUsize::new(0),
+        chunk_rows: 0,
+        tile_rows: (TILE_BYTES / w.row_bytes.max(1)).max(1),
+    };
+    if parallel {
+        let nth = pool.n_threads();
+        let task = Products {
+            chunk_rows: n_rows.div_ceil(nth * CHUNKS_PER_THREAD).max(1),
+            ..task
+        };
+        pool.run(&|_, _| task.run());
+    } else {
+        Products {
+            chunk_rows: n_rows,
+            ..task
+        }
+        .run();
+    }
+    Ok(())
+}
+
+/// The activation rows of one call: row `t` is `bytes[t·stride..][..len]`.
+struct Activations<'a> {
+    bytes: &'a [u8],
+    stride: usize,
+    len: usize,
+}
+
+impl Activations<'_> {
+    fn row(&self, t: usize) -> &[u8] {
+        &self.bytes[t * self.stride..][..self.len]
+    }
+}
+
+/// The products of one call, claimed chunk by chunk by whichever threads run [`run`].
+///
+/// [`run`]: Products::run
+struct Products<'a, 'w> {
+    w: &'a WeightMatrix<'w>,
+    dot: DotFn,
+    acts: Activations<'a>,
+    n_tokens: usize,
+    /// `[n_tokens, n_rows]`
+    out: SharedSlice<'a, f32>,
+    next_chunk: AtomicUsize,
+    chunk_rows: usize,
+    tile_rows: usize,
+}
+
+impl Products<'_, '_> {
+    /// Claims chunks of weight rows until none is left, and computes every token's
+    /// outputs for them, a tile of rows at a time.
+    fn run(&self) {
+        let n_rows = self.w.n_rows;
+        loop {
+            // Relaxed: the counter only hands out chunk numbers; the data every thread
+            // reads was published by the pool's dispatch.
+            let chunk = self.next_chunk.fetch_add(1, Ordering::Relaxed);
+            let r0 = chunk.saturating_mul(self.chunk_rows);
+            if r0 >= n_rows {
+                return;
+            }
+            let r1 = (r0 + self.chunk_rows).min(n_rows);
+            for t0 in (r0..r1).step_by(self.tile_rows) {
+                let t1 = (t0 + self.tile_rows).min(r1);
+                for t in 0..self.n_tokens {
+                    let a = self.acts.row(t);
+                    // SAFETY: rows r0..r1 belong to this chunk, which the counter hands
+                    // to exactly one thread, so out[t, t0..t1] is written by nobody else.
+                    let o = unsafe { self.out.piece(t * n_rows + t0, t1 - t0) };
+                    for (o, r) in o.iter_mut().zip(t0..t1) {
+                        *o = (self.dot)(self.w.row(r), a);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A mutable slice that the pool's threads write in disjoint pieces.
+///
+/// Rust's borrows cannot express "thread A writes rows 0..10 of every token, thread B rows
+/// 10..20" for an interleaved layout, so this hands out pieces by index, and each caller
+/// promises (and says why in its `// SAFETY:` comment) that its pieces are its alone.
+struct SharedSlice<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a `SharedSlice` is an exclusive borrow of `[T]` whose pieces may go to several
+// threads; with the disjointness contract of `piece`, that is the same as sending disjoint
+// `&mut [T]` to them, which is sound for `T: Send`.
+unsafe impl<T: Send> Sync for SharedSlice<'_, T> {}
+
+impl<'a, T> SharedSlice<'a, T> {
+    fn new(s: &'a mut [T]) -> SharedSlice<'a, T> {
+        SharedSlice {
+            ptr: s.as_mut_ptr(),
+            len: s.len(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// The elements `start..start + len`.
+    ///
+    /// # Safety
+    /// No two pieces that are alive at the same time (on any threads) may overlap.
+    ///
+    /// # Panics
+    /// When the range is out of bounds.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn piece(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(
+            start <= self.len && len <= self.len - start,
+            "piece {start}+{len} of {}",
+            self.len
+        );
+        // SAFETY: in bounds (checked above) of a slice borrowed mutably for 'a, and not
+        // aliased by another live piece (the caller's promise).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}

@@ -1,0 +1,282 @@
+//! Matrix products for every computable format, at every CPU level, on 1 and 2 threads.
+//!
+//! Two references per case:
+//! 1. Exact: every output must equal, bit for bit, one call of the level's dot kernel on
+//!    the weight row and the level's quantized activation row. This checks the plumbing
+//!    (indexing, chunks, tiles, threads) with no tolerance at all, and shows that results
+//!    do not depend on the thread count.
+//! 2. Math: the weights dequantized to f32 and the activations as the kernel sees them
+//!    (dequantized from their Q8 format, or the f32 values themselves) multiplied in f64.
+//!    Tolerance: 1e-5·Σ|w·a| + 1e-6 for float rounding in the kernels, plus, for Q4_1
+//!    and Q5_1, Σ_blocks |m|·|s|·2^-11: ggml's Q8_1 stores the block sum `s = d·Σq` as
+//!    f16, and the kernels use that rounded sum for the weights' offset `m`.
+//!
+//! Weights come from random f32 values through the reference quantizers
+//! (`quant::quantize_row`); dequantization is `quant::dequantize_row`, which
+//! `tests/quant_dequant.rs` checks against the `gguf` Python package.
+
+use hearth_kernels::dispatch::{Kernels, Level};
+use hearth_kernels::matmul::{
+    matmul, matmul_with, matvec, MatmulError, MatmulScratch, WeightMatrix,
+};
+use hearth_kernels::pool::ThreadPool;
+use hearth_kernels::quant::{activation_type, dequantize_row, quantize_row, TensorType};
+
+/// A small deterministic generator (xorshift), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Roughly normal (sum of uniforms), centred on 0 with unit spread.
+    fn normal(&mut self) -> f32 {
+        let s: f32 = (0..4)
+            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
+            .sum();
+        (s - 2.0) * 1.7
+    }
+
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.normal()).collect()
+    }
+}
+
+fn computable() -> Vec<TensorType> {
+    TensorType::ALL
+        .into_iter()
+        .filter(|t| t.is_computable())
+        .collect()
+}
+
+/// Quantizes `[n_rows, n_cols]` random weights to `ty`.
+fn weights(ty: TensorType, n_rows: usize, n_cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let row_bytes = ty.row_bytes(n_cols as u64).unwrap() as usize;
+    let mut data = vec![0u8; n_rows * row_bytes];
+    for row in data.chunks_exact_mut(row_bytes) {
+        quantize_row(ty, &rng.vec(n_cols), row).unwrap();
+    }
+    data
+}
+
+fn dequantize(ty: TensorType, bytes: &[u8], n: usize) -> Vec<f32> {
+    let mut out = vec![0.0; n];
+    dequantize_row(ty, bytes, &mut out).unwrap();
+    out
+}
+
+/// Element counts per row to test for `ty`: several blocks, and more than one SIMD step.
+fn n_cols_for(ty: TensorType) -> usize {
+    match ty.block_len() {
+        1 => 70,
+        32 => 160,
+        _ => 512,
+    }
+}
+
+/// The f16 at byte `at` of `b`.
+fn f16_at(b: &[u8], at: usize) -> f64 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f64()
+}
+
+/// Checks `matmul_with` for one type, level, shape and pool against both references.
+fn check(
+    ty: TensorType,
+    k: &Kernels,
+    pool: &ThreadPool,
+    n_rows: usize,
+    n_tokens: usize,
+    seed: u64,
+) -> Vec<f32> {
+    let mut rng = Rng(seed);
+    let n_cols = n_cols_for(ty);
+    let data = weights(ty, n_rows, n_cols, &mut rng);
+    let w = WeightMatrix::new(ty, n_rows, n_cols, &data).unwrap();
+    let x = rng.vec(n_tokens * n_cols);
+    let mut out = vec![f32::NAN; n_tokens * n_rows];
+    let mut scratch = MatmulScratch::new();
+    matmul_with(k, pool, &w, &x, n_tokens, &mut out, &mut scratch).unwrap();
+
+    // The activation rows as the kernel sees them.
+    let act_ty = activation_type(ty);
+    let act_row_bytes = act_ty.row_bytes(n_cols as u64).unwrap() as usize;
+    let acts: Vec<Vec<u8>> = x
+        .chunks_exact(n_cols)
+        .map(|xt| {
+            let mut a = vec![0u8; act_row_bytes];
+            k.quantizer(act_ty).expect("activation quantizer")(xt, &mut a);
+            a
+        })
+        .collect();
+    let dot = k.dot(ty).unwrap();
+    let label = format!(
+        "{ty} {} {} thr [{n_rows}x{n_cols}]·{n_tokens}",
+        k.level().name(),
+        pool.n_threads()
+    );
+    for t in 0..n_tokens {
+        let a_f32 = dequantize(act_ty, &acts[t], n_cols);
+        for r in 0..n_rows {
+            let got = out[t * n_rows + r];
+            // 1. Exact.
+            let want = dot(w.row(r), &acts[t]);
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{label}: out[{t},{r}] {got} vs dot {want}"
+            );
+            // 2. Math.
+            let w_f32 = dequantize(ty, w.row(r), n_cols);
+            let exact: f64 = w_f32
+                .iter()
+                .zip(&a_f32)
+                .map(|(&w, &a)| w as f64 * a as f64)
+                .sum();
+            let mag: f64 = w_f32
+                .iter()
+                .zip(&a_f32)
+                .map(|(&w, &a)| (w as f64 * a as f64).abs())
+                .sum();
+            let mut tol = 1e-5 * mag + 1e-6;
+            if act_ty == TensorType::Q8_1 {
+                let (wb, ab) = (ty.block_bytes(), act_ty.block_bytes());
+                for (wblk, ablk) in w.row(r).chunks_exact(wb).zip(acts[t].chunks_exact(ab)) {
+                    // m is the second half of Q4_1/Q5_1; s the second half of Q8_1.
+                    tol += f16_at(wblk, 2).abs() * f16_at(ablk, 2).abs() / 2048.0;
+                }
+            }
+            assert!(
+                (got as f64 - exact).abs() <= tol,
+                "{label}: out[{t},{r}] = {got}, f64 says {exact} (tol {tol:e})"
+            );
+        }
+    }
+    out
+}
+
+fn levels() -> Vec<Kernels> {
+    Level::supported()
+        .into_iter()
+        .map(|l| Kernels::for_level(l).expect("supported"))
+        .collect()
+}
+
+#[test]
+fn every_format_every_level_one_and_two_threads() {
+    let pools = [ThreadPool::new(1).unwrap(), ThreadPool::new(2).unwrap()];
+    for ty in computable() {
+        for k in levels() {
+            // Shapes: one row, a few rows, and enough rows (and tokens) to spread over
+            // several chunks and both threads.
+            for (n_rows, n_tokens) in [(1, 1), (5, 3), (97, 1), (131, 9)] {
+                let seed = 0x9E37_79B9_7F4A_7C15 ^ (ty.id() as u64) << 32 ^ n_rows as u64;
+                let outs: Vec<Vec<f32>> = pools
+                    .iter()
+                    .map(|p| check(ty, &k, p, n_rows, n_tokens, seed))
+                    .collect();
+                assert_eq!(
+                    outs[0],
+                    outs[1],
+                    "{ty} {}: 1 vs 2 threads",
+                    k.level().name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn large_product_spreads_over_tiles_chunks_and_threads() {
+    // 700 rows of 4096 Q4_K values: 2304-byte rows, so 28 rows per 64 KiB tile, 88-row
+    // chunks on 2 threads; 20 tokens (parallel activation quantization).
+    let pool = ThreadPool::new(2).unwrap();
+    for ty in [TensorType::Q4_K, TensorType::Q8_0, TensorType::F16] {
+        let mut rng = Rng(42);
+        let (n_rows, n_cols, n_tokens) = (700, 4096, 20);
+        let data = weights(ty, n_rows, n_cols, &mut rng);
+        let w = WeightMatrix::new(ty, n_rows, n_cols, &data).unwrap();
+        let x = rng.vec(n_tokens * n_cols);
+        let mut scratch = MatmulScratch::new();
+        let mut out = vec![0.0; n_tokens * n_rows];
+        matmul(&pool, &w, &x, n_tokens, &mut out, &mut scratch).unwrap();
+        // Row by row with matvec on one thread must agree exactly.
+        let single = ThreadPool::new(1).unwrap();
+        let mut row_out = vec![0.0; n_rows];
+        for t in 0..n_tokens {
+            matvec(
+                &single,
+                &w,
+                &x[t * n_cols..][..n_cols],
+                &mut row_out,
+                &mut scratch,
+            )
+            .unwrap();
+            assert_eq!(&out[t * n_rows..][..n_rows], &row_out[..], "{ty} token {t}");
+        }
+    }
+}
+
+#[test]
+fn shape_errors_are_typed() {
+    let pool = ThreadPool::new(1).unwrap();
+    let mut scratch = MatmulScratch::new();
+    let q = TensorType::Q4_0;
+    assert_eq!(
+        WeightMatrix::new(q, 2, 48, &[0; 36]).unwrap_err(),
+        MatmulError::Columns { ty: q, n_cols: 48 }
+    );
+    assert_eq!(
+        WeightMatrix::new(q, 2, 64, &[0; 71]).unwrap_err(),
+        MatmulError::WeightBytes {
+            ty: q,
+            n_rows: 2,
+            n_cols: 64,
+            expected: Some(72),
+            actual: 71
+        }
+    );
+    assert!(matches!(
+        WeightMatrix::new(q, usize::MAX, 64, &[]).unwrap_err(),
+        MatmulError::WeightBytes { expected: None, .. }
+    ));
+    let data = vec![0u8; 72];
+    let w = WeightMatrix::new(q, 2, 64, &data).unwrap();
+    let mut out = [0.0; 2];
+    assert_eq!(
+        matvec(&pool, &w, &[0.0; 63], &mut out, &mut scratch).unwrap_err(),
+        MatmulError::Activations {
+            n_tokens: 1,
+            n_cols: 64,
+            actual: 63
+        }
+    );
+    assert_eq!(
+        matmul(&pool, &w, &[0.0; 128], 2, &mut out, &mut scratch).unwrap_err(),
+        MatmulError::Output {
+            n_tokens: 2,
+            n_rows: 2,
+            actual: 2
+        }
+    );
+    let iq2 = TensorType::IQ2_XXS;
+    let data = vec![0u8; 66];
+    let w = WeightMatrix::new(iq2, 1, 256, &data).unwrap();
+    let err = matvec(&pool, &w, &[0.0; 256], &mut out[..1], &mut scratch).unwrap_err();
+    assert_eq!(err, MatmulError::NotComputable(iq2));
+    assert!(err.to_string().contains("IQ2_XXS"));
+}
+
+#[test]
+fn empty_shapes_are_fine() {
+    let pool = ThreadPool::new(2).unwrap();
+    let mut scratch = MatmulScratch::new();
+    let w = WeightMatrix::new(TensorType::Q8_0, 0, 64, &[]).unwrap();
+    matvec(&pool, &w, &[1.0; 64], &mut [], &mut scratch).unwrap();
+    let data = vec![0u8; 34];
+    let w = WeightMatrix::new(TensorType::Q8_0, 1, 32, &data).unwrap();
+    matmul(&pool, &w, &[], 0, &mut [], &mut scratch).unwrap();
+}
