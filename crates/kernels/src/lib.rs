@@ -1,6 +1,7 @@
 //! Hearth's numerics: tensor formats, SIMD kernels chosen at run time, transformer ops and
 //! the persistent compute pool. This crate depends on none of Hearth's other crates.
 
+pub mod alloc_counter;
 pub mod dispatch;
 pub mod matmul;
 pub mod ops;

@@ -2,37 +2,13 @@
 //! can call it ~200 times per token without touching the allocator. A counting global
 //! allocator sees every allocation in this test binary, which holds this one test only.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
+use hearth_kernels::alloc_counter::CountingAlloc;
 use hearth_kernels::matmul::{matmul, MatmulScratch, WeightMatrix};
 use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::{quantize_row, TensorType};
 
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 #[test]
 fn products_do_not_allocate_after_warm_up() {
@@ -58,7 +34,7 @@ fn products_do_not_allocate_after_warm_up() {
         // Warm-up: grows the scratch to the largest call (16 tokens) and builds the
         // kernel table.
         matmul(&pool, &w, &x, 16, &mut out, &mut scratch).unwrap();
-        let before = ALLOCS.load(Ordering::SeqCst);
+        let before = CountingAlloc::count();
         for _ in 0..50 {
             for n_tokens in [1, 4, 16] {
                 let (x, out) = (&x[..n_tokens * n_cols], &mut out[..n_tokens * n_rows]);
@@ -66,7 +42,7 @@ fn products_do_not_allocate_after_warm_up() {
             }
         }
         assert_eq!(
-            ALLOCS.load(Ordering::SeqCst) - before,
+            CountingAlloc::count() - before,
             0,
             "{ty}: products allocated"
         );

@@ -2,35 +2,13 @@
 //! allocator sees every allocation in this test binary, which holds this one test only so
 //! that no other test allocates concurrently.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use hearth_kernels::alloc_counter::CountingAlloc;
 use hearth_kernels::pool::ThreadPool;
 
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 #[test]
 fn dispatch_does_not_allocate() {
@@ -43,13 +21,13 @@ fn dispatch_does_not_allocate() {
                 sum.fetch_add(ith, Ordering::Relaxed);
             });
         }
-        let before = ALLOCS.load(Ordering::SeqCst);
+        let before = CountingAlloc::count();
         for _ in 0..10_000 {
             pool.run(&|ith, _| {
                 sum.fetch_add(ith, Ordering::Relaxed);
             });
         }
-        let after = ALLOCS.load(Ordering::SeqCst);
+        let after = CountingAlloc::count();
         assert_eq!(after - before, 0, "{n} threads: dispatches allocated");
         assert_eq!(sum.into_inner(), (0..n).sum::<usize>() * 10_100);
     }

@@ -177,26 +177,7 @@ pub fn dequantize_row(ty: TensorType, src: &[u8], dst: &mut [f32]) -> Result<(),
 
 /// Whether [`quantize_row`] can produce type `ty`.
 pub fn has_quantizer(ty: TensorType) -> bool {
-    use TensorType::*;
-    matches!(
-        ty,
-        F32 | F16
-            | BF16
-            | Q4_0
-            | Q4_1
-            | Q5_0
-            | Q5_1
-            | Q8_0
-            | Q8_1
-            | Q2_K
-            | Q3_K
-            | Q4_K
-            | Q5_K
-            | Q6_K
-            | Q8_K
-            | IQ4_NL
-            | IQ4_XS
-    )
+    ty.is_computable() || ty == TensorType::Q8_1
 }
 
 /// Quantizes one row of f32 values to type `ty`, written as raw bytes, with ggml's
