@@ -1,0 +1,76 @@
+//! Prompt-processing and decoding speed of a model, llama-bench style: a prompt of
+//! `N_PROMPT` tokens in one batch (logits of the last row only), then `N_GEN` single-token
+//! decode steps, each timed over the best of a few runs.
+//!
+//! ```text
+//! cargo run --release -p hearth-models --example forward_bench -- MODEL.gguf [THREADS] [N_PROMPT] [N_GEN]
+//! ```
+//!
+//! Token ids are arbitrary (a fixed pattern over the vocabulary): speed does not depend
+//! on them.
+
+use std::time::Instant;
+
+use hearth_gguf::GgufFile;
+use hearth_kernels::pool::ThreadPool;
+use hearth_models::{Batch, KvCache, Model, Scratch};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args
+        .get(1)
+        .ok_or("usage: forward_bench MODEL.gguf [THREADS] [N_PROMPT] [N_GEN]")?;
+    let n_threads: usize = args.get(2).map_or(Ok(2), |s| s.parse())?;
+    let n_prompt: usize = args.get(3).map_or(Ok(512), |s| s.parse())?;
+    let n_gen: usize = args.get(4).map_or(Ok(128), |s| s.parse())?;
+
+    let file = GgufFile::open(path)?;
+    let t = Instant::now();
+    let model = Model::load(&file)?;
+    let hp = model.hparams();
+    eprintln!(
+        "{} {:?}: n_embd {}, n_layer {}, n_vocab {} (loaded in {:.1} ms)",
+        path,
+        model.arch(),
+        hp.n_embd,
+        hp.n_layer,
+        hp.n_vocab,
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let pool = ThreadPool::new(n_threads)?;
+    let mut kv = KvCache::new(hp, n_prompt + n_gen)?;
+    let mut scratch = Scratch::new(&model, n_prompt.min(512), 1)?;
+    let tokens: Vec<u32> = (0..n_prompt)
+        .map(|i| (1000 + 7919 * i as u64 % (hp.n_vocab as u64 - 1000)) as u32)
+        .collect();
+    let mut batch = Batch::with_capacity(n_prompt);
+
+    let mut best_pp = f64::INFINITY;
+    let mut best_tg = f64::INFINITY;
+    for _ in 0..3 {
+        kv.clear();
+        let seq = kv.new_sequence();
+        batch.clear();
+        batch.push_seq(&tokens, 0, seq, false);
+        let t = Instant::now();
+        model.forward(&pool, &mut kv, &mut scratch, &batch)?;
+        best_pp = best_pp.min(t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        let mut token = 1000;
+        for i in 0..n_gen {
+            batch.clear();
+            batch.push(token, (n_prompt + i) as u32, seq, true);
+            let logits = model.forward(&pool, &mut kv, &mut scratch, &batch)?;
+            token =
+                (0..logits.len()).fold(0, |b, j| if logits[j] > logits[b] { j } else { b }) as u32;
+        }
+        best_tg = best_tg.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "threads {n_threads}: pp{n_prompt} {:.1} tok/s, tg{n_gen} {:.1} tok/s",
+        n_prompt as f64 / best_pp,
+        n_gen as f64 / best_tg
+    );
+    Ok(())
+}

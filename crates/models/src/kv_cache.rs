@@ -1,0 +1,396 @@
+//! The KV cache: a pool of cells owned by the caller (the engine), shared by sequences.
+//!
+//! Each cell holds, for every layer, one token's keys (`[n_head_kv, n_embd_head_k]`) and
+//! values (`[n_head_kv, n_embd_head_v]`) in f32, and the token's position. Cells are
+//! handed out in blocks of [`BLOCK_CELLS`]: a sequence holds a table of block indices
+//! (its cells, in the order its tokens arrived), so sequences grow, shrink and go away
+//! without moving anyone's data, and attention reads a sequence's keys and values through
+//! that table. Positions strictly increase along a sequence (the batch rules enforce it),
+//! so the cells a token may see (causal, and within the sliding window of a SWA layer) are
+//! one contiguous run of its sequence's table, found by binary search on positions.
+//!
+//! Masking follows llama.cpp's KV cache with a full-size cache: a token at position `p`
+//! sees the cells of its own sequence with position `<= p`, and in a sliding-window layer
+//! of window `n_swa` only those with `p - pos < n_swa` (`llama_hparams::is_masked_swa`,
+//! `LLAMA_SWA_TYPE_STANDARD`).
+//!
+//! Not here yet: sharing blocks between sequences (prefix caching and forks need a
+//! reference count per block and copy-on-write of a shared partial block), f16 or
+//! quantized storage, and a latent (MLA) layout; the block table is the seam for all three.
+
+use crate::batch::Batch;
+use crate::error::ModelError;
+use crate::hparams::HParams;
+
+/// Cells per block: small enough that a short sequence wastes little, large enough that
+/// the block table stays short.
+pub const BLOCK_CELLS: usize = 16;
+
+/// A handle to a sequence of the cache, from [`KvCache::new_sequence`].
+///
+/// Ids of removed sequences are reused, so a handle must not be kept after
+/// [`KvCache::remove_sequence`] or [`KvCache::clear`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeqId(u32);
+
+impl SeqId {
+    /// The id as a number (for logs).
+    pub fn index(self) -> u32 {
+        self.0
+    }
+}
+
+/// One sequence's cells: `blocks[j / BLOCK_CELLS]` holds its `j`-th token.
+#[derive(Debug)]
+struct Sequence {
+    /// Allocated at full capacity when the sequence is created, so that appending a
+    /// token never allocates.
+    blocks: Vec<u32>,
+    len: usize,
+}
+
+/// Per-sequence bookkeeping of the batch being checked and appended.
+#[derive(Debug, Clone, Copy, Default)]
+struct Staged {
+    touched: bool,
+    len_before: usize,
+    n_new: usize,
+    last_pos: Option<u32>,
+}
+
+/// The cache of keys and values of every layer, for every sequence.
+pub struct KvCache {
+    n_layer: usize,
+    n_embd_k: usize,
+    n_embd_v: usize,
+    n_cells: usize,
+    /// `[n_layer][n_cells, n_embd_k]`
+    k: Vec<Vec<f32>>,
+    /// `[n_layer][n_cells, n_embd_v]`
+    v: Vec<Vec<f32>>,
+    /// `[n_cells]`: the position of the token in each cell.
+    pos: Vec<u32>,
+    /// Free block indices.
+    free: Vec<u32>,
+    /// Indexed by `SeqId`; `None` for a removed sequence whose id may be reused.
+    seqs: Vec<Option<Sequence>>,
+    /// Indexed by `SeqId`; scratch of [`KvCache::prepare`].
+    staged: Vec<Staged>,
+}
+
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCache")
+            .field("n_layer", &self.n_layer)
+            .field("n_cells", &self.n_cells)
+            .field("free_cells", &self.n_free_cells())
+            .field("sequences", &self.seqs.iter().flatten().count())
+            .finish()
+    }
+}
+
+impl KvCache {
+    /// A cache of at least `n_cells` cells (rounded up to whole blocks) for a model with
+    /// these hyper-parameters: `n_layer · n_cells · (n_embd_k_gqa + n_embd_v_gqa)` f32s.
+    ///
+    /// The memory is reserved here, and refused with [`ModelError::CacheAlloc`] rather
+    /// than aborting when the system cannot provide it.
+    pub fn new(hp: &HParams, n_cells: usize) -> Result<KvCache, ModelError> {
+        let bad = |reason: String| ModelError::Config {
+            what: "KV cache size",
+            reason,
+        };
+        if n_cells == 0 {
+            return Err(bad("zero cells".into()));
+        }
+        let n_blocks = n_cells.div_ceil(BLOCK_CELLS);
+        if n_blocks > u32::MAX as usize {
+            return Err(bad(format!("{n_cells} cells is too many")));
+        }
+        let n_cells = n_blocks * BLOCK_CELLS;
+        let (n_embd_k, n_embd_v) = (hp.n_embd_k_gqa(), hp.n_embd_v_gqa());
+        let bytes = hp.n_layer as u128 * n_cells as u128 * (n_embd_k + n_embd_v) as u128 * 4;
+        let alloc = |n: usize| -> Result<Vec<f32>, ModelError> {
+            let n = n_cells
+                .checked_mul(n)
+                .ok_or(ModelError::CacheAlloc { bytes })?;
+            let mut v = Vec::new();
+            v.try_reserve_exact(n)
+                .map_err(|_| ModelError::CacheAlloc { bytes })?;
+            v.resize(n, 0.0);
+            Ok(v)
+        };
+        let mut k = Vec::with_capacity(hp.n_layer);
+        let mut v = Vec::with_capacity(hp.n_layer);
+        for _ in 0..hp.n_layer {
+            k.push(alloc(n_embd_k)?);
+            v.push(alloc(n_embd_v)?);
+        }
+        let mut pos = Vec::new();
+        pos.try_reserve_exact(n_cells)
+            .map_err(|_| ModelError::CacheAlloc { bytes })?;
+        pos.resize(n_cells, 0);
+        Ok(KvCache {
+            n_layer: hp.n_layer,
+            n_embd_k,
+            n_embd_v,
+            n_cells,
+            k,
+            v,
+            pos,
+            // Reversed so that blocks are handed out in increasing order (tidier dumps).
+            free: (0..n_blocks as u32).rev().collect(),
+            seqs: Vec::new(),
+            staged: Vec::new(),
+        })
+    }
+
+    /// Total cells.
+    pub fn n_cells(&self) -> usize {
+        self.n_cells
+    }
+
+    /// Cells not held by any sequence.
+    pub fn n_free_cells(&self) -> usize {
+        self.free.len() * BLOCK_CELLS
+    }
+
+    /// Bytes of K and V storage.
+    pub fn size_bytes(&self) -> usize {
+        self.n_layer * self.n_cells * (self.n_embd_k + self.n_embd_v) * 4
+    }
+
+    /// Whether the cache fits a model with these hyper-parameters.
+    pub fn fits(&self, hp: &HParams) -> bool {
+        self.n_layer == hp.n_layer
+            && self.n_embd_k == hp.n_embd_k_gqa()
+            && self.n_embd_v == hp.n_embd_v_gqa()
+    }
+
+    /// A new, empty sequence. Allocates its block table (room for the whole cache), so
+    /// that decoding into it never allocates.
+    pub fn new_sequence(&mut self) -> SeqId {
+        let seq = Sequence {
+            blocks: Vec::with_capacity(self.n_cells / BLOCK_CELLS),
+            len: 0,
+        };
+        match self.seqs.iter().position(Option::is_none) {
+            Some(i) => {
+                self.seqs[i] = Some(seq);
+                SeqId(i as u32)
+            }
+            None => {
+                self.seqs.push(Some(seq));
+                self.staged.push(Staged::default());
+                SeqId(self.seqs.len() as u32 - 1)
+            }
+        }
+    }
+
+    /// Drops a sequence and frees its cells; `false` if it did not exist.
+    pub fn remove_sequence(&mut self, seq: SeqId) -> bool {
+        match self.seqs.get_mut(seq.0 as usize).and_then(Option::take) {
+            Some(s) => {
+                self.free.extend(s.blocks.iter().rev());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps the first `len` tokens of a sequence and frees the cells of the rest (to
+    /// roll back rejected speculative tokens, or a failed batch); `false` if the sequence
+    /// does not exist.
+    pub fn truncate_sequence(&mut self, seq: SeqId, len: usize) -> bool {
+        let Some(s) = self.seqs.get_mut(seq.0 as usize).and_then(Option::as_mut) else {
+            return false;
+        };
+        if len < s.len {
+            let keep = len.div_ceil(BLOCK_CELLS);
+            self.free.extend(s.blocks.drain(keep..).rev());
+            s.len = len;
+        }
+        true
+    }
+
+    /// Drops every sequence.
+    pub fn clear(&mut self) {
+        self.seqs.clear();
+        self.staged.clear();
+        self.free.clear();
+        self.free
+            .extend((0..(self.n_cells / BLOCK_CELLS) as u32).rev());
+    }
+
+    /// Number of tokens cached for `seq`, `None` if it does not exist.
+    pub fn seq_len(&self, seq: SeqId) -> Option<usize> {
+        self.seq(seq).map(|s| s.len)
+    }
+
+    /// The position after the last cached token of `seq` (0 for an empty sequence): where
+    /// its next token goes when positions are consecutive. `None` if it does not exist.
+    pub fn seq_next_pos(&self, seq: SeqId) -> Option<u32> {
+        let s = self.seq(seq)?;
+        Some(match self.last_pos(s) {
+            Some(p) => p.saturating_add(1),
+            None => 0,
+        })
+    }
+
+    fn seq(&self, seq: SeqId) -> Option<&Sequence> {
+        self.seqs.get(seq.0 as usize).and_then(Option::as_ref)
+    }
+
+    fn last_pos(&self, s: &Sequence) -> Option<u32> {
+        let j = s.len.checked_sub(1)?;
+        Some(self.pos[cell_of(&s.blocks, j)])
+    }
+
+    /// Checks a batch against the cache (sequences exist, positions increase, enough
+    /// free cells) without changing anything the caller can see, and remembers the
+    /// sequences' lengths for [`KvCache::rollback`].
+    pub(crate) fn prepare(&mut self, batch: &Batch) -> Result<(), ModelError> {
+        self.staged.fill(Staged::default());
+        for (index, (&seq, &pos)) in batch.seq.iter().zip(&batch.pos).enumerate() {
+            let Some(s) = self.seqs.get(seq.0 as usize).and_then(Option::as_ref) else {
+                return Err(ModelError::UnknownSequence { index, seq });
+            };
+            let st = self.staged[seq.0 as usize];
+            let prev = if st.touched {
+                st.last_pos
+            } else {
+                self.last_pos(s)
+            };
+            if let Some(prev) = prev {
+                if pos <= prev {
+                    return Err(ModelError::Position {
+                        index,
+                        seq,
+                        pos,
+                        prev,
+                    });
+                }
+            }
+            self.staged[seq.0 as usize] = Staged {
+                touched: true,
+                len_before: s.len,
+                n_new: st.n_new + 1,
+                last_pos: Some(pos),
+            };
+        }
+        let mut blocks_needed = 0;
+        for (st, s) in self.staged.iter().zip(&self.seqs) {
+            if let (true, Some(s)) = (st.touched, s) {
+                blocks_needed += (s.len + st.n_new).div_ceil(BLOCK_CELLS) - s.blocks.len();
+            }
+        }
+        if blocks_needed > self.free.len() {
+            return Err(ModelError::CacheFull {
+                needed: blocks_needed * BLOCK_CELLS,
+                free: self.n_free_cells(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Undoes the appends of the batch last given to [`KvCache::prepare`].
+    pub(crate) fn rollback(&mut self) {
+        for i in 0..self.staged.len() {
+            let st = self.staged[i];
+            if st.touched {
+                self.truncate_sequence(SeqId(i as u32), st.len_before);
+            }
+        }
+    }
+
+    /// Gives the next cell of `seq` to a token at `pos`, returning the cell. The batch
+    /// was checked by [`KvCache::prepare`], so the sequence exists and a block is free.
+    pub(crate) fn append(&mut self, seq: SeqId, pos: u32) -> usize {
+        let s = self.seqs[seq.0 as usize]
+            .as_mut()
+            .expect("prepare checked the sequence");
+        if s.len.is_multiple_of(BLOCK_CELLS) {
+            s.blocks
+                .push(self.free.pop().expect("prepare checked free blocks"));
+        }
+        let cell = cell_of(&s.blocks, s.len);
+        s.len += 1;
+        self.pos[cell] = pos;
+        cell
+    }
+
+    /// Writes one token's keys and values of layer `il` into `cell`.
+    pub(crate) fn store(&mut self, il: usize, cell: usize, k: &[f32], v: &[f32]) {
+        self.k[il][cell * self.n_embd_k..][..self.n_embd_k].copy_from_slice(k);
+        self.v[il][cell * self.n_embd_v..][..self.n_embd_v].copy_from_slice(v);
+    }
+
+    /// The cells of `seq`, for attention.
+    pub(crate) fn view(&self, seq: SeqId) -> SeqView<'_> {
+        let s = self.seqs[seq.0 as usize]
+            .as_ref()
+            .expect("prepare checked the sequence");
+        SeqView {
+            blocks: &s.blocks,
+            len: s.len,
+            pos: &self.pos,
+        }
+    }
+
+    /// Layer `il`'s keys, `[n_cells, n_embd_k_gqa]`.
+    pub(crate) fn k(&self, il: usize) -> &[f32] {
+        &self.k[il]
+    }
+
+    /// Layer `il`'s values, `[n_cells, n_embd_v_gqa]`.
+    pub(crate) fn v(&self, il: usize) -> &[f32] {
+        &self.v[il]
+    }
+}
+
+/// The cell holding the `j`-th token of a sequence with this block table.
+fn cell_of(blocks: &[u32], j: usize) -> usize {
+    blocks[j / BLOCK_CELLS] as usize * BLOCK_CELLS + j % BLOCK_CELLS
+}
+
+/// A sequence's cells, in token order.
+#[derive(Clone, Copy)]
+pub(crate) struct SeqView<'c> {
+    blocks: &'c [u32],
+    len: usize,
+    pos: &'c [u32],
+}
+
+impl SeqView<'_> {
+    /// The cell of the sequence's `j`-th token.
+    pub(crate) fn cell(&self, j: usize) -> usize {
+        cell_of(self.blocks, j)
+    }
+
+    /// The tokens `lo..hi` that a query at `pos` sees: positions at most `pos`, and, with
+    /// a window, more than `pos - n_swa`.
+    pub(crate) fn visible(&self, pos: u32, n_swa: Option<u32>) -> (usize, usize) {
+        let pos_at = |j: usize| self.pos[self.cell(j)];
+        let hi = partition_point(self.len, |j| pos_at(j) <= pos);
+        let lo = match n_swa {
+            // Masked when pos - p >= n_swa, i.e. visible when p > pos - n_swa.
+            Some(w) if pos >= w => partition_point(hi, |j| pos_at(j) <= pos - w),
+            _ => 0,
+        };
+        (lo, hi)
+    }
+}
+
+/// The first `j` in `0..n` for which `pred` is false, `pred` being true on a prefix.
+fn partition_point(n: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}

@@ -1,0 +1,208 @@
+//! Loading a model by its architecture, and the forward pass over a batch.
+
+use hearth_gguf::GgufFile;
+use hearth_kernels::ops::{Ops, RopeCache};
+use hearth_kernels::pool::ThreadPool;
+
+use crate::batch::{Batch, UBatch};
+use crate::blocks::Pass;
+use crate::error::ModelError;
+use crate::gemma3::Gemma3;
+use crate::hparams::{Arch, HParams, Keys};
+use crate::kv_cache::KvCache;
+use crate::llama::Llama;
+use crate::qwen3::Qwen3;
+use crate::scratch::{Dims, Scratch};
+use crate::weights::Weights;
+
+/// A loaded model: hyper-parameters and weights, the weights borrowed from the (mapped)
+/// GGUF file, so `Model<'a>` lives no longer than the [`GgufFile`] it was loaded from.
+///
+/// A model is immutable; everything a forward pass writes lives in the caller's
+/// [`KvCache`] and [`Scratch`], so one model can serve any number of caches.
+pub struct Model<'a> {
+    hparams: HParams,
+    net: Net<'a>,
+}
+
+/// The architecture-specific weights and graph.
+enum Net<'a> {
+    /// `llama` and `qwen2` (the same graph).
+    Llama(Llama<'a>),
+    Qwen3(Qwen3<'a>),
+    Gemma3(Gemma3<'a>),
+}
+
+impl std::fmt::Debug for Model<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("hparams", &self.hparams)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Model<'a> {
+    /// Loads the model in `file`, choosing the architecture by `general.architecture`.
+    ///
+    /// Every hyper-parameter is range- and consistency-checked, every tensor the
+    /// architecture needs must be present with the exact shape the hyper-parameters
+    /// imply and a type the kernels handle, and a tensor the architecture does not use
+    /// is refused (it would mean a variant this code does not implement). Nothing is
+    /// copied but norm weights and biases (converted to f32).
+    pub fn load(file: &'a GgufFile) -> Result<Model<'a>, ModelError> {
+        let name = file.metadata().get_str("general.architecture")?;
+        let arch =
+            Arch::parse(name).ok_or_else(|| ModelError::UnsupportedArchitecture(name.into()))?;
+        let hparams = HParams::read(file, arch)?;
+        let keys = Keys {
+            md: file.metadata(),
+            arch: arch.name(),
+        };
+        let mut w = Weights::new(file);
+        let net = match arch {
+            Arch::Llama => Net::Llama(Llama::load(&mut w, &hparams)?),
+            Arch::Qwen2 => Net::Llama(crate::qwen2::load(&mut w, &hparams)?),
+            Arch::Qwen3 => Net::Qwen3(Qwen3::load(&mut w, &hparams)?),
+            Arch::Gemma3 => Net::Gemma3(Gemma3::load(&mut w, &hparams, &keys)?),
+        };
+        w.finish()?;
+        Ok(Model { hparams, net })
+    }
+
+    /// The hyper-parameters.
+    pub fn hparams(&self) -> &HParams {
+        &self.hparams
+    }
+
+    /// The architecture.
+    pub fn arch(&self) -> Arch {
+        self.hparams.arch
+    }
+
+    /// The widths a scratch for this model needs.
+    pub(crate) fn dims(&self) -> Dims {
+        let hp = &self.hparams;
+        Dims {
+            n_embd: hp.n_embd,
+            n_q: hp.n_head * hp.n_embd_head_k,
+            n_k: hp.n_embd_k_gqa(),
+            n_v: hp.n_embd_v_gqa(),
+            n_attn: hp.n_head * hp.n_embd_head_v,
+            n_ff: hp.n_ff,
+            n_vocab: hp.n_vocab,
+            n_row: hp.n_embd.max(hp.n_embd_head_k).max(hp.n_embd_head_v),
+        }
+    }
+
+    /// Fresh RoPE angle caches for a scratch.
+    pub(crate) fn rope_caches(&self) -> Vec<RopeCache> {
+        match &self.net {
+            Net::Llama(m) => m.rope_caches(),
+            Net::Qwen3(m) => m.rope_caches(),
+            Net::Gemma3(m) => m.rope_caches(),
+        }
+    }
+
+    /// Runs `batch` through the model: appends every token's keys and values to its
+    /// sequence in `kv`, and returns the logits of the rows that asked for them,
+    /// `[batch.n_outputs(), n_vocab]` in batch order.
+    ///
+    /// The batch is checked first (tokens in the vocabulary, sequences in the cache,
+    /// positions increasing, room in the cache and in the scratch's logits); a refused
+    /// batch changes nothing. Tokens go through the layers `scratch.n_ubatch()` at a
+    /// time, each slice as matrix products over all its tokens. If a pass fails midway
+    /// (which only an internal error can cause), the batch's tokens are removed from the
+    /// cache again.
+    ///
+    /// After the first call with a given shape, a call allocates nothing.
+    pub fn forward<'s>(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvCache,
+        scratch: &'s mut Scratch,
+        batch: &Batch,
+    ) -> Result<&'s [f32], ModelError> {
+        let hp = &self.hparams;
+        if scratch.dims != self.dims() {
+            return Err(ModelError::Config {
+                what: "scratch",
+                reason: "it was made for another model".into(),
+            });
+        }
+        if !kv.fits(hp) {
+            return Err(ModelError::Config {
+                what: "KV cache",
+                reason: "it was made for another model".into(),
+            });
+        }
+        for (index, &token) in batch.tokens.iter().enumerate() {
+            if token as usize >= hp.n_vocab {
+                return Err(ModelError::TokenOutOfRange {
+                    index,
+                    token,
+                    n_vocab: hp.n_vocab,
+                });
+            }
+        }
+        let n_outputs = batch.n_outputs();
+        if n_outputs > scratch.n_outputs {
+            return Err(ModelError::TooManyOutputs {
+                n_outputs,
+                max: scratch.n_outputs,
+            });
+        }
+        kv.prepare(batch)?;
+        scratch.reserve_attn_parts(pool.n_threads(), kv.n_cells());
+
+        // The cells are moved out of the scratch for the pass, so that the slice can
+        // borrow them while the layers borrow the rest of the scratch.
+        let mut cells = std::mem::take(&mut scratch.cells);
+        let result = self.run(pool, kv, scratch, batch, &mut cells);
+        scratch.cells = cells;
+        if result.is_err() {
+            kv.rollback();
+        }
+        result?;
+        Ok(&scratch.logits[..n_outputs * hp.n_vocab])
+    }
+
+    /// The passes over the slices of a checked batch.
+    fn run(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvCache,
+        scratch: &mut Scratch,
+        batch: &Batch,
+        cells: &mut [usize],
+    ) -> Result<(), ModelError> {
+        let n_ubatch = scratch.n_ubatch;
+        let mut out_row = 0;
+        for start in (0..batch.len()).step_by(n_ubatch) {
+            let end = (start + n_ubatch).min(batch.len());
+            let cells = &mut cells[..end - start];
+            for (c, t) in cells.iter_mut().zip(start..end) {
+                *c = kv.append(batch.seq[t], batch.pos[t]);
+            }
+            let ub = UBatch {
+                tokens: &batch.tokens[start..end],
+                pos: &batch.pos[start..end],
+                seq: &batch.seq[start..end],
+                logits: &batch.logits[start..end],
+                cells,
+            };
+            let mut pass = Pass {
+                pool,
+                ops: Ops::get(),
+                kv,
+                s: scratch,
+            };
+            match &self.net {
+                Net::Llama(m) => m.forward(&self.hparams, &mut pass, &ub, out_row)?,
+                Net::Qwen3(m) => m.forward(&self.hparams, &mut pass, &ub, out_row)?,
+                Net::Gemma3(m) => m.forward(&self.hparams, &mut pass, &ub, out_row)?,
+            }
+            out_row += ub.n_outputs();
+        }
+        Ok(())
+    }
+}

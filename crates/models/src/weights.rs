@@ -1,0 +1,180 @@
+//! Taking weights out of a GGUF file: shape and type checks, and a record of which
+//! tensors were used.
+//!
+//! Matrices stay in the (mapped) file, borrowed; small vectors (norm weights, biases,
+//! RoPE factors) are converted to f32 once at load, since every token reads them whole.
+//! A shape is compared with the one the hyper-parameters imply, in GGUF order (`ne[0]`,
+//! the row length, first), trailing 1s ignored as llama.cpp's `create_tensor` does.
+
+use std::collections::HashSet;
+
+use hearth_gguf::{GgufFile, TensorInfo};
+use hearth_kernels::dispatch::Kernels;
+use hearth_kernels::matmul::WeightMatrix;
+use hearth_kernels::quant::dequantize_row;
+
+use crate::error::ModelError;
+
+/// A linear layer: `y = W·x (+ b)`. `W` is `[n_out, n_in]` (GGUF shape `[n_in, n_out]`).
+#[derive(Debug, Clone)]
+pub(crate) struct Linear<'a> {
+    pub(crate) w: WeightMatrix<'a>,
+    /// `[n_out]`
+    pub(crate) b: Option<Vec<f32>>,
+}
+
+/// The weights of one GGUF file, handed out by name, with every use recorded.
+pub(crate) struct Weights<'a> {
+    file: &'a GgufFile,
+    used: HashSet<&'a str>,
+}
+
+impl<'a> Weights<'a> {
+    pub(crate) fn new(file: &'a GgufFile) -> Weights<'a> {
+        Weights {
+            file,
+            used: HashSet::new(),
+        }
+    }
+
+    /// The info of `name`, marked used, with its shape checked against `dims`.
+    fn info(&mut self, name: &str, dims: &[usize]) -> Result<Option<&'a TensorInfo>, ModelError> {
+        let Some(info) = self.file.tensor_info(name) else {
+            return Ok(None);
+        };
+        let shape = info.shape();
+        let matches = shape.len() >= dims.len()
+            && shape.iter().zip(dims).all(|(&a, &e)| a == e as u64)
+            && shape[dims.len()..].iter().all(|&d| d == 1);
+        if !matches {
+            return Err(ModelError::TensorShape {
+                tensor: name.to_string(),
+                expected: dims.iter().map(|&d| d as u64).collect(),
+                actual: shape.to_vec(),
+            });
+        }
+        self.used.insert(info.name());
+        Ok(Some(info))
+    }
+
+    /// The matrix `name` of GGUF shape `[n_in, n_out]`, in a type the kernels can
+    /// multiply with; `None` if absent.
+    pub(crate) fn matrix_opt(
+        &mut self,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<Option<WeightMatrix<'a>>, ModelError> {
+        let Some(info) = self.info(name, &[n_in, n_out])? else {
+            return Ok(None);
+        };
+        let ty = info.ty();
+        if Kernels::get().dot(ty).is_none() {
+            return Err(ModelError::TensorType {
+                tensor: name.to_string(),
+                ty,
+                reason: "has no matrix product kernel",
+            });
+        }
+        let data = self.file.tensor_data(info);
+        Ok(Some(WeightMatrix::new(ty, n_out, n_in, data)?))
+    }
+
+    /// As [`Weights::matrix_opt`], required.
+    pub(crate) fn matrix(
+        &mut self,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<WeightMatrix<'a>, ModelError> {
+        self.matrix_opt(name, n_in, n_out)?
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
+    }
+
+    /// The linear layer `{prefix}.weight` (`[n_in, n_out]`) with its bias
+    /// `{prefix}.bias` (`[n_out]`), which must be present when `bias_required`.
+    pub(crate) fn linear(
+        &mut self,
+        prefix: &str,
+        n_in: usize,
+        n_out: usize,
+        bias_required: bool,
+    ) -> Result<Linear<'a>, ModelError> {
+        let w = self.matrix(&format!("{prefix}.weight"), n_in, n_out)?;
+        let bias = format!("{prefix}.bias");
+        let b = if bias_required {
+            Some(self.vector(&bias, n_out)?)
+        } else {
+            self.vector_opt(&bias, n_out)?
+        };
+        Ok(Linear { w, b })
+    }
+
+    /// The vector `name` (`[n]`) converted to f32; `None` if absent.
+    pub(crate) fn vector_opt(
+        &mut self,
+        name: &str,
+        n: usize,
+    ) -> Result<Option<Vec<f32>>, ModelError> {
+        let Some(info) = self.info(name, &[n])? else {
+            return Ok(None);
+        };
+        let ty = info.ty();
+        let mut out = vec![0.0; n];
+        dequantize_row(ty, self.file.tensor_data(info), &mut out).map_err(|_| {
+            ModelError::TensorType {
+                tensor: name.to_string(),
+                ty,
+                reason: "cannot be converted to f32",
+            }
+        })?;
+        Ok(Some(out))
+    }
+
+    /// As [`Weights::vector_opt`], required.
+    pub(crate) fn vector(&mut self, name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
+        self.vector_opt(name, n)?
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
+    }
+
+    /// The token embedding table `name` (`[n_embd, n_vocab]`): rows are looked up, not
+    /// multiplied, so any type that dequantizes will do; it must also multiply when the
+    /// output projection is tied to it.
+    pub(crate) fn embedding(
+        &mut self,
+        name: &str,
+        n_embd: usize,
+        n_vocab: usize,
+    ) -> Result<WeightMatrix<'a>, ModelError> {
+        let info = self
+            .info(name, &[n_embd, n_vocab])?
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let ty = info.ty();
+        if !ty.is_computable() {
+            return Err(ModelError::TensorType {
+                tensor: name.to_string(),
+                ty,
+                reason: "cannot be converted to f32",
+            });
+        }
+        Ok(WeightMatrix::new(
+            ty,
+            n_vocab,
+            n_embd,
+            self.file.tensor_data(info),
+        )?)
+    }
+
+    /// Refuses the file if it holds a tensor nothing asked for.
+    pub(crate) fn finish(self) -> Result<(), ModelError> {
+        match self
+            .file
+            .tensors()
+            .iter()
+            .find(|t| !self.used.contains(t.name()))
+        {
+            Some(t) => Err(ModelError::UnusedTensor(t.name().to_string())),
+            None => Ok(()),
+        }
+    }
+}

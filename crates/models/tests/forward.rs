@@ -1,0 +1,267 @@
+//! The forward pass's paths agree with each other, and the KV cache's bookkeeping holds:
+//! a prompt in one batch, in slices, or token by token gives the same logits; sequences
+//! in one batch do not see each other; truncated, removed and recycled cells behave.
+//! Refused batches are typed errors that leave the cache as it was.
+
+mod common;
+
+use common::*;
+use hearth_kernels::pool::ThreadPool;
+use hearth_models::{tiny, Batch, KvCache, Model, ModelError, Scratch, BLOCK_CELLS};
+
+/// Slicing a batch and decoding token by token only change which tokens share a matrix
+/// product, not the arithmetic of any one row: agreement to rounding noise.
+const PATH_TOLERANCE: f64 = 1e-6;
+
+#[test]
+fn batch_slices_and_decoding_agree() {
+    let pool = ThreadPool::new(2).unwrap();
+    let tokens = tiny::test_tokens();
+    for spec in tiny::specs() {
+        let file = tiny_file(spec.name);
+        let model = Model::load(&file).unwrap();
+        let whole = logits_batch(&model, &pool, &tokens, 64);
+        for n_ubatch in [1, 3, 7] {
+            let sliced = logits_batch(&model, &pool, &tokens, n_ubatch);
+            let err = rel_max_err(&sliced, &whole);
+            assert!(
+                err <= PATH_TOLERANCE,
+                "{}: n_ubatch {n_ubatch}: {err:e}",
+                spec.name
+            );
+        }
+        let decoded = logits_decode(&model, &pool, &tokens);
+        let err = rel_max_err(&decoded, &whole);
+        assert!(err <= PATH_TOLERANCE, "{}: decode: {err:e}", spec.name);
+    }
+}
+
+#[test]
+fn sequences_in_one_batch_are_independent() {
+    let pool = ThreadPool::new(2).unwrap();
+    let a = tiny::test_tokens();
+    let b: Vec<u32> = a
+        .iter()
+        .rev()
+        .map(|&t| (t * 7) % tiny::N_VOCAB as u32)
+        .collect();
+    for name in ["llama_q4_k", "gemma3_q", "qwen3_f32"] {
+        let file = tiny_file(name);
+        let model = Model::load(&file).unwrap();
+        let n_vocab = model.hparams().n_vocab;
+        let alone_a = logits_batch(&model, &pool, &a, 64);
+        let alone_b = logits_batch(&model, &pool, &b, 64);
+
+        let mut kv = KvCache::new(model.hparams(), 128).unwrap();
+        let mut scratch = Scratch::new(&model, 16, 64).unwrap();
+        // A sequence created and dropped first, so the others' cells are not the first.
+        let gone = kv.new_sequence();
+        let (sa, sb) = (kv.new_sequence(), kv.new_sequence());
+        let mut batch = Batch::new();
+        batch.push_seq(&a[..5], 0, gone, false);
+        model.forward(&pool, &mut kv, &mut scratch, &batch).unwrap();
+        assert!(kv.remove_sequence(gone));
+
+        // Interleaved, with `b` starting later and in a different slice pattern.
+        batch.clear();
+        for i in 0..a.len() {
+            batch.push(a[i], i as u32, sa, true);
+            if i >= 3 {
+                batch.push(b[i - 3], (i - 3) as u32, sb, true);
+            }
+        }
+        for (i, &t) in b.iter().enumerate().skip(a.len() - 3) {
+            batch.push(t, i as u32, sb, true);
+        }
+        let out = model
+            .forward(&pool, &mut kv, &mut scratch, &batch)
+            .unwrap()
+            .to_vec();
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+        for (row, &seq) in out.chunks_exact(n_vocab).zip(batch.seq_ids()) {
+            if seq == sa { &mut got_a } else { &mut got_b }.extend_from_slice(row);
+        }
+        assert!(
+            rel_max_err(&got_a, &alone_a) <= PATH_TOLERANCE,
+            "{name}: sequence a"
+        );
+        assert!(
+            rel_max_err(&got_b, &alone_b) <= PATH_TOLERANCE,
+            "{name}: sequence b"
+        );
+        assert_eq!(kv.seq_len(sa), Some(a.len()));
+        assert_eq!(kv.seq_next_pos(sb), Some(b.len() as u32));
+    }
+}
+
+#[test]
+fn truncated_sequences_continue_as_if_fresh() {
+    let pool = ThreadPool::new(2).unwrap();
+    let tokens = tiny::test_tokens();
+    let file = tiny_file("gemma3_f32");
+    let model = Model::load(&file).unwrap();
+    let n_vocab = model.hparams().n_vocab;
+    let whole = logits_batch(&model, &pool, &tokens, 64);
+
+    let mut kv = KvCache::new(model.hparams(), 64).unwrap();
+    let mut scratch = Scratch::new(&model, 64, 64).unwrap();
+    let seq = kv.new_sequence();
+    let mut batch = Batch::new();
+    // A wrong continuation, then rolled back to the first 17 tokens (not a block edge).
+    batch.push_seq(&tokens[..17], 0, seq, false);
+    batch.push_seq(&[5; 20], 17, seq, false); // 37 tokens: three blocks
+    model.forward(&pool, &mut kv, &mut scratch, &batch).unwrap();
+    let free_before = kv.n_free_cells();
+    assert!(kv.truncate_sequence(seq, 17));
+    assert_eq!(kv.n_free_cells(), free_before + BLOCK_CELLS);
+    batch.clear();
+    batch.push_seq(&tokens[17..], 17, seq, true);
+    let out = model.forward(&pool, &mut kv, &mut scratch, &batch).unwrap();
+    let err = rel_max_err(out, &whole[17 * n_vocab..]);
+    assert!(err <= PATH_TOLERANCE, "{err:e}");
+}
+
+#[test]
+fn refused_batches_change_nothing() {
+    let pool = ThreadPool::new(2).unwrap();
+    let file = tiny_file("llama_f32");
+    let model = Model::load(&file).unwrap();
+    let mut kv = KvCache::new(model.hparams(), 2 * BLOCK_CELLS).unwrap();
+    let mut scratch = Scratch::new(&model, 8, 4).unwrap();
+    let seq = kv.new_sequence();
+    let mut batch = Batch::new();
+    batch.push_seq(&[1, 2, 3], 0, seq, false);
+    model.forward(&pool, &mut kv, &mut scratch, &batch).unwrap();
+    let free = kv.n_free_cells();
+
+    let mut check = |batch: &Batch, kv: &mut KvCache| -> ModelError {
+        let err = model.forward(&pool, kv, &mut scratch, batch).unwrap_err();
+        assert_eq!(kv.seq_len(seq), Some(3), "{err}");
+        assert_eq!(kv.n_free_cells(), free, "{err}");
+        err
+    };
+
+    let mut b = Batch::new();
+    b.push(3, 3, seq, true);
+    b.push(tiny::N_VOCAB as u32, 4, seq, true);
+    assert!(matches!(
+        check(&b, &mut kv),
+        ModelError::TokenOutOfRange { index: 1, .. }
+    ));
+
+    b.clear();
+    b.push(3, 2, seq, true); // position 2 is already cached
+    assert!(matches!(
+        check(&b, &mut kv),
+        ModelError::Position { prev: 2, .. }
+    ));
+
+    b.clear();
+    b.push(3, 5, seq, false);
+    b.push(3, 5, seq, false); // not increasing within the batch
+    assert!(matches!(
+        check(&b, &mut kv),
+        ModelError::Position { index: 1, .. }
+    ));
+
+    b.clear();
+    let other = kv.new_sequence();
+    kv.remove_sequence(other);
+    b.push(3, 0, other, true);
+    assert!(matches!(
+        check(&b, &mut kv),
+        ModelError::UnknownSequence { .. }
+    ));
+
+    b.clear();
+    b.push_seq(&[4; 5], 3, seq, true); // five rows of logits, the scratch holds four
+    assert!(matches!(
+        check(&b, &mut kv),
+        ModelError::TooManyOutputs {
+            n_outputs: 5,
+            max: 4
+        }
+    ));
+
+    b.clear();
+    b.push_seq(&[4; 30], 3, seq, false); // 33 cells in a 32-cell cache
+    assert!(matches!(check(&b, &mut kv), ModelError::CacheFull { .. }));
+
+    // A cache and a scratch of another model are refused.
+    let file2 = tiny_file("qwen3_f32");
+    let model2 = Model::load(&file2).unwrap();
+    let mut kv2 = KvCache::new(model2.hparams(), 16).unwrap();
+    let seq2 = kv2.new_sequence();
+    b.clear();
+    b.push(1, 0, seq2, true);
+    let err = model2
+        .forward(&pool, &mut kv2, &mut scratch, &b)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ModelError::Config {
+                what: "scratch",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut scratch2 = Scratch::new(&model2, 8, 4).unwrap();
+    b.clear();
+    b.push(1, 3, seq, true);
+    let err = model2
+        .forward(&pool, &mut kv, &mut scratch2, &b)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ModelError::Config {
+                what: "KV cache",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // After all that, the sequence continues normally, and a full cache recycles.
+    b.clear();
+    b.push_seq(&[4; 29], 3, seq, true);
+    let mut big = Scratch::new(&model, 8, 29).unwrap();
+    model.forward(&pool, &mut kv, &mut big, &b).unwrap();
+    assert_eq!(kv.n_free_cells(), 0);
+    kv.clear();
+    assert_eq!(kv.n_free_cells(), 2 * BLOCK_CELLS);
+    let seq = kv.new_sequence();
+    b.clear();
+    b.push_seq(&[4; 32], 0, seq, false);
+    model.forward(&pool, &mut kv, &mut big, &b).unwrap();
+}
+
+#[test]
+fn gaps_in_positions_are_positions() {
+    // Positions need only increase: a sequence at positions 10, 12, 14, ... attends as
+    // the numpy reference would (RoPE and masks see the positions, not the indices).
+    // Checked against the same model run at consecutive positions: the logits differ.
+    let pool = ThreadPool::new(1).unwrap();
+    let file = tiny_file("llama_f32");
+    let model = Model::load(&file).unwrap();
+    let tokens = &tiny::test_tokens()[..6];
+    let mut kv = KvCache::new(model.hparams(), 16).unwrap();
+    let mut scratch = Scratch::new(&model, 8, 8).unwrap();
+    let seq = kv.new_sequence();
+    let mut batch = Batch::new();
+    for (i, &t) in tokens.iter().enumerate() {
+        batch.push(t, 10 + 2 * i as u32, seq, true);
+    }
+    let gapped = model
+        .forward(&pool, &mut kv, &mut scratch, &batch)
+        .unwrap()
+        .to_vec();
+    let plain = logits_batch(&model, &pool, tokens, 8);
+    let n_vocab = model.hparams().n_vocab;
+    // The first token attends to itself only: its logits do not depend on position.
+    assert!(rel_max_err(&gapped[..n_vocab], &plain[..n_vocab]) <= PATH_TOLERANCE);
+    assert!(rel_max_err(&gapped, &plain) > 1e-3);
+    assert_eq!(kv.seq_next_pos(seq), Some(21));
+}

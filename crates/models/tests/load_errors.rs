@@ -1,0 +1,246 @@
+//! Broken model files are refused with a typed error that names the key or tensor at
+//! fault, and never make the loader panic or allocate by a corrupt count.
+
+mod common;
+
+use common::*;
+use hearth_gguf::{GgufFile, GgufWriter, TensorType, Value};
+use hearth_models::{Model, ModelError};
+
+/// A copy of the tiny model `name` with metadata `set` applied and tensors rewritten by
+/// `tensor` (which may drop one by returning `None`, or change its type, shape and bytes).
+fn edited(
+    name: &str,
+    set: &[(&str, Value)],
+    tensor: impl Fn(&str, TensorType, &[u64], &[u8]) -> Option<(TensorType, Vec<u64>, Vec<u8>)>,
+) -> GgufFile {
+    let orig = tiny_file(name);
+    let mut w = GgufWriter::new();
+    for (k, v) in orig.metadata().iter() {
+        w.set(k, v.clone());
+    }
+    for (k, v) in set {
+        w.set(*k, v.clone());
+    }
+    for t in orig.tensors() {
+        if let Some((ty, shape, data)) = tensor(t.name(), t.ty(), t.shape(), orig.tensor_data(t)) {
+            w.add_tensor(t.name(), ty, &shape, data).unwrap();
+        }
+    }
+    GgufFile::from_bytes(w.to_bytes()).unwrap()
+}
+
+fn keep(
+    _: &str,
+    ty: TensorType,
+    shape: &[u64],
+    data: &[u8],
+) -> Option<(TensorType, Vec<u64>, Vec<u8>)> {
+    Some((ty, shape.to_vec(), data.to_vec()))
+}
+
+fn load_err(file: &GgufFile) -> ModelError {
+    match Model::load(file) {
+        Ok(_) => panic!("loaded a broken file"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn unedited_tiny_models_load() {
+    for spec in hearth_models::tiny::specs() {
+        let file = tiny_file(spec.name);
+        let model = Model::load(&file).unwrap();
+        assert_eq!(model.arch(), spec.arch);
+        assert_eq!(model.hparams().n_vocab, hearth_models::tiny::N_VOCAB);
+    }
+}
+
+#[test]
+fn unknown_architecture() {
+    let f = edited(
+        "llama_f32",
+        &[("general.architecture", "mamba".into())],
+        keep,
+    );
+    assert!(matches!(load_err(&f), ModelError::UnsupportedArchitecture(a) if a == "mamba"));
+}
+
+#[test]
+fn missing_and_mistyped_keys() {
+    // `llama.block_count` written as a string.
+    let f = edited("llama_f32", &[("llama.block_count", "two".into())], keep);
+    let e = load_err(&f);
+    assert!(e.to_string().contains("llama.block_count"), "{e}");
+    // A float key as an integer.
+    let f = edited(
+        "llama_f32",
+        &[("llama.attention.layer_norm_rms_epsilon", Value::U32(1))],
+        keep,
+    );
+    let e = load_err(&f);
+    assert!(e.to_string().contains("layer_norm_rms_epsilon"), "{e}");
+}
+
+#[test]
+fn inconsistent_hyper_parameters() {
+    let cases: &[(&str, Value, &str)] = &[
+        ("llama.attention.head_count", Value::U32(0), "head_count"),
+        (
+            "llama.attention.head_count_kv",
+            Value::U32(3),
+            "head_count_kv",
+        ),
+        (
+            "llama.attention.head_count_kv",
+            Value::U32(0),
+            "head_count_kv",
+        ),
+        ("llama.block_count", Value::U32(1_000_000), "block_count"),
+        ("llama.block_count", Value::U64(u64::MAX), "block_count"),
+        (
+            "llama.context_length",
+            Value::U64(1 << 40),
+            "context_length",
+        ),
+        ("llama.context_length", Value::U32(0), "context_length"),
+        ("llama.embedding_length", Value::U32(0), "embedding_length"),
+        (
+            "llama.rope.dimension_count",
+            Value::U32(63),
+            "rope.dimension_count",
+        ),
+        ("llama.rope.freq_base", Value::F32(f32::NAN), "freq_base"),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            Value::F32(-1.0),
+            "epsilon",
+        ),
+        ("llama.rope.scaling.type", "yarn".into(), "yarn"),
+        (
+            "llama.rope.scaling.factor",
+            Value::F32(-2.0),
+            "scaling.factor",
+        ),
+        ("llama.expert_count", Value::U32(8), "experts"),
+        (
+            "llama.attention.head_count",
+            Value::Array(vec![4u32, 4].into()),
+            "per-layer",
+        ),
+    ];
+    for (key, value, needle) in cases {
+        let f = edited("llama_f32", &[(key, value.clone())], keep);
+        let e = load_err(&f);
+        assert!(e.to_string().contains(needle), "{key} = {value:?}: {e}");
+    }
+    // A block count that the file's tensors do not cover: the missing layer is named.
+    let f = edited("llama_f32", &[("llama.block_count", Value::U32(3))], keep);
+    assert!(matches!(load_err(&f), ModelError::MissingTensor(t) if t.starts_with("blk.2.")));
+    // Gemma's window.
+    let f = edited(
+        "gemma3_f32",
+        &[(
+            "gemma3.attention.sliding_window_pattern",
+            Value::Array(vec![true].into()),
+        )],
+        keep,
+    );
+    assert!(load_err(&f).to_string().contains("sliding_window_pattern"));
+}
+
+#[test]
+fn missing_tensors() {
+    for name in [
+        "token_embd.weight",
+        "blk.1.ffn_down.weight",
+        "output_norm.weight",
+    ] {
+        let f = edited("llama_f32", &[], |n, ty, s, d| {
+            (n != name).then(|| (ty, s.to_vec(), d.to_vec()))
+        });
+        assert!(
+            matches!(load_err(&f), ModelError::MissingTensor(t) if t == name),
+            "{name}"
+        );
+    }
+    // Qwen2's biases are required; Qwen3's and Gemma's head norms too.
+    for (model, name) in [
+        ("qwen2_q8_0", "blk.0.attn_k.bias"),
+        ("qwen3_f32", "blk.1.attn_q_norm.weight"),
+        ("gemma3_q", "blk.5.post_ffw_norm.weight"),
+    ] {
+        let f = edited(model, &[], |n, ty, s, d| {
+            (n != name).then(|| (ty, s.to_vec(), d.to_vec()))
+        });
+        assert!(
+            matches!(load_err(&f), ModelError::MissingTensor(t) if t == name),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn mis_shaped_and_mistyped_tensors() {
+    // attn_q transposed: same bytes, wrong shape.
+    let f = edited("qwen3_f32", &[], |n, ty, s, d| {
+        let s = if n == "blk.0.attn_q.weight" {
+            vec![s[1], s[0]]
+        } else {
+            s.to_vec()
+        };
+        Some((ty, s, d.to_vec()))
+    });
+    let e = load_err(&f);
+    assert!(
+        matches!(&e, ModelError::TensorShape { tensor, .. } if tensor == "blk.0.attn_q.weight"),
+        "{e}"
+    );
+    // A norm weight one element short.
+    let f = edited("llama_f32", &[], |n, ty, s, d| {
+        if n == "blk.0.ffn_norm.weight" {
+            Some((ty, vec![s[0] - 1], d[4..].to_vec()))
+        } else {
+            Some((ty, s.to_vec(), d.to_vec()))
+        }
+    });
+    assert!(matches!(load_err(&f), ModelError::TensorShape { .. }));
+    // A matrix stored as integers.
+    let f = edited("llama_f32", &[], |n, ty, s, d| {
+        let ty = if n == "blk.1.attn_v.weight" {
+            TensorType::I32
+        } else {
+            ty
+        };
+        Some((ty, s.to_vec(), d.to_vec()))
+    });
+    let e = load_err(&f);
+    assert!(
+        matches!(&e, ModelError::TensorType { tensor, .. } if tensor == "blk.1.attn_v.weight"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unused_tensors_are_refused() {
+    let orig = tiny_file("llama_f32");
+    let mut w = GgufWriter::new();
+    for (k, v) in orig.metadata().iter() {
+        w.set(k, v.clone());
+    }
+    for t in orig.tensors() {
+        w.add_tensor(t.name(), t.ty(), t.shape(), orig.tensor_data(t))
+            .unwrap();
+    }
+    w.add_tensor(
+        "blk.0.ffn_gate_inp.weight",
+        TensorType::F32,
+        &[256, 8],
+        vec![0u8; 256 * 8 * 4],
+    )
+    .unwrap();
+    let f = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    assert!(
+        matches!(load_err(&f), ModelError::UnusedTensor(t) if t == "blk.0.ffn_gate_inp.weight")
+    );
+}
