@@ -1,6 +1,9 @@
 //! `hearth`: the one command-line entry point.
 
 mod inspect;
+mod perplexity;
+mod run;
+mod tokenize;
 
 use std::process::ExitCode;
 
@@ -27,12 +30,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the token ids of a text as a JSON array.
+    Tokenize(tokenize::TokenizeArgs),
+    /// Generate a continuation of a prompt, streamed to stdout.
+    Run(run::RunArgs),
+    /// Measure a model's perplexity on a text, as llama-perplexity does.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { file, json } => inspect::run(&file, json),
+        Command::Tokenize(args) => tokenize::run_args(args),
+        Command::Run(args) => run::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,13 @@
 //! Hearth's engine: the pieces between a loaded model and a server.
 //!
-//! For now this holds only [`chat_template`], which renders a model's chat template
-//! (`tokenizer.chat_template` in GGUF metadata) the way Hugging Face transformers does.
+//! * [`chat_template`] renders a model's chat template (`tokenizer.chat_template` in GGUF
+//!   metadata) the way Hugging Face transformers does;
+//! * [`sampler`] chooses each sequence's next token from its logits, with its own seeded
+//!   generator.
 #![forbid(unsafe_code)]
 
 pub mod chat_template;
+pub mod sampler;
 
 pub use chat_template::{ChatTemplate, Message, TemplateError};
+pub use sampler::{Sampler, SamplerError, SamplerParams};
