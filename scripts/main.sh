@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The main job: fetch the default model, build Hearth, and run it on the model.
-# Until generation lands this shows the model with `hearth inspect`.
+# The main job: fetch the default model (Gemma 3 270M), build Hearth, and chat with it:
+# the prompt (first argument, or a default one) goes through the model's chat template
+# and the answer streams to stdout. Further arguments go to `hearth run` (e.g. -n 200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="$(scripts/fetch-model.sh)"
 cargo build --release --quiet --bin hearth
-exec target/release/hearth inspect "$model" "$@"
+prompt="${1:-Tell me about the city of Paris.}"
+shift || true
+exec target/release/hearth run "$model" --chat -p "$prompt" "$@"
