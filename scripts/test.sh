@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Every check CI runs, from a fresh machine: reference Python packages, the default model,
-# formatting and lints, the test suite (release build, built once), the comparison with
+# the tokenizer vocabularies, formatting and lints, the test suite (release build, built once), the comparison with
 # the `gguf` package, and the aarch64 build and tests under qemu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/python-env.sh
 model="$(scripts/fetch-model.sh)"
+# Tokenizer test vocabularies (llama.cpp's, Gemma's, DeepSeek-R1-Distill-Qwen's); with
+# the variable set, a missing vocabulary fails its test instead of skipping it.
+HEARTH_VOCAB_DIR="$(tests/fixtures/tokenizer/fetch-vocabs.sh)"
+export HEARTH_VOCAB_DIR
 
 step() { echo; echo "==> $*"; }
 

@@ -15,6 +15,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use hearth_kernels::matmul::{matvec, MatmulScratch, WeightMatrix};
 use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::{quantize_row, TensorType};
+use memmap2::MmapMut;
+
+mod common;
+use common::{buffer, Pages};
 
 /// Smallest weight matrix benchmarked.
 const MIN_BYTES: usize = 64 << 20;
@@ -39,16 +43,16 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 
 /// A `[n_rows, N_COLS]` matrix of at least `MIN_BYTES`: 64 distinct quantized rows,
 /// repeated (quantizing 64 MiB of k-quants from scratch would take longer than the bench).
-fn matrix(ty: TensorType) -> (usize, Vec<u8>) {
+fn matrix(ty: TensorType, pages: Pages) -> (usize, MmapMut) {
     let row_bytes = ty.row_bytes(N_COLS as u64).expect("4096 columns") as usize;
     let mut distinct = vec![0u8; 64 * row_bytes];
     for (i, row) in distinct.chunks_exact_mut(row_bytes).enumerate() {
         quantize_row(ty, &values(N_COLS, i as u64 + 1), row).expect("quantizable type");
     }
     let n_rows = MIN_BYTES.div_ceil(row_bytes).next_multiple_of(64);
-    let mut data = Vec::with_capacity(n_rows * row_bytes);
-    while data.len() < n_rows * row_bytes {
-        data.extend_from_slice(&distinct);
+    let mut data = buffer(n_rows * row_bytes, pages);
+    for chunk in data.chunks_exact_mut(distinct.len()) {
+        chunk.copy_from_slice(&distinct);
     }
     (n_rows, data)
 }
@@ -64,16 +68,21 @@ fn bench_matvec(c: &mut Criterion) {
     for ty in [
         Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, F16, BF16,
     ] {
-        let (n_rows, data) = matrix(ty);
-        let w = WeightMatrix::new(ty, n_rows, N_COLS, &data).expect("valid shape");
-        let mut out = vec![0.0; n_rows];
-        let mut scratch = MatmulScratch::new();
-        g.throughput(Throughput::Bytes(data.len() as u64));
-        for pool in &pools {
-            let id = BenchmarkId::new(ty.name(), format!("{}t", pool.n_threads()));
-            g.bench_function(id, |b| {
-                b.iter(|| matvec(pool, &w, &x, &mut out, &mut scratch).expect("valid shapes"))
-            });
+        for pages in Pages::BOTH {
+            let (n_rows, data) = matrix(ty, pages);
+            let w = WeightMatrix::new(ty, n_rows, N_COLS, &data).expect("valid shape");
+            let mut out = vec![0.0; n_rows];
+            let mut scratch = MatmulScratch::new();
+            g.throughput(Throughput::Bytes(data.len() as u64));
+            for pool in &pools {
+                let id = BenchmarkId::new(
+                    format!("{}_{}", ty.name(), pages.name()),
+                    format!("{}t", pool.n_threads()),
+                );
+                g.bench_function(id, |b| {
+                    b.iter(|| matvec(pool, &w, &x, &mut out, &mut scratch).expect("valid shapes"))
+                });
+            }
         }
     }
     g.finish();

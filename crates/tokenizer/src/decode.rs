@@ -251,7 +251,7 @@ impl<'t> StreamDecoder<'t> {
                 }
                 Err(e) => {
                     let valid = e.valid_up_to();
-                    // SAFETY-free: `from_utf8` just validated this prefix.
+                    // The prefix before `valid_up_to` is UTF-8, so this always succeeds.
                     if let Ok(s) = std::str::from_utf8(&self.pending[consumed..consumed + valid]) {
                         self.ready.push_str(s);
                     }

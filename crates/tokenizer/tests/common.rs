@@ -59,10 +59,6 @@ pub fn gpt2_char(b: u8) -> char {
     char::from_u32(256 + n).unwrap()
 }
 
-fn gpt2_text(s: &str) -> String {
-    s.bytes().map(gpt2_char).collect()
-}
-
 /// A small byte-level BPE vocabulary: all 256 byte characters, merges that spell a few
 /// words left to right (every merge result is a token), two control tokens and one
 /// user-defined token.
@@ -99,7 +95,6 @@ pub fn synthetic_bpe(pre: &str) -> Metadata {
     md.set("tokenizer.ggml.bos_token_id", Value::U32(eot));
     md.set("tokenizer.ggml.eos_token_id", Value::U32(eot));
     md.set("tokenizer.ggml.add_bos_token", Value::Bool(true));
-    let _ = gpt2_text("");
     md
 }
 
