@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check CI runs, from a fresh machine: reference Python packages, the default model,
 # the tokenizer vocabularies, formatting and lints, the test suite (release build, built once), the comparison with
-# the `gguf` package, and the aarch64 build and tests under qemu.
+# the `gguf` package, fidelity against llama.cpp's fixtures, and the aarch64 build and tests
+# under qemu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/python-env.sh
@@ -22,12 +23,24 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 step "cargo test (every CPU level this machine has is tested inside the suite)"
 cargo test --workspace --release
 
-step "scalar-only run of the kernel tests (HEARTH_CPU=scalar)"
-HEARTH_CPU=scalar cargo test -p hearth-kernels --release
+for level in scalar avx2; do
+    step "kernel tests with the process-wide level forced (HEARTH_CPU=$level)"
+    HEARTH_CPU=$level cargo test -p hearth-kernels --release
+done
 
 step "hearth inspect agrees with the gguf package on the real model"
 cargo build --release --bin hearth
 "$HEARTH_PYTHON" tests/inspect_vs_gguf.py target/release/hearth "$model"
+
+step "fidelity on Gemma 3 270M: teacher-forced distributions and greedy text vs llama.cpp"
+fidelity="$(mktemp -d)"
+trap 'rm -rf "$fidelity"' EXIT
+for ctx in 512 1024; do
+    target/release/hearth perplexity "$model" -f tests/fixtures/fidelity/corpus.txt -c "$ctx" \
+        -t 2 --dump-logprobs "$fidelity/ctx$ctx.topk" | tail -1
+done
+"$HEARTH_PYTHON" tests/fixtures/fidelity/check.py "$fidelity/ctx512.topk" "$fidelity/ctx1024.topk"
+"$HEARTH_PYTHON" tests/fixtures/fidelity/greedy_compare.py target/release/hearth "$model"
 
 step "aarch64: build, and kernel tests under qemu"
 scripts/test-aarch64.sh
