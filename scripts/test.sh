@@ -28,8 +28,9 @@ for level in scalar avx2; do
     HEARTH_CPU=$level cargo test -p hearth-kernels --release
 done
 
+# `cargo test` above built target/release/hearth for the CLI's integration tests; the steps
+# below use that binary rather than building it again with other feature unification.
 step "hearth inspect agrees with the gguf package on the real model"
-cargo build --release --bin hearth
 "$HEARTH_PYTHON" tests/inspect_vs_gguf.py target/release/hearth "$model"
 
 step "fidelity on Gemma 3 270M: teacher-forced distributions and greedy text vs llama.cpp"
