@@ -241,6 +241,41 @@ impl ThreadPool {
     }
 }
 
+impl ThreadPool {
+    /// [`ThreadPool::run`] with a slot of mutable state per part: `f(ith, nth, &mut
+    /// parts[ith])`. Parts that each fill their own buffer (attention's per-part scores
+    /// and outputs) use this instead of a lock per slot, so a dispatch stays lock-free.
+    ///
+    /// Panics (before running anything) when `parts` has fewer slots than the pool has
+    /// threads: size it with [`ThreadPool::n_threads`].
+    pub fn run_with<T: Send>(&self, parts: &mut [T], f: &(dyn Fn(usize, usize, &mut T) + Sync)) {
+        assert!(
+            parts.len() >= self.n_threads(),
+            "run_with needs a slot per thread: {} slots for {} threads",
+            parts.len(),
+            self.n_threads()
+        );
+        /// The slots' base pointer, shared with the parts.
+        struct Slots<T>(*mut T);
+        // SAFETY: each part dereferences only its own slot (see below), so sharing the
+        // pointer between threads hands each `T` to one thread at a time: `T: Send` is
+        // what that requires.
+        unsafe impl<T: Send> Sync for Slots<T> {}
+        let slots = Slots(parts.as_mut_ptr());
+        let slots = &slots;
+        self.run(&|ith, nth| {
+            // `run` calls the job exactly once for each `ith` in `0..nth` of this dispatch
+            // and `nth <= n_threads() <= parts.len()`, so every call gets a distinct slot.
+            assert!(ith < nth && nth <= self.n_threads());
+            // SAFETY: `ith < parts.len()` (asserted above), the slots are borrowed mutably
+            // for the whole of `run`, which returns only after every part has finished,
+            // and no two parts of a dispatch share an `ith`: the `&mut` are disjoint.
+            let slot = unsafe { &mut *slots.0.add(ith) };
+            f(ith, nth, slot);
+        });
+    }
+}
+
 impl Drop for ThreadPool {
     fn drop(&mut self) {
         let shared = &*self.shared;

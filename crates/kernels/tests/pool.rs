@@ -138,3 +138,31 @@ fn drop_joins_parked_and_spinning_workers() {
         drop(pool);
     }
 }
+
+/// `run_with` hands every part its own slot: after each dispatch, slot `ith` holds what
+/// part `ith` wrote and nothing else, for any thread count and many dispatches.
+#[test]
+fn run_with_gives_each_part_its_own_slot() {
+    for n in 1..=4 {
+        let pool = ThreadPool::new(n).unwrap();
+        let mut slots = vec![(usize::MAX, 0usize); n + 1];
+        for round in 0..2_000 {
+            pool.run_with(&mut slots, &|ith, nth, slot: &mut (usize, usize)| {
+                *slot = (ith * 1000 + nth, round);
+            });
+            for (ith, slot) in slots.iter().take(n).enumerate() {
+                assert_eq!(*slot, (ith * 1000 + n, round), "{n} threads, round {round}");
+            }
+            assert_eq!(slots[n].0, usize::MAX, "the spare slot is never touched");
+        }
+    }
+}
+
+/// Fewer slots than threads is refused before any part runs.
+#[test]
+#[should_panic(expected = "a slot per thread")]
+fn run_with_refuses_too_few_slots() {
+    let pool = ThreadPool::new(2).unwrap();
+    let mut slots = [0u8; 1];
+    pool.run_with(&mut slots, &|_, _, _| {});
+}

@@ -7,8 +7,6 @@
 //! is bookkeeping, plus two element-wise loops (`add`, `axpy`) too simple to need a
 //! kernel.
 
-use std::sync::{Mutex, PoisonError};
-
 use hearth_kernels::dispatch::Kernels;
 use hearth_kernels::matmul::{matmul, MatmulScratch, WeightMatrix};
 use hearth_kernels::ops::{Ops, RopeCache};
@@ -56,7 +54,7 @@ pub(crate) struct Bufs<'s> {
     pub(crate) row: &'s mut [f32],
     pub(crate) rope: &'s mut [RopeCache],
     pub(crate) matmul: &'s mut MatmulScratch,
-    pub(crate) attn_parts: &'s mut [Mutex<AttnPart>],
+    pub(crate) attn_parts: &'s mut [AttnPart],
 }
 
 impl Scratch {
@@ -250,7 +248,7 @@ pub(crate) fn attention(
     q: &[f32],
     a: &Attention,
     out: &mut [f32],
-    parts: &mut [Mutex<AttnPart>],
+    parts: &mut [AttnPart],
 ) {
     let n_rows = ub.len() * a.n_head;
     let (hd_k, hd_v) = (a.head_dim_k, a.head_dim_v);
@@ -261,18 +259,10 @@ pub(crate) fn attention(
         .expect("every level has an f32 dot product");
     let (k_all, v_all) = (kv.k(il), kv.v(il));
     for p in parts.iter_mut() {
-        p.get_mut().unwrap_or_else(PoisonError::into_inner).count = 0;
+        p.count = 0;
     }
-    let parts_ref = &*parts;
 
-    pool.run(&|ith, nth| {
-        // Each part locks only its own slot, and the pool hands each part to exactly one
-        // thread, so the lock is never contended: it is only the safe way to give a part
-        // `&mut` access to its slot from inside the pool's shared closure.
-        let mut slot = parts_ref[ith]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let part = &mut *slot;
+    pool.run_with(parts, &|ith, nth, part: &mut AttnPart| {
         let count = n_rows.saturating_sub(ith).div_ceil(nth);
         (part.ith, part.nth, part.count) = (ith, nth, count);
         if part.out.len() < count * hd_v {
@@ -299,8 +289,7 @@ pub(crate) fn attention(
         }
     });
 
-    for p in parts.iter_mut() {
-        let p = p.get_mut().unwrap_or_else(PoisonError::into_inner);
+    for p in parts.iter() {
         for i in 0..p.count {
             let r = p.ith + i * p.nth;
             out[r * hd_v..][..hd_v].copy_from_slice(&p.out[i * hd_v..][..hd_v]);

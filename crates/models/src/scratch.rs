@@ -5,8 +5,6 @@
 //! and `n_outputs`, the most rows of logits one forward call returns. After the first
 //! call of each shape nothing here grows, so a decode loop allocates nothing.
 
-use std::sync::Mutex;
-
 use hearth_kernels::matmul::MatmulScratch;
 use hearth_kernels::ops::RopeCache;
 
@@ -46,7 +44,7 @@ pub struct Scratch {
     /// One angle cache per RoPE variant of the model (Gemma 3 has two).
     pub(crate) rope: Vec<RopeCache>,
     /// One slot per part of a parallel attention.
-    pub(crate) attn_parts: Vec<Mutex<AttnPart>>,
+    pub(crate) attn_parts: Vec<AttnPart>,
 }
 
 /// The widths a scratch was sized for; a forward pass checks that its model has them.
@@ -140,10 +138,9 @@ impl Scratch {
     /// score `n_cells` cells (allocates only when either grows).
     pub(crate) fn reserve_attn_parts(&mut self, n_parts: usize, n_cells: usize) {
         while self.attn_parts.len() < n_parts {
-            self.attn_parts.push(Mutex::new(AttnPart::default()));
+            self.attn_parts.push(AttnPart::default());
         }
         for p in &mut self.attn_parts {
-            let p = p.get_mut().unwrap_or_else(|e| e.into_inner());
             if p.scores.len() < n_cells {
                 p.scores.resize(n_cells, 0.0);
             }
