@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every check CI runs, from a fresh machine: reference Python packages, the default model,
 # the tokenizer vocabularies, formatting and lints, the test suite (release build, built once), the comparison with
-# the `gguf` package, fidelity against llama.cpp's fixtures, and the aarch64 build and tests
-# under qemu.
+# the `gguf` package, fidelity against llama.cpp's fixtures, the server with the openai
+# client, and the aarch64 build and tests under qemu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/python-env.sh
@@ -42,6 +42,9 @@ for ctx in 512 1024; do
 done
 "$HEARTH_PYTHON" tests/fixtures/fidelity/check.py "$fidelity/ctx512.topk" "$fidelity/ctx1024.topk"
 "$HEARTH_PYTHON" tests/fixtures/fidelity/greedy_compare.py target/release/hearth "$model"
+
+step "hearth serve on a loopback port, driven by the real openai Python client"
+scripts/test-server.sh
 
 step "aarch64: build, and kernel tests under qemu"
 scripts/test-aarch64.sh

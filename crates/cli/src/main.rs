@@ -3,6 +3,7 @@
 mod inspect;
 mod perplexity;
 mod run;
+mod serve;
 mod tokenize;
 
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Generate a continuation of a prompt, streamed to stdout.
     Run(run::RunArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
     /// Measure a model's perplexity on a text, as llama-perplexity does.
     Perplexity(perplexity::PerplexityArgs),
 }
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => tokenize::run_args(args),
         Command::Run(args) => run::run(args),
         Command::Perplexity(args) => perplexity::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

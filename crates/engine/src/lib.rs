@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chat_template;
+pub mod output;
 pub mod sampler;
 
 pub use chat_template::{ChatTemplate, Message, TemplateError};

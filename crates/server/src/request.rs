@@ -1,0 +1,455 @@
+//! Request bodies: parsed from JSON by hand so that every wrong type or out-of-range value
+//! gets a 400 that names the field. Unknown fields are ignored, as OpenAI's clients expect.
+
+use hearth_engine::chat_template::{Content, ContentPart};
+use hearth_engine::sampler::{Penalties, SamplerParams};
+use hearth_engine::Message;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// The largest number of stop strings (OpenAI's limit).
+pub const MAX_STOP: usize = 4;
+
+/// What to generate from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prompt {
+    /// Chat messages, rendered with the model's template.
+    Chat(Vec<Message>),
+    /// Raw text, continued as is.
+    Text(String),
+}
+
+/// A validated generation request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenRequest {
+    /// The prompt.
+    pub prompt: Prompt,
+    /// Tokens to generate at most (`None`: until the context is full).
+    pub max_tokens: Option<usize>,
+    /// The sampler's settings (the vocabulary's padding bans are added by the engine).
+    pub sampler: SamplerParams,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Stream the answer as server-sent events.
+    pub stream: bool,
+    /// Send a last chunk with the usage (`stream_options.include_usage`).
+    pub include_usage: bool,
+}
+
+/// Parses a `/v1/chat/completions` body.
+pub fn parse_chat(body: &[u8]) -> Result<GenRequest, ApiError> {
+    let obj = parse_object(body)?;
+    let messages = match obj.get("messages") {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, m)| parse_message(i, m))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid(
+                "messages",
+                "'messages' must not be empty",
+            ))
+        }
+        Some(_) => return Err(ApiError::invalid("messages", "'messages' must be an array")),
+        None => {
+            return Err(ApiError::invalid(
+                "messages",
+                "missing required parameter 'messages'",
+            ))
+        }
+    };
+    let mut max = opt_count(&obj, "max_completion_tokens")?;
+    if max.is_none() {
+        max = opt_count(&obj, "max_tokens")?;
+    }
+    common(&obj, Prompt::Chat(messages), max)
+}
+
+/// Parses a `/v1/completions` body.
+pub fn parse_completion(body: &[u8]) -> Result<GenRequest, ApiError> {
+    let obj = parse_object(body)?;
+    let prompt = match obj.get("prompt") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
+            items[0].as_str().unwrap_or_default().to_owned()
+        }
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid(
+                "prompt",
+                "only one prompt per request is supported ('prompt' must be a string or a list of one string)",
+            ))
+        }
+        Some(_) => return Err(ApiError::invalid("prompt", "'prompt' must be a string")),
+        None => {
+            return Err(ApiError::invalid(
+                "prompt",
+                "missing required parameter 'prompt'",
+            ))
+        }
+    };
+    let max = opt_count(&obj, "max_tokens")?;
+    common(&obj, Prompt::Text(prompt), max)
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    match value {
+        Value::Object(obj) => Ok(obj),
+        _ => Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        )),
+    }
+}
+
+fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
+    let param = format!("messages[{i}]");
+    let obj = m
+        .as_object()
+        .ok_or_else(|| ApiError::invalid(&param, format!("'{param}' must be an object")))?;
+    let role = match obj.get("role") {
+        Some(Value::String(r)) => r.clone(),
+        _ => {
+            return Err(ApiError::invalid(
+                format!("{param}.role"),
+                format!("'{param}.role' must be a string"),
+            ))
+        }
+    };
+    let content = match obj.get("content") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(Content::Text(s.clone())),
+        Some(Value::Array(parts)) => {
+            let mut out = Vec::with_capacity(parts.len());
+            for (j, p) in parts.iter().enumerate() {
+                let pp = format!("{param}.content[{j}]");
+                let kind = p.get("type").and_then(Value::as_str);
+                let text = p.get("text").and_then(Value::as_str);
+                match (kind, text) {
+                    (Some("text"), Some(t)) => out.push(ContentPart::text(t)),
+                    (Some("text"), None) => {
+                        return Err(ApiError::invalid(
+                            pp.clone(),
+                            format!("'{pp}.text' must be a string"),
+                        ))
+                    }
+                    (Some(other), _) => {
+                        return Err(ApiError::invalid(
+                            pp,
+                            format!("content parts of type '{other}' are not supported: this model takes text only"),
+                        ))
+                    }
+                    (None, _) => {
+                        return Err(ApiError::invalid(pp.clone(), format!("'{pp}.type' must be a string")))
+                    }
+                }
+            }
+            Some(Content::Parts(out))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                format!("{param}.content"),
+                format!("'{param}.content' must be a string or an array of content parts"),
+            ))
+        }
+    };
+    let name = obj.get("name").and_then(Value::as_str).map(str::to_owned);
+    Ok(Message {
+        role,
+        content,
+        name,
+        ..Message::default()
+    })
+}
+
+/// The fields both endpoints share.
+fn common(
+    obj: &Map<String, Value>,
+    prompt: Prompt,
+    max_tokens: Option<usize>,
+) -> Result<GenRequest, ApiError> {
+    if let Some(n) = opt_int(obj, "n")? {
+        if n != 1 {
+            return Err(ApiError::invalid(
+                "n",
+                format!("n={n} is not supported: this server generates one choice per request (n must be 1)"),
+            ));
+        }
+    }
+    if let Some(v) = obj.get("model") {
+        if !v.is_string() && !v.is_null() {
+            return Err(ApiError::invalid("model", "'model' must be a string"));
+        }
+    }
+    if let Some(v) = obj.get("user") {
+        if !v.is_string() && !v.is_null() {
+            return Err(ApiError::invalid("user", "'user' must be a string"));
+        }
+    }
+    let defaults = SamplerParams::default();
+    let seed = match obj.get("seed") {
+        None | Some(Value::Null) => random_seed(),
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or_default(),
+        // Negative seeds are allowed by OpenAI; their bits seed the generator.
+        Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or_default() as u64,
+        Some(_) => return Err(ApiError::invalid("seed", "'seed' must be an integer")),
+    };
+    let temperature = opt_f32(obj, "temperature", 0.0, 2.0)?.unwrap_or(defaults.temperature);
+    let top_p = opt_f32(obj, "top_p", 0.0, 1.0)?.unwrap_or(defaults.top_p);
+    if top_p <= 0.0 {
+        return Err(ApiError::invalid("top_p", "'top_p' must be in (0, 1]"));
+    }
+    let min_p = opt_f32(obj, "min_p", 0.0, 1.0)?.unwrap_or(defaults.min_p);
+    let top_k = match opt_int(obj, "top_k")? {
+        None => defaults.top_k,
+        Some(k) if k >= 0 => k as usize,
+        Some(_) => return Err(ApiError::invalid("top_k", "'top_k' must be at least 0")),
+    };
+    let presence = opt_f32(obj, "presence_penalty", -2.0, 2.0)?.unwrap_or(0.0);
+    let frequency = opt_f32(obj, "frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0);
+    let repeat = opt_f32(obj, "repeat_penalty", 0.0, 10.0)?.unwrap_or(1.0);
+    if repeat <= 0.0 {
+        return Err(ApiError::invalid(
+            "repeat_penalty",
+            "'repeat_penalty' must be above 0",
+        ));
+    }
+    let logit_bias = match obj.get("logit_bias") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(map)) => {
+            let mut out = Vec::with_capacity(map.len());
+            for (k, v) in map {
+                let id: u32 = k.parse().map_err(|_| {
+                    ApiError::invalid(
+                        "logit_bias",
+                        format!("'logit_bias' keys must be token ids, not '{k}'"),
+                    )
+                })?;
+                let b = v
+                    .as_f64()
+                    .filter(|b| (-100.0..=100.0).contains(b))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "logit_bias",
+                            format!(
+                                "'logit_bias' values must be numbers in [-100, 100] (token {k})"
+                            ),
+                        )
+                    })?;
+                out.push((id, b as f32));
+            }
+            out
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                "'logit_bias' must be an object",
+            ))
+        }
+    };
+    let stop = match obj.get("stop") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => {
+            if items.len() > MAX_STOP {
+                return Err(ApiError::invalid(
+                    "stop",
+                    format!(
+                        "'stop' takes at most {MAX_STOP} strings, not {}",
+                        items.len()
+                    ),
+                ));
+            }
+            items
+                .iter()
+                .map(|s| {
+                    s.as_str().map(str::to_owned).ok_or_else(|| {
+                        ApiError::invalid("stop", "'stop' must be a string or an array of strings")
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "stop",
+                "'stop' must be a string or an array of strings",
+            ))
+        }
+    };
+    let stream = opt_bool(obj, "stream")?.unwrap_or(false);
+    let include_usage = match obj.get("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(o)) => match o.get("include_usage") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "stream_options.include_usage",
+                    "'stream_options.include_usage' must be a boolean",
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "stream_options",
+                "'stream_options' must be an object",
+            ))
+        }
+    };
+    Ok(GenRequest {
+        prompt,
+        max_tokens,
+        sampler: SamplerParams {
+            seed,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            penalties: Penalties {
+                repeat,
+                frequency,
+                presence,
+                ..Penalties::default()
+            },
+            logit_bias,
+        },
+        stop,
+        stream,
+        include_usage,
+    })
+}
+
+fn opt_int(obj: &Map<String, Value>, key: &str) -> Result<Option<i64>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_i64().is_some() => Ok(n.as_i64()),
+        Some(_) => Err(ApiError::invalid(
+            key,
+            format!("'{key}' must be an integer"),
+        )),
+    }
+}
+
+/// A token count: an integer of at least 1.
+fn opt_count(obj: &Map<String, Value>, key: &str) -> Result<Option<usize>, ApiError> {
+    match opt_int(obj, key)? {
+        None => Ok(None),
+        Some(n) if n >= 1 => Ok(Some(n as usize)),
+        Some(n) => Err(ApiError::invalid(
+            key,
+            format!("'{key}' must be at least 1, not {n}"),
+        )),
+    }
+}
+
+fn opt_f32(obj: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            let v = n.as_f64().unwrap_or(f64::NAN);
+            if (lo..=hi).contains(&v) {
+                Ok(Some(v as f32))
+            } else {
+                Err(ApiError::invalid(
+                    key,
+                    format!("'{key}' must be in [{lo}, {hi}], not {v}"),
+                ))
+            }
+        }
+        Some(_) => Err(ApiError::invalid(key, format!("'{key}' must be a number"))),
+    }
+}
+
+fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::invalid(key, format!("'{key}' must be a boolean"))),
+    }
+}
+
+/// A seed from the clock, for requests that give none.
+pub fn random_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.as_nanos() as u64).rotate_left(17) ^ u64::from(std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_request_with_parts_and_options() {
+        let r = parse_chat(
+            br#"{"model":"x","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],
+            "max_tokens":5,"temperature":0,"seed":7,"stop":["a","b"],"stream":true,
+            "stream_options":{"include_usage":true},"unknown_field":{"x":1},"n":1}"#,
+        )
+        .unwrap();
+        assert_eq!(r.max_tokens, Some(5));
+        assert_eq!(r.sampler.seed, 7);
+        assert_eq!(r.sampler.temperature, 0.0);
+        assert_eq!(r.stop, vec!["a", "b"]);
+        assert!(r.stream && r.include_usage);
+        match r.prompt {
+            Prompt::Chat(m) => assert_eq!(m[0].content.as_ref().unwrap().joined_text(), "hi"),
+            Prompt::Text(_) => panic!("not chat"),
+        }
+    }
+
+    #[test]
+    fn bad_requests_name_the_field() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                br#"{"messages":[{"role":"user","content":"x"}],"n":2}"#,
+                "n",
+            ),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+                "temperature",
+            ),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}],"temperature":3}"#,
+                "temperature",
+            ),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
+                "max_tokens",
+            ),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}],"stop":["a","b","c","d","e"]}"#,
+                "stop",
+            ),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}],"logit_bias":{"abc":1}}"#,
+                "logit_bias",
+            ),
+            (br#"{"messages":"hi"}"#, "messages"),
+            (br#"{}"#, "messages"),
+        ];
+        for (body, param) in cases {
+            let e = parse_chat(body).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert_eq!(
+                e.param.as_deref(),
+                Some(*param),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let e = parse_chat(b"{not json").unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("not valid JSON"));
+    }
+
+    #[test]
+    fn completion_prompt() {
+        let r = parse_completion(br#"{"prompt":["Once"],"max_tokens":3}"#).unwrap();
+        assert_eq!(r.prompt, Prompt::Text("Once".into()));
+        assert!(parse_completion(br#"{"prompt":["a","b"]}"#).is_err());
+    }
+}

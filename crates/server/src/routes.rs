@@ -1,0 +1,414 @@
+//! The HTTP side: routes, authentication, and formatting the engine's events as OpenAI's
+//! JSON and server-sent events. Nothing here touches the model.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::error::ApiError;
+use crate::request::{self, GenRequest};
+use crate::worker::{Event, Finish, Job, ModelInfo, Usage};
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The engine's queue.
+    pub jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    /// Set once the model is loaded.
+    pub model: OnceLock<ModelInfo>,
+    /// The key clients must send as `Authorization: Bearer KEY`, if any.
+    pub api_key: Option<String>,
+}
+
+type Shared = Arc<AppState>;
+
+/// The router.
+pub fn router(state: Shared) -> Router {
+    let v1 = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/health", get(health))
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn auth(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(key) = &state.api_key {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if given != Some(key.as_str()) {
+            let msg = if given.is_none() {
+                "missing API key: send it as 'Authorization: Bearer KEY'"
+            } else {
+                "incorrect API key"
+            };
+            return ApiError::with_status(StatusCode::UNAUTHORIZED, msg, Some("invalid_api_key"))
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::with_status(
+        StatusCode::NOT_FOUND,
+        format!("no route {} {}", req.method(), req.uri().path()),
+        Some("not_found"),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+        Some("method_not_allowed"),
+    )
+}
+
+async fn health(State(state): State<Shared>) -> Response {
+    if state.model.get().is_some() {
+        (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "loading"})),
+        )
+            .into_response()
+    }
+}
+
+fn loaded(state: &AppState) -> Result<&ModelInfo, ApiError> {
+    state.model.get().ok_or_else(|| {
+        ApiError::with_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the model is still loading",
+            Some("model_loading"),
+        )
+    })
+}
+
+async fn models(State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let info = loaded(&state)?;
+    Ok(Json(json!({
+        "object": "list",
+        "data": [{
+            "id": info.id,
+            "object": "model",
+            "created": now(),
+            "owned_by": "hearth",
+            "meta": {"n_ctx": info.n_ctx},
+        }],
+    })))
+}
+
+/// The body, with a too-large body as a 413 in OpenAI's shape.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::with_status(
+                status,
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                Some("request_too_large"),
+            )
+        } else {
+            ApiError::with_status(status, e.body_text(), None)
+        }
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+async fn chat(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    let r = body_bytes(body).and_then(|b| request::parse_chat(&b));
+    respond(state, r, Kind::Chat).await
+}
+
+async fn completions(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    let r = body_bytes(body).and_then(|b| request::parse_completion(&b));
+    respond(state, r, Kind::Text).await
+}
+
+async fn respond(state: Shared, req: Result<GenRequest, ApiError>, kind: Kind) -> Response {
+    match start(&state, req).await {
+        Ok((info, req, rx)) => {
+            let meta = Meta {
+                id: format!(
+                    "{}-{:016x}",
+                    if kind == Kind::Chat {
+                        "chatcmpl"
+                    } else {
+                        "cmpl"
+                    },
+                    request::random_seed()
+                ),
+                created: now(),
+                model: info.id.clone(),
+                kind,
+            };
+            if req.stream {
+                stream(meta, req.include_usage, rx)
+            } else {
+                whole(meta, rx).await
+            }
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Queues the job and waits for the engine to accept it, so that a bad prompt is a plain
+/// error response rather than an error inside a stream.
+async fn start(
+    state: &AppState,
+    req: Result<GenRequest, ApiError>,
+) -> Result<(ModelInfo, GenRequest, UnboundedReceiver<Event>), ApiError> {
+    let info = loaded(state)?.clone();
+    let req = req?;
+    let (tx, mut rx) = unbounded_channel();
+    let job = Job {
+        request: req.clone(),
+        events: tx,
+    };
+    let sent = state
+        .jobs
+        .lock()
+        .map(|q| q.send(job).is_ok())
+        .unwrap_or(false);
+    if !sent {
+        return Err(engine_gone());
+    }
+    match rx.recv().await {
+        Some(Event::Started) => Ok((info, req, rx)),
+        Some(Event::Error(e)) => Err(e),
+        _ => Err(engine_gone()),
+    }
+}
+
+fn engine_gone() -> ApiError {
+    ApiError::with_status(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the engine has stopped",
+        None,
+    )
+}
+
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+    kind: Kind,
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    })
+}
+
+/// A non-streamed answer: collects every event.
+async fn whole(meta: Meta, mut rx: UnboundedReceiver<Event>) -> Response {
+    let (mut content, mut reasoning) = (String::new(), String::new());
+    let (finish, usage) = loop {
+        match rx.recv().await {
+            Some(Event::Delta {
+                reasoning: r,
+                content: c,
+            }) => {
+                reasoning.push_str(&r);
+                content.push_str(&c);
+            }
+            Some(Event::Done { finish, usage }) => break (finish, usage),
+            Some(Event::Error(e)) => return e.into_response(),
+            Some(Event::Started) => {}
+            None => return engine_gone().into_response(),
+        }
+    };
+    let choice = match meta.kind {
+        Kind::Chat => {
+            let mut message = json!({"role": "assistant", "content": content});
+            if !reasoning.is_empty() {
+                message["reasoning_content"] = Value::String(reasoning);
+            }
+            json!({"index": 0, "message": message, "logprobs": null, "finish_reason": finish.as_str()})
+        }
+        Kind::Text => {
+            json!({"index": 0, "text": content, "logprobs": null, "finish_reason": finish.as_str()})
+        }
+    };
+    Json(json!({
+        "id": meta.id,
+        "object": if meta.kind == Kind::Chat { "chat.completion" } else { "text_completion" },
+        "created": meta.created,
+        "model": meta.model,
+        "choices": [choice],
+        "usage": usage_json(&usage),
+    }))
+    .into_response()
+}
+
+impl Meta {
+    /// One streamed chunk with one choice.
+    fn chunk(&self, choice: Value, include_usage: bool) -> Value {
+        let mut c = json!({
+            "id": self.id,
+            "object": if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" },
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        });
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    }
+
+    fn delta(&self, reasoning: &str, content: &str, first: bool, include_usage: bool) -> Value {
+        match self.kind {
+            Kind::Chat => {
+                let mut delta = json!({});
+                if first {
+                    delta["role"] = json!("assistant");
+                }
+                if !content.is_empty() || first {
+                    delta["content"] = json!(content);
+                }
+                if !reasoning.is_empty() {
+                    delta["reasoning_content"] = json!(reasoning);
+                }
+                self.chunk(
+                    json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}),
+                    include_usage,
+                )
+            }
+            Kind::Text => self.chunk(
+                json!({"index": 0, "text": content, "logprobs": null, "finish_reason": null}),
+                include_usage,
+            ),
+        }
+    }
+
+    fn finish(&self, finish: Finish, include_usage: bool) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => {
+                json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish.as_str()})
+            }
+            Kind::Text => {
+                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish.as_str()})
+            }
+        };
+        self.chunk(choice, include_usage)
+    }
+}
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// A streamed answer. A task turns engine events into SSE chunks; when the client goes
+/// away the body (and so the task's sender) is dropped, the task ends, its engine
+/// receiver is dropped, and the engine stops at its next step.
+fn stream(meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>) -> Response {
+    let (out, body_rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
+    tokio::spawn(async move {
+        let mut first = true;
+        if meta.kind == Kind::Chat {
+            // The role comes first, as OpenAI sends it.
+            if out
+                .send(Ok(sse(&meta.delta("", "", true, include_usage))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            first = false;
+        }
+        loop {
+            let chunk = match rx.recv().await {
+                Some(Event::Delta { reasoning, content }) => {
+                    let c = meta.delta(&reasoning, &content, first, include_usage);
+                    first = false;
+                    c
+                }
+                Some(Event::Done { finish, usage }) => {
+                    if out
+                        .send(Ok(sse(&meta.finish(finish, include_usage))))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    if include_usage {
+                        let mut u = json!({
+                            "id": meta.id,
+                            "object": if meta.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" },
+                            "created": meta.created,
+                            "model": meta.model,
+                            "choices": [],
+                        });
+                        u["usage"] = usage_json(&usage);
+                        if out.send(Ok(sse(&u))).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = out.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+                    return;
+                }
+                Some(Event::Error(e)) => {
+                    let _ = out.send(Ok(sse(&e.body()))).await;
+                    return;
+                }
+                Some(Event::Started) => continue,
+                None => return,
+            };
+            if out.send(Ok(sse(&chunk))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(body_rx));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .unwrap_or_else(|_| engine_gone().into_response())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

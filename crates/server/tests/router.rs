@@ -1,0 +1,307 @@
+//! The HTTP layer without a model: a scripted engine thread answers the jobs, so that the
+//! JSON and SSE shapes (reasoning included, which Gemma never produces), authentication,
+//! the loading state and the error bodies are checked exactly.
+
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread;
+
+use axum::body::{to_bytes, Body};
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use hearth_server::routes::{router, AppState, MAX_BODY_BYTES};
+use hearth_server::worker::{Event, Finish, Job, ModelInfo, Usage};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+/// A router whose engine answers every job with `script`; `loaded: false` leaves the
+/// model loading. The jobs come back on the receiver once answered.
+fn app(loaded: bool, key: Option<&str>, script: Vec<Event>) -> (Router, mpsc::Receiver<Job>) {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let (seen_tx, seen_rx) = mpsc::channel::<Job>();
+    thread::spawn(move || {
+        while let Ok(job) = rx.recv() {
+            for e in &script {
+                let _ = job.events.send(e.clone());
+            }
+            let _ = seen_tx.send(job);
+        }
+    });
+    let model = OnceLock::new();
+    if loaded {
+        let _ = model.set(ModelInfo {
+            id: "test-model".into(),
+            n_ctx: 128,
+        });
+    }
+    let state = Arc::new(AppState {
+        jobs: Mutex::new(tx),
+        model,
+        api_key: key.map(str::to_owned),
+    });
+    (router(state), seen_rx)
+}
+
+fn reasoning_script() -> Vec<Event> {
+    vec![
+        Event::Started,
+        Event::Delta {
+            reasoning: "2+2 is ".into(),
+            content: String::new(),
+        },
+        Event::Delta {
+            reasoning: "4.".into(),
+            content: "Four".into(),
+        },
+        Event::Delta {
+            reasoning: String::new(),
+            content: ".".into(),
+        },
+        Event::Done {
+            finish: Finish::Stop,
+            usage: Usage {
+                prompt_tokens: 7,
+                completion_tokens: 5,
+                reasoning_tokens: 3,
+            },
+        },
+    ]
+}
+
+fn app_loaded() -> (Router, mpsc::Receiver<Job>) {
+    app(true, None, reasoning_script())
+}
+
+async fn send(
+    app: Router,
+    method: &str,
+    uri: &str,
+    key: Option<&str>,
+    body: Body,
+) -> (StatusCode, Vec<u8>) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let resp = app.oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (status, bytes.to_vec())
+}
+
+async fn send_json(
+    app: Router,
+    method: &str,
+    uri: &str,
+    key: Option<&str>,
+    body: Value,
+) -> (StatusCode, Value) {
+    let (s, b) = send(app, method, uri, key, Body::from(body.to_string())).await;
+    (s, serde_json::from_slice(&b).unwrap())
+}
+
+fn assert_error(body: &Value, kind: &str) {
+    let e = &body["error"];
+    assert_eq!(e["type"], kind, "{body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        e.get("param").is_some() && e.get("code").is_some(),
+        "{body}"
+    );
+}
+
+const CHAT: &str = "/v1/chat/completions";
+
+fn hi() -> Value {
+    json!({"model": "x", "messages": [{"role": "user", "content": "2+2?"}]})
+}
+
+/// The `data:` payloads of an SSE body.
+fn events(body: &[u8]) -> Vec<String> {
+    let text = std::str::from_utf8(body).unwrap();
+    assert!(text.ends_with("\n\n"), "{text:?}");
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            e.strip_prefix("data: ")
+                .expect("an SSE data line")
+                .to_owned()
+        })
+        .collect()
+}
+
+fn json_chunks(ev: &[String]) -> Vec<Value> {
+    ev.iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn health_is_503_while_loading_then_200() {
+    let (loading, _) = app(false, None, vec![]);
+    let (s, b) = send_json(loading.clone(), "GET", "/health", None, json!(null)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(b, json!({"status": "loading"}));
+    let (s, b) = send_json(loading, "POST", CHAT, None, hi()).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_error(&b, "unavailable_error");
+
+    let (ready, _) = app_loaded();
+    let (s, _) = send_json(ready, "GET", "/health", None, json!(null)).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn chat_answer_carries_reasoning_and_usage() {
+    let (app, seen) = app_loaded();
+    let mut req = hi();
+    req["seed"] = json!(3);
+    req["stop"] = json!("x");
+    let (s, b) = send_json(app, "POST", CHAT, None, req).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["object"], "chat.completion");
+    assert_eq!(b["model"], "test-model");
+    assert_eq!(
+        b["choices"],
+        json!([{"index": 0, "message": {"role": "assistant", "content": "Four.", "reasoning_content": "2+2 is 4."}, "logprobs": null, "finish_reason": "stop"}])
+    );
+    assert_eq!(
+        b["usage"],
+        json!({"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12, "completion_tokens_details": {"reasoning_tokens": 3}})
+    );
+    let job = seen.recv().unwrap();
+    assert_eq!(job.request.sampler.seed, 3);
+    assert_eq!(job.request.stop, vec!["x"]);
+}
+
+#[tokio::test]
+async fn chat_stream_has_openai_chunks_reasoning_usage_and_done() {
+    let (app, _) = app_loaded();
+    let mut req = hi();
+    req["stream"] = json!(true);
+    req["stream_options"] = json!({"include_usage": true});
+    let (s, body) = send(app, "POST", CHAT, None, Body::from(req.to_string())).await;
+    assert_eq!(s, StatusCode::OK);
+    let ev = events(&body);
+    assert_eq!(ev.last().unwrap(), "[DONE]");
+    let chunks = json_chunks(&ev[..ev.len() - 1]);
+    let deltas: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0))
+        .map(|c| &c["delta"])
+        .collect();
+    assert_eq!(deltas[0], &json!({"role": "assistant", "content": ""}));
+    assert_eq!(deltas[1], &json!({"reasoning_content": "2+2 is "}));
+    assert_eq!(
+        deltas[2],
+        &json!({"reasoning_content": "4.", "content": "Four"})
+    );
+    assert_eq!(deltas[3], &json!({"content": "."}));
+    assert_eq!(deltas[4], &json!({}));
+    let n = chunks.len();
+    assert_eq!(chunks[n - 2]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(chunks[n - 1]["choices"], json!([]));
+    assert_eq!(
+        chunks[n - 1]["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        3
+    );
+    for c in &chunks[..n - 1] {
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert_eq!(c["usage"], Value::Null);
+        assert_eq!(c["id"], chunks[0]["id"]);
+    }
+}
+
+#[tokio::test]
+async fn completion_stream_without_usage() {
+    let (app, _) = app_loaded();
+    let req = json!({"prompt": "2+2=", "stream": true});
+    let (s, body) = send(
+        app,
+        "POST",
+        "/v1/completions",
+        None,
+        Body::from(req.to_string()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let ev = events(&body);
+    assert_eq!(ev.last().unwrap(), "[DONE]");
+    let chunks = json_chunks(&ev[..ev.len() - 1]);
+    let text: String = chunks
+        .iter()
+        .map(|c| c["choices"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "Four.", "a completion has no reasoning field");
+    assert!(chunks
+        .iter()
+        .all(|c| c.get("usage").is_none() && c["object"] == "text_completion"));
+}
+
+#[tokio::test]
+async fn engine_errors_before_start_are_plain_responses() {
+    let err = hearth_server::error::ApiError::bad_request("the prompt is 200 tokens, context 128");
+    let (app, _) = app(true, None, vec![Event::Error(err)]);
+    let mut req = hi();
+    req["stream"] = json!(true);
+    let (s, b) = send_json(app, "POST", CHAT, None, req).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&b, "invalid_request_error");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("200 tokens"));
+}
+
+#[tokio::test]
+async fn api_key_guards_v1_but_not_health() {
+    let (app, _) = app(true, Some("sekrit"), reasoning_script());
+    for key in [None, Some("wrong")] {
+        let (s, b) = send_json(app.clone(), "GET", "/v1/models", key, json!(null)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_error(&b, "authentication_error");
+    }
+    let (s, b) = send_json(
+        app.clone(),
+        "GET",
+        "/v1/models",
+        Some("sekrit"),
+        json!(null),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["data"][0]["id"], "test-model");
+    let (s, _) = send_json(app, "GET", "/health", None, json!(null)).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn error_statuses_have_openai_bodies() {
+    let (app, _) = app_loaded();
+    let (s, b) = send_json(app.clone(), "GET", "/nope", None, json!(null)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error(&b, "not_found_error");
+    let (s, b) = send_json(app.clone(), "GET", CHAT, None, json!(null)).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error(&b, "invalid_request_error");
+    let (s, b) = send(app.clone(), "POST", CHAT, None, Body::from("{oops")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(
+        &serde_json::from_slice(&b).unwrap(),
+        "invalid_request_error",
+    );
+    let big = vec![b' '; MAX_BODY_BYTES + 1];
+    let (s, b) = send(app.clone(), "POST", CHAT, None, Body::from(big)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(
+        &serde_json::from_slice(&b).unwrap(),
+        "invalid_request_error",
+    );
+    let mut req = hi();
+    req["n"] = json!(3);
+    let (s, b) = send_json(app, "POST", CHAT, None, req).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["error"]["param"], "n");
+}
