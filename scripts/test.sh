@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check CI runs, from a fresh machine: reference Python packages, the default model,
-# the tokenizer vocabularies, formatting and lints, the test suite (release build, built once), the comparison with
-# the `gguf` package, fidelity against llama.cpp's fixtures, the server with the openai
+# the tokenizer vocabularies, formatting and lints, the test suite (release build, built
+# once), the comparison with the `gguf` package, fidelity against llama.cpp's fixtures, the server with the openai
 # client, and the aarch64 build and tests under qemu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
