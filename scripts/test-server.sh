@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Starts `hearth serve` with the default model on a free loopback port and runs the
-# OpenAI-client tests (tests/server/test_openai.py) against it. CI builds the binary
+# OpenAI-client tests (tests/server/test_openai.py, test_concurrency.py, test_logprobs.py) against it;
+# then serves a tiny random-weight model with DeepSeek-R1-Distill-Qwen's tokenizer and chat
+# template and runs tests/server/test_reasoning.py (its vocab file comes from
+# tests/fixtures/tokenizer/fetch-vocabs.sh, which CI runs first). CI builds the binary
 # first; HEARTH_BIN overrides its path (default: target/release/hearth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,15 +18,41 @@ fi
 port="$("$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 key="test-key-$RANDOM$RANDOM"
 log="$(mktemp)"
+r1_log="$(mktemp)"
+r1_dir="$(mktemp -d)"
+r1_pid=""
 # The key goes through the environment (HEARTH_API_KEY), as a user would keep it out of `ps`.
 HEARTH_API_KEY="$key" "$bin" serve "$model" --port "$port" --ctx 1024 -t 2 >"$log" 2>&1 &
 pid=$!
 cleanup() {
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    rm -f "$log"
+    if [ -n "$r1_pid" ]; then
+        kill "$r1_pid" 2>/dev/null || true
+        wait "$r1_pid" 2>/dev/null || true
+    fi
+    rm -f "$log" "$r1_log"
+    rm -rf "$r1_dir"
 }
 trap cleanup EXIT
 
 HEARTH_SERVER_URL="http://127.0.0.1:$port" HEARTH_TEST_API_KEY="$key" HEARTH_SERVER_PID="$pid" \
     "$HEARTH_PYTHON" tests/server/test_openai.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
+HEARTH_SERVER_URL="http://127.0.0.1:$port" HEARTH_TEST_API_KEY="$key" \
+    "$HEARTH_PYTHON" tests/server/test_concurrency.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
+HEARTH_SERVER_URL="http://127.0.0.1:$port" HEARTH_TEST_API_KEY="$key" \
+    "$HEARTH_PYTHON" tests/server/test_logprobs.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
+
+# The reasoning split, with DeepSeek-R1-Distill-Qwen's tokenizer and chat template.
+r1_vocab="$HEARTH_CACHE/vocab/deepseek-r1-distill-qwen-7b.vocab.gguf"
+if [ ! -f "$r1_vocab" ]; then
+    echo "hearth: $r1_vocab is missing; run tests/fixtures/tokenizer/fetch-vocabs.sh" >&2
+    exit 1
+fi
+# The file stem is the model id the tests ask for.
+"$HEARTH_PYTHON" tests/server/test_reasoning.py --make-model "$r1_vocab" "$r1_dir/tiny-r1.gguf"
+r1_port="$("$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+HEARTH_API_KEY="$key" "$bin" serve "$r1_dir/tiny-r1.gguf" --port "$r1_port" --ctx 512 -t 2 >"$r1_log" 2>&1 &
+r1_pid=$!
+HEARTH_R1_URL="http://127.0.0.1:$r1_port" HEARTH_TEST_API_KEY="$key" HEARTH_R1_VOCAB="$r1_vocab" \
+    "$HEARTH_PYTHON" tests/server/test_reasoning.py -v || { echo "--- server log:"; cat "$r1_log"; exit 1; }

@@ -156,6 +156,14 @@ impl ReasoningSplitter {
         }
     }
 
+    /// A splitter that is off: all text is answer text, `<think>` included.
+    pub fn off() -> ReasoningSplitter {
+        ReasoningSplitter {
+            state: SplitState::Content,
+            held: String::new(),
+        }
+    }
+
     /// Whether a prompt ends inside an open reasoning block (`<think>` with no
     /// `</think>` after it), as DeepSeek-R1's template leaves it.
     pub fn prompt_opens_reasoning(prompt: &str) -> bool {
@@ -263,6 +271,16 @@ impl OutputStage {
         OutputStage {
             stops: StopFilter::new(stops),
             splitter: ReasoningSplitter::new(in_reasoning),
+            reasoning_tokens: 0,
+        }
+    }
+
+    /// A stage with stop strings only: reasoning text stays in the answer (completions,
+    /// and chat requests that turn the split off).
+    pub fn without_reasoning_split<S: AsRef<str>>(stops: &[S]) -> OutputStage {
+        OutputStage {
+            stops: StopFilter::new(stops),
+            splitter: ReasoningSplitter::off(),
             reasoning_tokens: 0,
         }
     }
@@ -410,6 +428,23 @@ mod tests {
     #[test]
     fn empty_stop_strings_are_ignored() {
         assert_eq!(run_stop(&[""], &["abc"]), ("abc".to_owned(), false));
+    }
+
+    #[test]
+    fn a_stage_without_the_split_keeps_reasoning_in_the_answer() {
+        let mut stage = OutputStage::without_reasoning_split(&["STOP"]);
+        let mut content = String::new();
+        for piece in ["<think>", "a", "</think>", " b", "ST", "OP", "c"] {
+            let step = stage.push_token(piece);
+            assert!(step.split.reasoning.is_empty());
+            content.push_str(&step.split.content);
+            if step.stopped {
+                break;
+            }
+        }
+        content.push_str(&stage.finish("").content);
+        assert_eq!(content, "<think>a</think> b");
+        assert_eq!(stage.reasoning_tokens(), 0);
     }
 
     fn run_split(in_reasoning: bool, pieces: &[&str]) -> Split {

@@ -7,6 +7,7 @@
 //! away is cancelled at the next token step.
 
 pub mod error;
+pub mod logprobs;
 pub mod request;
 pub mod routes;
 pub mod worker;

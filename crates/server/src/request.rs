@@ -7,6 +7,7 @@ use hearth_engine::Message;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::logprobs::{MAX_LOGPROBS_COMPLETION, MAX_TOP_LOGPROBS_CHAT};
 
 /// The largest number of stop strings (OpenAI's limit).
 pub const MAX_STOP: usize = 4;
@@ -35,6 +36,13 @@ pub struct GenRequest {
     pub stream: bool,
     /// Send a last chunk with the usage (`stream_options.include_usage`).
     pub include_usage: bool,
+    /// Report each generated token's log-probability with this many top alternatives
+    /// (`None`: no log-probabilities). See [`crate::logprobs`].
+    pub logprobs: Option<usize>,
+    /// Split `<think>…</think>` into `reasoning_content` (chat only; a chat request turns
+    /// it off with llama.cpp's `"reasoning_format": "none"`). Completions never split:
+    /// their `text` has nowhere to put reasoning, so it must be the raw output.
+    pub split_reasoning: bool,
 }
 
 /// Parses a `/v1/chat/completions` body.
@@ -64,7 +72,36 @@ pub fn parse_chat(body: &[u8]) -> Result<GenRequest, ApiError> {
     if max.is_none() {
         max = opt_count(&obj, "max_tokens")?;
     }
-    common(&obj, Prompt::Chat(messages), max)
+    let mut req = common(&obj, Prompt::Chat(messages), max)?;
+    let top = opt_int(&obj, "top_logprobs")?;
+    req.logprobs = match (opt_bool(&obj, "logprobs")?.unwrap_or(false), top) {
+        (_, Some(k)) if !(0..=MAX_TOP_LOGPROBS_CHAT as i64).contains(&k) => {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                format!("'top_logprobs' must be in [0, {MAX_TOP_LOGPROBS_CHAT}], not {k}"),
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                "'logprobs' must be true when 'top_logprobs' is given",
+            ))
+        }
+        (true, k) => Some(k.unwrap_or(0) as usize),
+        (false, None) => None,
+    };
+    req.split_reasoning = match obj.get("reasoning_format") {
+        None | Some(Value::Null) => true,
+        Some(Value::String(f)) if f == "none" => false,
+        Some(Value::String(f)) if f == "deepseek" || f == "auto" => true,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "reasoning_format",
+                "'reasoning_format' must be \"deepseek\", \"auto\" or \"none\"",
+            ))
+        }
+    };
+    Ok(req)
 }
 
 /// Parses a `/v1/completions` body.
@@ -90,7 +127,18 @@ pub fn parse_completion(body: &[u8]) -> Result<GenRequest, ApiError> {
         }
     };
     let max = opt_count(&obj, "max_tokens")?;
-    common(&obj, Prompt::Text(prompt), max)
+    let mut req = common(&obj, Prompt::Text(prompt), max)?;
+    req.logprobs = match opt_int(&obj, "logprobs")? {
+        None => None,
+        Some(k) if (0..=MAX_LOGPROBS_COMPLETION as i64).contains(&k) => Some(k as usize),
+        Some(k) => {
+            return Err(ApiError::invalid(
+                "logprobs",
+                format!("'logprobs' must be in [0, {MAX_LOGPROBS_COMPLETION}], not {k}"),
+            ))
+        }
+    };
+    Ok(req)
 }
 
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
@@ -318,6 +366,8 @@ fn common(
         stop,
         stream,
         include_usage,
+        logprobs: None,
+        split_reasoning: false,
     })
 }
 
@@ -402,6 +452,48 @@ mod tests {
     }
 
     #[test]
+    fn logprobs_ranges_name_the_field() {
+        let chat = |extra: &str| {
+            parse_chat(
+                format!(r#"{{"messages":[{{"role":"user","content":"x"}}]{extra}}}"#).as_bytes(),
+            )
+        };
+        assert_eq!(chat("").unwrap().logprobs, None);
+        assert_eq!(chat(r#","logprobs":true"#).unwrap().logprobs, Some(0));
+        assert_eq!(
+            chat(r#","logprobs":true,"top_logprobs":20"#)
+                .unwrap()
+                .logprobs,
+            Some(20)
+        );
+        assert_eq!(chat(r#","logprobs":false"#).unwrap().logprobs, None);
+        for (extra, param) in [
+            (r#","logprobs":true,"top_logprobs":21"#, "top_logprobs"),
+            (r#","logprobs":true,"top_logprobs":-1"#, "top_logprobs"),
+            (r#","top_logprobs":2"#, "top_logprobs"),
+            (r#","logprobs":1"#, "logprobs"),
+        ] {
+            let e = chat(extra).unwrap_err();
+            assert_eq!((e.status.as_u16(), e.param.as_deref()), (400, Some(param)));
+        }
+        let text = |extra: &str| parse_completion(format!(r#"{{"prompt":"x"{extra}}}"#).as_bytes());
+        assert_eq!(text(r#","logprobs":5"#).unwrap().logprobs, Some(5));
+        assert_eq!(text(r#","logprobs":0"#).unwrap().logprobs, Some(0));
+        assert_eq!(text(r#","logprobs":null"#).unwrap().logprobs, None);
+        for extra in [
+            r#","logprobs":6"#,
+            r#","logprobs":-1"#,
+            r#","logprobs":true"#,
+        ] {
+            let e = text(extra).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.param.as_deref()),
+                (400, Some("logprobs"))
+            );
+        }
+    }
+
+    #[test]
     fn bad_requests_name_the_field() {
         let cases: &[(&[u8], &str)] = &[
             (
@@ -444,6 +536,35 @@ mod tests {
         let e = parse_chat(b"{not json").unwrap_err();
         assert_eq!(e.status, 400);
         assert!(e.message.contains("not valid JSON"));
+    }
+
+    /// Regression: the split could not be turned off, and completions split too (their
+    /// `text` then lost the `<think>` part).
+    #[test]
+    fn reasoning_split_is_per_request() {
+        let chat = |extra: &str| {
+            parse_chat(
+                format!(r#"{{"messages":[{{"role":"user","content":"hi"}}]{extra}}}"#).as_bytes(),
+            )
+        };
+        assert!(chat("").unwrap().split_reasoning);
+        assert!(
+            chat(r#","reasoning_format":"deepseek""#)
+                .unwrap()
+                .split_reasoning
+        );
+        assert!(
+            !chat(r#","reasoning_format":"none""#)
+                .unwrap()
+                .split_reasoning
+        );
+        let e = chat(r#","reasoning_format":"raw""#).unwrap_err();
+        assert!(format!("{e:?}").contains("reasoning_format"), "{e:?}");
+        assert!(
+            !parse_completion(br#"{"prompt":"hi"}"#)
+                .unwrap()
+                .split_reasoning
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::error::ApiError;
+use crate::logprobs::TokenLogprob;
 use crate::request::{self, GenRequest};
 use crate::worker::{Event, Finish, Job, ModelInfo, Usage};
 
@@ -177,10 +178,11 @@ async fn respond(state: Shared, req: Result<GenRequest, ApiError>, kind: Kind) -
                 model: info.id.clone(),
                 kind,
             };
+            let logprobs = req.logprobs.is_some();
             if req.stream {
                 stream(meta, req.include_usage, rx)
             } else {
-                whole(meta, rx).await
+                whole(meta, logprobs, rx).await
             }
         }
         Err(e) => e.into_response(),
@@ -240,16 +242,19 @@ fn usage_json(u: &Usage) -> Value {
 }
 
 /// A non-streamed answer: collects every event.
-async fn whole(meta: Meta, mut rx: UnboundedReceiver<Event>) -> Response {
+async fn whole(meta: Meta, want_logprobs: bool, mut rx: UnboundedReceiver<Event>) -> Response {
     let (mut content, mut reasoning) = (String::new(), String::new());
+    let mut lps: Vec<TokenLogprob> = Vec::new();
     let (finish, usage) = loop {
         match rx.recv().await {
             Some(Event::Delta {
                 reasoning: r,
                 content: c,
+                logprobs,
             }) => {
                 reasoning.push_str(&r);
                 content.push_str(&c);
+                lps.extend(logprobs);
             }
             Some(Event::Done { finish, usage }) => break (finish, usage),
             Some(Event::Error(e)) => return e.into_response(),
@@ -263,10 +268,20 @@ async fn whole(meta: Meta, mut rx: UnboundedReceiver<Event>) -> Response {
             if !reasoning.is_empty() {
                 message["reasoning_content"] = Value::String(reasoning);
             }
-            json!({"index": 0, "message": message, "logprobs": null, "finish_reason": finish.as_str()})
+            let logprobs = if want_logprobs {
+                chat_logprobs(&lps)
+            } else {
+                Value::Null
+            };
+            json!({"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish.as_str()})
         }
         Kind::Text => {
-            json!({"index": 0, "text": content, "logprobs": null, "finish_reason": finish.as_str()})
+            let logprobs = if want_logprobs {
+                text_logprobs(&lps, &mut 0)
+            } else {
+                Value::Null
+            };
+            json!({"index": 0, "text": content, "logprobs": logprobs, "finish_reason": finish.as_str()})
         }
     };
     Json(json!({
@@ -296,7 +311,17 @@ impl Meta {
         c
     }
 
-    fn delta(&self, reasoning: &str, content: &str, first: bool, include_usage: bool) -> Value {
+    /// A delta chunk; `lps` are its tokens' log-probabilities (`null` when there are none),
+    /// `offset` the text offset of the next token for the legacy shape.
+    fn delta(
+        &self,
+        reasoning: &str,
+        content: &str,
+        lps: &[TokenLogprob],
+        offset: &mut usize,
+        first: bool,
+        include_usage: bool,
+    ) -> Value {
         match self.kind {
             Kind::Chat => {
                 let mut delta = json!({});
@@ -309,15 +334,27 @@ impl Meta {
                 if !reasoning.is_empty() {
                     delta["reasoning_content"] = json!(reasoning);
                 }
+                let logprobs = if lps.is_empty() {
+                    Value::Null
+                } else {
+                    chat_logprobs(lps)
+                };
                 self.chunk(
-                    json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}),
+                    json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": null}),
                     include_usage,
                 )
             }
-            Kind::Text => self.chunk(
-                json!({"index": 0, "text": content, "logprobs": null, "finish_reason": null}),
-                include_usage,
-            ),
+            Kind::Text => {
+                let logprobs = if lps.is_empty() {
+                    Value::Null
+                } else {
+                    text_logprobs(lps, offset)
+                };
+                self.chunk(
+                    json!({"index": 0, "text": content, "logprobs": logprobs, "finish_reason": null}),
+                    include_usage,
+                )
+            }
         }
     }
 
@@ -334,6 +371,62 @@ impl Meta {
     }
 }
 
+/// A token's text for JSON: its bytes, with partial UTF-8 as U+FFFD (the exact bytes go
+/// in `bytes`).
+fn token_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Chat's shape: `{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}`.
+fn chat_logprobs(lps: &[TokenLogprob]) -> Value {
+    let content: Vec<Value> = lps
+        .iter()
+        .map(|lp| {
+            let top: Vec<Value> = lp
+                .top
+                .iter()
+                .map(|(b, l)| json!({"token": token_text(b), "logprob": l, "bytes": b}))
+                .collect();
+            json!({
+                "token": token_text(&lp.bytes),
+                "logprob": lp.logprob,
+                "bytes": lp.bytes,
+                "top_logprobs": top,
+            })
+        })
+        .collect();
+    json!({"content": content, "refusal": null})
+}
+
+/// The legacy completions shape: parallel lists, `top_logprobs` as `{token: logprob}`
+/// objects, and `text_offset` in characters into the generated text (`offset` carries it
+/// from one streamed chunk to the next).
+fn text_logprobs(lps: &[TokenLogprob], offset: &mut usize) -> Value {
+    let mut tokens = Vec::with_capacity(lps.len());
+    let mut logprobs = Vec::with_capacity(lps.len());
+    let mut tops = Vec::with_capacity(lps.len());
+    let mut offsets = Vec::with_capacity(lps.len());
+    for lp in lps {
+        let text = token_text(&lp.bytes);
+        offsets.push(*offset);
+        *offset += text.chars().count();
+        tokens.push(text);
+        logprobs.push(lp.logprob);
+        let top: serde_json::Map<String, Value> = lp
+            .top
+            .iter()
+            .map(|(b, l)| (token_text(b), json!(l)))
+            .collect();
+        tops.push(Value::Object(top));
+    }
+    json!({
+        "tokens": tokens,
+        "token_logprobs": logprobs,
+        "top_logprobs": tops,
+        "text_offset": offsets,
+    })
+}
+
 fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
@@ -345,10 +438,18 @@ fn stream(meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>) -> 
     let (out, body_rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
         let mut first = true;
+        let mut offset = 0usize;
         if meta.kind == Kind::Chat {
             // The role comes first, as OpenAI sends it.
             if out
-                .send(Ok(sse(&meta.delta("", "", true, include_usage))))
+                .send(Ok(sse(&meta.delta(
+                    "",
+                    "",
+                    &[],
+                    &mut offset,
+                    true,
+                    include_usage,
+                ))))
                 .await
                 .is_err()
             {
@@ -358,8 +459,19 @@ fn stream(meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>) -> 
         }
         loop {
             let chunk = match rx.recv().await {
-                Some(Event::Delta { reasoning, content }) => {
-                    let c = meta.delta(&reasoning, &content, first, include_usage);
+                Some(Event::Delta {
+                    reasoning,
+                    content,
+                    logprobs,
+                }) => {
+                    let c = meta.delta(
+                        &reasoning,
+                        &content,
+                        &logprobs,
+                        &mut offset,
+                        first,
+                        include_usage,
+                    );
                     first = false;
                     c
                 }

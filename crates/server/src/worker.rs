@@ -18,6 +18,7 @@ use hearth_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::ApiError;
+use crate::logprobs::{LogprobScratch, TokenLogprob};
 use crate::request::{GenRequest, Prompt};
 
 /// Prompt tokens per forward call (llama.cpp's default `n_ubatch`).
@@ -83,6 +84,9 @@ pub enum Event {
         reasoning: String,
         /// Answer text.
         content: String,
+        /// The log-probabilities of the tokens behind this delta, when the request asked
+        /// for them (a delta may carry a token whose text is still held back, or none).
+        logprobs: Vec<TokenLogprob>,
     },
     /// The end.
     Done {
@@ -300,17 +304,25 @@ impl<'a> Engine<'a> {
         let prompt_time = t_prompt.elapsed();
         let t_gen = std::time::Instant::now();
         let mut decoder = self.tok.stream_decoder(false, false);
-        let mut output = OutputStage::new(&req.stop, opens_reasoning);
+        let mut output = if req.split_reasoning {
+            OutputStage::new(&req.stop, opens_reasoning)
+        } else {
+            OutputStage::without_reasoning_split(&req.stop)
+        };
         let max_new = req.max_tokens.unwrap_or(usize::MAX);
         let mut n_gen = 0usize;
-        let send = |split: Split| -> bool {
-            if split.reasoning.is_empty() && split.content.is_empty() {
+        let mut lp_scratch = LogprobScratch::new(req.logprobs.unwrap_or(0));
+        // Padded vocabulary rows are no tokens: left out of the log-softmax.
+        let n_text_tokens = self.tok.n_tokens().min(n_vocab);
+        let send = |split: Split, logprobs: Vec<TokenLogprob>| -> bool {
+            if split.reasoning.is_empty() && split.content.is_empty() && logprobs.is_empty() {
                 return true;
             }
             job.events
                 .send(Event::Delta {
                     reasoning: split.reasoning,
                     content: split.content,
+                    logprobs,
                 })
                 .is_ok()
         };
@@ -327,9 +339,34 @@ impl<'a> Engine<'a> {
                 break Finish::Stop;
             }
             n_gen += 1;
+            // The raw logits: the sampler transforms its own copy, not `logits`.
+            let logprobs = match req.logprobs {
+                Some(k) => {
+                    let text = &logits[..n_text_tokens.min(logits.len())];
+                    let logprob = lp_scratch
+                        .step(text, id, k)
+                        .ok_or_else(|| internal(format!("no finite logit for token {id}")))?;
+                    let piece = |t: u32| {
+                        self.tok
+                            .token_to_piece(t, false)
+                            .map(<[u8]>::to_vec)
+                            .unwrap_or_default()
+                    };
+                    vec![TokenLogprob {
+                        bytes: piece(id),
+                        logprob,
+                        top: lp_scratch
+                            .top()
+                            .iter()
+                            .map(|&(t, l)| (piece(t), l))
+                            .collect(),
+                    }]
+                }
+                None => Vec::new(),
+            };
             let piece = decoder.push(id).map_err(internal)?;
             let step = output.push_token(piece);
-            if !send(step.split) {
+            if !send(step.split, logprobs) {
                 return Ok(());
             }
             if step.stopped {
@@ -350,7 +387,7 @@ impl<'a> Engine<'a> {
             logits.extend_from_slice(out);
         };
         // Held text comes out (after a stop string, only what the reasoning split held).
-        send(output.finish(&decoder.finish()));
+        send(output.finish(&decoder.finish()), Vec::new());
         let usage = Usage {
             prompt_tokens: prompt.len(),
             completion_tokens: n_gen,

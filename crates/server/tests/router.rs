@@ -8,6 +8,7 @@ use std::thread;
 use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
 use axum::Router;
+use hearth_server::logprobs::TokenLogprob;
 use hearth_server::routes::{router, AppState, MAX_BODY_BYTES};
 use hearth_server::worker::{Event, Finish, Job, ModelInfo, Usage};
 use serde_json::{json, Value};
@@ -47,14 +48,17 @@ fn reasoning_script() -> Vec<Event> {
         Event::Delta {
             reasoning: "2+2 is ".into(),
             content: String::new(),
+            logprobs: Vec::new(),
         },
         Event::Delta {
             reasoning: "4.".into(),
             content: "Four".into(),
+            logprobs: Vec::new(),
         },
         Event::Delta {
             reasoning: String::new(),
             content: ".".into(),
+            logprobs: Vec::new(),
         },
         Event::Done {
             finish: Finish::Stop,
@@ -304,4 +308,93 @@ async fn error_statuses_have_openai_bodies() {
     let (s, b) = send_json(app, "POST", CHAT, None, req).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(b["error"]["param"], "n");
+}
+
+fn logprob_script() -> Vec<Event> {
+    let lp = |bytes: &[u8], logprob: f32, top: &[(&[u8], f32)]| TokenLogprob {
+        bytes: bytes.to_vec(),
+        logprob,
+        top: top.iter().map(|&(b, l)| (b.to_vec(), l)).collect(),
+    };
+    vec![
+        Event::Started,
+        Event::Delta {
+            reasoning: String::new(),
+            content: "Hi".into(),
+            logprobs: vec![lp(b"Hi", -0.5, &[(b"Hi", -0.5), (b"Yo", -1.0)])],
+        },
+        Event::Delta {
+            reasoning: String::new(),
+            content: " there".into(),
+            logprobs: vec![lp(b" there", -0.25, &[(b" there", -0.25), (b"!", -2.0)])],
+        },
+        Event::Done {
+            finish: Finish::Length,
+            usage: Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2,
+                reasoning_tokens: 0,
+            },
+        },
+    ]
+}
+
+#[tokio::test]
+async fn logprobs_have_openai_shapes() {
+    let (app_, seen) = app(true, None, logprob_script());
+    let mut req = hi();
+    req["logprobs"] = json!(true);
+    req["top_logprobs"] = json!(2);
+    let (s, b) = send_json(app_.clone(), "POST", CHAT, None, req.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(seen.recv().unwrap().request.logprobs, Some(2));
+    let hi_entry = json!({"token": "Hi", "logprob": -0.5, "bytes": [72, 105], "top_logprobs": [
+        {"token": "Hi", "logprob": -0.5, "bytes": [72, 105]},
+        {"token": "Yo", "logprob": -1.0, "bytes": [89, 111]}]});
+    assert_eq!(b["choices"][0]["logprobs"]["content"][0], hi_entry);
+    assert_eq!(b["choices"][0]["logprobs"]["content"][1]["token"], " there");
+
+    // Streamed: each delta carries its own tokens.
+    req["stream"] = json!(true);
+    let (_, body) = send(
+        app_.clone(),
+        "POST",
+        CHAT,
+        None,
+        Body::from(req.to_string()),
+    )
+    .await;
+    let ev = events(&body);
+    let chunks = json_chunks(&ev[..ev.len() - 1]);
+    assert_eq!(chunks[0]["choices"][0]["logprobs"], Value::Null);
+    assert_eq!(
+        chunks[1]["choices"][0]["logprobs"]["content"],
+        json!([hi_entry])
+    );
+
+    // Legacy completions: parallel lists, offsets carried across chunks.
+    let text = json!({"prompt": "x", "logprobs": 2});
+    let (_, b) = send_json(app_.clone(), "POST", "/v1/completions", None, text.clone()).await;
+    assert_eq!(
+        b["choices"][0]["logprobs"],
+        json!({"tokens": ["Hi", " there"], "token_logprobs": [-0.5, -0.25],
+               "top_logprobs": [{"Hi": -0.5, "Yo": -1.0}, {" there": -0.25, "!": -2.0}],
+               "text_offset": [0, 2]})
+    );
+    let mut streamed = text;
+    streamed["stream"] = json!(true);
+    let (_, body) = send(
+        app_,
+        "POST",
+        "/v1/completions",
+        None,
+        Body::from(streamed.to_string()),
+    )
+    .await;
+    let ev = events(&body);
+    let chunks = json_chunks(&ev[..ev.len() - 1]);
+    assert_eq!(
+        chunks[1]["choices"][0]["logprobs"]["text_offset"],
+        json!([2])
+    );
 }

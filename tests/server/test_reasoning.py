@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""The `<think>…</think>` split of `hearth serve`, end to end through the `openai` client,
+with DeepSeek-R1-Distill-Qwen's real tokenizer and chat template.
+
+The model is a tiny random-weight `qwen2` carrying every `tokenizer.*` key (vocabulary,
+merges, special ids, chat template) of the vocab-only GGUF that
+tests/fixtures/tokenizer/fetch-vocabs.sh fetches. Make it, then test a server running it:
+
+    python3 test_reasoning.py --make-model VOCAB.gguf OUT.gguf
+    HEARTH_R1_URL=http://127.0.0.1:PORT HEARTH_TEST_API_KEY=KEY python3 test_reasoning.py
+
+scripts/test-server.sh does both. Random weights say nothing useful, so the output is
+steered: greedy decoding with `logit_bias` in tiers 10 apart (far more than the tiny
+model's logit spread) and `repeat_penalty` 10 (a used token's ~+100 logit drops to ~10,
+below every unused tier) make the model emit the biased tokens once each, in tier order.
+The expected text is that token sequence, decoded from the vocabulary here; the expected
+split is computed from it here, independently of the server's splitter.
+
+This template (the GGUF's, as published) ends the prompt with `<｜Assistant｜>`: it does
+not open `<think>` itself, so the model's first token is `<think>`.
+"""
+
+import os
+import sys
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+import gguf
+import openai
+
+VOCAB = os.environ.get(
+    "HEARTH_R1_VOCAB",
+    os.path.expanduser("~/.cache/hearth/vocab/deepseek-r1-distill-qwen-7b.vocab.gguf"))
+MODEL_ID = "tiny-r1"
+QUESTION = "What is 2+2?"
+
+
+def make_model(vocab_path, out_path):
+    """A 2-layer qwen2 (n_embd 32) with the vocab file's tokenizer; weights from a fixed seed."""
+    import numpy as np
+
+    r = gguf.GGUFReader(vocab_path)
+    n_vocab = len(r.fields["tokenizer.ggml.tokens"].data)
+    n_embd, n_head, n_head_kv, n_ff, n_layer = 32, 2, 1, 64, 2
+    hd = n_embd // n_head
+    w = gguf.GGUFWriter(out_path, "qwen2")
+    w.add_name("hearth tiny r1 (random weights)")
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(10000.0)
+    for key, f in r.fields.items():
+        if key.startswith("tokenizer."):
+            if f.types[0] == gguf.GGUFValueType.ARRAY:
+                w.add_key_value(key, f.contents(), f.types[0], sub_type=f.types[1])
+            else:
+                w.add_key_value(key, f.contents(), f.types[0])
+    rng = np.random.default_rng(1234)
+
+    def u(shape, a):
+        return rng.uniform(-a, a, size=shape).astype(np.float32)
+
+    a = (3 / n_embd) ** 0.5
+    w.add_tensor("token_embd.weight", u((n_vocab, n_embd), 1.0).astype(np.float16))
+    w.add_tensor("output_norm.weight", 1 + u((n_embd,), 0.25))
+    w.add_tensor("output.weight", u((n_vocab, n_embd), a).astype(np.float16))
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        w.add_tensor(p + "attn_norm.weight", 1 + u((n_embd,), 0.25))
+        for name, n_out in (("attn_q", n_embd), ("attn_k", n_head_kv * hd), ("attn_v", n_head_kv * hd)):
+            w.add_tensor(p + name + ".weight", u((n_out, n_embd), a))
+            w.add_tensor(p + name + ".bias", u((n_out,), 0.5))
+        w.add_tensor(p + "attn_output.weight", u((n_embd, n_embd), a))
+        w.add_tensor(p + "ffn_norm.weight", 1 + u((n_embd,), 0.25))
+        w.add_tensor(p + "ffn_gate.weight", u((n_ff, n_embd), a))
+        w.add_tensor(p + "ffn_up.weight", u((n_ff, n_embd), a))
+        w.add_tensor(p + "ffn_down.weight", u((n_embd, n_ff), (3 / n_ff) ** 0.5))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def byte_decoder():
+    """GPT-2's byte-level BPE alphabet back to bytes ('Ġ' -> b' ', 'Ċ' -> b'\\n')."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+class ReasoningTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        url = os.environ["HEARTH_R1_URL"]
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                if time.time() > deadline:
+                    raise RuntimeError("the server did not become ready") from None
+            time.sleep(0.2)
+        cls.client = openai.OpenAI(base_url=url + "/v1",
+                                   api_key=os.environ["HEARTH_TEST_API_KEY"], max_retries=0, timeout=120)
+        tokens = gguf.GGUFReader(VOCAB).fields["tokenizer.ggml.tokens"].contents()
+        dec = byte_decoder()
+
+        def piece(tok):
+            # Added tokens (`<think>`) are plain text; the rest are byte-level BPE.
+            return tok if tok.startswith("<") else bytes(dec[ch] for ch in tok).decode()
+
+        # " is" would be penalized by the prompt ("What is 2+2?"): not used.
+        order = ["<think>", "Paris", "Ġnice", "Ġday", "</think>", "ĊĊ", "Hello", "Ġworld"]
+        ids = [tokens.index(t) for t in order]
+        cls.bias = {str(t): 100 - 10 * i for i, t in enumerate(ids)}
+        cls.n_tokens = len(order)
+        cls.raw = "".join(piece(t) for t in order)
+        close = order.index("</think>")
+        # The split, as llama.cpp's deepseek-r1 parser makes it: inside the tags is the
+        # reasoning; the answer is what follows, leading whitespace dropped.
+        cls.want_reasoning = "".join(piece(t) for t in order[1:close])
+        cls.want_content = "".join(piece(t) for t in order[close + 1:]).lstrip()
+        cls.want_reasoning_tokens = close + 1  # tags included
+        assert cls.raw == "<think>Paris nice day</think>\n\nHello world", cls.raw
+
+    def request(self, **kw):
+        return dict(model=MODEL_ID, messages=[{"role": "user", "content": QUESTION}],
+                    max_tokens=self.n_tokens, temperature=0, logit_bias=self.bias,
+                    extra_body={"repeat_penalty": 10.0, **kw.pop("extra_body", {})}, **kw)
+
+    def test_chat_template_and_tokenizer_are_r1s(self):
+        # BOS, <｜User｜>, "What", " is", " ", "2", "+", "2", "?", <｜Assistant｜>: the
+        # template renders, BOS is not doubled and the specials are single tokens.
+        r = self.client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": QUESTION}],
+                                                max_tokens=1, temperature=0)
+        self.assertEqual(r.usage.prompt_tokens, 10)
+
+    def test_split_unstreamed(self):
+        r = self.client.chat.completions.create(**self.request())
+        msg = r.choices[0].message
+        self.assertEqual(msg.reasoning_content, self.want_reasoning)
+        self.assertEqual(msg.content, self.want_content)
+        self.assertEqual(r.usage.completion_tokens, self.n_tokens)
+        self.assertEqual(r.usage.completion_tokens_details.reasoning_tokens, self.want_reasoning_tokens)
+        self.assertEqual(r.choices[0].finish_reason, "length")
+
+    def test_split_streamed(self):
+        chunks = list(self.client.chat.completions.create(
+            stream=True, stream_options={"include_usage": True}, **self.request()))
+        deltas = [c.choices[0].delta for c in chunks if c.choices]
+        reasoning = "".join(getattr(d, "reasoning_content", None) or "" for d in deltas)
+        content = "".join(d.content or "" for d in deltas)
+        self.assertEqual(reasoning, self.want_reasoning)
+        self.assertEqual(content, self.want_content)
+        # The reasoning streams as it comes, in more than one delta, and before the answer.
+        kinds = [("r" if getattr(d, "reasoning_content", None) else "") + ("c" if d.content else "")
+                 for d in deltas]
+        kinds = [k for k in kinds if k]
+        self.assertGreater(kinds.count("r"), 1, kinds)
+        self.assertEqual(kinds, sorted(kinds, key=lambda k: k != "r"), kinds)
+        self.assertEqual(chunks[-1].usage.completion_tokens, self.n_tokens)
+        self.assertEqual(chunks[-1].usage.completion_tokens_details.reasoning_tokens,
+                         self.want_reasoning_tokens)
+
+    def test_stop_string_inside_the_reasoning(self):
+        r = self.client.chat.completions.create(stop=" day", **self.request())
+        msg = r.choices[0].message
+        self.assertEqual(msg.reasoning_content, "Paris nice")
+        self.assertFalse(msg.content)
+        self.assertEqual(r.choices[0].finish_reason, "stop")
+
+    # Regressions: the split could not be turned off, and completions were split too.
+
+    def test_split_can_be_turned_off(self):
+        # llama.cpp's request field.
+        r = self.client.chat.completions.create(**self.request(extra_body={"reasoning_format": "none"}))
+        msg = r.choices[0].message
+        self.assertEqual(msg.content, self.raw)
+        self.assertIsNone(getattr(msg, "reasoning_content", None))
+
+    def test_text_completion_is_not_split(self):
+        # /v1/completions has nowhere to put reasoning: its text must be the raw output.
+        # The chat prompt as text; the tokenizer adds BOS.
+        prompt = f"<｜User｜>{QUESTION}<｜Assistant｜>"
+        r = self.client.completions.create(model=MODEL_ID, prompt=prompt, max_tokens=self.n_tokens,
+                                           temperature=0, logit_bias=self.bias,
+                                           extra_body={"repeat_penalty": 10.0})
+        self.assertEqual(r.usage.prompt_tokens, 10)
+        self.assertEqual(r.choices[0].text, self.raw)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--make-model":
+        make_model(sys.argv[2], sys.argv[3])
+    else:
+        unittest.main()
