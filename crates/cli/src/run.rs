@@ -312,13 +312,7 @@ fn chat_prompt(file: &GgufFile, tok: &Tokenizer, prompt: &str) -> anyhow::Result
     let template =
         ChatTemplate::for_model(embedded, arch, name, bos, eos, &TemplateConfig::default())
             .context("cannot use the model's chat template")?;
-    let rendered = template
-        .render(&[Message::user(prompt)], &[], true)
-        .context("cannot apply the chat template")?;
-    // Templates print BOS themselves; the tokenizer adds one too. Drop the template's, as
-    // llama.cpp does, so the prompt does not start with two.
-    Ok(match rendered.strip_prefix(bos) {
-        Some(rest) if tok.add_bos() && !bos.is_empty() => rest.to_owned(),
-        _ => rendered,
-    })
+    template
+        .render_prompt(&[Message::user(prompt)], &[], true, tok.add_bos())
+        .context("cannot apply the chat template")
 }

@@ -6,65 +6,16 @@
 //! Every refused input must give a non-zero exit, a one-line `hearth: ...` message and
 //! no panic.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+
+use common::{gemma, hearth, refused, scratch_file, stderr, stdout, tiny_model};
 
 use hearth_gguf::{GgufFile, GgufWriter};
 use hearth_kernels::pool::ThreadPool;
 use hearth_models::{tiny, Batch, KvCache, Model, Scratch};
 use hearth_tokenizer::Tokenizer;
-
-fn hearth(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).expect("stdout is valid UTF-8")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Writes `bytes` to `name` in this target's scratch directory, atomically (tests run in
-/// parallel and may ask for the same file).
-fn scratch_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let path = dir.join(name);
-    let tmp = tempfile::NamedTempFile::new_in(dir).unwrap();
-    std::fs::write(tmp.path(), bytes).unwrap();
-    tmp.persist(&path).unwrap();
-    path
-}
-
-/// The tiny Llama with f32 weights (its logits match llama.cpp's to ~1e-6).
-fn tiny_model() -> PathBuf {
-    let spec = tiny::specs()
-        .into_iter()
-        .find(|s| s.name == "llama_f32")
-        .unwrap();
-    scratch_file("run_tiny_llama_f32.gguf", &spec.to_bytes())
-}
-
-/// The default model, when it has been fetched (scripts/fetch-model.sh) and the test is
-/// built with optimizations (a debug build would take minutes per run).
-fn gemma() -> Option<PathBuf> {
-    if cfg!(debug_assertions) {
-        eprintln!("debug build: skipping the real-model test (run with --release)");
-        return None;
-    }
-    let path =
-        Path::new(&std::env::var_os("HOME")?).join(".cache/hearth/models/gemma-3-270m-q4_k_m.gguf");
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!("{} not found: skipping", path.display());
-        None
-    }
-}
 
 fn reference() -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/run_reference.json");
@@ -133,7 +84,7 @@ fn rate(err: &str, what: &str) -> (usize, f64) {
 
 #[test]
 fn tiny_greedy_matches_a_plain_loop() {
-    let model = tiny_model();
+    let model = tiny_model("run_tiny_llama_f32.gguf");
     let m = model.to_str().unwrap();
     // A prompt longer than one word, with text the vocabulary spells in bytes.
     let prompt = "the hearth is on a b, ü";
@@ -162,7 +113,7 @@ fn tiny_greedy_matches_a_plain_loop() {
 
 #[test]
 fn seeded_sampling_reproduces() {
-    let model = tiny_model();
+    let model = tiny_model("run_tiny_llama_f32.gguf");
     let m = model.to_str().unwrap();
     let run = |seed: &str| {
         let out = hearth(&[
@@ -196,28 +147,15 @@ fn seeded_sampling_reproduces() {
 
 #[test]
 fn zero_tokens_prints_nothing() {
-    let model = tiny_model();
+    let model = tiny_model("run_tiny_llama_f32.gguf");
     let out = hearth(&["run", model.to_str().unwrap(), "-p", "the", "-n", "0"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, b"");
 }
 
-/// Runs `args`, expects failure with a one-line message containing `needle`.
-fn refused(args: &[&str], needle: &str) {
-    let out = hearth(args);
-    let err = stderr(&out);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
-    assert!(
-        err.lines()
-            .any(|l| l.starts_with("hearth: ") && l.contains(needle)),
-        "{args:?}: expected {needle:?} in:\n{err}"
-    );
-}
-
 #[test]
 fn refused_inputs_are_messages_not_panics() {
-    let model = tiny_model();
+    let model = tiny_model("run_tiny_llama_f32.gguf");
     let m = model.to_str().unwrap();
     refused(
         &["run", "/nonexistent/model.gguf", "-p", "x"],

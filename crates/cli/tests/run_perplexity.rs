@@ -4,42 +4,17 @@
 //! by field; and on the default model against llama.cpp's running values
 //! (`run_reference.json`, made by `run_reference.py`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::{gemma, hearth, refused, scratch_file, stderr, tiny_model};
 
 use hearth_gguf::GgufFile;
 use hearth_kernels::pool::ThreadPool;
-use hearth_models::{tiny, Batch, KvCache, Model, Scratch};
+use hearth_models::{Batch, KvCache, Model, Scratch};
 use hearth_tokenizer::Tokenizer;
-
-fn hearth(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Writes `bytes` to `name` in this target's scratch directory, atomically.
-fn scratch_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let path = dir.join(name);
-    let tmp = tempfile::NamedTempFile::new_in(dir).unwrap();
-    std::fs::write(tmp.path(), bytes).unwrap();
-    tmp.persist(&path).unwrap();
-    path
-}
-
-fn tiny_model() -> PathBuf {
-    let spec = tiny::specs()
-        .into_iter()
-        .find(|s| s.name == "llama_f32")
-        .unwrap();
-    scratch_file("ppl_tiny_llama_f32.gguf", &spec.to_bytes())
-}
 
 /// A text of 652 tiny-vocabulary tokens: words and byte-spelled characters.
 fn tiny_text() -> PathBuf {
@@ -125,7 +100,7 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 
 #[test]
 fn tiny_matches_the_plain_procedure_at_every_batch_size() {
-    let model = tiny_model();
+    let model = tiny_model("ppl_tiny_llama_f32.gguf");
     let text = tiny_text();
     let (m, t) = (model.to_str().unwrap(), text.to_str().unwrap());
     let (want, _) = reference_ppl(&model, &text, 32);
@@ -157,7 +132,7 @@ fn tiny_matches_the_plain_procedure_at_every_batch_size() {
 
 #[test]
 fn tiny_dump_holds_every_scored_position() {
-    let model = tiny_model();
+    let model = tiny_model("ppl_tiny_llama_f32.gguf");
     let text = tiny_text();
     let dump = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ppl_tiny.topk");
     let out = hearth(&[
@@ -218,22 +193,9 @@ fn tiny_dump_holds_every_scored_position() {
     assert!(close((nll / n_records as f64).exp(), ppl, 1e-4));
 }
 
-/// Runs `args`, expects failure with a one-line message containing `needle`.
-fn refused(args: &[&str], needle: &str) {
-    let out = hearth(args);
-    let err = stderr(&out);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
-    assert!(
-        err.lines()
-            .any(|l| l.starts_with("hearth: ") && l.contains(needle)),
-        "{args:?}: expected {needle:?} in:\n{err}"
-    );
-}
-
 #[test]
 fn refused_inputs_are_messages_not_panics() {
-    let model = tiny_model();
+    let model = tiny_model("ppl_tiny_llama_f32.gguf");
     let text = tiny_text();
     let (m, t) = (model.to_str().unwrap(), text.to_str().unwrap());
     refused(
@@ -284,18 +246,7 @@ fn refused_inputs_are_messages_not_panics() {
 /// (no BOS, wrong half scored, off by one) moves the values by far more.
 #[test]
 fn gemma_matches_llama_cpp() {
-    if cfg!(debug_assertions) {
-        eprintln!("debug build: skipping the real-model test (run with --release)");
-        return;
-    }
-    let Some(home) = std::env::var_os("HOME") else {
-        return;
-    };
-    let model = Path::new(&home).join(".cache/hearth/models/gemma-3-270m-q4_k_m.gguf");
-    if !model.is_file() {
-        eprintln!("{} not found: skipping", model.display());
-        return;
-    }
+    let Some(model) = gemma() else { return };
     let corpus =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/fidelity/corpus.txt");
     let reference: serde_json::Value = serde_json::from_slice(

@@ -219,6 +219,23 @@ impl ChatTemplate {
         self.render_with(messages, tools, &options)
     }
 
+    /// [`ChatTemplate::render`] for a prompt that a tokenizer will encode. Templates print
+    /// BOS themselves; when the tokenizer adds one too (`tokenizer_adds_bos`), the
+    /// template's is dropped, as llama.cpp does, so the prompt does not start with two.
+    pub fn render_prompt(
+        &self,
+        messages: &[Message],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+        tokenizer_adds_bos: bool,
+    ) -> Result<String, TemplateError> {
+        let rendered = self.render(messages, tools, add_generation_prompt)?;
+        Ok(match rendered.strip_prefix(self.bos_token.as_str()) {
+            Some(rest) if tokenizer_adds_bos && !self.bos_token.is_empty() => rest.to_owned(),
+            _ => rendered,
+        })
+    }
+
     /// Renders with [`RenderOptions`].
     pub fn render_with(
         &self,

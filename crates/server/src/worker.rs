@@ -209,21 +209,15 @@ impl<'a> Engine<'a> {
                         "this model has no usable chat template; use /v1/completions",
                     )
                 })?;
-                let rendered = template.render(messages, &[], true).map_err(|e| {
-                    ApiError::invalid("messages", format!("cannot apply the chat template: {e}"))
-                })?;
-                let open = ReasoningSplitter::prompt_opens_reasoning(&rendered);
-                // Templates print BOS themselves; the tokenizer adds one too (see `hearth run`).
-                let bos = self
-                    .tok
-                    .special_tokens()
-                    .bos
-                    .and_then(|id| self.tok.token_text(id).ok())
-                    .unwrap_or("");
-                let text = match rendered.strip_prefix(bos) {
-                    Some(rest) if self.tok.add_bos() && !bos.is_empty() => rest.to_owned(),
-                    _ => rendered,
-                };
+                let text = template
+                    .render_prompt(messages, &[], true, self.tok.add_bos())
+                    .map_err(|e| {
+                        ApiError::invalid(
+                            "messages",
+                            format!("cannot apply the chat template: {e}"),
+                        )
+                    })?;
+                let open = ReasoningSplitter::prompt_opens_reasoning(&text);
                 Ok((text, open))
             }
         }

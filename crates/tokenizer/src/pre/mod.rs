@@ -142,6 +142,43 @@ pub enum PreKind {
     Minicpm5,
 }
 
+impl PreKind {
+    /// Every type, in declaration order.
+    pub const ALL: [PreKind; 28] = {
+        use PreKind::*;
+        [
+            Default,
+            Llama3,
+            Dbrx,
+            Smaug,
+            Chatglm4,
+            Jais2,
+            DeepseekLlm,
+            Deepseek3Llm,
+            Spark25,
+            DeepseekCoder,
+            Falcon,
+            Starcoder,
+            Gpt2,
+            Qwen2,
+            Qwen35,
+            Poro,
+            Viking,
+            Tekken,
+            Gpt4o,
+            BailingMoe,
+            SeedCoder,
+            Ufakzeka,
+            Grok2,
+            Laguna,
+            ExaoneMoe,
+            Gemma4,
+            SarvamMoe,
+            Minicpm5,
+        ]
+    };
+}
+
 /// A pre-tokenizer type with the tokenizer flags llama.cpp sets alongside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PreSpec {
@@ -336,37 +373,7 @@ mod tests {
 
     #[test]
     fn every_type_compiles() {
-        use PreKind::*;
-        for kind in [
-            Default,
-            Llama3,
-            Dbrx,
-            Smaug,
-            Chatglm4,
-            Jais2,
-            DeepseekLlm,
-            Deepseek3Llm,
-            Spark25,
-            DeepseekCoder,
-            Falcon,
-            Starcoder,
-            Gpt2,
-            Qwen2,
-            Qwen35,
-            Poro,
-            Viking,
-            Tekken,
-            Gpt4o,
-            BailingMoe,
-            SeedCoder,
-            Ufakzeka,
-            Grok2,
-            Laguna,
-            ExaoneMoe,
-            Gemma4,
-            SarvamMoe,
-            Minicpm5,
-        ] {
+        for kind in PreKind::ALL {
             let pre = PreTokenizer::new(kind).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
             let text = "Hello, World! 123 4567 ΑΒΓ 中文 \u{3000}x\n\n  end";
             let mut scratch = SplitScratch::default();
