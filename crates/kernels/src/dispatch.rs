@@ -11,6 +11,7 @@
 
 use std::sync::OnceLock;
 
+use crate::gemm::MicroKernel;
 use crate::quant::TensorType;
 
 /// An instruction-set level that kernels are written for.
@@ -100,6 +101,7 @@ pub struct Kernels {
     level: Level,
     dots: [Option<DotFn>; N_TYPES],
     quantizers: [Option<QuantizeFn>; N_TYPES],
+    gemm: Option<MicroKernel>,
 }
 
 impl Kernels {
@@ -136,6 +138,7 @@ impl Kernels {
             level,
             dots: [None; N_TYPES],
             quantizers: [None; N_TYPES],
+            gemm: MicroKernel::for_level(level),
         };
         crate::quant::register_scalar(&mut k);
         match level {
@@ -168,6 +171,18 @@ impl Kernels {
     /// The quantizer producing activation format `act` (Q8_0, Q8_1 or Q8_K).
     pub fn quantizer(&self, act: TensorType) -> Option<QuantizeFn> {
         self.quantizers.get(act.id() as usize).copied().flatten()
+    }
+
+    /// The micro-kernel for matrix × matrix products over many tokens, where this level
+    /// has one that beats the row-by-row dots (see [`crate::gemm`]).
+    pub fn gemm(&self) -> Option<MicroKernel> {
+        self.gemm
+    }
+
+    /// Installs (or removes) the GEMM micro-kernel; tests use it to run the plain-Rust
+    /// reference through the same driver.
+    pub fn set_gemm(&mut self, micro: Option<MicroKernel>) {
+        self.gemm = micro;
     }
 
     /// Installs the dot kernel for weights of type `ty` (used by the level modules).

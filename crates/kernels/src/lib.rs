@@ -3,6 +3,7 @@
 
 pub mod alloc_counter;
 pub mod dispatch;
+pub mod gemm;
 pub mod matmul;
 pub mod ops;
 pub mod pool;

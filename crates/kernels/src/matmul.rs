@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytemuck::{Pod, Zeroable};
 
 use crate::dispatch::{DotFn, Kernels};
+use crate::gemm::{self, GemmScratch, QuantizedRows};
 use crate::pool::ThreadPool;
 use crate::quant::{activation_type, TensorType};
 
@@ -229,6 +230,7 @@ struct Line([u8; 64]);
 #[derive(Default)]
 pub struct MatmulScratch {
     lines: Vec<Line>,
+    gemm: GemmScratch,
 }
 
 impl MatmulScratch {
@@ -239,17 +241,17 @@ impl MatmulScratch {
 
     /// Bytes held.
     pub fn capacity_bytes(&self) -> usize {
-        self.lines.len() * 64
+        self.lines.len() * 64 + self.gemm.capacity_bytes()
     }
+}
 
-    /// At least `len` bytes, 64-byte aligned.
-    fn bytes(&mut self, len: usize) -> &mut [u8] {
-        let n_lines = len.div_ceil(64);
-        if self.lines.len() < n_lines {
-            self.lines.resize(n_lines, Line([0; 64]));
-        }
-        &mut bytemuck::cast_slice_mut(&mut self.lines[..n_lines])[..len]
+/// At least `len` bytes of `lines`, 64-byte aligned.
+fn line_bytes(lines: &mut Vec<Line>, len: usize) -> &mut [u8] {
+    let n_lines = len.div_ceil(64);
+    if lines.len() < n_lines {
+        lines.resize(n_lines, Line([0; 64]));
     }
+    &mut bytemuck::cast_slice_mut(&mut lines[..n_lines])[..len]
 }
 
 /// `out = w · x` for one token: `x` is `[n_cols]`, `out` is `[n_rows]`, with the kernels
@@ -333,7 +335,7 @@ pub fn matmul_with(
         let quantize = quantize.ok_or(no_quantizer)?;
         // Rows padded to whole cache lines (see `Line`).
         let stride = act_row_bytes.next_multiple_of(64);
-        let buf = scratch.bytes(n_tokens * stride);
+        let buf = line_bytes(&mut scratch.lines, n_tokens * stride);
         if parallel && n_tokens > 1 && x.len() >= MIN_PARALLEL_QUANTIZE {
             let rows = SharedSlice::new(buf);
             pool.run(&|ith, nth| {
@@ -355,6 +357,18 @@ pub fn matmul_with(
             len: act_row_bytes,
         }
     };
+
+    if let Some(micro) = kernels.gemm() {
+        if n_tokens >= gemm::MIN_TOKENS && act_ty != TensorType::F32 && gemm::supports(ty) {
+            let rows = QuantizedRows {
+                ty: act_ty,
+                bytes: acts.bytes,
+                stride: acts.stride,
+            };
+            gemm::matmul(micro, pool, w, &rows, n_tokens, out, &mut scratch.gemm);
+            return Ok(());
+        }
+    }
 
     let task = Products {
         w,

@@ -9,7 +9,7 @@ use super::kquants::{get_scale_min_k4, make_qkx2_quants, nearest_int, pack_scale
 use super::QK_K;
 
 /// The 5-bit quants of a block in element order.
-fn unpack(b: &BlockQ5K) -> [u8; QK_K] {
+pub(crate) fn unpack(b: &BlockQ5K) -> [u8; QK_K] {
     let mut q = [0u8; QK_K];
     for (j, (ql, qq)) in
         b.qs.chunks_exact(32)

@@ -11,7 +11,7 @@ use super::kquants::{make_qx_quants, nearest_int, GROUP_MAX_EPS};
 use super::QK_K;
 
 /// The signed quants `q - 32` of a block in element order.
-fn unpack(b: &BlockQ6K) -> [i8; QK_K] {
+pub(crate) fn unpack(b: &BlockQ6K) -> [i8; QK_K] {
     let mut a = [0i8; QK_K];
     for ((ql, qh), a) in
         b.ql.chunks_exact(64)

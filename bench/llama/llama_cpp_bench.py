@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""llama.cpp's speed on a GGUF, measured the way llama-bench measures it.
+
+Uses llama-cpp-python's low-level API only: `llama_decode` on batches of token ids, no
+logits copied into Python, flash attention on, `swa_full` off, a context of exactly
+n_prompt + n_gen cells. One pp test decodes `n_prompt` tokens in one batch from an empty
+cache; one tg test decodes `n_gen` single tokens from an empty cache (llama-bench's
+tg128). Each test runs once as warm-up, then `reps` timed times.
+
+Prints one JSON object per line per (test, threads): llama-bench's field names
+(n_prompt, n_gen, n_threads, avg_ts, stddev_ts, samples_ts).
+
+    python3 llama_cpp_bench.py MODEL.gguf [-p 512] [-n 128] [-t 1,2] [-r 5]
+"""
+
+import argparse
+import ctypes
+import json
+import random
+import statistics
+import sys
+import time
+
+import llama_cpp as L
+
+
+@L.llama_log_callback
+def _QUIET(level, text, user_data):
+    """Drops llama.cpp's log lines: this script's output is its JSON lines."""
+
+
+def make_context(model, n_ctx, n_batch, threads):
+    p = L.llama_context_default_params()
+    p.n_ctx = n_ctx
+    p.n_batch = n_batch
+    p.n_ubatch = min(n_batch, 512)
+    p.n_threads = threads
+    p.n_threads_batch = threads
+    p.flash_attn_type = 1  # LLAMA_FLASH_ATTN_TYPE_ENABLED
+    p.swa_full = False
+    p.no_perf = True
+    ctx = L.llama_init_from_model(model, p)
+    if not ctx:
+        sys.exit("llama.cpp could not create a context")
+    return ctx
+
+
+def decode(ctx, tokens, pos0):
+    """Decodes `tokens` as one batch at positions pos0.., logits for the last only."""
+    n = len(tokens)
+    batch = L.llama_batch_init(n, 0, 1)
+    try:
+        for i, tok in enumerate(tokens):
+            batch.token[i] = tok
+            batch.pos[i] = pos0 + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 1 if i == n - 1 else 0
+        batch.n_tokens = n
+        if L.llama_decode(ctx, batch) != 0:
+            sys.exit("llama_decode failed")
+    finally:
+        L.llama_batch_free(batch)
+
+
+def run_pp(ctx, n_prompt, n_vocab, rng):
+    tokens = [rng.randrange(n_vocab) for _ in range(n_prompt)]
+    L.llama_memory_clear(L.llama_get_memory(ctx), True)
+    t = time.perf_counter()
+    decode(ctx, tokens, 0)
+    L.llama_synchronize(ctx)
+    return time.perf_counter() - t
+
+
+def run_tg(ctx, n_gen, n_vocab, rng):
+    L.llama_memory_clear(L.llama_get_memory(ctx), True)
+    # Batches are built before the clock starts, as llama-bench's loop only calls decode.
+    batches = []
+    for i in range(n_gen):
+        b = L.llama_batch_init(1, 0, 1)
+        b.token[0] = rng.randrange(n_vocab)
+        b.pos[0] = i
+        b.n_seq_id[0] = 1
+        b.seq_id[0][0] = 0
+        b.logits[0] = 1
+        b.n_tokens = 1
+        batches.append(b)
+    t = time.perf_counter()
+    for b in batches:
+        if L.llama_decode(ctx, b) != 0:
+            sys.exit("llama_decode failed")
+    L.llama_synchronize(ctx)
+    dt = time.perf_counter() - t
+    for b in batches:
+        L.llama_batch_free(b)
+    return dt
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("-p", type=int, default=512)
+    ap.add_argument("-n", type=int, default=128)
+    ap.add_argument("-t", default="1,2")
+    ap.add_argument("-r", type=int, default=5)
+    ap.add_argument("--only", choices=["pp", "tg"], default=None)
+    a = ap.parse_args()
+
+    L.llama_backend_init()
+    L.llama_log_set(_QUIET, ctypes.c_void_p())
+    mp = L.llama_model_default_params()
+    mp.use_mmap = True
+    model = L.llama_model_load_from_file(a.model.encode(), mp)
+    if not model:
+        sys.exit(f"llama.cpp could not load {a.model}")
+    n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
+    rng = random.Random(0)
+    for threads in [int(t) for t in a.t.split(",")]:
+        tests = []
+        if a.p > 0 and a.only in (None, "pp"):
+            tests.append(("pp", a.p, 0))
+        if a.n > 0 and a.only in (None, "tg"):
+            tests.append(("tg", 0, a.n))
+        for kind, n_prompt, n_gen in tests:
+            ctx = make_context(model, max(n_prompt + n_gen, 16), max(n_prompt, 1), threads)
+            run = (lambda: run_pp(ctx, n_prompt, n_vocab, rng)) if kind == "pp" else (
+                lambda: run_tg(ctx, n_gen, n_vocab, rng))
+            run()  # warm-up
+            samples = [(n_prompt + n_gen) / run() for _ in range(a.r)]
+            L.llama_free(ctx)
+            print(json.dumps({
+                "engine": "llama.cpp",
+                "n_prompt": n_prompt,
+                "n_gen": n_gen,
+                "n_threads": threads,
+                "avg_ts": statistics.mean(samples),
+                "stddev_ts": statistics.stdev(samples) if len(samples) > 1 else 0.0,
+                "samples_ts": samples,
+            }), flush=True)
+    L.llama_model_free(model)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+//! Multiply-adds per CPU-second of `matmul` for prompt-sized products, per format, on
+//! one thread: thread CPU time, so a busy machine disturbs the figure less than wall
+//! time would (the repo's wall-clock benchmarks are `hearth bench` and bench/).
+//!
+//! ```text
+//! cargo run --release -p hearth-kernels --example gemm_speed [TOKENS] [ROWS] [COLS]
+//! ```
+
+use std::time::Duration;
+
+use hearth_kernels::matmul::{matmul, MatmulScratch, WeightMatrix};
+use hearth_kernels::pool::ThreadPool;
+use hearth_kernels::quant::{quantize_row, TensorType};
+
+#[repr(C)]
+struct Timespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+unsafe extern "C" {
+    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+}
+
+/// This thread's CPU time (CLOCK_THREAD_CPUTIME_ID).
+fn cpu_time() -> Duration {
+    let mut ts = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    unsafe { clock_gettime(3, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("a number"))
+        .collect();
+    let n_tokens = *args.first().unwrap_or(&512);
+    let n_rows = *args.get(1).unwrap_or(&2048);
+    let n_cols = *args.get(2).unwrap_or(&2048);
+    let pool = ThreadPool::new(1).expect("pool");
+    let x: Vec<f32> = (0..n_tokens * n_cols)
+        .map(|i| ((i * 7919) % 1999) as f32 / 999.0 - 1.0)
+        .collect();
+    for ty in [
+        TensorType::Q5_0,
+        TensorType::Q8_0,
+        TensorType::Q4_K,
+        TensorType::Q6_K,
+    ] {
+        let Some(row_bytes) = ty.row_bytes(n_cols as u64) else {
+            continue;
+        };
+        let row_bytes = row_bytes as usize;
+        let mut data = vec![0u8; row_bytes * n_rows];
+        for (r, row) in data.chunks_exact_mut(row_bytes).enumerate() {
+            quantize_row(ty, &x[(r % n_tokens) * n_cols..][..n_cols], row).expect("quantize");
+        }
+        let w = WeightMatrix::new(ty, n_rows, n_cols, &data).expect("shape");
+        let mut out = vec![0f32; n_tokens * n_rows];
+        let mut scratch = MatmulScratch::new();
+        matmul(&pool, &w, &x, n_tokens, &mut out, &mut scratch).expect("matmul");
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t = cpu_time();
+            matmul(&pool, &w, &x, n_tokens, &mut out, &mut scratch).expect("matmul");
+            best = best.min((cpu_time() - t).as_secs_f64());
+        }
+        let macs = (n_tokens * n_rows * n_cols) as f64;
+        println!(
+            "{ty}: {:.1} GMAC per CPU-second ({:.1} ms)",
+            macs / best / 1e9,
+            best * 1e3
+        );
+    }
+}

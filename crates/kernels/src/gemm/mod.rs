@@ -1,0 +1,456 @@
+//! Matrix × matrix products for many tokens at once (prompt processing, perplexity):
+//! integer micro-kernels over weights decoded once per call.
+//!
+//! The row path of [`crate::matmul`] calls the format's dot kernel once per (row, token),
+//! so every weight block is decoded again for every token; with hundreds of tokens that
+//! decoding is most of the work. Here a tile of weight rows is decoded once into the
+//! format-free shape of [`unpack`] (int8 values, a scale and a min per lane of 4 values),
+//! and a micro-kernel multiplies [`MR`] rows with [`NR`] tokens at a time, so each weight
+//! register is used `NR` times and each activation register `MR` times.
+//!
+//! Numerics: activations are quantized by the same quantizer as the row path (the
+//! weight format's ggml activation type), so every integer product is the one llama.cpp
+//! computes, and the integer sum of each lane of 4 products is exact. What differs from
+//! the row path's dot is only the f32 side: each lane's sum is scaled by
+//! `weight scale · activation scale` and accumulated per lane across the row, and the 16
+//! lanes are added at the end (the row path scales per block and accumulates per block).
+//! The difference is a few f32 roundings of the same terms.
+//!
+//! Layout, chosen for VNNI's `vpdpbusd` (unsigned bytes × signed bytes, 4 products per
+//! 32-bit lane): activations are stored as `a + 128` (unsigned), and each weight lane
+//! carries `corr = -128 · Σv`, the accumulator's starting value, which cancels the
+//! offset exactly in integers.
+//!
+//! Memory: a panel of the call's activations (≈ 1.1 bytes per activation value, more for
+//! formats with mins) and, per thread, one tile of [`TILE_ROWS`] × [`KC`] decoded weights
+//! (4 bytes per value, 128 KiB): both in the caller's [`GemmScratch`], grown once.
+
+mod panel;
+mod reference;
+pub(crate) mod unpack;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::dispatch::Level;
+use crate::matmul::WeightMatrix;
+use crate::pool::ThreadPool;
+use crate::quant::TensorType;
+
+use panel::Panel;
+
+/// Values per chunk: one 512-bit register of bytes.
+pub const CHUNK: usize = 64;
+/// Values per lane: `vpdpbusd` adds 4 byte products into each 32-bit lane.
+pub const LANE: usize = 4;
+/// Lanes per chunk.
+pub const LANES: usize = CHUNK / LANE;
+/// Weight rows per micro-kernel call.
+pub const MR: usize = 4;
+/// Tokens per micro-kernel call.
+pub const NR: usize = 4;
+/// Weight rows a thread decodes at once: a multiple of [`MR`].
+const TILE_ROWS: usize = 16;
+/// Columns a tile holds (a multiple of every block length, 256): with
+/// [`TILE_ROWS`] rows, 4 bytes per value, the tile (128 KiB) stays in a core's L2 while every
+/// token passes over it. Longer rows are done in several column blocks whose partial
+/// sums are added into the output.
+const KC: usize = 2048;
+
+/// Fewest tokens worth a GEMM call: below this the row path's dots do as well (the
+/// micro-kernel pads the tokens to a multiple of [`NR`]).
+pub const MIN_TOKENS: usize = 4;
+
+/// How a stretch of `n` values (a multiple of 32) is laid out for the micro-kernels of a
+/// format whose scales each cover `run` values ([`unpack::scale_run`]).
+///
+/// The stretch is cut into *groups* of 16 runs and a *tail* of single chunks. In a group,
+/// lane `l` of every chunk holds 4 values of run `l` (chunk `c`: values `4c..4c + 4` of
+/// it), so a lane's integer sum over the group's `run / 4` chunks is one whole run, with
+/// one scale: the micro-kernel adds all of the group's products in integers and scales
+/// once per group. The tail (the last `n mod 16·run` values, rounded up to a chunk) is
+/// stored in plain order, one scale per lane of 4 values. Weights and activations of a
+/// product use the same layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Segments {
+    run: usize,
+    n_groups: usize,
+    n_tail: usize,
+}
+
+impl Segments {
+    pub(crate) fn new(n: usize, run: usize) -> Segments {
+        let group = run * LANES;
+        Segments {
+            run,
+            n_groups: n / group,
+            n_tail: (n % group).div_ceil(CHUNK),
+        }
+    }
+
+    /// Values in a group.
+    fn group_len(&self) -> usize {
+        self.run * LANES
+    }
+
+    /// Chunks in a group.
+    pub(crate) fn group_chunks(&self) -> usize {
+        self.run / LANE
+    }
+
+    /// Groups, then tail chunks: each has one set of 16 lane scales.
+    fn count(&self) -> usize {
+        self.n_groups + self.n_tail
+    }
+
+    /// Stored values: the stretch padded to whole chunks.
+    fn padded(&self) -> usize {
+        self.n_groups * self.group_len() + self.n_tail * CHUNK
+    }
+
+    /// Copies `plain` (values in column order) into `out` in this layout, 4 values at a
+    /// time, calling `each(lane, k, values)` for the 4 values from column `k`, which
+    /// belong to lane `lane` (index into the per-lane scales, 16 per segment). A run of
+    /// a group visits its lane `run / 4` times.
+    fn lay_out<T: Copy>(
+        &self,
+        plain: &[T],
+        out: &mut [T],
+        mut each: impl FnMut(usize, usize, &[T]),
+    ) {
+        let group = self.group_len();
+        for g in 0..self.n_groups {
+            for l in 0..LANES {
+                for c in 0..self.group_chunks() {
+                    let k = g * group + l * self.run + c * LANE;
+                    let at = g * group + c * CHUNK + l * LANE;
+                    let q = &plain[k..k + LANE];
+                    out[at..at + LANE].copy_from_slice(q);
+                    each(g * LANES + l, k, q);
+                }
+            }
+        }
+        let tail = self.n_groups * group;
+        out[tail..plain.len()].copy_from_slice(&plain[tail..]);
+        for (i, q) in plain[tail..].chunks_exact(LANE).enumerate() {
+            each(self.n_groups * LANES + i, tail + i * LANE, q);
+        }
+    }
+}
+
+/// One micro-kernel call's operands: [`MR`] weight rows and every token's activations,
+/// laid out as `segs` says.
+pub struct Micro<'a> {
+    pub(crate) w: [WeightRow<'a>; MR],
+    pub(crate) a: ActRows<'a>,
+    pub(crate) segs: Segments,
+}
+
+/// A weight row: values, and per lane (16 per segment) `corr = -128 · Σv`, the scale and
+/// the min.
+#[derive(Clone, Copy)]
+pub(crate) struct WeightRow<'a> {
+    pub(crate) v: &'a [i8],
+    pub(crate) corr: &'a [i32],
+    pub(crate) scale: &'a [f32],
+    pub(crate) min: &'a [f32],
+}
+
+/// The activation rows of a call (a multiple of [`NR`]): token `t`'s values `+ 128` at
+/// `a[t·a_stride..]`, and at `t·lane_stride` in `scale` and (formats with mins only)
+/// `sum` its per-lane scales and `scale · Σa`.
+#[derive(Clone, Copy)]
+pub(crate) struct ActRows<'a> {
+    pub(crate) a: &'a [u8],
+    pub(crate) a_stride: usize,
+    pub(crate) scale: &'a [f32],
+    pub(crate) sum: &'a [f32],
+    pub(crate) lane_stride: usize,
+    pub(crate) n_tokens: usize,
+}
+
+impl Micro<'_> {
+    /// Checks every slice's length against the layout (SIMD kernels read by pointer).
+    fn check(&self, has_min: bool, out: &[[f32; MR]]) {
+        let (n, lanes) = (self.segs.padded(), self.segs.count() * LANES);
+        for w in &self.w {
+            assert!(w.v.len() >= n && w.corr.len() >= lanes && w.scale.len() >= lanes);
+            assert!(!has_min || w.min.len() >= lanes);
+        }
+        let a = &self.a;
+        assert!(a.n_tokens.is_multiple_of(NR) && out.len() >= a.n_tokens);
+        if let Some(last) = a.n_tokens.checked_sub(1) {
+            assert!(a.a.len() >= last * a.a_stride + n);
+            assert!(a.scale.len() >= last * a.lane_stride + lanes);
+            assert!(!has_min || a.sum.len() >= last * a.lane_stride + lanes);
+        }
+    }
+}
+
+/// `out[t][i] = Σ_k w_i[k] · a_t[k]` for one [`Micro`]; `has_min` says whether the
+/// weights' mins are to be subtracted.
+pub type MicroFn = fn(&Micro<'_>, bool, &mut [[f32; MR]]);
+
+/// A micro-kernel and the level it was written for.
+#[derive(Clone, Copy)]
+pub struct MicroKernel {
+    pub(crate) f: MicroFn,
+    pub(crate) level: Level,
+}
+
+impl MicroKernel {
+    /// The plain-Rust kernel every SIMD one is tested against.
+    pub fn reference() -> MicroKernel {
+        MicroKernel {
+            f: reference::micro,
+            level: Level::Scalar,
+        }
+    }
+
+    /// The fastest kernel this CPU runs at `level`, if any beats the row path there.
+    pub fn for_level(level: Level) -> Option<MicroKernel> {
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 if std::arch::is_x86_feature_detected!("avx512vnni") => {
+                Some(MicroKernel {
+                    f: vnni::micro,
+                    level,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The level it was written for.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+}
+
+/// Whether [`matmul`] can multiply weights of type `ty`.
+pub fn supports(ty: TensorType) -> bool {
+    unpack::supports(ty)
+}
+
+/// Memory a GEMM keeps between calls: the activation panel and one tile per thread.
+#[derive(Default)]
+pub struct GemmScratch {
+    panel: Panel,
+    tiles: Vec<Tile>,
+}
+
+impl GemmScratch {
+    /// Bytes held.
+    pub fn capacity_bytes(&self) -> usize {
+        self.panel.capacity_bytes() + self.tiles.iter().map(Tile::capacity_bytes).sum::<usize>()
+    }
+}
+
+/// Quantized activation rows as the row path made them: row `t` is
+/// `bytes[t·stride..][..len]`, in the weight type's activation format.
+pub(crate) struct QuantizedRows<'a> {
+    pub(crate) ty: TensorType,
+    pub(crate) bytes: &'a [u8],
+    pub(crate) stride: usize,
+}
+
+/// `out[t, r] = Σ_c w[r, c] · x[t, c]` from already quantized activation rows, with
+/// `micro`. Shapes were checked by the caller (`matmul_with`), and `supports(w.ty())`.
+pub(crate) fn matmul(
+    micro: MicroKernel,
+    pool: &ThreadPool,
+    w: &WeightMatrix<'_>,
+    acts: &QuantizedRows<'_>,
+    n_tokens: usize,
+    out: &mut [f32],
+    scratch: &mut GemmScratch,
+) {
+    let (ty, n_rows, n_cols) = (w.ty(), w.n_rows(), w.n_cols());
+    let has_min = unpack::has_min(ty);
+    let run = unpack::scale_run(ty);
+    scratch
+        .panel
+        .fill(pool, acts, n_tokens, n_cols, run, has_min);
+    let panel = &scratch.panel;
+    let nth = pool.n_threads();
+    if scratch.tiles.len() < nth {
+        scratch.tiles.resize_with(nth, Tile::default);
+    }
+    // Every thread's tile is sized here, not on first use: a thread that claims no
+    // tile in one call must not allocate in a later one.
+    for tile in &mut scratch.tiles[..nth] {
+        tile.reserve(n_tokens.next_multiple_of(NR));
+    }
+
+    let n_tiles = n_rows.div_ceil(TILE_ROWS);
+    let next_tile = AtomicUsize::new(0);
+    let out = OutPtr(out.as_mut_ptr(), out.len());
+    let out = &out;
+    pool.run_with(&mut scratch.tiles[..nth], &|_, _, tile| loop {
+        // Relaxed: the counter only hands out tile numbers.
+        let ti = next_tile.fetch_add(1, Ordering::Relaxed);
+        if ti >= n_tiles {
+            return;
+        }
+        let r0 = ti * TILE_ROWS;
+        let rows = (n_rows - r0).min(TILE_ROWS);
+        for k0 in (0..n_cols).step_by(KC) {
+            let k1 = (k0 + KC).min(n_cols);
+            let segs = tile.unpack(w, r0, rows, k0, k1);
+            let a = panel.rows(k0, segs);
+            // Moved out (not copied) while the tile's rows are borrowed.
+            let mut sums = std::mem::take(&mut tile.sums);
+            for i0 in (0..rows).step_by(MR) {
+                let m = Micro {
+                    w: std::array::from_fn(|i| tile.row(i0 + i)),
+                    a,
+                    segs,
+                };
+                (micro.f)(&m, has_min, &mut sums);
+                for (t, sums) in sums[..n_tokens].iter().enumerate() {
+                    for (i, &s) in sums.iter().enumerate().take(rows - i0) {
+                        let at = t * n_rows + r0 + i0 + i;
+                        // SAFETY: row r0 + i0 + i < r0 + rows belongs to tile `ti`, which
+                        // the counter hands to this thread alone, and every token's
+                        // output for it is written only here.
+                        unsafe { out.add(at, s, k0 == 0) };
+                    }
+                }
+            }
+            tile.sums = sums;
+        }
+    });
+}
+
+/// The output, written by the threads at disjoint indices (each owns whole rows).
+struct OutPtr(*mut f32, usize);
+
+// SAFETY: threads write disjoint elements (see `add`'s contract), as with disjoint
+// `&mut [f32]` pieces.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Stores `s` at `at` (`first`) or adds it to what is there.
+    ///
+    /// # Safety
+    /// No other thread may access element `at` during the call.
+    unsafe fn add(&self, at: usize, s: f32, first: bool) {
+        assert!(at < self.1);
+        // SAFETY: in bounds (checked), and not shared at this time (the caller's promise).
+        let o = unsafe { &mut *self.0.add(at) };
+        *o = if first { s } else { *o + s };
+    }
+}
+
+/// Decoded weights of up to [`TILE_ROWS`] rows × [`KC`] columns in the [`Segments`]
+/// layout, row stride `KC` values (`KC / LANE` lanes).
+#[derive(Default)]
+struct Tile {
+    v: Vec<i8>,
+    corr: Vec<i32>,
+    scale: Vec<f32>,
+    min: Vec<f32>,
+    /// One row in plain order, before it is laid out.
+    plain_v: Vec<i8>,
+    plain_scale: Vec<f32>,
+    plain_min: Vec<f32>,
+    /// The layout of the rows now held.
+    segs: Option<Segments>,
+    /// The micro-kernel's results: per token, one sum per row.
+    sums: Vec<[f32; MR]>,
+}
+
+impl Tile {
+    fn capacity_bytes(&self) -> usize {
+        let floats = self.corr.capacity() + self.scale.capacity() + self.min.capacity();
+        let plain =
+            self.plain_v.capacity() + 4 * (self.plain_scale.capacity() + self.plain_min.capacity());
+        self.v.capacity() + 4 * floats + plain + 4 * MR * self.sums.capacity()
+    }
+
+    /// Sizes the buffers for calls of up to `n_tokens` (padded) tokens.
+    fn reserve(&mut self, n_tokens: usize) {
+        const ROW_LANES: usize = KC / LANE;
+        if self.v.is_empty() {
+            self.v = vec![0; TILE_ROWS * KC];
+            self.corr = vec![0; TILE_ROWS * ROW_LANES];
+            self.scale = vec![0.0; TILE_ROWS * ROW_LANES];
+            self.min = vec![0.0; TILE_ROWS * ROW_LANES];
+            self.plain_v = vec![0; KC];
+            self.plain_scale = vec![0.0; ROW_LANES];
+            self.plain_min = vec![0.0; ROW_LANES];
+        }
+        if self.sums.len() < n_tokens {
+            self.sums.resize(n_tokens, [0.0; MR]);
+        }
+    }
+
+    /// Decodes rows `r0..r0 + rows` of `w`, columns `k0..k1` (whole blocks), into rows
+    /// `0..rows`; padding values and the rows up to the next multiple of [`MR`] are zero
+    /// (they add nothing).
+    fn unpack(
+        &mut self,
+        w: &WeightMatrix<'_>,
+        r0: usize,
+        rows: usize,
+        k0: usize,
+        k1: usize,
+    ) -> Segments {
+        const ROW_LANES: usize = KC / LANE;
+        let ty = w.ty();
+        let n = k1 - k0;
+        let segs = Segments::new(n, unpack::scale_run(ty));
+        self.segs = Some(segs);
+        let (padded, lanes) = (segs.padded(), segs.count() * LANES);
+        let block_len = ty.block_len();
+        let block_bytes = ty.block_bytes();
+        let bytes = k0 / block_len * block_bytes..k1 / block_len * block_bytes;
+        for i in 0..rows.next_multiple_of(MR) {
+            let v = &mut self.v[i * KC..][..padded];
+            let corr = &mut self.corr[i * ROW_LANES..][..lanes];
+            let scale = &mut self.scale[i * ROW_LANES..][..lanes];
+            let min = &mut self.min[i * ROW_LANES..][..lanes];
+            v.fill(0);
+            corr.fill(0);
+            scale.fill(0.0);
+            min.fill(0.0);
+            if i >= rows {
+                continue;
+            }
+            let (pv, ps, pm) = (
+                &mut self.plain_v[..n],
+                &mut self.plain_scale[..n / LANE],
+                &mut self.plain_min[..n / LANE],
+            );
+            unpack::unpack(
+                ty,
+                &w.row(r0 + i)[bytes.clone()],
+                unpack::Unpacked {
+                    v: pv,
+                    scale: ps,
+                    min: pm,
+                },
+            );
+            segs.lay_out(pv, v, |lane, k, q| {
+                corr[lane] -= 128 * q.iter().map(|&q| q as i32).sum::<i32>();
+                scale[lane] = ps[k / LANE];
+                min[lane] = pm[k / LANE];
+            });
+        }
+        segs
+    }
+
+    /// Decoded row `i`.
+    fn row(&self, i: usize) -> WeightRow<'_> {
+        const ROW_LANES: usize = KC / LANE;
+        let segs = self.segs.expect("a tile is read after it is filled");
+        let lanes = segs.count() * LANES;
+        WeightRow {
+            v: &self.v[i * KC..][..segs.padded()],
+            corr: &self.corr[i * ROW_LANES..][..lanes],
+            scale: &self.scale[i * ROW_LANES..][..lanes],
+            min: &self.min[i * ROW_LANES..][..lanes],
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The activation panel: every token's quantized row rewritten for the micro-kernels.
+//!
+//! The values are the quantizer's (Q8_0, Q8_1 or Q8_K: ggml's activation formats), stored
+//! `+ 128` as unsigned bytes in the weights' [`Segments`] layout, with the scale of each
+//! lane (the quantizer's block scale) and, for weight formats with mins, `scale · Σa`
+//! over the lane's values. Rows are padded to whole chunks and the token count to a
+//! multiple of [`NR`] with zeros (value 128, scale 0), which add nothing to any sum.
+
+use super::{ActRows, QuantizedRows, Segments, KC, LANES, NR};
+use crate::pool::ThreadPool;
+use crate::quant::blocks::f16_le;
+use crate::quant::TensorType;
+
+/// Below this many activation values, the panel is filled by the calling thread alone.
+const MIN_PARALLEL: usize = 1 << 15;
+
+/// See the module's doc.
+#[derive(Default)]
+pub(super) struct Panel {
+    a: Vec<u8>,
+    scale: Vec<f32>,
+    sum: Vec<f32>,
+    /// The layout of a whole row.
+    segs: Option<Segments>,
+    /// Whether `sum` was filled by the last call.
+    has_min: bool,
+    /// Rows filled by the last call: its tokens padded to a multiple of [`NR`].
+    n_rows: usize,
+    /// Per thread: one row in column order and its block scales, before it is laid out.
+    temps: Vec<(Vec<u8>, Vec<f32>)>,
+}
+
+impl Panel {
+    pub(super) fn capacity_bytes(&self) -> usize {
+        let temps: usize = self
+            .temps
+            .iter()
+            .map(|(a, s)| a.capacity() + 4 * s.capacity())
+            .sum();
+        self.a.capacity() + 4 * (self.scale.capacity() + self.sum.capacity()) + temps
+    }
+
+    /// Rewrites `n_tokens` rows of `n_cols` quantized activations.
+    pub(super) fn fill(
+        &mut self,
+        pool: &ThreadPool,
+        acts: &QuantizedRows<'_>,
+        n_tokens: usize,
+        n_cols: usize,
+        run: usize,
+        has_min: bool,
+    ) {
+        let segs = Segments::new(n_cols, run);
+        let (padded, lanes) = (segs.padded(), segs.count() * LANES);
+        let n_rows = n_tokens.next_multiple_of(NR);
+        self.segs = Some(segs);
+        self.has_min = has_min;
+        self.n_rows = n_rows;
+        grow(&mut self.a, n_rows * padded, 128);
+        grow(&mut self.scale, n_rows * lanes, 0.0);
+        grow(&mut self.sum, if has_min { n_rows * lanes } else { 0 }, 0.0);
+        let row_len = (padded, lanes, if has_min { lanes } else { 0 });
+
+        let (a, scale, sum) = (
+            Pieces::new(&mut self.a),
+            Pieces::new(&mut self.scale),
+            Pieces::new(&mut self.sum),
+        );
+        let nth = pool.n_threads();
+        if self.temps.len() < nth {
+            self.temps.resize_with(nth, Default::default);
+        }
+        for (plain, block_scale) in &mut self.temps[..nth] {
+            grow(plain, padded, 128);
+            grow(block_scale, n_cols / 32, 0.0);
+        }
+        let fill_rows = |t0: usize, t1: usize, temp: &mut (Vec<u8>, Vec<f32>)| {
+            for t in t0..t1 {
+                // SAFETY: each token's pieces are written by the one part that owns the
+                // token (parts own disjoint token ranges).
+                let (a, scale, sum) = unsafe {
+                    (
+                        a.piece(t * row_len.0, row_len.0),
+                        scale.piece(t * row_len.1, row_len.1),
+                        sum.piece(t * row_len.2, row_len.2),
+                    )
+                };
+                if t < n_tokens {
+                    let q = &acts.bytes[t * acts.stride..];
+                    convert(acts.ty, q, n_cols, segs, temp, a, scale, sum);
+                } else {
+                    a.fill(128);
+                    scale.fill(0.0);
+                    sum.fill(0.0);
+                }
+            }
+        };
+        if n_tokens * n_cols >= MIN_PARALLEL {
+            pool.run_with(&mut self.temps[..nth], &|ith, nth, temp| {
+                fill_rows(n_rows * ith / nth, n_rows * (ith + 1) / nth, temp)
+            });
+        } else {
+            fill_rows(0, n_rows, &mut self.temps[0]);
+        }
+    }
+
+    /// Every token's values from column `k0` (a multiple of [`KC`]) on, as far as the
+    /// column block's layout `block` reaches.
+    pub(super) fn rows(&self, k0: usize, block: Segments) -> ActRows<'_> {
+        let segs = self.segs.expect("a panel is read after it is filled");
+        let (padded, lanes) = (segs.padded(), segs.count() * LANES);
+        debug_assert!(k0.is_multiple_of(KC));
+        // Column blocks start on group boundaries (KC is a multiple of every group).
+        let lane0 = k0 / block.group_len() * LANES;
+        ActRows {
+            a: &self.a[k0..self.n_rows * padded],
+            a_stride: padded,
+            scale: &self.scale[lane0..self.n_rows * lanes],
+            sum: if self.has_min {
+                &self.sum[lane0..self.n_rows * lanes]
+            } else {
+                &[][..]
+            },
+            lane_stride: lanes,
+            n_tokens: self.n_rows,
+        }
+    }
+}
+
+fn grow<T: Copy>(v: &mut Vec<T>, len: usize, value: T) {
+    if v.len() < len {
+        v.resize(len, value);
+    }
+}
+
+/// One quantized row (`ty`: Q8_0, Q8_1 or Q8_K, `n_cols` values) into a panel row.
+#[allow(clippy::too_many_arguments)] // one row's inputs, temporaries and outputs
+fn convert(
+    ty: TensorType,
+    q: &[u8],
+    n_cols: usize,
+    segs: Segments,
+    (plain, block_scale): &mut (Vec<u8>, Vec<f32>),
+    a: &mut [u8],
+    scale: &mut [f32],
+    sum: &mut [f32],
+) {
+    // (bytes per block, values per block, offset of the values, the block's scale)
+    let (block_bytes, block_len, qs_at): (usize, usize, usize) = match ty {
+        TensorType::Q8_0 => (34, 32, 2),
+        TensorType::Q8_1 => (36, 32, 4),
+        TensorType::Q8_K => (292, 256, 4),
+        _ => unreachable!("activation format {ty}"),
+    };
+    scale.fill(0.0);
+    // Integer sums first (exact in f32: at most 32 values of ±128), scaled at the end.
+    sum.fill(0.0);
+    let n = n_cols;
+    for (b, k0) in (0..n).step_by(block_len).enumerate() {
+        let block = &q[b * block_bytes..][..block_bytes];
+        let d = if ty == TensorType::Q8_K {
+            f32::from_le_bytes([block[0], block[1], block[2], block[3]])
+        } else {
+            f16_le([block[0], block[1]])
+        };
+        // The values `+ 128`, in column order for now.
+        for (dst, &src) in plain[k0..k0 + block_len].iter_mut().zip(&block[qs_at..]) {
+            *dst = src ^ 0x80;
+        }
+        block_scale[k0 / block_len] = d;
+    }
+    a[n..].fill(128);
+    segs.lay_out(&plain[..n], a, |lane, k, q| {
+        scale[lane] = block_scale[k / block_len];
+        if let Some(s) = sum.get_mut(lane) {
+            *s += q.iter().map(|&v| v as i32 - 128).sum::<i32>() as f32;
+        }
+    });
+    for (s, &d) in sum.iter_mut().zip(scale.iter()) {
+        *s *= d;
+    }
+}
+
+/// A mutable slice the pool's parts write in disjoint pieces.
+struct Pieces<T>(*mut T, usize);
+
+// SAFETY: pieces handed to different threads never overlap (`piece`'s contract), which
+// is what sending disjoint `&mut [T]` would be.
+unsafe impl<T: Send> Sync for Pieces<T> {}
+
+impl<T> Pieces<T> {
+    fn new(s: &mut [T]) -> Pieces<T> {
+        Pieces(s.as_mut_ptr(), s.len())
+    }
+
+    /// Elements `start..start + len`.
+    ///
+    /// # Safety
+    /// No two pieces alive at the same time may overlap.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn piece(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start <= self.1 && len <= self.1 - start);
+        // SAFETY: in bounds (checked); not aliased (the caller's promise).
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}

@@ -1,0 +1,45 @@
+//! The micro-kernel in plain Rust: the definition every SIMD kernel is tested against.
+
+use super::{Micro, CHUNK, LANE, LANES, MR};
+
+/// Per (row, token) and segment: each lane's exact integer sum
+/// `corr + Σ (a + 128) · v` over the segment's chunks is scaled by
+/// `weight scale · activation scale` and added into that lane's f32 accumulator (then
+/// the weight min times `scale · Σa` subtracted); the 16 lanes are added at the end.
+pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [[f32; MR]]) {
+    m.check(has_min, out);
+    let (segs, rows) = (m.segs, &m.a);
+    for (t, out) in out[..rows.n_tokens].iter_mut().enumerate() {
+        let a = &rows.a[t * rows.a_stride..];
+        let a_scale = &rows.scale[t * rows.lane_stride..];
+        let a_sum = rows.sum.get(t * rows.lane_stride..).unwrap_or(&[]);
+        for (w, out) in m.w.iter().zip(out.iter_mut()) {
+            let mut acc = [0f32; LANES];
+            let mut base = 0;
+            for s in 0..segs.count() {
+                let chunks = if s < segs.n_groups {
+                    segs.group_chunks()
+                } else {
+                    1
+                };
+                for (l, acc) in acc.iter_mut().enumerate() {
+                    let at = s * LANES + l;
+                    let mut isum = w.corr[at];
+                    for c in 0..chunks {
+                        let k = base + c * CHUNK + l * LANE;
+                        for (&a, &v) in a[k..k + LANE].iter().zip(&w.v[k..k + LANE]) {
+                            isum += a as i32 * v as i32;
+                        }
+                    }
+                    let scale = w.scale[at] * a_scale[at];
+                    *acc = (isum as f32).mul_add(scale, *acc);
+                    if has_min {
+                        *acc = (-w.min[at]).mul_add(a_sum[at], *acc);
+                    }
+                }
+                base += chunks * CHUNK;
+            }
+            *out = acc.iter().sum();
+        }
+    }
+}
