@@ -172,14 +172,15 @@ pub(crate) struct ActRows<'a> {
 
 impl Micro<'_> {
     /// Checks every slice's length against the layout (SIMD kernels read by pointer).
-    fn check(&self, has_min: bool, out: &[[f32; MR]]) {
+    fn check(&self, has_min: bool, out: &[f32], stride: usize) {
         let (n, lanes) = (self.segs.padded(), self.segs.count() * LANES);
         for w in &self.w {
             assert!(w.v.len() >= n && w.corr.len() >= lanes && w.scale.len() >= lanes);
             assert!(!has_min || w.min.len() >= lanes);
         }
         let a = &self.a;
-        assert!(a.n_tokens.is_multiple_of(NR) && out.len() >= a.n_tokens);
+        assert!(a.n_tokens.is_multiple_of(NR) && stride >= MR);
+        assert!(a.n_tokens == 0 || out.len() >= (a.n_tokens - 1) * stride + MR);
         if let Some(last) = a.n_tokens.checked_sub(1) {
             assert!(a.a.len() >= last * a.a_stride + n);
             assert!(a.scale.len() >= last * a.lane_stride + lanes);
@@ -188,9 +189,9 @@ impl Micro<'_> {
     }
 }
 
-/// `out[t][i] = Σ_k w_i[k] · a_t[k]` for one [`Micro`]; `has_min` says whether the
-/// weights' mins are to be subtracted.
-pub type MicroFn = fn(&Micro<'_>, bool, &mut [[f32; MR]]);
+/// `out[t·stride + i] += Σ_k w_i[k] · a_t[k]` for one [`Micro`] (`stride ≥ MR`);
+/// `has_min` says whether the weights' mins are to be subtracted.
+pub type MicroFn = fn(&Micro<'_>, bool, &mut [f32], usize);
 
 /// A micro-kernel and the level it was written for.
 #[derive(Clone, Copy)]
@@ -301,45 +302,44 @@ pub(crate) fn matmul(
             let a = panel.rows(k0, segs);
             // Moved out (not copied) while the tile's rows are borrowed.
             let mut sums = std::mem::take(&mut tile.sums);
+            if k0 == 0 {
+                sums.fill(0.0);
+            }
             for i0 in (0..rows).step_by(MR) {
                 let m = Micro {
                     w: std::array::from_fn(|i| tile.row(i0 + i)),
                     a,
                     segs,
                 };
-                (micro.f)(&m, has_min, &mut sums);
-                for (t, sums) in sums[..n_tokens].iter().enumerate() {
-                    for (i, &s) in sums.iter().enumerate().take(rows - i0) {
-                        let at = t * n_rows + r0 + i0 + i;
-                        // SAFETY: row r0 + i0 + i < r0 + rows belongs to tile `ti`, which
-                        // the counter hands to this thread alone, and every token's
-                        // output for it is written only here.
-                        unsafe { out.add(at, s, k0 == 0) };
-                    }
-                }
+                (micro.f)(&m, has_min, &mut sums[i0..], TILE_ROWS);
             }
             tile.sums = sums;
+        }
+        // One contiguous stretch per token: the tile's rows of the output.
+        for (t, sums) in tile.sums.chunks_exact(TILE_ROWS).take(n_tokens).enumerate() {
+            // SAFETY: rows r0..r0 + rows belong to tile `ti`, which the counter hands to
+            // this thread alone; no other thread writes them.
+            unsafe { out.write(t * n_rows + r0, &sums[..rows]) };
         }
     });
 }
 
-/// The output, written by the threads at disjoint indices (each owns whole rows).
+/// The output, written by the threads in disjoint pieces (each owns whole rows).
 struct OutPtr(*mut f32, usize);
 
-// SAFETY: threads write disjoint elements (see `add`'s contract), as with disjoint
+// SAFETY: threads write disjoint elements (see `write`'s contract), as with disjoint
 // `&mut [f32]` pieces.
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
-    /// Stores `s` at `at` (`first`) or adds it to what is there.
+    /// Copies `values` to `at..`.
     ///
     /// # Safety
-    /// No other thread may access element `at` during the call.
-    unsafe fn add(&self, at: usize, s: f32, first: bool) {
-        assert!(at < self.1);
+    /// No other thread may access those elements during the call.
+    unsafe fn write(&self, at: usize, values: &[f32]) {
+        assert!(at <= self.1 && values.len() <= self.1 - at);
         // SAFETY: in bounds (checked), and not shared at this time (the caller's promise).
-        let o = unsafe { &mut *self.0.add(at) };
-        *o = if first { s } else { *o + s };
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len()) };
     }
 }
 
@@ -357,8 +357,8 @@ struct Tile {
     plain_min: Vec<f32>,
     /// The layout of the rows now held.
     segs: Option<Segments>,
-    /// The micro-kernel's results: per token, one sum per row.
-    sums: Vec<[f32; MR]>,
+    /// The tile's results: per token, one sum per row ([`TILE_ROWS`] per token).
+    sums: Vec<f32>,
 }
 
 impl Tile {
@@ -366,7 +366,7 @@ impl Tile {
         let floats = self.corr.capacity() + self.scale.capacity() + self.min.capacity();
         let plain =
             self.plain_v.capacity() + 4 * (self.plain_scale.capacity() + self.plain_min.capacity());
-        self.v.capacity() + 4 * floats + plain + 4 * MR * self.sums.capacity()
+        self.v.capacity() + 4 * floats + plain + 4 * self.sums.capacity()
     }
 
     /// Sizes the buffers for calls of up to `n_tokens` (padded) tokens.
@@ -381,8 +381,8 @@ impl Tile {
             self.plain_scale = vec![0.0; ROW_LANES];
             self.plain_min = vec![0.0; ROW_LANES];
         }
-        if self.sums.len() < n_tokens {
-            self.sums.resize(n_tokens, [0.0; MR]);
+        if self.sums.len() < n_tokens * TILE_ROWS {
+            self.sums.resize(n_tokens * TILE_ROWS, 0.0);
         }
     }
 

@@ -6,10 +6,11 @@ use super::{Micro, CHUNK, LANE, LANES, MR};
 /// `corr + Σ (a + 128) · v` over the segment's chunks is scaled by
 /// `weight scale · activation scale` and added into that lane's f32 accumulator (then
 /// the weight min times `scale · Σa` subtracted); the 16 lanes are added at the end.
-pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [[f32; MR]]) {
-    m.check(has_min, out);
+pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [f32], stride: usize) {
+    m.check(has_min, out, stride);
     let (segs, rows) = (m.segs, &m.a);
-    for (t, out) in out[..rows.n_tokens].iter_mut().enumerate() {
+    for t in 0..rows.n_tokens {
+        let out = &mut out[t * stride..][..MR];
         let a = &rows.a[t * rows.a_stride..];
         let a_scale = &rows.scale[t * rows.lane_stride..];
         let a_sum = rows.sum.get(t * rows.lane_stride..).unwrap_or(&[]);
@@ -39,7 +40,7 @@ pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [[f32; MR]]) {
                 }
                 base += chunks * CHUNK;
             }
-            *out = acc.iter().sum();
+            *out += acc.iter().sum::<f32>();
         }
     }
 }

@@ -6,16 +6,16 @@ use std::arch::x86_64::*;
 use super::{Micro, CHUNK, LANES, MR, NR};
 
 /// See [`super::reference::micro`]; chosen only when the CPU has AVX-512 F/BW/VL + VNNI.
-pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [[f32; MR]]) {
-    m.check(has_min, out);
+pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [f32], stride: usize) {
+    m.check(has_min, out, stride);
     // SAFETY: `MicroKernel::for_level` hands this kernel out only after detecting
     // avx512f/bw/vl and avx512vnni; the slices cover the layout (checked above).
     unsafe {
         match (m.segs.group_chunks(), has_min) {
-            (8, false) => micro_vnni::<8, false>(m, out),
-            (8, true) => micro_vnni::<8, true>(m, out),
-            (4, false) => micro_vnni::<4, false>(m, out),
-            (4, true) => micro_vnni::<4, true>(m, out),
+            (8, false) => micro_vnni::<8, false>(m, out, stride),
+            (8, true) => micro_vnni::<8, true>(m, out, stride),
+            (4, false) => micro_vnni::<4, false>(m, out, stride),
+            (4, true) => micro_vnni::<4, true>(m, out, stride),
             (g, _) => unreachable!("groups of {g} chunks"),
         }
     }
@@ -29,7 +29,11 @@ struct Tokens {
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn micro_vnni<const G: usize, const MIN: bool>(m: &Micro<'_>, out: &mut [[f32; MR]]) {
+unsafe fn micro_vnni<const G: usize, const MIN: bool>(
+    m: &Micro<'_>,
+    out: &mut [f32],
+    stride: usize,
+) {
     let rows = &m.a;
     for t0 in (0..rows.n_tokens).step_by(NR) {
         // SAFETY: `check` verified that every token's row, at its stride, holds the
@@ -65,7 +69,7 @@ unsafe fn micro_vnni<const G: usize, const MIN: bool>(m: &Micro<'_>, out: &mut [
         }
         for (i, acc) in acc.iter().enumerate() {
             for (j, acc) in acc.iter().enumerate() {
-                out[t0 + j][i] = _mm512_reduce_add_ps(*acc);
+                out[(t0 + j) * stride + i] += _mm512_reduce_add_ps(*acc);
             }
         }
     }
