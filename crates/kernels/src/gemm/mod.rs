@@ -65,76 +65,108 @@ pub const MIN_TOKENS: usize = 4;
 /// How a stretch of `n` values (a multiple of 32) is laid out for the micro-kernels of a
 /// format whose scales each cover `run` values ([`unpack::scale_run`]).
 ///
-/// The stretch is cut into *groups* of 16 runs and a *tail* of single chunks. In a group,
-/// lane `l` of every chunk holds 4 values of run `l` (chunk `c`: values `4c..4c + 4` of
-/// it), so a lane's integer sum over the group's `run / 4` chunks is one whole run, with
-/// one scale: the micro-kernel adds all of the group's products in integers and scales
-/// once per group. The tail (the last `n mod 16·run` values, rounded up to a chunk) is
-/// stored in plain order, one scale per lane of 4 values. Weights and activations of a
-/// product use the same layout.
+/// The stretch is cut into *segments* of `R` runs (16, then what is left as 8, 4, 2; a
+/// last single run is padded with a zero run to 2). A segment is `run · R / 64` chunks,
+/// and each of its 16 lanes holds `4 · chunks` values of one run, 4 per chunk (lane `l`
+/// of chunk `c`: bytes `64c + 4l..`): a lane's integer sum over the segment lies within
+/// one run, with one scale, so the micro-kernel adds all of a segment's products in
+/// integers and scales once per segment. Weights and activations of a product use the
+/// same layout. With 16 runs a lane is a whole run (8 chunks for runs of 32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Segments {
     run: usize,
-    n_groups: usize,
+    /// Real runs (the stretch is `n_runs · run` values).
+    n_runs: usize,
+    /// Segments of 16 runs.
+    n_full: usize,
+    /// The shorter segments after them: runs in each.
+    tail: [usize; 3],
     n_tail: usize,
 }
 
 impl Segments {
     pub(crate) fn new(n: usize, run: usize) -> Segments {
-        let group = run * LANES;
+        let n_runs = n / run;
+        let mut tail = [0; 3];
+        let mut n_tail = 0;
+        let mut left = n_runs % LANES;
+        for r in [8, 4, 2] {
+            if left >= r {
+                tail[n_tail] = r;
+                n_tail += 1;
+                left -= r;
+            }
+        }
+        if left == 1 {
+            tail[n_tail] = 2;
+            n_tail += 1;
+        }
         Segments {
             run,
-            n_groups: n / group,
-            n_tail: (n % group).div_ceil(CHUNK),
+            n_runs,
+            n_full: n_runs / LANES,
+            tail,
+            n_tail,
         }
     }
 
-    /// Values in a group.
-    fn group_len(&self) -> usize {
+    /// Runs per segment, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::repeat_n(LANES, self.n_full).chain(self.tail[..self.n_tail].iter().copied())
+    }
+
+    /// Chunks in a segment of `runs` runs.
+    pub(crate) fn chunks(&self, runs: usize) -> usize {
+        self.run * runs / CHUNK
+    }
+
+    /// Values in the segments of 16 runs: column blocks start at multiples of it.
+    fn full_len(&self) -> usize {
         self.run * LANES
     }
 
-    /// Chunks in a group.
-    pub(crate) fn group_chunks(&self) -> usize {
-        self.run / LANE
-    }
-
-    /// Groups, then tail chunks: each has one set of 16 lane scales.
+    /// Segments: each has one set of 16 lane scales.
     fn count(&self) -> usize {
-        self.n_groups + self.n_tail
+        self.n_full + self.n_tail
     }
 
-    /// Stored values: the stretch padded to whole chunks.
+    /// Stored values, padding included.
     fn padded(&self) -> usize {
-        self.n_groups * self.group_len() + self.n_tail * CHUNK
+        self.iter().map(|r| self.chunks(r) * CHUNK).sum()
     }
 
-    /// Copies `plain` (values in column order) into `out` in this layout, 4 values at a
-    /// time, calling `each(lane, k, values)` for the 4 values from column `k`, which
-    /// belong to lane `lane` (index into the per-lane scales, 16 per segment). A run of
-    /// a group visits its lane `run / 4` times.
+    /// Copies `plain` (the stretch's values in column order) into `out` in this layout,
+    /// 4 values at a time, calling `each(lane, k, values)` for the 4 values from column
+    /// `k`, which belong to lane `lane` (index into the per-lane scales, 16 per segment;
+    /// a lane is visited once per chunk of its segment).
     fn lay_out<T: Copy>(
         &self,
         plain: &[T],
         out: &mut [T],
         mut each: impl FnMut(usize, usize, &[T]),
     ) {
-        let group = self.group_len();
-        for g in 0..self.n_groups {
-            for l in 0..LANES {
-                for c in 0..self.group_chunks() {
-                    let k = g * group + l * self.run + c * LANE;
-                    let at = g * group + c * CHUNK + l * LANE;
-                    let q = &plain[k..k + LANE];
-                    out[at..at + LANE].copy_from_slice(q);
-                    each(g * LANES + l, k, q);
+        let (mut k0, mut p0) = (0, 0);
+        for (s, runs) in self.iter().enumerate() {
+            let chunks = self.chunks(runs);
+            let lanes_per_run = LANES / runs;
+            for r in 0..runs {
+                let k_run = k0 + r * self.run;
+                if k_run >= plain.len() {
+                    break; // the padding run of a last single run
+                }
+                for li in 0..lanes_per_run {
+                    let lane = r * lanes_per_run + li;
+                    for c in 0..chunks {
+                        let k = k_run + (li * chunks + c) * LANE;
+                        let at = p0 + c * CHUNK + lane * LANE;
+                        let q = &plain[k..k + LANE];
+                        out[at..at + LANE].copy_from_slice(q);
+                        each(s * LANES + lane, k, q);
+                    }
                 }
             }
-        }
-        let tail = self.n_groups * group;
-        out[tail..plain.len()].copy_from_slice(&plain[tail..]);
-        for (i, q) in plain[tail..].chunks_exact(LANE).enumerate() {
-            each(self.n_groups * LANES + i, tail + i * LANE, q);
+            k0 += runs * self.run;
+            p0 += chunks * CHUNK;
         }
     }
 }
@@ -296,6 +328,12 @@ pub(crate) fn matmul(
         }
         let r0 = ti * TILE_ROWS;
         let rows = (n_rows - r0).min(TILE_ROWS);
+        // The tile's output is one short stretch per token, n_rows apart: lines the
+        // hardware prefetcher does not foresee. Asking for them now lets them arrive
+        // while the tile is computed, instead of one miss per token at the end.
+        for t in 0..n_tokens {
+            out.prefetch(t * n_rows + r0);
+        }
         for k0 in (0..n_cols).step_by(KC) {
             let k1 = (k0 + KC).min(n_cols);
             let segs = tile.unpack(w, r0, rows, k0, k1);
@@ -332,6 +370,20 @@ struct OutPtr(*mut f32, usize);
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
+    /// Hints that element `at` will be written soon.
+    fn prefetch(&self, at: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if at < self.1 {
+            // SAFETY: a prefetch of an in-bounds address; it reads and writes nothing.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(self.0.add(at).cast());
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = at;
+    }
+
     /// Copies `values` to `at..`.
     ///
     /// # Safety
@@ -339,7 +391,12 @@ impl OutPtr {
     unsafe fn write(&self, at: usize, values: &[f32]) {
         assert!(at <= self.1 && values.len() <= self.1 - at);
         // SAFETY: in bounds (checked), and not shared at this time (the caller's promise).
-        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len()) };
+        let out = unsafe { std::slice::from_raw_parts_mut(self.0.add(at), values.len()) };
+        // An element loop, not `copy_from_slice`: at most TILE_ROWS values, and a libc
+        // call per token's stretch costs more than the copy.
+        for (o, &v) in out.iter_mut().zip(values) {
+            *o = v;
+        }
     }
 }
 

@@ -111,7 +111,7 @@ impl Panel {
         let (padded, lanes) = (segs.padded(), segs.count() * LANES);
         debug_assert!(k0.is_multiple_of(KC));
         // Column blocks start on group boundaries (KC is a multiple of every group).
-        let lane0 = k0 / block.group_len() * LANES;
+        let lane0 = k0 / block.full_len() * LANES;
         ActRows {
             a: &self.a[k0..self.n_rows * padded],
             a_stride: padded,
@@ -169,7 +169,7 @@ fn convert(
         }
         block_scale[k0 / block_len] = d;
     }
-    a[n..].fill(128);
+    a.fill(128);
     segs.lay_out(&plain[..n], a, |lane, k, q| {
         scale[lane] = block_scale[k / block_len];
         if let Some(s) = sum.get_mut(lane) {

@@ -17,12 +17,8 @@ pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [f32], stride: usize
         for (w, out) in m.w.iter().zip(out.iter_mut()) {
             let mut acc = [0f32; LANES];
             let mut base = 0;
-            for s in 0..segs.count() {
-                let chunks = if s < segs.n_groups {
-                    segs.group_chunks()
-                } else {
-                    1
-                };
+            for (s, runs) in segs.iter().enumerate() {
+                let chunks = segs.chunks(runs);
                 for (l, acc) in acc.iter_mut().enumerate() {
                     let at = s * LANES + l;
                     let mut isum = w.corr[at];
