@@ -136,9 +136,9 @@ impl Segments {
     }
 
     /// Copies `plain` (the stretch's values in column order) into `out` in this layout,
-    /// 4 values at a time, calling `each(lane, k, values)` for the 4 values from column
-    /// `k`, which belong to lane `lane` (index into the per-lane scales, 16 per segment;
-    /// a lane is visited once per chunk of its segment).
+    /// calling `each(lane, k, values)` once per lane with the lane's values, which are
+    /// contiguous in column order from column `k` (`lane` indexes the per-lane scales,
+    /// 16 per segment).
     fn lay_out<T: Copy>(
         &self,
         plain: &[T],
@@ -156,13 +156,13 @@ impl Segments {
                 }
                 for li in 0..lanes_per_run {
                     let lane = r * lanes_per_run + li;
-                    for c in 0..chunks {
-                        let k = k_run + (li * chunks + c) * LANE;
+                    let k = k_run + li * chunks * LANE;
+                    let values = &plain[k..k + chunks * LANE];
+                    for (c, q) in values.chunks_exact(LANE).enumerate() {
                         let at = p0 + c * CHUNK + lane * LANE;
-                        let q = &plain[k..k + LANE];
                         out[at..at + LANE].copy_from_slice(q);
-                        each(s * LANES + lane, k, q);
                     }
+                    each(s * LANES + lane, k, values);
                 }
             }
             k0 += runs * self.run;
@@ -490,7 +490,7 @@ impl Tile {
                 },
             );
             segs.lay_out(pv, v, |lane, k, q| {
-                corr[lane] -= 128 * q.iter().map(|&q| q as i32).sum::<i32>();
+                corr[lane] = -128 * q.iter().map(|&q| q as i32).sum::<i32>();
                 scale[lane] = ps[k / LANE];
                 min[lane] = pm[k / LANE];
             });

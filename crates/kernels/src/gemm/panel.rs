@@ -173,7 +173,7 @@ fn convert(
     segs.lay_out(&plain[..n], a, |lane, k, q| {
         scale[lane] = block_scale[k / block_len];
         if let Some(s) = sum.get_mut(lane) {
-            *s += q.iter().map(|&v| v as i32 - 128).sum::<i32>() as f32;
+            *s = q.iter().map(|&v| v as i32 - 128).sum::<i32>() as f32;
         }
     });
     for (s, &d) in sum.iter_mut().zip(scale.iter()) {
