@@ -32,7 +32,7 @@ use hearth_kernels::pool::ThreadPool;
 use hearth_models::{Batch, KvCache, Model, Scratch};
 use hearth_tokenizer::Tokenizer;
 
-use crate::run::{open_model, threads};
+use crate::run::{open_model_with, threads};
 
 /// Tokens per pass through the layers (llama.cpp's default `n_ubatch`).
 const UBATCH: usize = 512;
@@ -62,6 +62,9 @@ pub struct PerplexityArgs {
     /// format HFTOPK01).
     #[arg(long, value_name = "FILE")]
     pub dump_logprobs: Option<PathBuf>,
+    /// Keep the model file mapped instead of copying it onto huge pages.
+    #[arg(long)]
+    pub mmap: bool,
 }
 
 /// Runs `hearth perplexity`.
@@ -77,7 +80,7 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
     let n_threads = threads(args.threads)?;
     let text = read_text(&args.file)?;
 
-    let file = open_model(&args.model)?;
+    let file = open_model_with(&args.model, args.mmap)?;
     let tok = Tokenizer::from_gguf(&file)
         .with_context(|| format!("{}: cannot build the tokenizer", args.model.display()))?;
     let model = Model::load(&file)

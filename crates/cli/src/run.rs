@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use hearth_engine::chat_template::{ChatTemplate, Message, TemplateConfig};
 use hearth_engine::sampler::{Penalties, Sampler, SamplerParams};
-use hearth_gguf::GgufFile;
+use hearth_gguf::{GgufFile, Residency};
 use hearth_kernels::pool::ThreadPool;
 use hearth_models::{Batch, KvCache, Model, Scratch};
 use hearth_tokenizer::Tokenizer;
@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// assistant's reply.
     #[arg(long)]
     pub chat: bool,
+    /// Keep the model file mapped instead of copying it onto huge pages (see
+    /// `open_model_with`): less memory, slower decoding.
+    #[arg(long)]
+    pub mmap: bool,
 }
 
 /// Runs `hearth run`.
@@ -87,7 +91,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let t_load = Instant::now();
-    let file = open_model(&args.model)?;
+    let file = open_model_with(&args.model, args.mmap)?;
     let tok = Tokenizer::from_gguf(&file)
         .with_context(|| format!("{}: cannot build the tokenizer", args.model.display()))?;
     let model = Model::load(&file)
@@ -272,12 +276,44 @@ pub(crate) fn threads(arg: Option<usize>) -> anyhow::Result<usize> {
     }
 }
 
-/// Opens a model file with a message that names it.
+/// Opens a model file with a message that names it, on huge pages where it fits (see
+/// [`open_model_with`]).
 pub(crate) fn open_model(path: &Path) -> anyhow::Result<GgufFile> {
+    open_model_with(path, false)
+}
+
+/// Opens a model file with a message that names it.
+///
+/// Unless `mmap` is set, the file is copied onto huge pages ([`Residency::HugePages`]):
+/// decoding streams every weight once per token, and on a Zen 5 core the copy read at
+/// ~29 GiB/s where the mapped file's 4 KiB pages gave ~15.6 GiB/s. A file larger than
+/// half the memory the OS reports available stays mapped, since a copy, unlike a
+/// mapping, cannot be paged back to the file.
+pub(crate) fn open_model_with(path: &Path, mmap: bool) -> anyhow::Result<GgufFile> {
     if !path.exists() {
         bail!("{}: no such file", path.display());
     }
-    GgufFile::open(path).with_context(|| format!("{}: not a readable GGUF file", path.display()))
+    GgufFile::open_with(path, residency(path, mmap))
+        .with_context(|| format!("{}: not a readable GGUF file", path.display()))
+}
+
+/// Where `open_model_with` puts the weights of `path` (see there).
+pub(crate) fn residency(path: &Path, mmap: bool) -> Residency {
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    if mmap || mem_available().is_some_and(|avail| len > avail / 2) {
+        Residency::Mapped
+    } else {
+        Residency::HugePages
+    }
+}
+
+/// Bytes of memory available to new allocations, from Linux's `/proc/meminfo`; `None`
+/// elsewhere (the copy is then made regardless).
+fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
 }
 
 /// `-c`, or the default bounded by the training context.

@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// Compute threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    /// Keep the model file mapped instead of copying it onto huge pages: less memory,
+    /// slower decoding.
+    #[arg(long)]
+    pub mmap: bool,
 }
 
 /// Runs `hearth serve`.
@@ -44,6 +48,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .filter(|k| !k.is_empty());
     hearth_server::serve(ServeConfig {
         engine: EngineConfig {
+            residency: crate::run::residency(&args.model, args.mmap),
             model: args.model,
             ctx: args.ctx,
             threads,

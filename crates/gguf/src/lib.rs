@@ -1,6 +1,7 @@
 //! GGUF: read (mapped, validated, zero-copy) and write.
 //!
-//! [`GgufFile::open`] maps a GGUF v2/v3 file, decodes its metadata and validates every
+//! [`GgufFile::open`] maps a GGUF v2/v3 file ([`GgufFile::open_with`] can copy it onto
+//! huge pages instead, see [`Residency`]), decodes its metadata and validates every
 //! tensor info before handing anything out: a file that passes can be used without
 //! further bounds checks, and one that fails gets a [`GgufError`] naming the key or
 //! tensor at fault. [`GgufWriter`] builds files (test fixtures, generated models).
@@ -27,7 +28,7 @@ mod value;
 mod write;
 
 pub use error::GgufError;
-pub use file::{GgufFile, TensorView};
+pub use file::{GgufFile, Residency, TensorView};
 pub use hearth_kernels::quant::TensorType;
 pub use metadata::{FromValue, Metadata};
 pub use read::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH};

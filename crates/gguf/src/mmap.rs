@@ -1,8 +1,10 @@
-//! The crate's one `unsafe` call: mapping a model file into memory.
+//! Where a model file's bytes live: mapped from the file (the crate's one `unsafe` call),
+//! or copied into anonymous memory on huge pages.
 
 use std::fs::File;
+use std::io::Read;
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapMut};
 
 /// Maps `file` read-only.
 ///
@@ -19,4 +21,60 @@ pub(crate) fn map(file: &File) -> std::io::Result<Mmap> {
     // loader, we accept this: model files are not modified while a model is loaded, and
     // the alternative (copying gigabytes into the heap) defeats the purpose.
     unsafe { Mmap::map(file) }
+}
+
+/// The size of an x86-64 / aarch64 (4 KiB granule) transparent huge page.
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
+
+/// A file's bytes copied into private anonymous memory, read-only once filled.
+///
+/// The mapping is `HUGE_PAGE` longer than needed so that the bytes can start on a
+/// huge-page boundary wherever the kernel placed it; the slack is never touched, so it
+/// costs address space only.
+pub(crate) struct AnonCopy {
+    map: Mmap,
+    start: usize,
+    len: usize,
+    huge: bool,
+}
+
+impl AnonCopy {
+    /// The file's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
+    }
+
+    /// Whether the kernel accepted the huge-page advice (it may still fall back to small
+    /// pages when it has no free 2 MiB frames).
+    pub(crate) fn huge(&self) -> bool {
+        self.huge
+    }
+}
+
+/// Reads the first `len` bytes of `file` into anonymous memory advised
+/// `MADV_HUGEPAGE`, starting on a 2 MiB boundary.
+///
+/// The advice is given before the copy, so that the first touch of each 2 MiB range
+/// faults in a huge page directly (with THP in `madvise` mode, the common default, memory
+/// that is not advised never gets one). Where the advice does not exist (not Linux) or is
+/// refused (THP disabled), the copy sits on ordinary pages: correct, only slower.
+pub(crate) fn read_anon(file: &mut File, len: usize) -> std::io::Result<AnonCopy> {
+    let too_big = || std::io::Error::new(std::io::ErrorKind::OutOfMemory, "file too large");
+    let map_len = len
+        .checked_next_multiple_of(HUGE_PAGE)
+        .and_then(|l| l.checked_add(HUGE_PAGE))
+        .ok_or_else(too_big)?;
+    let mut map = MmapMut::map_anon(map_len)?;
+    #[cfg(target_os = "linux")]
+    let huge = map.advise(memmap2::Advice::HugePage).is_ok();
+    #[cfg(not(target_os = "linux"))]
+    let huge = false;
+    let start = (map.as_ptr() as usize).next_multiple_of(HUGE_PAGE) - map.as_ptr() as usize;
+    file.read_exact(&mut map[start..start + len])?;
+    Ok(AnonCopy {
+        map: map.make_read_only()?,
+        start,
+        len,
+        huge,
+    })
 }

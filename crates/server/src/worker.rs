@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use hearth_engine::chat_template::{ChatTemplate, TemplateConfig};
 use hearth_engine::output::{OutputStage, ReasoningSplitter, Split};
 use hearth_engine::sampler::Sampler;
-use hearth_gguf::GgufFile;
+use hearth_gguf::{GgufFile, Residency};
 use hearth_kernels::pool::ThreadPool;
 use hearth_models::{Batch, KvCache, Model, Scratch};
 use hearth_tokenizer::Tokenizer;
@@ -33,6 +33,8 @@ pub struct EngineConfig {
     pub ctx: Option<usize>,
     /// Compute threads.
     pub threads: usize,
+    /// Where the weights live: mapped from the file, or copied onto huge pages.
+    pub residency: Residency,
 }
 
 /// One request for the engine.
@@ -147,7 +149,7 @@ fn open(config: &EngineConfig) -> anyhow::Result<GgufFile> {
     if !config.model.exists() {
         anyhow::bail!("{}: no such file", config.model.display());
     }
-    GgufFile::open(&config.model)
+    GgufFile::open_with(&config.model, config.residency)
         .with_context(|| format!("{}: not a readable GGUF file", config.model.display()))
 }
 

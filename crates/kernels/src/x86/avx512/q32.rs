@@ -1,18 +1,26 @@
 //! The 32-element formats with AVX512-VNNI: Q4_0, Q5_0, Q8_0 and IQ4_NL against Q8_0
 //! activations, Q4_1 and Q5_1 against Q8_1.
 //!
-//! These are the AVX2 kernels with `vpdpbusd` (256-bit, through AVX-512 VL) in place of
-//! the `maddubs` + `madd`-with-ones pair. They stay one block per 256-bit vector: a block
-//! is 32 weights, and packing two blocks into a 512-bit vector costs more shuffles (to
-//! join the halves and their scales) than it saves, which measurement confirmed (the
-//! packed version ran no faster than AVX2 and Q5_0 ran slower). Without VNNI the AVX2
-//! kernels stay installed. The block loop and the order of float operations are the
-//! AVX2 kernels' own, so both give bit-identical results (see the test in `mod.rs`).
+//! These are the AVX2 kernels with `vpdpbusd` in place of the `maddubs` + `madd`-with-ones
+//! pair. The Q8_0-activation formats take two blocks per 512-bit step, so that one
+//! `vpdpbusd`, one conversion and one FMA serve two blocks; the block scales are
+//! multiplied as scalars (integer f16 conversion, off the vector ports) and the weights'
+//! signs move onto the activations with mask registers (`vpsignb` has no 512-bit form).
+//! Q5_0 gains most: its sign mask is its `qh` bits as they are, loaded into a mask
+//! register, where AVX2 spreads them into bytes with four vector instructions. Per two
+//! blocks the loop went from ~38 to ~15 vector instructions (Q5_0) and ~20 to ~12
+//! (Q8_0); `benches/matvec.rs`, one thread, huge pages: Q5_0 8.0 → 14.8 GiB/s on a
+//! Zen 5 core (noisy, shared machine), Q5_0 6.3 → 8.9 and Q8_0 7.0 → 16.0 GiB/s on a
+//! quiet Sapphire Rapids-class Xeon core.
+//! The Q8_1-activation formats stay one block per 256-bit vector. Without VNNI the AVX2
+//! kernels stay installed. The order of float operations is the AVX2 kernels' own (the
+//! two 256-bit halves of the accumulator are `fold_blocks`' even and odd accumulators),
+//! so both give bit-identical results (see the test in `mod.rs`).
 
 use core::arch::x86_64::*;
 
 use super::super::avx2::q32::fold_blocks;
-use super::super::avx2::util::{bytes_from_bits, f16_at, f16_splat, nibbles_32};
+use super::super::avx2::util::{bytes_from_bits, f16_at, f16_splat, hsum_ps, nibbles_32};
 use crate::quant::blocks::KVALUES_IQ4NL;
 
 /// Σ x·y over 32 signed byte pairs as eight i32 sums: |x| (exact as an unsigned byte,
@@ -38,6 +46,32 @@ trait Block32 {
     /// # Safety
     /// The CPU must support AVX2; `x` must point at a whole block.
     unsafe fn quants(x: *const u8) -> __m256i;
+
+    /// Two consecutive blocks (at `x` and `x + BYTES`) against their activations `y`
+    /// (block `i` in the low 256 bits, `i + 1` in the high): the weights' magnitudes and
+    /// `y` with the weights' signs, the operands `vpdpbusd` needs for a signed product.
+    /// The default negates through a sign mask (`vpsignb` has no 512-bit form); Q5_0
+    /// knows its signs from `qh` and does it in two masked subtractions.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL and AVX2; `x` must point at two whole blocks.
+    /// Only the Q8_0-activation formats (signed quants) may call it.
+    #[inline(always)]
+    unsafe fn signed_pair(x: *const u8, y: __m512i) -> (__m512i, __m512i) {
+        let q = join(Self::quants(x), Self::quants(x.add(Self::BYTES)));
+        let negative = _mm512_movepi8_mask(q);
+        let ax = _mm512_abs_epi8(q);
+        (
+            ax,
+            _mm512_mask_sub_epi8(y, negative, _mm512_setzero_si512(), y),
+        )
+    }
+}
+
+/// Two 256-bit halves as one vector, `lo` in the low lanes.
+#[inline(always)]
+unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
 struct Q4_0;
@@ -66,6 +100,30 @@ impl Block32 for Q5_0 {
         // (its two's complement, minus 16).
         let top = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
         _mm256_or_si256(nibbles_32(x.add(Self::QS)), top)
+    }
+
+    #[inline(always)]
+    unsafe fn signed_pair(x: *const u8, y: __m512i) -> (__m512i, __m512i) {
+        // q - 16 is negative exactly where the high bit is clear (q < 16), and its
+        // magnitude is then 16 - nibble; where the bit is set it is the nibble itself.
+        // So the clear bits are the sign mask, and no sign has to be computed.
+        let qh0 = (x.add(2) as *const u32).read_unaligned() as u64;
+        let qh1 = (x.add(Self::BYTES + 2) as *const u32).read_unaligned() as u64;
+        let negative: __mmask64 = !(qh0 | qh1 << 32);
+        let lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(x.add(Self::QS) as *const _));
+        let hi =
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(x.add(Self::BYTES + Self::QS) as *const _));
+        // Low nibbles are elements 0..16 of each block, high nibbles 16..32.
+        let shift = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 0, 0, 0, 0, 4, 4, 4, 4);
+        let nibbles = _mm512_and_si512(
+            _mm512_srlv_epi32(join(lo, hi), shift),
+            _mm512_set1_epi8(0x0F),
+        );
+        let ax = _mm512_mask_sub_epi8(nibbles, negative, _mm512_set1_epi8(16), nibbles);
+        (
+            ax,
+            _mm512_mask_sub_epi8(y, negative, _mm512_setzero_si512(), y),
+        )
     }
 }
 
@@ -109,6 +167,26 @@ impl Block32 for Q5_1 {
     }
 }
 
+/// The scales of two blocks, `d(x0)·d(y0)` in the low 256 bits and `d(x1)·d(y1)` in the
+/// high ones, from the f16 `d` at the start of each block.
+///
+/// The four halves go through one `vcvtph2ps` from a general-purpose register (written
+/// with integer ops, which leave the vector ports free) and one multiply; a scalar
+/// conversion per half was vectorized by LLVM into about ten instructions each.
+///
+/// # Safety
+/// The CPU must support AVX-512 F and F16C; each pointer must be valid for 2 bytes.
+#[inline(always)]
+unsafe fn scale_pair(x0: *const u8, x1: *const u8, y0: *const u8, y1: *const u8) -> __m512 {
+    let half = |p: *const u8| (p as *const u16).read_unaligned() as u64;
+    let h = half(x0) | half(x1) << 16 | half(y0) << 32 | half(y1) << 48;
+    // [dx0, dx1, dy0, dy1] → [dx0·dy0, dx1·dy1, ..]
+    let f = _mm_cvtph_ps(_mm_cvtsi64_si128(h as i64));
+    let d = _mm_mul_ps(f, _mm_movehl_ps(f, f));
+    let lanes = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(d))
+}
+
 /// Weights of format `B` against Q8_0 activations (34-byte blocks).
 ///
 /// # Safety
@@ -117,12 +195,32 @@ impl Block32 for Q5_1 {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
 unsafe fn dot_q8_0_acts<B: Block32>(w: *const u8, a: *const u8, nb: usize) -> f32 {
-    fold_blocks(nb, |i, acc| {
+    // Two blocks per 512-bit step: block i in the low half, i + 1 in the high one. The
+    // halves are `fold_blocks`' two accumulators (even and odd blocks), so the float
+    // operations, and hence the result, are exactly the AVX2 kernel's.
+    let mut acc = _mm512_setzero_ps();
+    let mut i = 0;
+    while i + 2 <= nb {
+        let (x, y) = (w.add(B::BYTES * i), a.add(34 * i));
+        let d = scale_pair(x, x.add(B::BYTES), y, y.add(34));
+        let qy = join(
+            _mm256_loadu_si256(y.add(2) as *const __m256i),
+            _mm256_loadu_si256(y.add(36) as *const __m256i),
+        );
+        let (ax, sy) = B::signed_pair(x, qy);
+        let sumi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sy);
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc);
+        i += 2;
+    }
+    let mut acc0 = _mm512_castps512_ps256(acc);
+    let acc1 = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
+    if i < nb {
         let (x, y) = (w.add(B::BYTES * i), a.add(34 * i));
         let d = _mm256_mul_ps(f16_splat(x), f16_splat(y));
         let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
-        _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(B::quants(x), qy)), acc)
-    })
+        acc0 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(B::quants(x), qy)), acc0);
+    }
+    hsum_ps(_mm256_add_ps(acc0, acc1))
 }
 
 /// Weights `d * q + m` of format `B` against Q8_1 activations (36-byte blocks): the
