@@ -402,7 +402,6 @@ impl OutPtr {
 
 /// Decoded weights of up to [`TILE_ROWS`] rows × [`KC`] columns in the [`Segments`]
 /// layout, row stride `KC` values (`KC / LANE` lanes).
-#[derive(Default)]
 struct Tile {
     v: Vec<i8>,
     corr: Vec<i32>,
@@ -416,6 +415,26 @@ struct Tile {
     segs: Option<Segments>,
     /// The tile's results: per token, one sum per row ([`TILE_ROWS`] per token).
     sums: Vec<f32>,
+    /// Whether whole groups take the formats' direct paths (tests turn it off to check
+    /// them against the generic one).
+    fast: bool,
+}
+
+impl Default for Tile {
+    fn default() -> Tile {
+        Tile {
+            v: Vec::new(),
+            corr: Vec::new(),
+            scale: Vec::new(),
+            min: Vec::new(),
+            plain_v: Vec::new(),
+            plain_scale: Vec::new(),
+            plain_min: Vec::new(),
+            segs: None,
+            sums: Vec::new(),
+            fast: true,
+        }
+    }
 }
 
 impl Tile {
@@ -475,21 +494,45 @@ impl Tile {
             if i >= rows {
                 continue;
             }
+            let row = &w.row(r0 + i)[bytes.clone()];
+            // Whole groups through the format's direct path where it has one, the rest
+            // (or everything) through the generic one.
+            let (group, group_bytes) = (segs.full_len(), segs.full_len() / block_len * block_bytes);
+            let mut done = 0;
+            if self.fast {
+                while done + group <= segs.n_full * group {
+                    let (g, at) = (done / group, done / group * LANES);
+                    if !unpack::unpack_group(
+                        ty,
+                        &row[g * group_bytes..][..group_bytes],
+                        &mut v[done..done + group],
+                        &mut corr[at..at + LANES],
+                        &mut scale[at..at + LANES],
+                        &mut min[at..at + LANES],
+                    ) {
+                        break;
+                    }
+                    done += group;
+                }
+            }
+            let rest = Segments::new(n - done, segs.run);
             let (pv, ps, pm) = (
-                &mut self.plain_v[..n],
-                &mut self.plain_scale[..n / LANE],
-                &mut self.plain_min[..n / LANE],
+                &mut self.plain_v[..n - done],
+                &mut self.plain_scale[..(n - done) / LANE],
+                &mut self.plain_min[..(n - done) / LANE],
             );
             unpack::unpack(
                 ty,
-                &w.row(r0 + i)[bytes.clone()],
+                &row[done / block_len * block_bytes..],
                 unpack::Unpacked {
                     v: pv,
                     scale: ps,
                     min: pm,
                 },
             );
-            segs.lay_out(pv, v, |lane, k, q| {
+            let lane0 = done / group * LANES;
+            let (corr, scale, min) = (&mut corr[lane0..], &mut scale[lane0..], &mut min[lane0..]);
+            rest.lay_out(pv, &mut v[done..], |lane, k, q| {
                 corr[lane] = -128 * q.iter().map(|&q| q as i32).sum::<i32>();
                 scale[lane] = ps[k / LANE];
                 min[lane] = pm[k / LANE];
@@ -508,6 +551,56 @@ impl Tile {
             corr: &self.corr[i * ROW_LANES..][..lanes],
             scale: &self.scale[i * ROW_LANES..][..lanes],
             min: &self.min[i * ROW_LANES..][..lanes],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize_row;
+
+    /// The formats' direct group paths must decode exactly what the generic path does.
+    #[test]
+    fn group_fast_paths_equal_the_generic_path() {
+        use TensorType::*;
+        for (ty, n_cols) in [
+            (Q4_K, 768),
+            (Q4_K, 2560),
+            (Q5_0, 672),
+            (Q8_0, 1056),
+            (Q6_K, 512),
+        ] {
+            let n_rows: usize = 5;
+            let row_bytes = ty.row_bytes(n_cols as u64).unwrap() as usize;
+            let mut data = vec![0u8; row_bytes * n_rows];
+            for (r, row) in data.chunks_exact_mut(row_bytes).enumerate() {
+                let x: Vec<f32> = (0..n_cols)
+                    .map(|i| {
+                        (((i * 7919 + r * 104729) % 2003) as f32 / 1001.0 - 1.0)
+                            * (1 + i % 5) as f32
+                    })
+                    .collect();
+                quantize_row(ty, &x, row).unwrap();
+            }
+            let w = WeightMatrix::new(ty, n_rows, n_cols, &data).unwrap();
+            let (mut fast, mut generic) = (Tile::default(), Tile::default());
+            generic.fast = false;
+            for k0 in (0..n_cols).step_by(KC) {
+                let k1 = (k0 + KC).min(n_cols);
+                for tile in [&mut fast, &mut generic] {
+                    tile.reserve(NR);
+                    tile.unpack(&w, 0, n_rows, k0, k1);
+                }
+                for i in 0..n_rows {
+                    let (a, b) = (fast.row(i), generic.row(i));
+                    assert_eq!(a.v, b.v, "{ty} row {i} values");
+                    assert_eq!(a.corr, b.corr, "{ty} row {i} corrections");
+                    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(a.scale), bits(b.scale), "{ty} row {i} scales");
+                    assert_eq!(bits(a.min), bits(b.min), "{ty} row {i} mins");
+                }
+            }
         }
     }
 }

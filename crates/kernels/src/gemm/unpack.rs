@@ -143,6 +143,122 @@ pub(crate) fn unpack(ty: TensorType, src: &[u8], out: Unpacked<'_>) {
     }
 }
 
+/// One group of 16 runs, written straight into the micro-kernels' layout (lane `l` is
+/// run `l`; its values `4p..4p + 4` at bytes `64p + 4l..`), with each lane's
+/// `corr = -128 · Σv`, scale and min: what [`unpack`] followed by the generic layout
+/// gives, bit for bit, without the per-value passes. `src` is the group's blocks.
+/// Returns `false` (and writes nothing) for formats without this path.
+pub(crate) fn unpack_group(
+    ty: TensorType,
+    src: &[u8],
+    v: &mut [i8],
+    corr: &mut [i32],
+    scale: &mut [f32],
+    min: &mut [f32],
+) -> bool {
+    match ty {
+        TensorType::Q4_K => {
+            // Two super-blocks of 8 runs; in each 64 values, byte l holds run 2j's value
+            // l in its low nibble and run 2j + 1's in its high nibble.
+            for (sb, b) in src.chunks_exact(size_of::<BlockQ4K>()).enumerate() {
+                let b: BlockQ4K = bytemuck::pod_read_unaligned(b);
+                let (d, dmin) = (f16_le(b.d), f16_le(b.dmin));
+                for j in 0..4 {
+                    let (lo_run, hi_run) = (sb * 8 + 2 * j, sb * 8 + 2 * j + 1);
+                    let (mut lo_sum, mut hi_sum) = (0u32, 0u32);
+                    for p in 0..8 {
+                        let x = u32::from_le_bytes(b.qs[32 * j + 4 * p..][..4].try_into().unwrap());
+                        let (lo, hi) = (x & 0x0F0F_0F0F, (x >> 4) & 0x0F0F_0F0F);
+                        put4(v, 64 * p + 4 * lo_run, lo);
+                        put4(v, 64 * p + 4 * hi_run, hi);
+                        lo_sum += lo;
+                        hi_sum += hi;
+                    }
+                    for (run, sum, sub) in [(lo_run, lo_sum, 2 * j), (hi_run, hi_sum, 2 * j + 1)] {
+                        let (sc, mn) = get_scale_min_k4(sub, &b.scales);
+                        corr[run] = -128 * byte_sum(sum) as i32;
+                        scale[run] = d * sc as f32;
+                        min[run] = dmin * mn as f32;
+                    }
+                }
+            }
+            true
+        }
+        TensorType::Q5_0 => {
+            for (run, b) in src.chunks_exact(size_of::<BlockQ5_0>()).enumerate() {
+                let b: BlockQ5_0 = bytemuck::pod_read_unaligned(b);
+                let qh = u32::from_le_bytes(b.qh);
+                let mut sum = 0u32;
+                for p in 0..8 {
+                    // Values 4p..4p + 4: low nibbles of qs[4p..] for the first half,
+                    // high nibbles of qs[4p - 16..] for the second; bit 4 from qh.
+                    let x = u32::from_le_bytes(b.qs[4 * (p % 4)..][..4].try_into().unwrap());
+                    let q = if p < 4 {
+                        x & 0x0F0F_0F0F
+                    } else {
+                        (x >> 4) & 0x0F0F_0F0F
+                    };
+                    let q = q | HIGH_BIT[((qh >> (4 * p)) & 0xF) as usize];
+                    sum += q;
+                    // q - 16 in every byte, without borrows between bytes.
+                    put4(
+                        v,
+                        64 * p + 4 * run,
+                        ((q | 0x8080_8080) - 0x1010_1010) ^ 0x8080_8080,
+                    );
+                }
+                corr[run] = -128 * (byte_sum(sum) as i32 - 16 * 32);
+                scale[run] = f16_le(b.d);
+                min[run] = 0.0;
+            }
+            true
+        }
+        TensorType::Q8_0 => {
+            for (run, b) in src.chunks_exact(size_of::<BlockQ8_0>()).enumerate() {
+                let b: BlockQ8_0 = bytemuck::pod_read_unaligned(b);
+                for p in 0..8 {
+                    let q: [i8; 4] = b.qs[4 * p..][..4].try_into().unwrap();
+                    v[64 * p + 4 * run..][..4].copy_from_slice(&q);
+                }
+                corr[run] = -128 * b.qs.iter().map(|&q| q as i32).sum::<i32>();
+                scale[run] = f16_le(b.d);
+                min[run] = 0.0;
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Bit 4 of each byte of a `u32`, from 4 bits: `HIGH_BIT[b]` has `0x10` in byte `i` when
+/// bit `i` of `b` is set.
+const HIGH_BIT: [u32; 16] = {
+    let mut t = [0u32; 16];
+    let mut b = 0;
+    while b < 16 {
+        let mut i = 0;
+        while i < 4 {
+            if b & (1 << i) != 0 {
+                t[b] |= 0x10 << (8 * i);
+            }
+            i += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// Stores the 4 bytes of `x` (little-endian) at `v[at..at + 4]`.
+fn put4(v: &mut [i8], at: usize, x: u32) {
+    v[at..at + 4].copy_from_slice(&bytemuck::cast::<[u8; 4], [i8; 4]>(x.to_le_bytes()));
+}
+
+/// The sum of the 4 bytes of `x`.
+fn byte_sum(x: u32) -> u32 {
+    let pairs = (x & 0x00FF_00FF) + ((x >> 8) & 0x00FF_00FF);
+    (pairs & 0xFFFF) + (pairs >> 16)
+}
+
 /// Runs `f` on every block of `src` with its slices of `out` (`per_block` values).
 fn blocks<B: Pod>(
     src: &[u8],

@@ -65,7 +65,7 @@ unsafe fn micro_vnni<const MIN: bool>(m: &Micro<'_>, out: &mut [f32], stride: us
             }
         }
         let sums = reduce16(&acc);
-        for (i, sums) in sums.chunks_exact(NR).enumerate() {
+        for (i, sums) in sums[..MR * NR].chunks_exact(NR).enumerate() {
             for (j, &s) in sums.iter().enumerate() {
                 out[(t0 + j) * stride + i] += s;
             }
@@ -78,8 +78,14 @@ unsafe fn micro_vnni<const MIN: bool>(m: &Micro<'_>, out: &mut [f32], stride: us
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn reduce16(acc: &[[__m512; NR]; MR]) -> [f32; 16] {
-    const { assert!(MR * NR == 16) };
-    let v: [__m512; 16] = std::array::from_fn(|k| acc[k / NR][k % NR]);
+    const { assert!(MR * NR <= 16) };
+    let v: [__m512; 16] = std::array::from_fn(|k| {
+        if k < MR * NR {
+            acc[k / NR][k % NR]
+        } else {
+            _mm512_setzero_ps()
+        }
+    });
     let c: [__m512; 4] = std::array::from_fn(|g| {
         quad(
             pair(v[4 * g], v[4 * g + 1]),
@@ -190,7 +196,7 @@ mod tests {
             });
             reduce16(&acc)
         };
-        for k in 0..16 {
+        for k in 0..MR * NR {
             let want: f32 = vals[k * 16..k * 16 + 16].iter().sum();
             assert_eq!(got[k], want, "vector {k}: {got:?}");
         }
