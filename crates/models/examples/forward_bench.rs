@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use hearth_gguf::GgufFile;
+use hearth_gguf::{GgufFile, Residency};
 use hearth_kernels::pool::ThreadPool;
 use hearth_models::{Batch, KvCache, Model, Scratch};
 
@@ -24,7 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n_prompt: usize = args.get(3).map_or(Ok(512), |s| s.parse())?;
     let n_gen: usize = args.get(4).map_or(Ok(128), |s| s.parse())?;
 
-    let file = GgufFile::open(path)?;
+    // Weights on huge pages, as `hearth run` and `hearth serve` load them.
+    let file = GgufFile::open_with(path, Residency::HugePages)?;
     let t = Instant::now();
     let model = Model::load(&file)?;
     let hp = model.hparams();

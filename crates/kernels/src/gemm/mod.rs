@@ -80,14 +80,14 @@ pub(crate) struct Segments {
     /// Segments of 16 runs.
     n_full: usize,
     /// The shorter segments after them: runs in each.
-    tail: [usize; 3],
+    tail: [usize; 4],
     n_tail: usize,
 }
 
 impl Segments {
     pub(crate) fn new(n: usize, run: usize) -> Segments {
         let n_runs = n / run;
-        let mut tail = [0; 3];
+        let mut tail = [0; 4];
         let mut n_tail = 0;
         let mut left = n_runs % LANES;
         for r in [8, 4, 2] {
