@@ -7,21 +7,34 @@ n_prompt + n_gen cells. One pp test decodes `n_prompt` tokens in one batch from 
 cache; one tg test decodes `n_gen` single tokens from an empty cache (llama-bench's
 tg128). Each test runs once as warm-up, then `reps` timed times.
 
-Prints one JSON object per line per (test, threads): llama-bench's field names
-(n_prompt, n_gen, n_threads, avg_ts, stddev_ts, samples_ts).
+Prints one JSON object per line per (test, threads), with llama-bench's field names
+(model_filename, n_batch, n_ubatch, n_threads, n_prompt, n_gen, avg_ns, stddev_ns,
+avg_ts, stddev_ts, samples_ns, samples_ts) and "engine": "llama.cpp".
 
     python3 llama_cpp_bench.py MODEL.gguf [-p 512] [-n 128] [-t 1,2] [-r 5]
+
+OMP_WAIT_POLICY defaults to passive here (set it to override): llama.cpp's OpenMP
+threads otherwise spin between graph nodes, which on a small shared machine steals the
+cores other processes (and the next test) need. It must be set before llama.cpp loads.
+
+llama-cpp-python compiles llama.cpp when pip installs it; GGML_NATIVE (-march=native) is
+on by default for such builds unless SOURCE_DATE_EPOCH is set. To be sure:
+    CMAKE_ARGS="-DGGML_NATIVE=ON" pip install --no-binary llama-cpp-python --no-cache-dir llama-cpp-python
+The script prints llama.cpp's system info (the SIMD features it was built with) on stderr.
 """
 
 import argparse
 import ctypes
 import json
+import os
 import random
 import statistics
 import sys
 import time
 
-import llama_cpp as L
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import llama_cpp as L  # noqa: E402  (after OMP_WAIT_POLICY, which OpenMP reads at load)
 
 
 @L.llama_log_callback
@@ -45,31 +58,33 @@ def make_context(model, n_ctx, n_batch, threads):
     return ctx
 
 
-def decode(ctx, tokens, pos0):
-    """Decodes `tokens` as one batch at positions pos0.., logits for the last only."""
+def make_batch(tokens, pos0):
+    """`tokens` as one batch at positions pos0.., logits for the last only."""
     n = len(tokens)
     batch = L.llama_batch_init(n, 0, 1)
-    try:
-        for i, tok in enumerate(tokens):
-            batch.token[i] = tok
-            batch.pos[i] = pos0 + i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = 1 if i == n - 1 else 0
-        batch.n_tokens = n
-        if L.llama_decode(ctx, batch) != 0:
-            sys.exit("llama_decode failed")
-    finally:
-        L.llama_batch_free(batch)
+    for i, tok in enumerate(tokens):
+        batch.token[i] = tok
+        batch.pos[i] = pos0 + i
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = 0
+        batch.logits[i] = 1 if i == n - 1 else 0
+    batch.n_tokens = n
+    return batch
 
 
 def run_pp(ctx, n_prompt, n_vocab, rng):
-    tokens = [rng.randrange(n_vocab) for _ in range(n_prompt)]
     L.llama_memory_clear(L.llama_get_memory(ctx), True)
-    t = time.perf_counter()
-    decode(ctx, tokens, 0)
-    L.llama_synchronize(ctx)
-    return time.perf_counter() - t
+    # Built before the clock starts: filling 512 tokens through ctypes is not llama.cpp's
+    # time (llama-bench fills a std::vector in C++).
+    batch = make_batch([rng.randrange(n_vocab) for _ in range(n_prompt)], 0)
+    try:
+        t = time.perf_counter()
+        if L.llama_decode(ctx, batch) != 0:
+            sys.exit("llama_decode failed")
+        L.llama_synchronize(ctx)
+        return time.perf_counter() - t
+    finally:
+        L.llama_batch_free(batch)
 
 
 def run_tg(ctx, n_gen, n_vocab, rng):
@@ -106,8 +121,15 @@ def main():
     ap.add_argument("--only", choices=["pp", "tg"], default=None)
     a = ap.parse_args()
 
+    try:
+        threads = [int(t) for t in a.t.split(",")]
+    except ValueError:
+        sys.exit(f"-t {a.t!r}: expected thread counts like 1,2")
+    if a.r < 1 or min(threads) < 1 or (a.p <= 0 and a.n <= 0):
+        sys.exit("need -r >= 1, thread counts >= 1, and -p or -n > 0")
     L.llama_backend_init()
     L.llama_log_set(_QUIET, ctypes.c_void_p())
+    print("llama.cpp system info:", L.llama_print_system_info().decode().strip(), file=sys.stderr)
     mp = L.llama_model_default_params()
     mp.use_mmap = True
     model = L.llama_model_load_from_file(a.model.encode(), mp)
@@ -115,26 +137,36 @@ def main():
         sys.exit(f"llama.cpp could not load {a.model}")
     n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
     rng = random.Random(0)
-    for threads in [int(t) for t in a.t.split(",")]:
+    for n_threads in threads:
         tests = []
         if a.p > 0 and a.only in (None, "pp"):
             tests.append(("pp", a.p, 0))
         if a.n > 0 and a.only in (None, "tg"):
             tests.append(("tg", 0, a.n))
         for kind, n_prompt, n_gen in tests:
-            ctx = make_context(model, max(n_prompt + n_gen, 16), max(n_prompt, 1), threads)
+            n_batch = max(n_prompt, 1)
+            ctx = make_context(model, max(n_prompt + n_gen, 16), n_batch, n_threads)
             run = (lambda: run_pp(ctx, n_prompt, n_vocab, rng)) if kind == "pp" else (
                 lambda: run_tg(ctx, n_gen, n_vocab, rng))
             run()  # warm-up
-            samples = [(n_prompt + n_gen) / run() for _ in range(a.r)]
+            samples_s = [run() for _ in range(a.r)]
             L.llama_free(ctx)
+            samples_ns = [round(s * 1e9) for s in samples_s]
+            samples = [(n_prompt + n_gen) / s for s in samples_s]
+            sd = statistics.stdev if len(samples) > 1 else (lambda _: 0.0)
             print(json.dumps({
                 "engine": "llama.cpp",
+                "model_filename": a.model,
+                "n_batch": n_batch,
+                "n_ubatch": min(n_batch, 512),
+                "n_threads": n_threads,
                 "n_prompt": n_prompt,
                 "n_gen": n_gen,
-                "n_threads": threads,
+                "avg_ns": round(statistics.mean(samples_ns)),
+                "stddev_ns": round(sd(samples_ns)),
                 "avg_ts": statistics.mean(samples),
-                "stddev_ts": statistics.stdev(samples) if len(samples) > 1 else 0.0,
+                "stddev_ts": sd(samples),
+                "samples_ns": samples_ns,
                 "samples_ts": samples,
             }), flush=True)
     L.llama_model_free(model)

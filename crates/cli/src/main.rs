@@ -1,5 +1,6 @@
 //! `hearth`: the one command-line entry point.
 
+mod bench;
 mod inspect;
 mod perplexity;
 mod run;
@@ -39,6 +40,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure a model's perplexity on a text, as llama-perplexity does.
     Perplexity(perplexity::PerplexityArgs),
+    /// Measure prompt and generation speed as llama-bench does, against the bandwidth limit.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,14 +4,14 @@
 //!
 //! Activations are row-major `[n_tokens, width]` f32 slices; each function's doc gives
 //! the shapes. Numerics are the kernels crate's (`matmul`, `Ops`); what is written here
-//! is bookkeeping, plus two element-wise loops (`add`, `axpy`) too simple to need a
+//! is bookkeeping, plus two element-wise loops (`add`, `scale`) too simple to need a
 //! kernel.
 
-use hearth_kernels::dispatch::Kernels;
 use hearth_kernels::matmul::{matmul, MatmulScratch, WeightMatrix};
+use hearth_kernels::ops::attention::{flash_finish, FlashRows, KV_TILE};
 use hearth_kernels::ops::{Ops, RopeCache};
 use hearth_kernels::pool::ThreadPool;
-use hearth_kernels::quant::{dequantize_row, TensorType};
+use hearth_kernels::quant::dequantize_row;
 
 use crate::batch::UBatch;
 use crate::error::ModelError;
@@ -159,13 +159,6 @@ pub(crate) fn scale(x: &mut [f32], s: f32) {
     }
 }
 
-/// `y += a·x`, element-wise: one value row's contribution to an attention output.
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
-}
-
 /// The gate of a gated feed-forward network.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Gate {
@@ -227,6 +220,11 @@ pub(crate) struct Attention {
     pub(crate) n_swa: Option<u32>,
 }
 
+/// Query rows one work unit of [`attention`] holds at most (tokens × the query heads of
+/// one KV head): each key and value tile is loaded once for this many rows. 64 rows of
+/// 256 dimensions keep a unit's queries and outputs (64 KiB each) in L2.
+const Q_TILE_ROWS: usize = 64;
+
 /// Multi-head attention of a slice's queries over their sequences' cached keys and
 /// values of layer `il` (which already hold the slice's own tokens): for query head `h`
 /// of token `t`, `out[t, h] = Σ_j softmax_j(kq_scale · q[t, h]·k_j) · v_j` over the cells
@@ -234,10 +232,16 @@ pub(crate) struct Attention {
 /// head `h` reads KV head `h / (n_head / n_head_kv)` (grouped-query attention, as ggml's
 /// broadcast in `mul_mat`).
 ///
-/// `q` is `[n, n_head · head_dim_k]`, `out` `[n, n_head · head_dim_v]`. The rows (a
-/// token's query head) are spread over the pool round-robin, so the long rows of late
-/// tokens do not all land on one thread; each part writes into its own slot of `parts`,
-/// copied into `out` afterwards.
+/// `q` is `[n, n_head · head_dim_k]`, `out` `[n, n_head · head_dim_v]`. The work is cut
+/// into units of (up to [`Q_TILE_ROWS`] / group size tokens) × (one KV head): all the
+/// query heads of those tokens that share the KV head go through the sequence's cache
+/// blocks together, flash-attention style (`Ops::attn_tile`: an online softmax, no score
+/// row over the whole context), so every key and value is read once per unit. Blocks
+/// that no token of a unit may see are never visited. When there are fewer units than
+/// threads (decoding), each unit's blocks are also split between threads, and the parts
+/// merged (`flash_finish`). Units are dealt to the pool's threads in alternating order
+/// ([`Units::owner`]), so the long rows of late tokens do not all land on one; each part writes the running states of
+/// its units into its own slot of `parts`, merged into `out` afterwards.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     pool: &ThreadPool,
@@ -250,50 +254,197 @@ pub(crate) fn attention(
     out: &mut [f32],
     parts: &mut [AttnPart],
 ) {
-    let n_rows = ub.len() * a.n_head;
-    let (hd_k, hd_v) = (a.head_dim_k, a.head_dim_v);
-    let (n_q, n_k, n_v) = (a.n_head * hd_k, a.n_head_kv * hd_k, a.n_head_kv * hd_v);
+    let n = ub.len();
+    let (hd_v, n_attn) = (a.head_dim_v, a.n_head * a.head_dim_v);
     let gqa = a.n_head / a.n_head_kv;
-    let dot = Kernels::get()
-        .dot(TensorType::F32)
-        .expect("every level has an f32 dot product");
-    let (k_all, v_all) = (kv.k(il), kv.v(il));
+    let u = Units::new(a, n, pool.n_threads());
+    // A unit's record: `[rows, hd_v]` outputs, then `[rows]` maxima and `[rows]` sums.
+    let rec = u.rows * (hd_v + 2);
     for p in parts.iter_mut() {
         p.count = 0;
     }
 
     pool.run_with(parts, &|ith, nth, part: &mut AttnPart| {
-        let count = n_rows.saturating_sub(ith).div_ceil(nth);
+        let count = u.owned(ith, nth).count();
         (part.ith, part.nth, part.count) = (ith, nth, count);
-        if part.out.len() < count * hd_v {
-            // Only when a dispatch has more rows per part than any before (warm-up).
-            part.out.resize(count * hd_v, 0.0);
+        let need = count * rec + u.rows * (a.head_dim_k + KV_TILE + 1);
+        if part.out.len() < need {
+            // Only when a dispatch needs more than any before (warm-up).
+            part.out.resize(need, 0.0);
         }
-        for (i, r) in (ith..n_rows).step_by(nth).enumerate() {
-            let (t, h) = (r / a.n_head, r % a.n_head);
-            let g = h / gqa;
-            let qh = &q[t * n_q + h * hd_k..][..hd_k];
-            let seq = kv.view(ub.seq[t]);
-            let (lo, hi) = seq.visible(ub.pos[t], a.n_swa);
-            let scores = &mut part.scores[..hi - lo];
-            for (s, j) in scores.iter_mut().zip(lo..hi) {
-                let kh = &k_all[seq.cell(j) * n_k + g * hd_k..][..hd_k];
-                *s = dot(bytemuck::cast_slice(kh), bytemuck::cast_slice(qh));
-            }
-            ops.softmax(scores, a.kq_scale, None);
-            let o = &mut part.out[i * hd_v..][..hd_v];
-            o.fill(0.0);
-            for (&w, j) in scores.iter().zip(lo..hi) {
-                axpy(w, &v_all[seq.cell(j) * n_v + g * hd_v..][..hd_v], o);
+        let (recs, work) = part.out.split_at_mut(count * rec);
+        let (qbuf, work) = work.split_at_mut(u.rows * a.head_dim_k);
+        let (s, alpha) = work.split_at_mut(u.rows * KV_TILE);
+        for (unit, r) in u.owned(ith, nth).zip(recs.chunks_exact_mut(rec)) {
+            let (o, ml) = r.split_at_mut(u.rows * hd_v);
+            let (m, l) = ml.split_at_mut(u.rows);
+            let (tile, g, split) = u.unit(unit);
+            let (t0, t1) = u.tokens(tile, n);
+            // One pass per run of tokens of one sequence.
+            let mut ta = t0;
+            while ta < t1 {
+                let tb = (ta..t1).find(|&t| ub.seq[t] != ub.seq[ta]).unwrap_or(t1);
+                let rows = (ta - t0) * gqa..(tb - t0) * gqa;
+                let mut st = FlashRows {
+                    m: &mut m[rows.clone()],
+                    l: &mut l[rows.clone()],
+                    o: &mut o[rows.start * hd_v..rows.end * hd_v],
+                    s: &mut s[..rows.len() * KV_TILE],
+                    alpha: &mut alpha[..rows.len()],
+                };
+                let qbuf = &mut qbuf[..rows.len() * a.head_dim_k];
+                attend_run(
+                    ops,
+                    kv,
+                    il,
+                    ub,
+                    q,
+                    a,
+                    ta..tb,
+                    g,
+                    (split, u.n_split),
+                    qbuf,
+                    &mut st,
+                );
+                ta = tb;
             }
         }
     });
 
-    for p in parts.iter() {
-        for i in 0..p.count {
-            let r = p.ith + i * p.nth;
-            out[r * hd_v..][..hd_v].copy_from_slice(&p.out[i * hd_v..][..hd_v]);
+    // The parts' `nth` is the dispatch's (1 when the pool ran it inline).
+    let nth = parts[0].nth.max(1);
+    for grp in 0..u.n_units / u.n_split {
+        let (tile, g, _) = u.unit(grp * u.n_split);
+        let (t0, t1) = u.tokens(tile, n);
+        for t in t0..t1 {
+            for hh in 0..gqa {
+                let r = (t - t0) * gqa + hh;
+                let states = (0..u.n_split).map(|split| {
+                    let unit = grp * u.n_split + split;
+                    let (part, i) = Units::owner(unit, nth);
+                    let rec = &parts[part].out[i * rec..][..rec];
+                    let o = &rec[r * hd_v..][..hd_v];
+                    (rec[u.rows * hd_v + r], rec[u.rows * (hd_v + 1) + r], o)
+                });
+                let h = g * gqa + hh;
+                flash_finish(states, &mut out[t * n_attn + h * hd_v..][..hd_v]);
+            }
         }
+    }
+}
+
+/// How [`attention`] cuts its work: units `(query tile, KV head, split)`, numbered
+/// split-fastest so that a group's splits are consecutive.
+#[derive(Debug, Clone, Copy)]
+struct Units {
+    /// Tokens per query tile.
+    tok_per_tile: usize,
+    /// Query rows of a full tile.
+    rows: usize,
+    n_head_kv: usize,
+    /// Passes each (tile, KV head) group's blocks are split into.
+    n_split: usize,
+    n_units: usize,
+}
+
+impl Units {
+    fn new(a: &Attention, n_tokens: usize, n_threads: usize) -> Units {
+        let gqa = a.n_head / a.n_head_kv;
+        let tok_per_tile = (Q_TILE_ROWS / gqa).max(1);
+        let n_groups = n_tokens.div_ceil(tok_per_tile) * a.n_head_kv;
+        // Fewer groups than threads (decoding, few KV heads): split the keys.
+        let n_split = n_threads.div_ceil(n_groups.max(1));
+        Units {
+            tok_per_tile,
+            rows: tok_per_tile * gqa,
+            n_head_kv: a.n_head_kv,
+            n_split,
+            n_units: n_groups * n_split,
+        }
+    }
+
+    /// `(query tile, KV head, split)` of a unit.
+    fn unit(&self, unit: usize) -> (usize, usize, usize) {
+        let grp = unit / self.n_split;
+        (
+            grp / self.n_head_kv,
+            grp % self.n_head_kv,
+            unit % self.n_split,
+        )
+    }
+
+    /// Which part runs `unit` in a dispatch of `nth` parts, and as its how-manyth unit:
+    /// dealt in rounds of `nth`, every other round in reverse ("boustrophedon"), so that
+    /// with causal attention, where each tile costs more than the one before, every part
+    /// gets about the same total.
+    fn owner(unit: usize, nth: usize) -> (usize, usize) {
+        let (round, k) = (unit / nth, unit % nth);
+        (if round % 2 == 0 { k } else { nth - 1 - k }, round)
+    }
+
+    /// The units part `ith` of `nth` runs, in order.
+    fn owned(&self, ith: usize, nth: usize) -> impl Iterator<Item = usize> {
+        let n_units = self.n_units;
+        (0..n_units.div_ceil(nth))
+            .map(move |round| round * nth + if round % 2 == 0 { ith } else { nth - 1 - ith })
+            .filter(move |&unit| unit < n_units)
+    }
+
+    /// The tokens `t0..t1` of a query tile.
+    fn tokens(&self, tile: usize, n_tokens: usize) -> (usize, usize) {
+        let t0 = tile * self.tok_per_tile;
+        (t0, (t0 + self.tok_per_tile).min(n_tokens))
+    }
+}
+
+/// One pass of [`attention`]: the query heads of KV head `g` of tokens `toks` (one
+/// sequence's, at most [`Q_TILE_ROWS`] rows) over part `split.0` of `split.1` of the
+/// cache blocks any of them may see, into `st` (reset here). `qbuf` receives the
+/// queries, packed `[rows, head_dim_k]`.
+#[allow(clippy::too_many_arguments)]
+fn attend_run(
+    ops: &Ops,
+    kv: &KvCache,
+    il: usize,
+    ub: &UBatch<'_>,
+    q: &[f32],
+    a: &Attention,
+    toks: std::ops::Range<usize>,
+    g: usize,
+    (split, n_split): (usize, usize),
+    qbuf: &mut [f32],
+    st: &mut FlashRows<'_>,
+) {
+    let gqa = a.n_head / a.n_head_kv;
+    let width = gqa * a.head_dim_k;
+    let n_q = a.n_head * a.head_dim_k;
+    for (t, dst) in toks.clone().zip(qbuf.chunks_exact_mut(width)) {
+        dst.copy_from_slice(&q[t * n_q + g * width..][..width]);
+    }
+    st.reset();
+    let seq = kv.view(ub.seq[toks.start]);
+    // The sequence's tokens each query may see; their union is one run (positions and
+    // so both ends increase along the sequence).
+    let mut seen = [(0, 0); Q_TILE_ROWS];
+    let seen = &mut seen[..toks.len()];
+    for (s, t) in seen.iter_mut().zip(toks) {
+        *s = seq.visible(ub.pos[t], a.n_swa);
+    }
+    let lo = seen.iter().map(|s| s.0).min().unwrap_or(0);
+    let hi = seen.iter().map(|s| s.1).max().unwrap_or(0);
+    if lo >= hi {
+        return;
+    }
+    let (jb0, nb) = (lo / KV_TILE, hi.div_ceil(KV_TILE) - lo / KV_TILE);
+    let mut vis = [(0, 0); Q_TILE_ROWS];
+    let vis = &mut vis[..seen.len()];
+    for jb in jb0 + nb * split / n_split..jb0 + nb * (split + 1) / n_split {
+        let j0 = jb * KV_TILE;
+        for (v, s) in vis.iter_mut().zip(seen.iter()) {
+            *v = (s.0.saturating_sub(j0), s.1.saturating_sub(j0));
+        }
+        let tile = kv.tile(il, seq.block(jb), g, a.head_dim_k, a.head_dim_v);
+        ops.attn_tile(qbuf, a.kq_scale, &tile, vis, st);
     }
 }
 
@@ -331,4 +482,59 @@ pub(crate) fn output(
     let logits = &mut b.logits[out_row * n_vocab..][..n_out * n_vocab];
     matmul(pool, output, normed, n_out, logits, b.matmul)?;
     Ok(n_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every unit is run by exactly one part, and the merge finds it where the part put
+    /// it (its position among that part's units).
+    #[test]
+    fn units_are_dealt_once_and_found_where_stored() {
+        for n_units in [1, 2, 3, 7, 32, 33] {
+            for nth in 1..5 {
+                let u = Units {
+                    tok_per_tile: 1,
+                    rows: 1,
+                    n_head_kv: 1,
+                    n_split: 1,
+                    n_units,
+                };
+                let mut seen = vec![0; n_units];
+                for ith in 0..nth {
+                    for (i, unit) in u.owned(ith, nth).enumerate() {
+                        seen[unit] += 1;
+                        assert_eq!(
+                            Units::owner(unit, nth),
+                            (ith, i),
+                            "{n_units} units, {nth} parts"
+                        );
+                    }
+                }
+                assert!(
+                    seen.iter().all(|&c| c == 1),
+                    "{n_units} units, {nth} parts: {seen:?}"
+                );
+            }
+        }
+    }
+
+    /// Decoding one token over one KV head still gives every thread work.
+    #[test]
+    fn few_groups_split_their_keys() {
+        let a = Attention {
+            n_head: 4,
+            n_head_kv: 1,
+            head_dim_k: 256,
+            head_dim_v: 256,
+            kq_scale: 0.0625,
+            n_swa: None,
+        };
+        let u = Units::new(&a, 1, 2);
+        assert_eq!((u.n_split, u.n_units), (2, 2));
+        assert_eq!(u.unit(1), (0, 0, 1));
+        let u = Units::new(&a, 512, 2);
+        assert_eq!((u.n_split, u.n_units, u.rows), (1, 32, 64));
+    }
 }

@@ -1,7 +1,12 @@
 //! The KV cache: a pool of cells owned by the caller (the engine), shared by sequences.
 //!
 //! Each cell holds, for every layer, one token's keys (`[n_head_kv, n_embd_head_k]`) and
-//! values (`[n_head_kv, n_embd_head_v]`) in f32, and the token's position. Cells are
+//! values (`[n_head_kv, n_embd_head_v]`) in f32, and the token's position. Within a
+//! block, keys are stored transposed (`[n_embd_k_gqa, BLOCK_CELLS]`: dimension-major, the
+//! block's cells as the fastest index), so that a block of one KV head is the key tile
+//! attention's kernels take (`hearth_kernels::ops::attention`: scores of 16 cells are one
+//! vector of broadcast-query FMAs, with no horizontal sums); values stay one row per
+//! cell. Cells are
 //! handed out in blocks of [`BLOCK_CELLS`]: a sequence holds a table of block indices
 //! (its cells, in the order its tokens arrived), so sequences grow, shrink and go away
 //! without moving anyone's data, and attention reads a sequence's keys and values through
@@ -18,13 +23,15 @@
 //! reference count per block and copy-on-write of a shared partial block), f16 or
 //! quantized storage, and a latent (MLA) layout; the block table is the seam for all three.
 
+use hearth_kernels::ops::attention::{KvTile, KV_TILE};
+
 use crate::batch::Batch;
 use crate::error::ModelError;
 use crate::hparams::HParams;
 
 /// Cells per block: small enough that a short sequence wastes little, large enough that
-/// the block table stays short.
-pub const BLOCK_CELLS: usize = 16;
+/// the block table stays short; and the attention kernels' key tile.
+pub const BLOCK_CELLS: usize = KV_TILE;
 
 /// A handle to a sequence of the cache, from [`KvCache::new_sequence`].
 ///
@@ -64,7 +71,7 @@ pub struct KvCache {
     n_embd_k: usize,
     n_embd_v: usize,
     n_cells: usize,
-    /// `[n_layer][n_cells, n_embd_k]`
+    /// `[n_layer][n_blocks][n_embd_k, BLOCK_CELLS]` (transposed within a block)
     k: Vec<Vec<f32>>,
     /// `[n_layer][n_cells, n_embd_v]`
     v: Vec<Vec<f32>>,
@@ -321,7 +328,12 @@ impl KvCache {
 
     /// Writes one token's keys and values of layer `il` into `cell`.
     pub(crate) fn store(&mut self, il: usize, cell: usize, k: &[f32], v: &[f32]) {
-        self.k[il][cell * self.n_embd_k..][..self.n_embd_k].copy_from_slice(k);
+        let (block, lane) = (cell / BLOCK_CELLS, cell % BLOCK_CELLS);
+        let kb =
+            &mut self.k[il][block * BLOCK_CELLS * self.n_embd_k..][..BLOCK_CELLS * self.n_embd_k];
+        for (col, &x) in kb.chunks_exact_mut(BLOCK_CELLS).zip(&k[..self.n_embd_k]) {
+            col[lane] = x;
+        }
         self.v[il][cell * self.n_embd_v..][..self.n_embd_v].copy_from_slice(v);
     }
 
@@ -337,14 +349,23 @@ impl KvCache {
         }
     }
 
-    /// Layer `il`'s keys, `[n_cells, n_embd_k_gqa]`.
-    pub(crate) fn k(&self, il: usize) -> &[f32] {
-        &self.k[il]
-    }
-
-    /// Layer `il`'s values, `[n_cells, n_embd_v_gqa]`.
-    pub(crate) fn v(&self, il: usize) -> &[f32] {
-        &self.v[il]
+    /// The keys and values of KV head `g` (of `hd_k` / `hd_v` dimensions) in block
+    /// `block` of layer `il`, as attention's kernels take them.
+    pub(crate) fn tile(
+        &self,
+        il: usize,
+        block: usize,
+        g: usize,
+        hd_k: usize,
+        hd_v: usize,
+    ) -> KvTile<'_> {
+        let k = &self.k[il][block * BLOCK_CELLS * self.n_embd_k + g * hd_k * BLOCK_CELLS..];
+        let v = &self.v[il][block * BLOCK_CELLS * self.n_embd_v + g * hd_v..];
+        KvTile {
+            k: &k[..hd_k * BLOCK_CELLS],
+            v: &v[..(BLOCK_CELLS - 1) * self.n_embd_v + hd_v],
+            v_stride: self.n_embd_v,
+        }
     }
 }
 
@@ -365,6 +386,11 @@ impl SeqView<'_> {
     /// The cell of the sequence's `j`-th token.
     pub(crate) fn cell(&self, j: usize) -> usize {
         cell_of(self.blocks, j)
+    }
+
+    /// The cache block holding the sequence's tokens `jb·BLOCK_CELLS..(jb + 1)·BLOCK_CELLS`.
+    pub(crate) fn block(&self, jb: usize) -> usize {
+        self.blocks[jb] as usize
     }
 
     /// The tokens `lo..hi` that a query at `pos` sees: positions at most `pos`, and, with

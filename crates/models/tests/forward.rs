@@ -6,12 +6,22 @@
 mod common;
 
 use common::*;
+use hearth_kernels::dispatch::Kernels;
+use hearth_kernels::gemm;
 use hearth_kernels::pool::ThreadPool;
 use hearth_models::{tiny, Batch, KvCache, Model, ModelError, Scratch, BLOCK_CELLS};
 
 /// Slicing a batch and decoding token by token only change which tokens share a matrix
 /// product, not the arithmetic of any one row: agreement to rounding noise.
 const PATH_TOLERANCE: f64 = 1e-6;
+
+/// Where the kernel table has a GEMM micro-kernel, products of 4 or more tokens of a
+/// quantized weight go through it: the same integer products, summed in another f32
+/// order than the row path's dot. On these random tiny models such a reordering moves
+/// the logits by up to ~9e-3 of their largest (qwen2_q8_0: 8.8e-3, exactly as far as
+/// the AVX2 row path is from the scalar one there; the GEMM result is the one within
+/// 1.2e-7 of the scalar level).
+const GEMM_PATH_TOLERANCE: f64 = 2e-2;
 
 #[test]
 fn batch_slices_and_decoding_agree() {
@@ -20,19 +30,26 @@ fn batch_slices_and_decoding_agree() {
     for spec in tiny::specs() {
         let file = tiny_file(spec.name);
         let model = Model::load(&file).unwrap();
+        let via_gemm = Kernels::get().gemm().is_some()
+            && file.tensors().iter().any(|t| gemm::supports(t.ty()));
+        let tolerance = if via_gemm {
+            GEMM_PATH_TOLERANCE
+        } else {
+            PATH_TOLERANCE
+        };
         let whole = logits_batch(&model, &pool, &tokens, 64);
         for n_ubatch in [1, 3, 7] {
             let sliced = logits_batch(&model, &pool, &tokens, n_ubatch);
             let err = rel_max_err(&sliced, &whole);
             assert!(
-                err <= PATH_TOLERANCE,
+                err <= tolerance,
                 "{}: n_ubatch {n_ubatch}: {err:e}",
                 spec.name
             );
         }
         let decoded = logits_decode(&model, &pool, &tokens);
         let err = rel_max_err(&decoded, &whole);
-        assert!(err <= PATH_TOLERANCE, "{}: decode: {err:e}", spec.name);
+        assert!(err <= tolerance, "{}: decode: {err:e}", spec.name);
     }
 }
 

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use common::rel_max_err;
 use hearth_gguf::GgufFile;
+use hearth_kernels::dispatch::Kernels;
 use hearth_kernels::pool::ThreadPool;
 use hearth_models::{Arch, Batch, KvCache, Model, Scratch};
 
@@ -114,9 +115,41 @@ fn gemma3_270m_continues_prompts_like_llama_cpp() {
             batch.push(t, pos as u32, seq, true);
             decoded.extend_from_slice(model.forward(&pool, &mut kv, &mut scratch, &batch).unwrap());
         }
-        let err = rel_max_err(&decoded, &all);
-        assert!(err <= 1e-5, "{prompt}: decode vs batch {err:e}");
+        if Kernels::get().gemm().is_none() {
+            // The same arithmetic per row: equal to rounding noise.
+            let err = rel_max_err(&decoded, &all);
+            assert!(err <= 1e-5, "{prompt}: decode vs batch {err:e}");
+        } else {
+            // The batch went through the GEMM micro-kernel: the same integer products,
+            // summed in another f32 order. This model amplifies such reorderings to
+            // ~1e-3 KL from the third position on (exactly what the AVX2 level does
+            // against the scalar one: 8.6e-4 … 2.6e-3), so the rows must agree as
+            // distributions, with the same top token.
+            for (r, (d, a)) in decoded
+                .chunks(hp.n_vocab)
+                .zip(all.chunks(hp.n_vocab))
+                .enumerate()
+            {
+                let kl = kl_div(a, d);
+                assert!(kl <= 1e-2, "{prompt}: row {r}: decode vs batch KL {kl:e}");
+                assert_eq!(argmax(d), argmax(a), "{prompt}: row {r}: top token");
+            }
+        }
     }
+}
+
+/// KL(p‖q) of the softmaxes of logits `p` and `q`, in f64.
+fn kl_div(p: &[f32], q: &[f32]) -> f64 {
+    fn log_softmax(x: &[f32]) -> Vec<f64> {
+        let m = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+        let lse = x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
+        x.iter().map(|&v| v as f64 - lse).collect()
+    }
+    log_softmax(p)
+        .iter()
+        .zip(log_softmax(q))
+        .map(|(lp, lq)| lp.exp() * (lp - lq))
+        .sum()
 }
 
 fn argmax(x: &[f32]) -> usize {

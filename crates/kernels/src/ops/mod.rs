@@ -1,9 +1,10 @@
-//! Transformer ops (RMSNorm, RoPE, softmax, SiLU, GELU): scalar references and the
-//! dispatch to SIMD versions.
+//! Transformer ops (RMSNorm, RoPE, softmax, SiLU, GELU, attention over KV tiles): scalar
+//! references and the dispatch to SIMD versions.
 //!
 //! Each op has a scalar reference in a submodule here ([`norm`], [`rope`], [`softmax`],
 //! [`act`]), written to ggml's semantics, and SIMD versions in `crate::x86::ops` (AVX2,
-//! AVX-512) and `crate::arm::ops` (NEON). An [`Ops`] table of plain function pointers is
+//! AVX-512) and `crate::arm::ops` (NEON); [`attention`]'s tile kernels keep their SIMD
+//! versions in their own module. An [`Ops`] table of plain function pointers is
 //! built per [`Level`], like [`Kernels`] for the dot products: the scalar entries first,
 //! then each level overwrites what it implements. [`Ops::get`] follows
 //! `Kernels::get().level()`, so `HEARTH_CPU` forces a level for the ops too;
@@ -24,6 +25,7 @@ pub mod act;
     allow(dead_code)
 )]
 pub(crate) mod approx;
+pub mod attention;
 pub mod norm;
 pub mod rope;
 pub mod softmax;
@@ -63,6 +65,8 @@ pub struct Ops {
     pub(crate) rope_normal: RopeFn,
     pub(crate) rope_neox: RopeFn,
     pub(crate) softmax: SoftmaxFn,
+    pub(crate) attn_qk: attention::QkFn,
+    pub(crate) attn_pv: attention::PvFn,
 }
 
 impl std::fmt::Debug for Ops {
@@ -100,6 +104,7 @@ impl Ops {
             #[allow(unreachable_patterns)]
             _ => return None,
         }
+        attention::register(&mut ops, level);
         ops.level = level;
         Some(ops)
     }
@@ -119,6 +124,8 @@ impl Ops {
             rope_normal: rope::rope_normal,
             rope_neox: rope::rope_neox,
             softmax: softmax::softmax,
+            attn_qk: attention::qk,
+            attn_pv: attention::pv,
         }
     }
 

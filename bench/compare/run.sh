@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Hearth against llama.cpp on the same GGUF files, same thread counts, alternating runs in
+# one session, then one side-by-side table (bench/compare/compare.py).
+#
+#   bench/compare/run.sh [MODEL.gguf|gemma|r1-1.5b|r1-7b ...] [-t 1,2] [-r 5] [-p 512] [-n 128] [-a 3]
+#
+# Models: a GGUF path, or a name: gemma (Gemma 3 270M Q4_K_M, scripts/fetch-model.sh),
+# r1-1.5b and r1-7b (random-weight files with the exact shapes and Q4_K_M type mix of
+# DeepSeek-R1-Distill-Qwen-1.5B / -7B, made once by the shape_model example into
+# ~/.cache/hearth/models/bench/). Default: gemma.
+# -t thread counts, -r repetitions per run, -p/-n prompt and generation lengths (as in
+# llama-bench), -a alternations: each (model, threads) pair is measured -a times, Hearth
+# and llama.cpp taking turns (who goes first flips each time, so drift in the machine's
+# load falls on both). Raw results stay in a temporary directory, printed at the end.
+#
+# Needs: a Rust toolchain; scripts/python-env.sh's environment (made on first use); and
+# llama-cpp-python in the Python that runs llama.cpp (LLAMA_PYTHON, default python3),
+# compiled on this machine. pip compiles it from source with GGML_NATIVE on by default
+# (off only when SOURCE_DATE_EPOCH is set or cross-compiling); to be explicit:
+#   CMAKE_ARGS="-DGGML_NATIVE=ON" pip install --no-binary llama-cpp-python --no-cache-dir llama-cpp-python
+# llama.cpp runs with OMP_WAIT_POLICY=passive (its OpenMP threads sleep between graph
+# nodes instead of spinning; on a small shared machine spinning threads steal the cores).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+
+threads=1,2 reps=5 n_prompt=512 n_gen=128 alternations=3
+models=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -t) threads="$2"; shift 2 ;;
+        -r) reps="$2"; shift 2 ;;
+        -p) n_prompt="$2"; shift 2 ;;
+        -n) n_gen="$2"; shift 2 ;;
+        -a) alternations="$2"; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+        *) models+=("$1"); shift ;;
+    esac
+done
+[ ${#models[@]} -gt 0 ] || models=(gemma)
+
+llama_python="${LLAMA_PYTHON:-python3}"
+if ! "$llama_python" -c 'import llama_cpp' 2>/dev/null; then
+    echo "run.sh: $llama_python cannot import llama_cpp; install it (see the top of $0)" >&2
+    exit 1
+fi
+
+echo "run.sh: building hearth (release)" >&2
+(cd "$root" && cargo build --quiet --release -p hearth-cli)
+hearth="${CARGO_TARGET_DIR:-$root/target}/release/hearth"
+
+# A model argument as a path; names are made or fetched on first use.
+resolve() {
+    case "$1" in
+        gemma) "$root/scripts/fetch-model.sh" ;;
+        r1-1.5b|r1-7b)
+            "$root/tests/fixtures/tokenizer/fetch-vocabs.sh" >/dev/null
+            (cd "$root" && cargo run --quiet --release -p hearth-models --example shape_model -- "$1") ;;
+        *) [ -f "$1" ] || { echo "run.sh: $1: no such file" >&2; exit 1; }; echo "$1" ;;
+    esac
+}
+
+out="$(mktemp -d "${TMPDIR:-/tmp}/hearth-compare.XXXXXX")"
+IFS=, read -r -a thread_list <<< "$threads"
+for name in "${models[@]}"; do
+    model="$(resolve "$name")"
+    label="$(basename "$name" .gguf)"
+    for a in $(seq 1 "$alternations"); do
+        for t in "${thread_list[@]}"; do
+            run_hearth() {
+                "$hearth" bench "$model" -p "$n_prompt" -n "$n_gen" -t "$t" -r "$reps" --json \
+                    > "$out/hearth-$label-t$t-$a.json"
+            }
+            run_llama() {
+                OMP_WAIT_POLICY=passive "$llama_python" "$root/bench/llama/llama_cpp_bench.py" "$model" \
+                    -p "$n_prompt" -n "$n_gen" -t "$t" -r "$reps" \
+                    > "$out/llama-$label-t$t-$a.json" 2> "$out/llama-$label-t$t-$a.log"
+            }
+            echo "run.sh: $label, $t threads, alternation $a/$alternations" >&2
+            if [ $((a % 2)) -eq 1 ]; then run_hearth; run_llama; else run_llama; run_hearth; fi
+        done
+    done
+done
+
+python3 "$here/compare.py" "$out"
+echo "raw results: $out" >&2
