@@ -88,6 +88,15 @@ impl Level {
 /// f32 values and must be 4-byte aligned. Lengths must describe the same element count.
 pub type DotFn = fn(w: &[u8], a: &[u8]) -> f32;
 
+/// Dot products of several consecutive weight rows with one activation row:
+/// `out[r] = dot(w[r·row_bytes..][..row_bytes], a)` for every `r` in `0..out.len()`, where
+/// `dot` is the same level's [`DotFn`] for the format, bit for bit. Decoding (one token)
+/// multiplies whole matrices by one activation row; a kernel that takes several rows per
+/// call shares the activation loads and scales between them and pays the call and loop
+/// overhead once per group, which matters for narrow rows (640 columns are 20 blocks).
+/// `w.len()` must be `out.len() · row_bytes`, and `a` must match one row, as for `DotFn`.
+pub type DotRowsFn = fn(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]);
+
 /// Converts f32 activations into an activation format (Q8_0, Q8_1, Q8_K) as raw bytes.
 /// `x.len()` must be a multiple of the format's block length and `out` exactly its size.
 pub type QuantizeFn = fn(x: &[f32], out: &mut [u8]);
@@ -102,6 +111,7 @@ pub struct Kernels {
     dots: [Option<DotFn>; N_TYPES],
     quantizers: [Option<QuantizeFn>; N_TYPES],
     gemm: Option<MicroKernel>,
+    dot_rows: [Option<DotRowsFn>; N_TYPES],
 }
 
 impl Kernels {
@@ -139,6 +149,7 @@ impl Kernels {
             dots: [None; N_TYPES],
             quantizers: [None; N_TYPES],
             gemm: MicroKernel::for_level(level),
+            dot_rows: [None; N_TYPES],
         };
         crate::quant::register_scalar(&mut k);
         match level {
@@ -188,6 +199,18 @@ impl Kernels {
     /// Installs the dot kernel for weights of type `ty` (used by the level modules).
     pub fn set_dot(&mut self, ty: TensorType, f: DotFn) {
         self.dots[ty.id() as usize] = Some(f);
+    }
+
+    /// The several-rows kernel for weights of type `ty`, where this level has one (see
+    /// [`DotRowsFn`]); without one, callers loop over [`Kernels::dot`], with the same result.
+    pub fn dot_rows(&self, ty: TensorType) -> Option<DotRowsFn> {
+        self.dot_rows.get(ty.id() as usize).copied().flatten()
+    }
+
+    /// Installs the several-rows kernel for weights of type `ty` (used by the level
+    /// modules); it must give exactly what the level's [`Kernels::dot`] gives per row.
+    pub fn set_dot_rows(&mut self, ty: TensorType, f: DotRowsFn) {
+        self.dot_rows[ty.id() as usize] = Some(f);
     }
 
     /// Installs the quantizer for activation format `act` (used by the level modules).

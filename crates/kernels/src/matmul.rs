@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::dispatch::{DotFn, Kernels};
+use crate::dispatch::{DotFn, DotRowsFn, Kernels};
 use crate::gemm::{self, GemmScratch, QuantizedRows};
 use crate::pool::ThreadPool;
 use crate::quant::{activation_type, TensorType};
@@ -373,6 +373,7 @@ pub fn matmul_with(
     let task = Products {
         w,
         dot,
+        dot_rows: kernels.dot_rows(ty),
         acts,
         n_tokens,
         out: SharedSlice::new(out),
@@ -416,6 +417,9 @@ impl Activations<'_> {
 struct Products<'a, 'w> {
     w: &'a WeightMatrix<'w>,
     dot: DotFn,
+    /// The level's several-rows kernel for the format, if it has one: used for a single
+    /// token, where it gives exactly what `dot` gives row by row.
+    dot_rows: Option<DotRowsFn>,
     acts: Activations<'a>,
     n_tokens: usize,
     /// `[n_tokens, n_rows]`
@@ -439,6 +443,16 @@ impl Products<'_, '_> {
                 return;
             }
             let r1 = (r0 + self.chunk_rows).min(n_rows);
+            if let (1, Some(dot_rows)) = (self.n_tokens, self.dot_rows) {
+                // One token: the tiles bring nothing (each weight byte is used once), so
+                // the chunk's rows go to the multi-row kernel in one call.
+                let rb = self.w.row_bytes;
+                // SAFETY: rows r0..r1 belong to this chunk, which the counter hands to
+                // exactly one thread, so out[r0..r1] is written by nobody else.
+                let o = unsafe { self.out.piece(r0, r1 - r0) };
+                dot_rows(&self.w.data[r0 * rb..r1 * rb], rb, self.acts.row(0), o);
+                continue;
+            }
             for t0 in (r0..r1).step_by(self.tile_rows) {
                 let t1 = (t0 + self.tile_rows).min(r1);
                 for t in 0..self.n_tokens {

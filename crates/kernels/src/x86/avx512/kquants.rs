@@ -97,6 +97,103 @@ unsafe fn dot_q4_q5<const Q5: bool>(w: *const u8, a: *const u8, nb: usize) -> f3
     _mm512_reduce_add_ps(acc) + hsum_ps128(acc_m)
 }
 
+/// Rows per multi-row call (see `q32::ROWS`, the same trade-off).
+pub const ROWS: usize = 4;
+
+/// Groups of [`ROWS`] rows ahead that the multi-row kernel prefetches (four interleaved
+/// row streams defeat the hardware prefetchers; see `q32`).
+const PREFETCH_GROUPS: usize = 2;
+
+/// [`dot_q4_q5`] for [`ROWS`] rows `stride` bytes apart: each row's operations are the
+/// single-row kernel's in the same order, so `out[r]` equals its dot bit for bit. The
+/// rows share the activation quants (four 512-bit loads per block), the per-32 sums of
+/// `bsums` for the minimum term and the activation scale.
+///
+/// # Safety
+/// As [`dot_q4_q5`], for each of the [`ROWS`] rows at `w + r·stride`.
+#[inline(always)]
+unsafe fn dot_rows_q4_q5<const Q5: bool>(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    nb: usize,
+) -> [f32; ROWS] {
+    let bytes = if Q5 { 176 } else { 144 };
+    let m4 = _mm512_set1_epi8(0x0F);
+    let one = _mm512_set1_epi8(1);
+    let mut acc = [_mm512_setzero_ps(); ROWS];
+    let mut acc_m = [_mm_setzero_ps(); ROWS];
+    for i in 0..nb {
+        let ahead = w.wrapping_add(ROWS * (stride * PREFETCH_GROUPS + bytes * i));
+        for k in 0..(ROWS * bytes).div_ceil(64) + 1 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * k) as *const i8);
+        }
+        let y = a.add(Q8K * i);
+        let yd = q8k_d(y);
+        let yq = y.add(Q8K_QS);
+        let yv = [0, 1, 2, 3].map(|j| _mm512_loadu_si512(yq.add(64 * j) as *const _));
+        for r in 0..ROWS {
+            let x = w.add(r * stride + bytes * i);
+            let d = _mm512_set1_ps(yd * f16_at(x));
+            let dmin = _mm_set1_ps(-yd * f16_at(x.add(2)));
+            let u = unpack_scales_mins(&*(x.add(4) as *const [u8; 12]));
+            let scales_mins = _mm256_cvtepu8_epi16(_mm_set_epi32(
+                u[3] as i32,
+                u[2] as i32,
+                u[1] as i32,
+                u[0] as i32,
+            ));
+            let mins = _mm256_extracti128_si256::<1>(scales_mins);
+            acc_m[r] = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(mins_term(mins, y)), acc_m[r]);
+            let scales = _mm512_castsi256_si512(scales_mins);
+            let mut hbits = if Q5 {
+                let h = _mm256_loadu_si256(x.add(16) as *const __m256i);
+                join(h, _mm256_srli_epi16::<1>(h))
+            } else {
+                _mm512_setzero_si512()
+            };
+            let qs = x.add(if Q5 { 48 } else { 16 });
+            let mut sumi = _mm512_setzero_si512();
+            for (j, sub) in SUB32.iter().enumerate() {
+                let bits = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
+                let mut q = _mm512_and_si512(join(bits, _mm256_srli_epi16::<4>(bits)), m4);
+                if Q5 {
+                    let top = _mm512_slli_epi16::<4>(_mm512_and_si512(hbits, one));
+                    q = _mm512_or_si512(q, top);
+                    hbits = _mm512_srli_epi16::<2>(hbits);
+                }
+                let sc = _mm512_permutexvar_epi16(idx(sub), scales);
+                let p = _mm512_madd_epi16(sc, _mm512_maddubs_epi16(q, yv[j]));
+                sumi = _mm512_add_epi32(sumi, p);
+            }
+            acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc[r]);
+        }
+    }
+    let mut out = [0.0; ROWS];
+    for r in 0..ROWS {
+        out[r] = _mm512_reduce_add_ps(acc[r]) + hsum_ps128(acc_m[r]);
+    }
+    out
+}
+
+/// Q4_K · Q8_K for [`ROWS`] rows `stride` bytes apart.
+///
+/// # Safety
+/// As [`dot_q4_k`], for each of the rows at `w + r·stride`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn dot_rows_q4_k(w: *const u8, stride: usize, a: *const u8, nb: usize) -> [f32; ROWS] {
+    dot_rows_q4_q5::<false>(w, stride, a, nb)
+}
+
+/// Q5_K · Q8_K for [`ROWS`] rows `stride` bytes apart.
+///
+/// # Safety
+/// As [`dot_q5_k`], for each of the rows at `w + r·stride`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn dot_rows_q5_k(w: *const u8, stride: usize, a: *const u8, nb: usize) -> [f32; ROWS] {
+    dot_rows_q4_q5::<true>(w, stride, a, nb)
+}
+
 /// Q4_K · Q8_K.
 ///
 /// # Safety
