@@ -18,8 +18,9 @@
 # compiled on this machine. pip compiles it from source with GGML_NATIVE on by default
 # (off only when SOURCE_DATE_EPOCH is set or cross-compiling); to be explicit:
 #   CMAKE_ARGS="-DGGML_NATIVE=ON" pip install --no-binary llama-cpp-python --no-cache-dir llama-cpp-python
-# llama.cpp runs with OMP_WAIT_POLICY=passive (its OpenMP threads sleep between graph
-# nodes instead of spinning; on a small shared machine spinning threads steal the cores).
+# llama.cpp runs with OMP_WAIT_POLICY as the caller set it: unset is what llama-bench
+# does, and llama.cpp's best on a quiet machine; on a machine busy with other work, set
+# OMP_WAIT_POLICY=passive (spinning OpenMP threads then steal the cores).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -73,7 +74,7 @@ for name in "${models[@]}"; do
                     > "$out/hearth-$label-t$t-$a.json"
             }
             run_llama() {
-                OMP_WAIT_POLICY=passive "$llama_python" "$root/bench/llama/llama_cpp_bench.py" "$model" \
+                "$llama_python" "$root/bench/llama/llama_cpp_bench.py" "$model" \
                     -p "$n_prompt" -n "$n_gen" -t "$t" -r "$reps" \
                     > "$out/llama-$label-t$t-$a.json" 2> "$out/llama-$label-t$t-$a.log"
             }
