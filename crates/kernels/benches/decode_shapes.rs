@@ -1,4 +1,5 @@
-//! Matrix-vector products in the shapes of one decode step of Gemma 3 270M Q4_K_M, in
+//! Matrix-vector products in the shapes of one decode step of Gemma 3 270M Q4_K_M (and
+//! the Q6_K matrices of DeepSeek-R1-Distill-Qwen 1.5B Q4_K_M), in
 //! GiB/s of weights streamed, on huge pages (as the CLI holds weights) and on 4 KiB ones.
 //!
 //! `benches/matvec.rs` measures 4096-wide rows; decoding small models multiplies much
@@ -52,6 +53,15 @@ fn main() {
         (Q8_0, 256, 640),
         (Q4_K, 640, 1024),
         (Q6_K, 640, 2048),
+        // DeepSeek-R1-Distill-Qwen 1.5B's Q6_K matrices (Q4_K_M): the output head and
+        // one layer's ffn_down.
+        (Q6_K, 151_936, 1536),
+        (Q6_K, 1536, 8960),
+        // Its Q4_K matrices: ffn_gate/ffn_up (8960×1536) and ffn_down's Q4_K layers
+        // (1536×8960); the 7B's ffn_up (18944×3584).
+        (Q4_K, 8960, 1536),
+        (Q4_K, 1536, 8960),
+        (Q4_K, 18_944, 3584),
     ];
     let pools = [ThreadPool::new(1).unwrap(), ThreadPool::new(2).unwrap()];
     for ((ty, n_rows, n_cols), pages) in

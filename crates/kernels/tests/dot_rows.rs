@@ -6,7 +6,7 @@
 //! rows were grouped). Rows are checked in every count from 0 to 9 (whole groups and every
 //! leftover), with even and odd block counts (the kernels take two blocks per step), on
 //! quantized random values and on random quant bytes under finite random scales (every
-//! quant value, -128 for Q8_0 included).
+//! quant value, -128 for Q8_0 included; Q6_K's sub-block scales too).
 
 use half::f16;
 use hearth_kernels::dispatch::{Kernels, Level};
@@ -32,10 +32,15 @@ impl Rng {
     }
 }
 
-/// Byte offset of the f16 block scale `d`, for the formats whose blocks start with it.
-fn scale_at_start(ty: TensorType) -> bool {
+/// Byte offset of the f16 block scale `d`, for the formats whose other bytes (quants,
+/// and Q6_K's i8 sub-block scales) take any value.
+fn scale_offset(ty: TensorType) -> Option<usize> {
     use TensorType::*;
-    matches!(ty, Q4_0 | Q5_0 | Q8_0 | IQ4_NL | Q4_1 | Q5_1)
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | Q4_1 | Q5_1 => Some(0),
+        Q6_K => Some(208),
+        _ => None,
+    }
 }
 
 /// `n_rows` rows of `nb` blocks of `ty`: quantized values, or (`raw`) random bytes whose
@@ -45,11 +50,11 @@ fn rows(ty: TensorType, n_rows: usize, nb: usize, raw: bool, rng: &mut Rng) -> V
     let row_bytes = ty.row_bytes(n_cols as u64).unwrap() as usize;
     let mut out = vec![0u8; n_rows * row_bytes];
     for row in out.chunks_exact_mut(row_bytes.max(1)) {
-        if raw && scale_at_start(ty) {
+        if let (true, Some(at)) = (raw, scale_offset(ty)) {
             row.iter_mut().for_each(|b| *b = rng.next() as u8);
             for block in row.chunks_exact_mut(ty.block_bytes()) {
                 let d = f16::from_f32(rng.normal() * 0.01);
-                block[..2].copy_from_slice(&d.to_le_bytes());
+                block[at..at + 2].copy_from_slice(&d.to_le_bytes());
             }
         } else {
             let x: Vec<f32> = (0..n_cols).map(|_| rng.normal()).collect();

@@ -7,9 +7,7 @@
 
 use core::arch::x86_64::*;
 
-use super::super::avx2::kquants::{
-    hsum_ps128, mins_term, q8k_d, unpack_scales_mins, Q8K, Q8K_BSUMS, Q8K_QS,
-};
+use super::super::avx2::kquants::{q8k_d, Q8K, Q8K_BSUMS, Q8K_QS};
 use super::super::avx2::util::f16_at;
 
 /// Two 256-bit halves as one vector, `lo` in the low lanes.
@@ -29,8 +27,6 @@ const fn lanes(first: i16, group: usize) -> [i16; 32] {
     idx
 }
 
-/// For Q4_K/Q5_K step j: scale 2j for the first 16 i16 lanes, 2j+1 for the rest.
-static SUB32: [[i16; 32]; 4] = [lanes(0, 16), lanes(2, 16), lanes(4, 16), lanes(6, 16)];
 /// For Q6_K step c (0..4): scales 4c..4c+4, one per 8 i16 lanes (16 weights).
 static SUB16: [[i16; 32]; 4] = [lanes(0, 8), lanes(4, 8), lanes(8, 8), lanes(12, 8)];
 
@@ -40,61 +36,187 @@ unsafe fn idx(row: &[i16; 32]) -> __m512i {
     _mm512_loadu_si512(row.as_ptr() as *const _)
 }
 
-/// The shared loop of Q4_K and Q5_K; `high_bits` is the Q5_K fifth-bit array, if any.
+/// Byte-shuffle controls that spread one row's sub-block scales (bytes 0..8 of each
+/// 128-bit lane, see [`unpack4`]) over the i16 products of step `v` (see [`acts`]):
+/// sub-block `4·(v / 2) + v % 2` in the low 256 bits, two sub-blocks on in the high ones.
+const fn spread(v: usize) -> [u8; 64] {
+    let mut c = [0x80u8; 64];
+    let mut k = 0;
+    while k < 32 {
+        c[2 * k] = (4 * (v / 2) + v % 2 + 2 * (k / 16)) as u8;
+        k += 1;
+    }
+    c
+}
+
+/// [`spread`] for the four steps of a block.
+static SPREAD: [[u8; 64]; 4] = [spread(0), spread(1), spread(2), spread(3)];
+
+/// Byte-shuffle control that widens the eight mins (bytes 8..16 of each 128-bit lane) to
+/// i16.
+static MINS: [u8; 16] = [
+    8, 0x80, 9, 0x80, 10, 0x80, 11, 0x80, 12, 0x80, 13, 0x80, 14, 0x80, 15, 0x80,
+];
+
+/// Loads a 64-byte control table.
+#[inline(always)]
+unsafe fn ctl(row: &[u8; 64]) -> __m512i {
+    _mm512_loadu_si512(row.as_ptr() as *const _)
+}
+
+/// The activation quants of one Q8_K block in the order of the weights' nibbles: a
+/// 64-byte load of Q4_K `qs` holds sub-blocks 4m (low nibbles of bytes 0..32), 4m+1
+/// (their high nibbles), 4m+2 and 4m+3 (bytes 32..64), so step `2m` takes sub-blocks
+/// [4m, 4m+2] and step `2m+1` [4m+1, 4m+3]. Permuting the activations once per block
+/// (shared by all rows) spares every row the 256-bit split and join of its weights.
+#[inline(always)]
+unsafe fn acts(yq: *const u8) -> [__m512i; 4] {
+    let sub = |s: usize| _mm256_loadu_si256(yq.add(32 * s) as *const __m256i);
+    [
+        join(sub(0), sub(2)),
+        join(sub(1), sub(3)),
+        join(sub(4), sub(6)),
+        join(sub(5), sub(7)),
+    ]
+}
+
+/// The eight per-32 sums of a Q8_K block's `bsums`, as i16.
+#[inline(always)]
+unsafe fn bsums32(y: *const u8) -> __m128i {
+    let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS) as *const __m256i);
+    _mm_hadd_epi16(
+        _mm256_castsi256_si128(bsums),
+        _mm256_extracti128_si256::<1>(bsums),
+    )
+}
+
+/// Unpacks the 6-bit scales and mins of up to four blocks at once (one per 128-bit lane,
+/// each lane the block's first 16 bytes: `d`, `dmin`, the 12 packed bytes), as
+/// `unpack_scales_mins` does for one: each lane becomes eight scales (bytes 0..8) and
+/// eight mins (bytes 8..16). With the packed bytes as words q0..q2 (lane dwords 1..3):
+/// `[q0 & 0x3f.., (q2 & 0x0f..) | ((q0 >> 2) & 0x30..), q1 & 0x3f..,
+/// ((q2 >> 4) & 0x0f..) | ((q1 >> 2) & 0x30..)]`.
+#[inline(always)]
+unsafe fn unpack4(l: __m512i) -> __m512i {
+    let a = _mm512_shuffle_epi32::<0b11_10_11_01>(l); // [q0, q2, q1, q2]
+    let b = _mm512_shuffle_epi32::<0b10_00_01_00>(l); // [_, q0, _, q1]
+    let a = _mm512_srlv_epi32(a, _mm512_set4_epi32(4, 0, 0, 0));
+    let a = _mm512_and_si512(
+        a,
+        _mm512_set4_epi32(0x0f0f_0f0f, 0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f),
+    );
+    let b = _mm512_srli_epi32::<2>(b);
+    let high = _mm512_set4_epi32(0x3030_3030, 0, 0x3030_3030, 0);
+    // a | (b & high)
+    _mm512_ternarylogic_epi32::<0xF8>(a, b, high)
+}
+
+/// [`unpack4`] for one block.
+#[inline(always)]
+unsafe fn unpack1(l: __m128i) -> __m128i {
+    let a = _mm_shuffle_epi32::<0b11_10_11_01>(l);
+    let b = _mm_shuffle_epi32::<0b10_00_01_00>(l);
+    let a = _mm_srlv_epi32(a, _mm_set_epi32(4, 0, 0, 0));
+    let a = _mm_and_si128(
+        a,
+        _mm_set_epi32(0x0f0f_0f0f, 0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f),
+    );
+    let b = _mm_srli_epi32::<2>(b);
+    _mm_ternarylogic_epi32::<0xF8>(a, b, _mm_set_epi32(0x3030_3030, 0, 0x3030_3030, 0))
+}
+
+/// `sumi + Σ pairs of p·sc` (i32 lanes): `vpdpwssd` with VNNI, `madd` and `add` without;
+/// the same exact sums.
+#[inline(always)]
+unsafe fn madd_acc<const VNNI: bool>(sumi: __m512i, p: __m512i, sc: __m512i) -> __m512i {
+    if VNNI {
+        _mm512_dpwssd_epi32(sumi, p, sc)
+    } else {
+        _mm512_add_epi32(sumi, _mm512_madd_epi16(p, sc))
+    }
+}
+
+/// One Q4_K/Q5_K block's `Σ scale[s] · Σ q·a over sub-block s` as 16 i32 partial sums:
+/// `x` is the block, `ya` the activations from [`acts`], `s` the unpacked scales (from
+/// [`unpack4`]/[`unpack1`]) of this block in every 128-bit lane. The single- and
+/// multi-row kernels both call this, so their partial sums match lane for lane.
+#[inline(always)]
+unsafe fn block_sumi<const Q5: bool, const VNNI: bool>(
+    x: *const u8,
+    ya: &[__m512i; 4],
+    s: __m512i,
+) -> __m512i {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let bit4 = _mm512_set1_epi8(0x10);
+    // Q5_K: bit s of qh[l] tops weight l of sub-block s. With the high 256 bits shifted
+    // down by 2, bit 4m (step 2m) and 4m+1 (step 2m+1) serve both halves.
+    let hbits = if Q5 {
+        let h = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(16) as *const __m256i));
+        _mm512_mask_srli_epi16::<2>(h, 0xFFFF_0000, h)
+    } else {
+        _mm512_setzero_si512()
+    };
+    let qs = x.add(if Q5 { 48 } else { 16 });
+    let mut sumi = _mm512_setzero_si512();
+    for m in 0..2 {
+        let bits = _mm512_loadu_si512(qs.add(64 * m) as *const _);
+        let mut q = [
+            _mm512_and_si512(bits, m4),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(bits), m4),
+        ];
+        if Q5 {
+            // Move bit 4m (low nibbles) and 4m+1 (high nibbles) to bit 4: q | (h & 0x10).
+            let h = match m {
+                0 => [_mm512_slli_epi16::<4>(hbits), _mm512_slli_epi16::<3>(hbits)],
+                _ => [hbits, _mm512_srli_epi16::<1>(hbits)],
+            };
+            q[0] = _mm512_ternarylogic_epi32::<0xF8>(q[0], h[0], bit4);
+            q[1] = _mm512_ternarylogic_epi32::<0xF8>(q[1], h[1], bit4);
+        }
+        for (h, q) in q.into_iter().enumerate() {
+            let v = 2 * m + h;
+            let sc = _mm512_shuffle_epi8(s, ctl(&SPREAD[v]));
+            sumi = madd_acc::<VNNI>(sumi, _mm512_maddubs_epi16(q, ya[v]), sc);
+        }
+    }
+    sumi
+}
+
+/// The shared loop of Q4_K and Q5_K.
+///
+/// Per block: `d·yd · Σ lanes of` [`block_sumi`] into a 16-lane f32 accumulator, and
+/// `dmin·yd · Σ min[s]·bsum[s]` (an exact i32) into a scalar one, which is added last.
 ///
 /// # Safety
-/// As the kernels: AVX-512 F/BW/VL, AVX2, FMA, F16C; `nb` blocks of `bytes` each in `w`
-/// and `nb` Q8_K blocks in `a`.
+/// As the kernels: AVX-512 F/BW/VL, AVX2, FMA, F16C (and VNNI if `VNNI`); `nb` blocks of
+/// `bytes` each in `w` and `nb` Q8_K blocks in `a`.
 #[inline(always)]
-unsafe fn dot_q4_q5<const Q5: bool>(w: *const u8, a: *const u8, nb: usize) -> f32 {
+unsafe fn dot_q4_q5<const Q5: bool, const VNNI: bool>(
+    w: *const u8,
+    a: *const u8,
+    nb: usize,
+) -> f32 {
     let bytes = if Q5 { 176 } else { 144 };
-    let m4 = _mm512_set1_epi8(0x0F);
-    let one = _mm512_set1_epi8(1);
     let mut acc = _mm512_setzero_ps();
     let mut acc_m = _mm_setzero_ps();
     for i in 0..nb {
         let (x, y) = (w.add(bytes * i), a.add(Q8K * i));
-        let yd = q8k_d(y);
-        let d = _mm512_set1_ps(yd * f16_at(x));
-        let dmin = _mm_set1_ps(-yd * f16_at(x.add(2)));
-        let u = unpack_scales_mins(&*(x.add(4) as *const [u8; 12]));
-        let scales_mins = _mm256_cvtepu8_epi16(_mm_set_epi32(
-            u[3] as i32,
-            u[2] as i32,
-            u[1] as i32,
-            u[0] as i32,
-        ));
-        let mins = _mm256_extracti128_si256::<1>(scales_mins);
-        acc_m = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(mins_term(mins, y)), acc_m);
-        let scales = _mm512_castsi256_si512(scales_mins);
-
-        // Q5_K: bit 2j of qh[l] tops sub-block 2j, bit 2j+1 sub-block 2j+1; the upper
-        // half of `hbits` is pre-shifted by one so both halves use bit 0 at step j.
-        let mut hbits = if Q5 {
-            let h = _mm256_loadu_si256(x.add(16) as *const __m256i);
-            join(h, _mm256_srli_epi16::<1>(h))
-        } else {
-            _mm512_setzero_si512()
-        };
-        let (qs, yq) = (x.add(if Q5 { 48 } else { 16 }), y.add(Q8K_QS));
-        let mut sumi = _mm512_setzero_si512();
-        for (j, sub) in SUB32.iter().enumerate() {
-            // Low nibbles are sub-block 2j, high nibbles 2j+1: 64 consecutive weights.
-            let bits = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
-            let mut q = _mm512_and_si512(join(bits, _mm256_srli_epi16::<4>(bits)), m4);
-            if Q5 {
-                let top = _mm512_slli_epi16::<4>(_mm512_and_si512(hbits, one));
-                q = _mm512_or_si512(q, top);
-                hbits = _mm512_srli_epi16::<2>(hbits);
-            }
-            let yv = _mm512_loadu_si512(yq.add(64 * j) as *const _);
-            let sc = _mm512_permutexvar_epi16(idx(sub), scales);
-            let p = _mm512_madd_epi16(sc, _mm512_maddubs_epi16(q, yv));
-            sumi = _mm512_add_epi32(sumi, p);
-        }
-        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc);
+        let l = _mm_loadu_si128(x as *const __m128i);
+        let u = unpack1(l);
+        // [d·yd, dmin·yd, _, _]
+        let dd = _mm_mul_ps(_mm_cvtph_ps(l), _mm_set1_ps(q8k_d(y)));
+        let t = _mm_madd_epi16(
+            _mm_shuffle_epi8(u, _mm_loadu_si128(MINS.as_ptr() as *const _)),
+            bsums32(y),
+        );
+        let t = _mm_add_epi32(t, _mm_shuffle_epi32::<0b01_00_11_10>(t));
+        let t = _mm_add_epi32(t, _mm_shuffle_epi32::<0b10_11_00_01>(t));
+        acc_m = _mm_fnmadd_ss(_mm_movehdup_ps(dd), _mm_cvtepi32_ps(t), acc_m);
+        let ya = acts(y.add(Q8K_QS));
+        let sumi = block_sumi::<Q5, VNNI>(x, &ya, _mm512_broadcast_i32x4(u));
+        acc = _mm512_fmadd_ps(_mm512_broadcastss_ps(dd), _mm512_cvtepi32_ps(sumi), acc);
     }
-    _mm512_reduce_add_ps(acc) + hsum_ps128(acc_m)
+    _mm512_reduce_add_ps(acc) + _mm_cvtss_f32(acc_m)
 }
 
 /// Rows per multi-row call (see `q32::ROWS`, the same trade-off).
@@ -104,74 +226,95 @@ pub const ROWS: usize = 4;
 /// row streams defeat the hardware prefetchers; see `q32`).
 const PREFETCH_GROUPS: usize = 2;
 
+/// How far ahead (bytes) a prefetch into L1 still pays; farther ones go to L2. Lines
+/// fetched [`PREFETCH_GROUPS`] groups of long rows ahead (40 KiB for 8960 columns) are
+/// evicted from the 48 KiB L1 before they are read: into L2 instead, R1-1.5B's ffn_down
+/// (1536×8960) went from 12 to 20+ GiB/s on one thread, and 3584 columns (16 KiB ahead)
+/// gain a little, while short rows (1536 columns, 7 KiB ahead) lose about 5 % in L2.
+const L1_AHEAD: usize = 8 << 10;
+
+/// Row `r`'s 128-bit lane of `v` in every lane.
+#[inline(always)]
+unsafe fn lane(v: __m512i, r: usize) -> __m512i {
+    match r {
+        0 => _mm512_shuffle_i32x4::<0x00>(v, v),
+        1 => _mm512_shuffle_i32x4::<0x55>(v, v),
+        2 => _mm512_shuffle_i32x4::<0xAA>(v, v),
+        _ => _mm512_shuffle_i32x4::<0xFF>(v, v),
+    }
+}
+
 /// [`dot_q4_q5`] for [`ROWS`] rows `stride` bytes apart: each row's operations are the
 /// single-row kernel's in the same order, so `out[r]` equals its dot bit for bit. The
-/// rows share the activation quants (four 512-bit loads per block), the per-32 sums of
-/// `bsums` for the minimum term and the activation scale.
+/// rows share the activation quants (loaded and permuted once per block), the per-32
+/// sums of `bsums` and the activation scale; the four rows' scales and mins are unpacked
+/// together (one row per 128-bit lane), their `d`/`dmin` converted by one `vcvtph2ps`,
+/// and their min terms formed side by side.
 ///
 /// # Safety
 /// As [`dot_q4_q5`], for each of the [`ROWS`] rows at `w + r·stride`.
 #[inline(always)]
-unsafe fn dot_rows_q4_q5<const Q5: bool>(
+unsafe fn dot_rows_q4_q5<const Q5: bool, const VNNI: bool>(
     w: *const u8,
     stride: usize,
     a: *const u8,
     nb: usize,
 ) -> [f32; ROWS] {
     let bytes = if Q5 { 176 } else { 144 };
-    let m4 = _mm512_set1_epi8(0x0F);
-    let one = _mm512_set1_epi8(1);
+    let mins = _mm512_broadcast_i32x4(_mm_loadu_si128(MINS.as_ptr() as *const _));
+    // Row r's d at f32 lane 2r of the converted scales, its dmin at 2r+1 (spread over
+    // row r's 128-bit lane for the min terms).
+    let d_lane = [0, 2, 4, 6].map(|l| _mm512_set1_epi32(l));
+    let dmin_lanes = _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 5, 5, 5, 5, 7, 7, 7, 7);
+    let first_dwords = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
     let mut acc = [_mm512_setzero_ps(); ROWS];
-    let mut acc_m = [_mm_setzero_ps(); ROWS];
+    let mut acc_m = _mm512_setzero_ps();
+    let near = ROWS * stride * PREFETCH_GROUPS <= L1_AHEAD;
     for i in 0..nb {
         let ahead = w.wrapping_add(ROWS * (stride * PREFETCH_GROUPS + bytes * i));
         for k in 0..(ROWS * bytes).div_ceil(64) + 1 {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * k) as *const i8);
+            let p = ahead.wrapping_add(64 * k) as *const i8;
+            if near {
+                _mm_prefetch::<_MM_HINT_T0>(p);
+            } else {
+                _mm_prefetch::<_MM_HINT_T1>(p);
+            }
         }
         let y = a.add(Q8K * i);
-        let yd = q8k_d(y);
-        let yq = y.add(Q8K_QS);
-        let yv = [0, 1, 2, 3].map(|j| _mm512_loadu_si512(yq.add(64 * j) as *const _));
-        for r in 0..ROWS {
-            let x = w.add(r * stride + bytes * i);
-            let d = _mm512_set1_ps(yd * f16_at(x));
-            let dmin = _mm_set1_ps(-yd * f16_at(x.add(2)));
-            let u = unpack_scales_mins(&*(x.add(4) as *const [u8; 12]));
-            let scales_mins = _mm256_cvtepu8_epi16(_mm_set_epi32(
-                u[3] as i32,
-                u[2] as i32,
-                u[1] as i32,
-                u[0] as i32,
-            ));
-            let mins = _mm256_extracti128_si256::<1>(scales_mins);
-            acc_m[r] = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(mins_term(mins, y)), acc_m[r]);
-            let scales = _mm512_castsi256_si512(scales_mins);
-            let mut hbits = if Q5 {
-                let h = _mm256_loadu_si256(x.add(16) as *const __m256i);
-                join(h, _mm256_srli_epi16::<1>(h))
-            } else {
-                _mm512_setzero_si512()
-            };
-            let qs = x.add(if Q5 { 48 } else { 16 });
-            let mut sumi = _mm512_setzero_si512();
-            for (j, sub) in SUB32.iter().enumerate() {
-                let bits = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
-                let mut q = _mm512_and_si512(join(bits, _mm256_srli_epi16::<4>(bits)), m4);
-                if Q5 {
-                    let top = _mm512_slli_epi16::<4>(_mm512_and_si512(hbits, one));
-                    q = _mm512_or_si512(q, top);
-                    hbits = _mm512_srli_epi16::<2>(hbits);
-                }
-                let sc = _mm512_permutexvar_epi16(idx(sub), scales);
-                let p = _mm512_madd_epi16(sc, _mm512_maddubs_epi16(q, yv[j]));
-                sumi = _mm512_add_epi32(sumi, p);
-            }
-            acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc[r]);
+        let x = w.add(bytes * i);
+        let head = |r: usize| _mm_loadu_si128(x.add(r * stride) as *const __m128i);
+        let l = _mm512_inserti32x4::<1>(_mm512_castsi128_si512(head(0)), head(1));
+        let l = _mm512_inserti32x4::<3>(_mm512_inserti32x4::<2>(l, head(2)), head(3));
+        let u = unpack4(l);
+        // [d0, dmin0, d1, dmin1, ..] · yd
+        let halves = _mm512_castsi512_si128(_mm512_permutexvar_epi32(first_dwords, l));
+        let dd = _mm512_castps256_ps512(_mm256_mul_ps(
+            _mm256_cvtph_ps(halves),
+            _mm256_set1_ps(q8k_d(y)),
+        ));
+        let t = _mm512_madd_epi16(
+            _mm512_shuffle_epi8(u, mins),
+            _mm512_broadcast_i32x4(bsums32(y)),
+        );
+        let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t));
+        let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b10_11_00_01>(t));
+        acc_m = _mm512_fnmadd_ps(
+            _mm512_permutexvar_ps(dmin_lanes, dd),
+            _mm512_cvtepi32_ps(t),
+            acc_m,
+        );
+        let ya = acts(y.add(Q8K_QS));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let sumi = block_sumi::<Q5, VNNI>(x.add(r * stride), &ya, lane(u, r));
+            let d = _mm512_permutexvar_ps(d_lane[r], dd);
+            *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), *acc);
         }
     }
+    let mut m = [0.0f32; 16];
+    _mm512_storeu_ps(m.as_mut_ptr(), acc_m);
     let mut out = [0.0; ROWS];
     for r in 0..ROWS {
-        out[r] = _mm512_reduce_add_ps(acc[r]) + hsum_ps128(acc_m[r]);
+        out[r] = _mm512_reduce_add_ps(acc[r]) + m[4 * r];
     }
     out
 }
@@ -182,7 +325,7 @@ unsafe fn dot_rows_q4_q5<const Q5: bool>(
 /// As [`dot_q4_k`], for each of the rows at `w + r·stride`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn dot_rows_q4_k(w: *const u8, stride: usize, a: *const u8, nb: usize) -> [f32; ROWS] {
-    dot_rows_q4_q5::<false>(w, stride, a, nb)
+    dot_rows_q4_q5::<false, false>(w, stride, a, nb)
 }
 
 /// Q5_K · Q8_K for [`ROWS`] rows `stride` bytes apart.
@@ -191,7 +334,35 @@ pub unsafe fn dot_rows_q4_k(w: *const u8, stride: usize, a: *const u8, nb: usize
 /// As [`dot_q5_k`], for each of the rows at `w + r·stride`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn dot_rows_q5_k(w: *const u8, stride: usize, a: *const u8, nb: usize) -> [f32; ROWS] {
-    dot_rows_q4_q5::<true>(w, stride, a, nb)
+    dot_rows_q4_q5::<true, false>(w, stride, a, nb)
+}
+
+/// [`dot_rows_q4_k`] with VNNI (`vpdpwssd`: the same sums).
+///
+/// # Safety
+/// As [`dot_rows_q4_k`], and the CPU must support AVX512-VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_rows_q4_k_vnni(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    nb: usize,
+) -> [f32; ROWS] {
+    dot_rows_q4_q5::<false, true>(w, stride, a, nb)
+}
+
+/// [`dot_rows_q5_k`] with VNNI (`vpdpwssd`: the same sums).
+///
+/// # Safety
+/// As [`dot_rows_q5_k`], and the CPU must support AVX512-VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_rows_q5_k_vnni(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    nb: usize,
+) -> [f32; ROWS] {
+    dot_rows_q4_q5::<true, true>(w, stride, a, nb)
 }
 
 /// Q4_K · Q8_K.
@@ -201,7 +372,7 @@ pub unsafe fn dot_rows_q5_k(w: *const u8, stride: usize, a: *const u8, nb: usize
 /// blocks (144 bytes) and `a` `nb` Q8_K blocks (292 bytes).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn dot_q4_k(w: *const u8, a: *const u8, nb: usize) -> f32 {
-    dot_q4_q5::<false>(w, a, nb)
+    dot_q4_q5::<false, false>(w, a, nb)
 }
 
 /// Q5_K · Q8_K.
@@ -210,7 +381,25 @@ pub unsafe fn dot_q4_k(w: *const u8, a: *const u8, nb: usize) -> f32 {
 /// As [`dot_q4_k`], with Q5_K blocks (176 bytes).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub unsafe fn dot_q5_k(w: *const u8, a: *const u8, nb: usize) -> f32 {
-    dot_q4_q5::<true>(w, a, nb)
+    dot_q4_q5::<true, false>(w, a, nb)
+}
+
+/// [`dot_q4_k`] with VNNI.
+///
+/// # Safety
+/// As [`dot_q4_k`], and the CPU must support AVX512-VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_q4_k_vnni(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    dot_q4_q5::<false, true>(w, a, nb)
+}
+
+/// [`dot_q5_k`] with VNNI.
+///
+/// # Safety
+/// As [`dot_q5_k`], and the CPU must support AVX512-VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_q5_k_vnni(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    dot_q4_q5::<true, true>(w, a, nb)
 }
 
 /// Q6_K · Q8_K: unsigned quants (0..64) with the `- 32` applied through `bsums`, as in

@@ -6,6 +6,7 @@
 mod float;
 mod kquants;
 mod q32;
+mod q6k;
 
 use super::block_count;
 use crate::dispatch::Kernels;
@@ -149,9 +150,44 @@ dot_rows_fn!(
     176,
     292
 );
+dot_rows_fn!(
+    dot_rows_q4_k_vnni,
+    kquants::dot_rows_q4_k_vnni,
+    kquants::dot_q4_k_vnni,
+    kquants::ROWS,
+    144,
+    292
+);
+dot_rows_fn!(
+    dot_rows_q5_k_vnni,
+    kquants::dot_rows_q5_k_vnni,
+    kquants::dot_q5_k_vnni,
+    kquants::ROWS,
+    176,
+    292
+);
 dot_fn!(dot_q4_k, kquants::dot_q4_k, 144, 292);
 dot_fn!(dot_q5_k, kquants::dot_q5_k, 176, 292);
+dot_fn_vnni!(dot_q4_k_vnni, kquants::dot_q4_k_vnni, 144, 292);
+dot_fn_vnni!(dot_q5_k_vnni, kquants::dot_q5_k_vnni, 176, 292);
 dot_fn!(dot_q6_k, kquants::dot_q6_k, 210, 292);
+dot_fn_vnni!(dot_q6_k_vnni, q6k::dot_q6_k_vnni, 210, 292);
+dot_rows_fn!(
+    dot_rows_q6_k,
+    q6k::dot_rows_q6_k,
+    q6k::dot_q6_k,
+    q6k::ROWS,
+    210,
+    292
+);
+dot_rows_fn!(
+    dot_rows_q6_k_vnni,
+    q6k::dot_rows_q6_k_vnni,
+    q6k::dot_q6_k_vnni,
+    q6k::ROWS,
+    210,
+    292
+);
 
 /// Installs this level's kernels into `k` (over the AVX2 ones); `vnni` says whether the
 /// CPU has AVX512-VNNI.
@@ -173,11 +209,28 @@ pub(super) fn register(k: &mut Kernels, vnni: bool) {
         k.set_dot_rows(Q8_0, dot_rows_q8_0_vnni);
         k.set_dot_rows(IQ4_NL, dot_rows_iq4_nl_vnni);
     }
-    k.set_dot(Q4_K, dot_q4_k);
-    k.set_dot_rows(Q4_K, dot_rows_q4_k);
-    k.set_dot_rows(Q5_K, dot_rows_q5_k);
-    k.set_dot(Q5_K, dot_q5_k);
-    k.set_dot(Q6_K, dot_q6_k);
+    // Q4_K/Q5_K: VNNI's `vpdpwssd` fuses the scale multiply with the add (the same sums,
+    // so both variants give the same results).
+    if vnni {
+        k.set_dot(Q4_K, dot_q4_k_vnni);
+        k.set_dot_rows(Q4_K, dot_rows_q4_k_vnni);
+        k.set_dot(Q5_K, dot_q5_k_vnni);
+        k.set_dot_rows(Q5_K, dot_rows_q5_k_vnni);
+    } else {
+        k.set_dot(Q4_K, dot_q4_k);
+        k.set_dot_rows(Q4_K, dot_rows_q4_k);
+        k.set_dot(Q5_K, dot_q5_k);
+        k.set_dot_rows(Q5_K, dot_rows_q5_k);
+    }
+    // Q6_K's `q6k` kernels equal `kquants::dot_q6_k` bit for bit; VNNI fuses their scale
+    // multiply with the add.
+    if vnni {
+        k.set_dot(Q6_K, dot_q6_k_vnni);
+        k.set_dot_rows(Q6_K, dot_rows_q6_k_vnni);
+    } else {
+        k.set_dot(Q6_K, dot_q6_k);
+        k.set_dot_rows(Q6_K, dot_rows_q6_k);
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +296,51 @@ mod tests {
                 let (w, a) = rows(nb, w_block, a_block);
                 let (p, v) = (plain(&w, &a), vnni(&w, &a));
                 assert_eq!(p.to_bits(), v.to_bits(), "{ty}, {nb} blocks: {p} vs {v}");
+            }
+        }
+    }
+
+    /// Q4_K/Q5_K: the plain kernels (`madd` + `add`) and the VNNI ones (`vpdpwssd`)
+    /// form the same exact i32 sums, so they must agree bit for bit, single- and
+    /// multi-row; only the VNNI ones run elsewhere in the tests on a VNNI CPU.
+    #[test]
+    fn q4_k_q5_k_vnni_kernels_equal_plain_ones() {
+        if !(Level::Avx512.is_supported() && std::arch::is_x86_feature_detected!("avx512vnni")) {
+            eprintln!("skipped: this CPU lacks AVX-512 or AVX512-VNNI");
+            return;
+        }
+        type Dot = fn(&[u8], &[u8]) -> f32;
+        type Rows = fn(&[u8], usize, &[u8], &mut [f32]);
+        let kernels: [(&str, Dot, Dot, Rows, Rows, usize); 2] = [
+            (
+                "Q4_K",
+                dot_q4_k,
+                dot_q4_k_vnni,
+                dot_rows_q4_k,
+                dot_rows_q4_k_vnni,
+                144,
+            ),
+            (
+                "Q5_K",
+                dot_q5_k,
+                dot_q5_k_vnni,
+                dot_rows_q5_k,
+                dot_rows_q5_k_vnni,
+                176,
+            ),
+        ];
+        for (ty, dot, dot_vnni, dot_rows, dot_rows_vnni, w_block) in kernels {
+            for nb in 0..=5 {
+                let n_rows = 9;
+                let (w, a) = rows(nb * n_rows, w_block, 292);
+                let a = &a[..nb * 292];
+                let (p, v) = (dot(&w[..nb * w_block], a), dot_vnni(&w[..nb * w_block], a));
+                assert_eq!(p.to_bits(), v.to_bits(), "{ty}, {nb} blocks: {p} vs {v}");
+                let (mut p, mut v) = (vec![0.0; n_rows], vec![0.0; n_rows]);
+                dot_rows(&w, nb * w_block, a, &mut p);
+                dot_rows_vnni(&w, nb * w_block, a, &mut v);
+                let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&p), bits(&v), "{ty}, {nb} blocks: {p:?} vs {v:?}");
             }
         }
     }

@@ -1,0 +1,302 @@
+//! Q6_K · Q8_K on AVX-512, one row or [`ROWS`] rows per call.
+//!
+//! The integer scheme is `kquants::dot_q6_k`'s, lane for lane: the 6-bit quants enter
+//! `maddubs` unsigned (0..64), the `- 32` is taken off once per super-block through Q8_K's
+//! `bsums`, and each 64-weight step's i16 pair sums are multiplied by their sub-block
+//! scales and added into the same sixteen i32 lanes. Because every i32 lane receives the
+//! same products (integer sums do not depend on their order) and the float operations are
+//! the same (one FMA per super-block, one reduction at the end), the results equal that
+//! kernel's bit for bit (`tests/dot_rows.rs` checks the multi-row kernel against the
+//! installed single-row one, `tests/simd_vs_scalar.rs` that one against the reference).
+//!
+//! What changes is the instruction count per super-block and row, ~50 → ~30 vector ops:
+//! - the quants are rebuilt with `vpternlogd` bit-selects from one masked copy of `qh`
+//!   (two ops per 64 weights instead of four, plus one shared `and`), with `qh`'s two
+//!   halves formed by one variable shift of a broadcast load;
+//! - with AVX512-VNNI the scale multiply and the add fuse into `vpdpwssd`;
+//! - the offset is one `madd` of the scales times 32 with the negated `bsums` (the latter
+//!   shared by all rows).
+//!
+//! The multi-row kernel shares the activation quants (four 512-bit loads per block) and
+//! negated `bsums` across its rows, and prefetches two groups of rows ahead, as the
+//! Q4_K one does (four interleaved row streams defeat the hardware prefetchers).
+
+use core::arch::x86_64::*;
+
+use super::super::avx2::kquants::{q8k_d, Q8K, Q8K_BSUMS, Q8K_QS};
+use super::super::avx2::util::f16_at;
+
+/// Bytes of a Q6_K block: `ql[128]`, `qh[64]`, 16 i8 `scales`, f16 `d`.
+const BYTES: usize = 210;
+/// Offsets of `qh`, `scales` and `d` in a Q6_K block (`ql` is at 0).
+const QH: usize = 128;
+const SCALES: usize = 192;
+const D: usize = 208;
+
+/// Rows per multi-row call.
+pub const ROWS: usize = 4;
+
+/// Groups of [`ROWS`] rows ahead that the multi-row kernel prefetches.
+const PREFETCH_GROUPS: usize = 2;
+
+/// How far ahead (bytes) a prefetch into L1 still pays; farther ones go to L2 (lines
+/// fetched far ahead are evicted from L1 before they are read; the Q4_K kernel's
+/// measurements, `kquants::L1_AHEAD`).
+const L1_AHEAD: usize = 8 << 10;
+
+/// Permutation indices that put i16 lane `first + l / 8` in lane `l` of 32: step `c`'s
+/// 64 weights are sub-blocks 4c..4c+4, 16 weights (8 i16 pair sums) each.
+const fn sub16(first: i16) -> [i16; 32] {
+    let mut idx = [0i16; 32];
+    let mut l = 0;
+    while l < 32 {
+        idx[l] = first + (l / 8) as i16;
+        l += 1;
+    }
+    idx
+}
+
+static SUB16: [[i16; 32]; 4] = [sub16(0), sub16(4), sub16(8), sub16(12)];
+
+/// `vpternlogd` truth table of `a ? b : c` (bit select, `a` the mask).
+const SELECT: i32 = 0xCA;
+
+/// Per-block values the rows share: the activation quants in four 64-weight steps and
+/// the negated `bsums`.
+struct Acts {
+    yv: [__m512i; 4],
+    neg_bsums: __m256i,
+}
+
+/// Loads block `y`'s [`Acts`].
+///
+/// # Safety
+/// AVX-512 F/BW; `y` must point at a whole Q8_K block.
+#[inline(always)]
+unsafe fn acts(y: *const u8) -> Acts {
+    let yq = y.add(Q8K_QS);
+    let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS) as *const __m256i);
+    Acts {
+        yv: [0, 1, 2, 3].map(|c| _mm512_loadu_si512(yq.add(64 * c) as *const _)),
+        neg_bsums: _mm256_sub_epi16(_mm256_setzero_si256(), bsums),
+    }
+}
+
+/// One Q6_K block `x` against shared activations: the sixteen i32 lane sums of
+/// `kquants::dot_q6_k` (lanes 0..8 carry the `-32·Σ scale·bsum` offset).
+///
+/// # Safety
+/// AVX-512 F/BW/VL, AVX2 (and AVX512-VNNI when `VNNI`); `x` must point at a whole block.
+#[inline(always)]
+unsafe fn block_sums<const VNNI: bool>(x: *const u8, y: &Acts) -> __m512i {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m33 = _mm512_set1_epi8(0x33);
+    // Bits 0/1 and 4/5 of each qh byte are weights l and l+64; bits 2/3 and 6/7 (l+32,
+    // l+96) move down by two in the upper 256 bits, matching ql's layout below.
+    let qh_shift = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0);
+
+    let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(SCALES) as *const __m128i));
+    // 32·scale fits an i16 (|scale| ≤ 128), so one madd forms each lane's offset pair.
+    let offset = _mm256_madd_epi16(_mm256_slli_epi16::<5>(scales), y.neg_bsums);
+    let mut sumi = _mm512_zextsi256_si512(offset);
+    let scales = _mm512_castsi256_si512(scales);
+    for h in 0..2 {
+        // 128 weights: ql[64h..64h+64] holds weights 0..64 in its low nibbles and
+        // 64..128 in its high ones; qh[32h..32h+32] two bits for each of them.
+        let ql = _mm512_loadu_si512(x.add(64 * h) as *const _);
+        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(QH + 32 * h) as *const __m256i));
+        // Top bits of weights 0..64 in bits 0/1 of each byte, of 64..128 in bits 4/5.
+        let qh = _mm512_and_si512(_mm512_srlv_epi64(qh, qh_shift), m33);
+        // Low nibble from ql, bits 4/5 from qh (bits 6/7 of the shifted qh are zero; its
+        // low nibble, from the byte below, is masked off by the select).
+        let q_lo = _mm512_ternarylogic_epi32::<SELECT>(m4, ql, _mm512_slli_epi64::<4>(qh));
+        let q_hi = _mm512_ternarylogic_epi32::<SELECT>(m4, _mm512_srli_epi64::<4>(ql), qh);
+        for (c, q) in [q_lo, q_hi].into_iter().enumerate() {
+            let step = 2 * h + c;
+            let p = _mm512_maddubs_epi16(q, y.yv[step]);
+            let idx = _mm512_loadu_si512(SUB16[step].as_ptr() as *const _);
+            let sc = _mm512_permutexvar_epi16(idx, scales);
+            sumi = if VNNI {
+                _mm512_dpwssd_epi32(sumi, p, sc)
+            } else {
+                _mm512_add_epi32(sumi, _mm512_madd_epi16(sc, p))
+            };
+        }
+    }
+    sumi
+}
+
+/// The single-row loop.
+///
+/// # Safety
+/// As [`dot_q6_k`].
+#[inline(always)]
+unsafe fn dot<const VNNI: bool>(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    let mut acc = _mm512_setzero_ps();
+    for i in 0..nb {
+        let (x, y) = (w.add(BYTES * i), a.add(Q8K * i));
+        let d = _mm512_set1_ps(q8k_d(y) * f16_at(x.add(D)));
+        let sumi = block_sums::<VNNI>(x, &acts(y));
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc);
+    }
+    _mm512_reduce_add_ps(acc)
+}
+
+/// The multi-row loop: each row's operations are [`dot`]'s in the same order.
+///
+/// # Safety
+/// As [`dot_rows_q6_k`].
+#[inline(always)]
+unsafe fn dot_rows<const VNNI: bool>(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    nb: usize,
+) -> [f32; ROWS] {
+    let mut acc = [_mm512_setzero_ps(); ROWS];
+    // Into L1 only when the lines are near enough to stay there (see `L1_AHEAD`).
+    let near = ROWS * stride * PREFETCH_GROUPS <= L1_AHEAD;
+    for i in 0..nb {
+        // The group's rows are contiguous, so the lines PREFETCH_GROUPS groups ahead
+        // stream at the rate this group is read.
+        let ahead = w.wrapping_add(ROWS * (stride * PREFETCH_GROUPS + BYTES * i));
+        for k in 0..(ROWS * BYTES).div_ceil(64) + 1 {
+            let p = ahead.wrapping_add(64 * k) as *const i8;
+            if near {
+                _mm_prefetch::<_MM_HINT_T0>(p);
+            } else {
+                _mm_prefetch::<_MM_HINT_T1>(p);
+            }
+        }
+        let y = a.add(Q8K * i);
+        let yd = q8k_d(y);
+        let shared = acts(y);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let x = w.add(r * stride + BYTES * i);
+            let d = _mm512_set1_ps(yd * f16_at(x.add(D)));
+            let sumi = block_sums::<VNNI>(x, &shared);
+            *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), *acc);
+        }
+    }
+    acc.map(|acc| _mm512_reduce_add_ps(acc))
+}
+
+/// Q6_K · Q8_K.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, AVX2, FMA and F16C; `w` must hold `nb` Q6_K
+/// blocks (210 bytes) and `a` `nb` Q8_K blocks (292 bytes).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn dot_q6_k(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    dot::<false>(w, a, nb)
+}
+
+/// [`dot_q6_k`] with `vpdpwssd`.
+///
+/// # Safety
+/// As [`dot_q6_k`], and the CPU must support AVX512-VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_q6_k_vnni(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    dot::<true>(w, a, nb)
+}
+
+/// Q6_K · Q8_K for [`ROWS`] rows `stride` bytes apart; `out[r]` equals [`dot_q6_k`] of
+/// row `r` bit for bit.
+///
+/// # Safety
+/// As [`dot_q6_k`], for each of the rows at `w + r·stride`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn dot_rows_q6_k(w: *const u8, stride: usize, a: *const u8, nb: usize) -> [f32; ROWS] {
+    dot_rows::<false>(w, stride, a, nb)
+}
+
+/// [`dot_rows_q6_k`] with `vpdpwssd`.
+///
+/// # Safety
+/// As [`dot_rows_q6_k`], and the CPU must support AVX512-VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_rows_q6_k_vnni(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    nb: usize,
+) -> [f32; ROWS] {
+    dot_rows::<true>(w, stride, a, nb)
+}
+
+#[cfg(test)]
+mod tests {
+    //! These kernels against `kquants::dot_q6_k`, which they must equal bit for bit (the
+    //! same i32 lane sums, the same float operations), on random quant and scale bytes
+    //! (every 6-bit quant, scales -128..=127) under finite random block scales.
+
+    use super::*;
+    use crate::dispatch::Level;
+
+    /// Xorshift bytes: `nb` Q6_K blocks for each of `n_rows` rows and `nb` Q8_K blocks
+    /// with activation quants in -127..=127 and `bsums` that match them.
+    fn data(n_rows: usize, nb: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut s = seed | 1;
+        let mut byte = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s as u8
+        };
+        let mut w: Vec<u8> = (0..n_rows * nb * BYTES).map(|_| byte()).collect();
+        for b in w.chunks_exact_mut(BYTES) {
+            // Clearing exponent bits 6 and 2 of the high byte keeps the half finite.
+            b[D + 1] &= 0xBB;
+        }
+        let mut a: Vec<u8> = (0..nb * Q8K).map(|_| byte()).collect();
+        for b in a.chunks_exact_mut(Q8K) {
+            let d = (byte() as f32 + 1.0) * 1e-3;
+            b[..4].copy_from_slice(&d.to_le_bytes());
+            let qs = &mut b[Q8K_QS..Q8K_BSUMS];
+            for q in qs.iter_mut() {
+                if *q == 0x80 {
+                    *q = 0x81;
+                }
+            }
+            let sums: Vec<i16> = qs
+                .chunks_exact(16)
+                .map(|c| c.iter().map(|&q| q as i8 as i16).sum())
+                .collect();
+            for (dst, s) in b[Q8K_BSUMS..].chunks_exact_mut(2).zip(sums) {
+                dst.copy_from_slice(&s.to_le_bytes());
+            }
+        }
+        (w, a)
+    }
+
+    #[test]
+    fn q6k_kernels_equal_kquants_dot_q6_k() {
+        if !Level::Avx512.is_supported() {
+            eprintln!("skipped: this CPU lacks AVX-512");
+            return;
+        }
+        let vnni = std::arch::is_x86_feature_detected!("avx512vnni");
+        let stride = 9 * BYTES;
+        for nb in 0..=9 {
+            let (w, a) = data(ROWS, nb, 0x9E37_79B9 + nb as u64);
+            let (w, a) = (w.as_ptr(), a.as_ptr());
+            // SAFETY: AVX-512 F/BW/VL (with AVX2, FMA, F16C) was detected above, VNNI
+            // before each VNNI call; `w` holds ROWS rows of 9 ≥ nb blocks, `stride`
+            // bytes apart, and `a` nb Q8_K blocks.
+            unsafe {
+                let plain = dot_rows_q6_k(w, stride, a, nb);
+                let fused = vnni.then(|| dot_rows_q6_k_vnni(w, stride, a, nb));
+                for r in 0..ROWS {
+                    let x = w.add(r * stride);
+                    let want = super::super::kquants::dot_q6_k(x, a, nb).to_bits();
+                    assert_eq!(dot_q6_k(x, a, nb).to_bits(), want, "row {r}, {nb} blocks");
+                    assert_eq!(plain[r].to_bits(), want, "rows: row {r}, {nb} blocks");
+                    if let Some(fused) = fused {
+                        assert_eq!(dot_q6_k_vnni(x, a, nb).to_bits(), want, "vnni {r} {nb}");
+                        assert_eq!(fused[r].to_bits(), want, "vnni rows {r} {nb}");
+                    }
+                }
+            }
+        }
+    }
+}
