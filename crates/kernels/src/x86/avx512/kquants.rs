@@ -224,7 +224,7 @@ pub const ROWS: usize = 4;
 
 /// Groups of [`ROWS`] rows ahead that the multi-row kernel prefetches (four interleaved
 /// row streams defeat the hardware prefetchers; see `q32`).
-const PREFETCH_GROUPS: usize = 2;
+pub(super) const PREFETCH_GROUPS: usize = 2;
 
 /// How far ahead (bytes) a prefetch into L1 still pays; farther ones go to L2. Lines
 /// fetched [`PREFETCH_GROUPS`] groups of long rows ahead (40 KiB for 8960 columns) are
@@ -232,6 +232,23 @@ const PREFETCH_GROUPS: usize = 2;
 /// (1536×8960) went from 12 to 20+ GiB/s on one thread, and 3584 columns (16 KiB ahead)
 /// gain a little, while short rows (1536 columns, 7 KiB ahead) lose about 5 % in L2.
 const L1_AHEAD: usize = 8 << 10;
+
+/// Prefetches the `bytes` (plus one line) from `ahead`: into L1 when the multi-row
+/// kernel's rows are `stride` bytes apart and short enough for the lines to stay there
+/// until read ([`L1_AHEAD`]), into L2 otherwise. `ahead` may lie past the matrix: a
+/// prefetch never faults.
+#[inline(always)]
+pub(super) unsafe fn prefetch_ahead(ahead: *const u8, bytes: usize, stride: usize) {
+    let near = ROWS * stride * PREFETCH_GROUPS <= L1_AHEAD;
+    for k in 0..bytes.div_ceil(64) + 1 {
+        let p = ahead.wrapping_add(64 * k) as *const i8;
+        if near {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+        } else {
+            _mm_prefetch::<_MM_HINT_T1>(p);
+        }
+    }
+}
 
 /// Row `r`'s 128-bit lane of `v` in every lane.
 #[inline(always)]
@@ -269,17 +286,9 @@ unsafe fn dot_rows_q4_q5<const Q5: bool, const VNNI: bool>(
     let first_dwords = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
     let mut acc = [_mm512_setzero_ps(); ROWS];
     let mut acc_m = _mm512_setzero_ps();
-    let near = ROWS * stride * PREFETCH_GROUPS <= L1_AHEAD;
     for i in 0..nb {
         let ahead = w.wrapping_add(ROWS * (stride * PREFETCH_GROUPS + bytes * i));
-        for k in 0..(ROWS * bytes).div_ceil(64) + 1 {
-            let p = ahead.wrapping_add(64 * k) as *const i8;
-            if near {
-                _mm_prefetch::<_MM_HINT_T0>(p);
-            } else {
-                _mm_prefetch::<_MM_HINT_T1>(p);
-            }
-        }
+        prefetch_ahead(ahead, ROWS * bytes, stride);
         let y = a.add(Q8K * i);
         let x = w.add(bytes * i);
         let head = |r: usize| _mm_loadu_si128(x.add(r * stride) as *const __m128i);

@@ -25,6 +25,7 @@ use core::arch::x86_64::*;
 
 use super::super::avx2::kquants::{q8k_d, Q8K, Q8K_BSUMS, Q8K_QS};
 use super::super::avx2::util::f16_at;
+use super::kquants::{prefetch_ahead, PREFETCH_GROUPS};
 
 /// Bytes of a Q6_K block: `ql[128]`, `qh[64]`, 16 i8 `scales`, f16 `d`.
 const BYTES: usize = 210;
@@ -35,14 +36,6 @@ const D: usize = 208;
 
 /// Rows per multi-row call.
 pub const ROWS: usize = 4;
-
-/// Groups of [`ROWS`] rows ahead that the multi-row kernel prefetches.
-const PREFETCH_GROUPS: usize = 2;
-
-/// How far ahead (bytes) a prefetch into L1 still pays; farther ones go to L2 (lines
-/// fetched far ahead are evicted from L1 before they are read; the Q4_K kernel's
-/// measurements, `kquants::L1_AHEAD`).
-const L1_AHEAD: usize = 8 << 10;
 
 /// Permutation indices that put i16 lane `first + l / 8` in lane `l` of 32: step `c`'s
 /// 64 weights are sub-blocks 4c..4c+4, 16 weights (8 i16 pair sums) each.
@@ -154,20 +147,11 @@ unsafe fn dot_rows<const VNNI: bool>(
     nb: usize,
 ) -> [f32; ROWS] {
     let mut acc = [_mm512_setzero_ps(); ROWS];
-    // Into L1 only when the lines are near enough to stay there (see `L1_AHEAD`).
-    let near = ROWS * stride * PREFETCH_GROUPS <= L1_AHEAD;
     for i in 0..nb {
         // The group's rows are contiguous, so the lines PREFETCH_GROUPS groups ahead
         // stream at the rate this group is read.
         let ahead = w.wrapping_add(ROWS * (stride * PREFETCH_GROUPS + BYTES * i));
-        for k in 0..(ROWS * BYTES).div_ceil(64) + 1 {
-            let p = ahead.wrapping_add(64 * k) as *const i8;
-            if near {
-                _mm_prefetch::<_MM_HINT_T0>(p);
-            } else {
-                _mm_prefetch::<_MM_HINT_T1>(p);
-            }
-        }
+        prefetch_ahead(ahead, ROWS * BYTES, stride);
         let y = a.add(Q8K * i);
         let yd = q8k_d(y);
         let shared = acts(y);
