@@ -196,8 +196,11 @@ fn refused_inputs_are_messages_not_panics() {
 
 /// The default model, greedy, against llama.cpp's continuation. Hearth's logits differ
 /// from llama.cpp's by a few hundredths (f32 vs f16 KV cache and GELU table, summation
-/// order), so greedy text agrees until a step where llama.cpp's top two are that close:
-/// measured, the first 18 of 32 tokens agree, and llama.cpp's margin at the 19th is 0.12.
+/// order), so greedy text agrees until a step where llama.cpp's top two are that close.
+/// Here that is the 11th token: llama.cpp's margin between " largest" and " capital" is
+/// 0.097 (tests/fixtures/fidelity/greedy_compare.py, run in CI, reports it), and which
+/// side Hearth takes has moved with kernel summation orders, so the first 10 tokens are
+/// required to agree.
 #[test]
 fn gemma_greedy_agrees_with_llama_cpp() {
     let Some(model) = gemma() else { return };
@@ -222,9 +225,7 @@ fn gemma_greedy_agrees_with_llama_cpp() {
         .count();
     eprintln!("hearth:    {text:?}\nllama.cpp: {want:?}\n{common} characters agree");
     assert!(
-        text.starts_with(
-            " the capital of the country of France. It is the largest city in France."
-        ),
+        text.starts_with(" the capital of the country of France. It is"),
         "{text:?}"
     );
     let err = stderr(&out);
