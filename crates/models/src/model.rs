@@ -152,7 +152,7 @@ impl<'a> Model<'a> {
             });
         }
         kv.prepare(batch)?;
-        scratch.reserve_attn_parts(pool.n_threads(), kv.n_cells());
+        scratch.reserve_attn_parts(pool.n_threads());
 
         // The cells are moved out of the scratch for the pass, so that the slice can
         // borrow them while the layers borrow the rest of the scratch.

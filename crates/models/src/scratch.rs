@@ -70,8 +70,6 @@ pub(crate) struct AttnPart {
     pub(crate) count: usize,
     /// `[count, n_embd_head_v]`
     pub(crate) out: Vec<f32>,
-    /// `[visible cells]`: attention weights of one row.
-    pub(crate) scores: Vec<f32>,
 }
 
 /// Rows of logits one call may return at most, whatever the caller asks: 2^20 rows of a
@@ -134,16 +132,11 @@ impl Scratch {
         self.n_outputs
     }
 
-    /// Makes sure there is a slot for each of `n_parts` attention parts, each able to
-    /// score `n_cells` cells (allocates only when either grows).
-    pub(crate) fn reserve_attn_parts(&mut self, n_parts: usize, n_cells: usize) {
+    /// Makes sure there is a slot for each of `n_parts` attention parts (allocates only
+    /// when the count grows).
+    pub(crate) fn reserve_attn_parts(&mut self, n_parts: usize) {
         while self.attn_parts.len() < n_parts {
             self.attn_parts.push(AttnPart::default());
-        }
-        for p in &mut self.attn_parts {
-            if p.scores.len() < n_cells {
-                p.scores.resize(n_cells, 0.0);
-            }
         }
     }
 }

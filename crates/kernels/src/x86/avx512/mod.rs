@@ -52,10 +52,10 @@ macro_rules! dot_rows_fn {
                 // (AVX-512 F/BW/VL, AVX2, FMA, F16C) Kernels::for_level checked, and the
                 // VNNI kernels only when it detected VNNI; rows_block_count
                 // checked that `w` holds `out.len()` rows of `nb` blocks, `row_bytes`
-                // apart, and `a` `nb` blocks, so rows g·ROWS.. g·ROWS+ROWS are in `w`.
+                // apart, and `a` `nb` blocks, so rows g·group.. g·group+group are in `w`.
                 let sums = unsafe {
                     $rows(
-                        w.as_ptr().add(g * q32::ROWS * row_bytes),
+                        w.as_ptr().add(g * $group * row_bytes),
                         row_bytes,
                         a.as_ptr(),
                         nb,
