@@ -474,7 +474,8 @@ impl Products<'_, '_> {
 /// Rust's borrows cannot express "thread A writes rows 0..10 of every token, thread B rows
 /// 10..20" for an interleaved layout, so this hands out pieces by index, and each caller
 /// promises (and says why in its `// SAFETY:` comment) that its pieces are its alone.
-struct SharedSlice<'a, T> {
+/// The GEMM path (`crate::gemm`) shares it for its panel and output.
+pub(crate) struct SharedSlice<'a, T> {
     ptr: *mut T,
     len: usize,
     _borrow: PhantomData<&'a mut [T]>,
@@ -486,7 +487,7 @@ struct SharedSlice<'a, T> {
 unsafe impl<T: Send> Sync for SharedSlice<'_, T> {}
 
 impl<'a, T> SharedSlice<'a, T> {
-    fn new(s: &'a mut [T]) -> SharedSlice<'a, T> {
+    pub(crate) fn new(s: &'a mut [T]) -> SharedSlice<'a, T> {
         SharedSlice {
             ptr: s.as_mut_ptr(),
             len: s.len(),
@@ -502,7 +503,7 @@ impl<'a, T> SharedSlice<'a, T> {
     /// # Panics
     /// When the range is out of bounds.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn piece(&self, start: usize, len: usize) -> &mut [T] {
+    pub(crate) unsafe fn piece(&self, start: usize, len: usize) -> &mut [T] {
         assert!(
             start <= self.len && len <= self.len - start,
             "piece {start}+{len} of {}",
@@ -511,5 +512,11 @@ impl<'a, T> SharedSlice<'a, T> {
         // SAFETY: in bounds (checked above) of a slice borrowed mutably for 'a, and not
         // aliased by another live piece (the caller's promise).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+
+    /// The address of element `at` (`None` past the end), for prefetch hints only: it is
+    /// never dereferenced through this.
+    pub(crate) fn addr(&self, at: usize) -> Option<*const T> {
+        (at < self.len).then(|| self.ptr.wrapping_add(at).cast_const())
     }
 }

@@ -34,7 +34,7 @@ mod vnni;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::dispatch::Level;
-use crate::matmul::WeightMatrix;
+use crate::matmul::{SharedSlice, WeightMatrix};
 use crate::pool::ThreadPool;
 use crate::quant::TensorType;
 
@@ -318,7 +318,7 @@ pub(crate) fn matmul(
 
     let n_tiles = n_rows.div_ceil(TILE_ROWS);
     let next_tile = AtomicUsize::new(0);
-    let out = OutPtr(out.as_mut_ptr(), out.len());
+    let out = SharedSlice::new(out);
     let out = &out;
     pool.run_with(&mut scratch.tiles[..nth], &|_, _, tile| loop {
         // Relaxed: the counter only hands out tile numbers.
@@ -332,7 +332,7 @@ pub(crate) fn matmul(
         // hardware prefetcher does not foresee. Asking for them now lets them arrive
         // while the tile is computed, instead of one miss per token at the end.
         for t in 0..n_tokens {
-            out.prefetch(t * n_rows + r0);
+            prefetch(out.addr(t * n_rows + r0));
         }
         for k0 in (0..n_cols).step_by(KC) {
             let k1 = (k0 + KC).min(n_cols);
@@ -357,47 +357,29 @@ pub(crate) fn matmul(
         for (t, sums) in tile.sums.chunks_exact(TILE_ROWS).take(n_tokens).enumerate() {
             // SAFETY: rows r0..r0 + rows belong to tile `ti`, which the counter hands to
             // this thread alone; no other thread writes them.
-            unsafe { out.write(t * n_rows + r0, &sums[..rows]) };
+            let o = unsafe { out.piece(t * n_rows + r0, rows) };
+            // An element loop, not `copy_from_slice`: at most TILE_ROWS values, and a libc
+            // call per token's stretch costs more than the copy.
+            for (o, &v) in o.iter_mut().zip(sums) {
+                *o = v;
+            }
         }
     });
 }
 
-/// The output, written by the threads in disjoint pieces (each owns whole rows).
-struct OutPtr(*mut f32, usize);
-
-// SAFETY: threads write disjoint elements (see `write`'s contract), as with disjoint
-// `&mut [f32]` pieces.
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Hints that element `at` will be written soon.
-    fn prefetch(&self, at: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if at < self.1 {
-            // SAFETY: a prefetch of an in-bounds address; it reads and writes nothing.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch::<_MM_HINT_T0>(self.0.add(at).cast());
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = at;
-    }
-
-    /// Copies `values` to `at..`.
-    ///
-    /// # Safety
-    /// No other thread may access those elements during the call.
-    unsafe fn write(&self, at: usize, values: &[f32]) {
-        assert!(at <= self.1 && values.len() <= self.1 - at);
-        // SAFETY: in bounds (checked), and not shared at this time (the caller's promise).
-        let out = unsafe { std::slice::from_raw_parts_mut(self.0.add(at), values.len()) };
-        // An element loop, not `copy_from_slice`: at most TILE_ROWS values, and a libc
-        // call per token's stretch costs more than the copy.
-        for (o, &v) in out.iter_mut().zip(values) {
-            *o = v;
+/// Hints that the line at `addr` will be written soon (no-op off x86-64, or past the
+/// end).
+fn prefetch(addr: Option<*const f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(p) = addr {
+        // SAFETY: a prefetch reads and writes nothing and never faults.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(p.cast());
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
 }
 
 /// Decoded weights of up to [`TILE_ROWS`] rows × [`KC`] columns in the [`Segments`]

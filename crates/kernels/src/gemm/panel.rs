@@ -7,6 +7,7 @@
 //! multiple of [`NR`] with zeros (value 128, scale 0), which add nothing to any sum.
 
 use super::{ActRows, QuantizedRows, Segments, KC, LANES, NR};
+use crate::matmul::SharedSlice;
 use crate::pool::ThreadPool;
 use crate::quant::blocks::f16_le;
 use crate::quant::TensorType;
@@ -62,9 +63,9 @@ impl Panel {
         let row_len = (padded, lanes, if has_min { lanes } else { 0 });
 
         let (a, scale, sum) = (
-            Pieces::new(&mut self.a),
-            Pieces::new(&mut self.scale),
-            Pieces::new(&mut self.sum),
+            SharedSlice::new(&mut self.a),
+            SharedSlice::new(&mut self.scale),
+            SharedSlice::new(&mut self.sum),
         );
         let nth = pool.n_threads();
         if self.temps.len() < nth {
@@ -178,29 +179,5 @@ fn convert(
     });
     for (s, &d) in sum.iter_mut().zip(scale.iter()) {
         *s *= d;
-    }
-}
-
-/// A mutable slice the pool's parts write in disjoint pieces.
-struct Pieces<T>(*mut T, usize);
-
-// SAFETY: pieces handed to different threads never overlap (`piece`'s contract), which
-// is what sending disjoint `&mut [T]` would be.
-unsafe impl<T: Send> Sync for Pieces<T> {}
-
-impl<T> Pieces<T> {
-    fn new(s: &mut [T]) -> Pieces<T> {
-        Pieces(s.as_mut_ptr(), s.len())
-    }
-
-    /// Elements `start..start + len`.
-    ///
-    /// # Safety
-    /// No two pieces alive at the same time may overlap.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn piece(&self, start: usize, len: usize) -> &mut [T] {
-        assert!(start <= self.1 && len <= self.1 - start);
-        // SAFETY: in bounds (checked); not aliased (the caller's promise).
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
     }
 }
