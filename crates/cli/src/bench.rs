@@ -43,17 +43,16 @@
 //!     "share_of_limit": float | null } ]            // avg_ts / limit; tg rows only
 //! ```
 
-use std::alloc::{self, Layout};
 use std::hint::black_box;
 use std::io::Write;
 use std::path::PathBuf;
-use std::ptr::NonNull;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use hearth_gguf::GgufFile;
 use hearth_kernels::pool::ThreadPool;
 use hearth_models::{Batch, KvCache, Model, Scratch};
+use memmap2::MmapMut;
 use serde_json::{json, Value as Json};
 
 /// Largest ubatch a forward call processes at once (llama.cpp's default `n_ubatch`).
@@ -650,13 +649,14 @@ fn sum_values(values: &[f64]) -> f64 {
 }
 
 /// Anonymous memory aligned to 2 MiB, advised to use huge pages or to avoid them, and
-/// filled (so every page is backed before a timed read touches it).
-///
-/// This is the CLI's one use of `unsafe`: the standard library offers no aligned
-/// allocation other than the raw allocator, and no `madvise`.
+/// filled (so every page is backed before a timed read touches it). Mapped as the GGUF
+/// reader's huge-page copy is (`hearth_gguf::Residency::HugePages`): memmap2's anonymous
+/// map, 2 MiB more than asked so an aligned start fits.
 struct ReadBuffer {
-    ptr: NonNull<f64>,
-    layout: Layout,
+    map: MmapMut,
+    /// Offset of the first 2 MiB boundary in `map`.
+    start: usize,
+    len: usize,
     /// Share of the buffer the kernel backed with huge pages, where Linux says
     /// (`AnonHugePages` of `/proc/self/smaps_rollup`, before and after the fill).
     huge_share: Option<f64>,
@@ -665,46 +665,43 @@ struct ReadBuffer {
 impl ReadBuffer {
     /// `bytes` (a multiple of 2 MiB) on huge pages if `huge`, else on base pages.
     /// `Ok(None)`: huge pages cannot be asked for on this platform.
-    #[allow(unsafe_code)]
     fn new(bytes: usize, huge: bool) -> anyhow::Result<Option<ReadBuffer>> {
         debug_assert!(bytes > 0 && bytes.is_multiple_of(HUGE_PAGE));
-        if huge && !madvise::AVAILABLE {
+        if huge && !cfg!(target_os = "linux") {
             return Ok(None);
         }
-        let layout = Layout::from_size_align(bytes, HUGE_PAGE)?;
-        // SAFETY: the layout's size is non-zero.
-        let raw = unsafe { alloc::alloc(layout) };
-        let Some(ptr) = NonNull::new(raw.cast::<f64>()) else {
+        let Ok(mut map) = MmapMut::map_anon(bytes + HUGE_PAGE) else {
             bail!("cannot allocate {} MiB to measure bandwidth", bytes >> 20);
-        };
-        let mut buffer = ReadBuffer {
-            ptr,
-            layout,
-            huge_share: None,
         };
         let huge_before = anon_huge_bytes();
         // Advice before the first touch, so the first fault already picks the page size.
         // Failure only means the kernel keeps its default page size: still measurable.
-        let _ = madvise::set_huge_pages(raw, bytes, huge);
-        let n = bytes / 8;
-        for i in 0..n {
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(if huge {
+            memmap2::Advice::HugePage
+        } else {
+            memmap2::Advice::NoHugePage
+        });
+        let start = (map.as_ptr() as usize).next_multiple_of(HUGE_PAGE) - map.as_ptr() as usize;
+        let values: &mut [f64] = bytemuck::cast_slice_mut(&mut map[start..start + bytes]);
+        for (i, v) in values.iter_mut().enumerate() {
             // Small normal numbers: no subnormal slow path, no overflow.
-            let v = 1.0 + (i % 7) as f64;
-            // SAFETY: `i < n` values lie inside the allocation, which is aligned for f64;
-            // writing (not reading) initializes the value.
-            unsafe { buffer.ptr.as_ptr().add(i).write(v) };
+            *v = 1.0 + (i % 7) as f64;
         }
-        if let (Some(before), Some(after)) = (huge_before, anon_huge_bytes()) {
-            buffer.huge_share = Some(after.saturating_sub(before) as f64 / bytes as f64);
-        }
-        Ok(Some(buffer))
+        let huge_share = match (huge_before, anon_huge_bytes()) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / bytes as f64),
+            _ => None,
+        };
+        Ok(Some(ReadBuffer {
+            map,
+            start,
+            len: bytes,
+            huge_share,
+        }))
     }
 
-    #[allow(unsafe_code)]
     fn values(&self) -> &[f64] {
-        // SAFETY: `new` allocated `layout.size()` bytes, aligned for f64, and wrote every
-        // value; the slice borrows `self`, so it cannot outlive the allocation.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size() / 8) }
+        bytemuck::cast_slice(&self.map[self.start..self.start + self.len])
     }
 }
 
@@ -714,59 +711,6 @@ fn anon_huge_bytes() -> Option<u64> {
     let line = rollup.lines().find(|l| l.starts_with("AnonHugePages:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-impl Drop for ReadBuffer {
-    #[allow(unsafe_code)]
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout, freed once.
-        unsafe { alloc::dealloc(self.ptr.as_ptr().cast(), self.layout) };
-    }
-}
-
-/// `madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE)` where the values are known: Linux on
-/// x86-64 and aarch64 (`include/uapi/asm-generic/mman-common.h`; a few other
-/// architectures number them differently).
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod madvise {
-    use std::ffi::{c_int, c_void};
-
-    pub const AVAILABLE: bool = true;
-    const MADV_HUGEPAGE: c_int = 14;
-    const MADV_NOHUGEPAGE: c_int = 15;
-
-    extern "C" {
-        fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
-    }
-
-    /// Asks for (or against) transparent huge pages on `[addr, addr + len)`.
-    #[allow(unsafe_code)]
-    pub fn set_huge_pages(addr: *mut u8, len: usize, huge: bool) -> std::io::Result<()> {
-        let advice = if huge { MADV_HUGEPAGE } else { MADV_NOHUGEPAGE };
-        // SAFETY: the range is memory this process owns (one allocation, page-aligned);
-        // these two advices change only how it is paged, never its contents or mapping.
-        let rc = unsafe { madvise(addr.cast(), len, advice) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    }
-}
-
-#[cfg(not(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-)))]
-mod madvise {
-    pub const AVAILABLE: bool = false;
-
-    pub fn set_huge_pages(_: *mut u8, _: usize, _: bool) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]
