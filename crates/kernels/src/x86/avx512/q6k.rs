@@ -13,7 +13,10 @@
 //! - the quants are rebuilt with `vpternlogd` bit-selects from one masked copy of `qh`
 //!   (two ops per 64 weights instead of four, plus one shared `and`), with `qh`'s two
 //!   halves formed by one variable shift of a broadcast load;
-//! - with AVX512-VNNI the scale multiply and the add fuse into `vpdpwssd`;
+//! - with AVX512-VNNI, `vpdpbusd` forms four-product sums, two of which (one from each
+//!   half of 128 weights) share an i32 lane as an i16 pair, and one `vpdpwssd` scales
+//!   and adds both; each lane receives the same products as before, so the sums are
+//!   the same;
 //! - the offset is one `madd` of the scales times 32 with the negated `bsums` (the latter
 //!   shared by all rows).
 //!
@@ -50,6 +53,21 @@ const fn sub16(first: i16) -> [i16; 32] {
 }
 
 static SUB16: [[i16; 32]; 4] = [sub16(0), sub16(4), sub16(8), sub16(12)];
+
+/// Permutation indices for the VNNI path's half `h` (128 weights): i32 lane `j` of
+/// 128-bit lane `L` holds the i16 pair of sub-blocks `(8h + L, 8h + 4 + L)`, so its
+/// scales are that pair.
+const fn pairs(h: usize) -> [i16; 32] {
+    let mut idx = [0i16; 32];
+    let mut l = 0;
+    while l < 32 {
+        idx[l] = (8 * h + l / 8 + 4 * (l % 2)) as i16;
+        l += 1;
+    }
+    idx
+}
+
+static PAIRS: [[i16; 32]; 2] = [pairs(0), pairs(1)];
 
 /// `vpternlogd` truth table of `a ? b : c` (bit select, `a` the mask).
 const SELECT: i32 = 0xCA;
@@ -104,16 +122,30 @@ unsafe fn block_sums<const VNNI: bool>(x: *const u8, y: &Acts) -> __m512i {
         // low nibble, from the byte below, is masked off by the select).
         let q_lo = _mm512_ternarylogic_epi32::<SELECT>(m4, ql, _mm512_slli_epi64::<4>(qh));
         let q_hi = _mm512_ternarylogic_epi32::<SELECT>(m4, _mm512_srli_epi64::<4>(ql), qh);
+        if VNNI {
+            // vpdpbusd sums four products per i32 lane: at most 4·63·128 < 2¹⁵, so the
+            // sums of sub-blocks 8h+L (q_lo) and 8h+4+L (q_hi) share a lane as an i16
+            // pair, and one vpdpwssd applies both scales (three multiplies per 128
+            // weights instead of four, one scale shuffle instead of two).
+            let zero = _mm512_setzero_si512();
+            let lo = _mm512_dpbusd_epi32(zero, q_lo, y.yv[2 * h]);
+            let hi = _mm512_dpbusd_epi32(zero, q_hi, y.yv[2 * h + 1]);
+            // (lo & 0xFFFF) | (hi << 16)
+            let pair = _mm512_ternarylogic_epi32::<0xEC>(
+                lo,
+                _mm512_slli_epi32::<16>(hi),
+                _mm512_set1_epi32(0xFFFF),
+            );
+            let idx = _mm512_loadu_si512(PAIRS[h].as_ptr() as *const _);
+            sumi = _mm512_dpwssd_epi32(sumi, pair, _mm512_permutexvar_epi16(idx, scales));
+            continue;
+        }
         for (c, q) in [q_lo, q_hi].into_iter().enumerate() {
             let step = 2 * h + c;
             let p = _mm512_maddubs_epi16(q, y.yv[step]);
             let idx = _mm512_loadu_si512(SUB16[step].as_ptr() as *const _);
             let sc = _mm512_permutexvar_epi16(idx, scales);
-            sumi = if VNNI {
-                _mm512_dpwssd_epi32(sumi, p, sc)
-            } else {
-                _mm512_add_epi32(sumi, _mm512_madd_epi16(sc, p))
-            };
+            sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(sc, p));
         }
     }
     sumi
