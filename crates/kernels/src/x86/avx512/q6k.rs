@@ -111,7 +111,7 @@ unsafe fn block_sums<const VNNI: bool>(x: *const u8, y: &Acts) -> __m512i {
     let offset = _mm256_madd_epi16(_mm256_slli_epi16::<5>(scales), y.neg_bsums);
     let mut sumi = _mm512_zextsi256_si512(offset);
     let scales = _mm512_castsi256_si512(scales);
-    for h in 0..2 {
+    for (h, pairs) in PAIRS.iter().enumerate() {
         // 128 weights: ql[64h..64h+64] holds weights 0..64 in its low nibbles and
         // 64..128 in its high ones; qh[32h..32h+32] two bits for each of them.
         let ql = _mm512_loadu_si512(x.add(64 * h) as *const _);
@@ -136,7 +136,7 @@ unsafe fn block_sums<const VNNI: bool>(x: *const u8, y: &Acts) -> __m512i {
                 _mm512_slli_epi32::<16>(hi),
                 _mm512_set1_epi32(0xFFFF),
             );
-            let idx = _mm512_loadu_si512(PAIRS[h].as_ptr() as *const _);
+            let idx = _mm512_loadu_si512(pairs.as_ptr() as *const _);
             sumi = _mm512_dpwssd_epi32(sumi, pair, _mm512_permutexvar_epi16(idx, scales));
             continue;
         }
