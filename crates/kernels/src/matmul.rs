@@ -30,10 +30,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::dispatch::{DotFn, DotRowsFn, Kernels};
+use crate::dispatch::{DotFn, DotRowsFn, Kernels, QuantizeFn};
 use crate::gemm::{self, GemmScratch, QuantizedRows};
 use crate::pool::ThreadPool;
 use crate::quant::{activation_type, TensorType};
+
+mod group;
+pub use group::{matvec_many, matvec_many_with, MAX_PRODUCTS};
 
 /// Bytes of weights in one tile: small enough to stay in a core's L2 (1–2 MiB on current
 /// x86 and Apple cores, 512 KiB on older ones) while every token of the call passes over
@@ -254,6 +257,56 @@ fn line_bytes(lines: &mut Vec<Line>, len: usize) -> &mut [u8] {
     &mut bytemuck::cast_slice_mut(&mut lines[..n_lines])[..len]
 }
 
+/// What a product needs once its shapes are known to fit: the dot kernel, the activation
+/// format, its quantizer (none for f32 activations, or when the table lacks one: an error
+/// only once it is needed) and the bytes of one quantized activation row.
+struct Checked {
+    dot: DotFn,
+    act_ty: TensorType,
+    quantize: Option<QuantizeFn>,
+    act_row_bytes: usize,
+}
+
+/// Checks one product's shapes (`x_len` activations for `n_tokens` tokens, `out_len`
+/// outputs) against `w` and the kernel table, before anything is computed.
+fn check(
+    kernels: &Kernels,
+    w: &WeightMatrix<'_>,
+    x_len: usize,
+    n_tokens: usize,
+    out_len: usize,
+) -> Result<Checked, MatmulError> {
+    let (ty, n_rows, n_cols) = (w.ty, w.n_rows, w.n_cols);
+    let dot = kernels.dot(ty).ok_or(MatmulError::NotComputable(ty))?;
+    if n_tokens.checked_mul(n_cols) != Some(x_len) {
+        return Err(MatmulError::Activations {
+            n_tokens,
+            n_cols,
+            actual: x_len,
+        });
+    }
+    if n_tokens.checked_mul(n_rows) != Some(out_len) {
+        return Err(MatmulError::Output {
+            n_tokens,
+            n_rows,
+            actual: out_len,
+        });
+    }
+    let act_ty = activation_type(ty);
+    // The activation block always divides the weight block (32 | 32, 256 | 256, 1 | any),
+    // so a valid weight width is a valid activation width; checked, not assumed.
+    let act_row_bytes = act_ty
+        .row_bytes(n_cols as u64)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or(MatmulError::Columns { ty, n_cols })?;
+    Ok(Checked {
+        dot,
+        act_ty,
+        quantize: kernels.quantizer(act_ty),
+        act_row_bytes,
+    })
+}
+
 /// `out = w · x` for one token: `x` is `[n_cols]`, `out` is `[n_rows]`, with the kernels
 /// of [`Kernels::get`]. See [`matmul`].
 pub fn matvec(
@@ -292,33 +345,16 @@ pub fn matmul_with(
     scratch: &mut MatmulScratch,
 ) -> Result<(), MatmulError> {
     let (ty, n_rows, n_cols) = (w.ty, w.n_rows, w.n_cols);
-    let dot = kernels.dot(ty).ok_or(MatmulError::NotComputable(ty))?;
-    if n_tokens.checked_mul(n_cols) != Some(x.len()) {
-        return Err(MatmulError::Activations {
-            n_tokens,
-            n_cols,
-            actual: x.len(),
-        });
-    }
-    if n_tokens.checked_mul(n_rows) != Some(out.len()) {
-        return Err(MatmulError::Output {
-            n_tokens,
-            n_rows,
-            actual: out.len(),
-        });
-    }
-    let act_ty = activation_type(ty);
-    let quantize = kernels.quantizer(act_ty);
+    let Checked {
+        dot,
+        act_ty,
+        quantize,
+        act_row_bytes,
+    } = check(kernels, w, x.len(), n_tokens, out.len())?;
     let no_quantizer = MatmulError::NoQuantizer {
         ty,
         activation: act_ty,
     };
-    // The activation block always divides the weight block (32 | 32, 256 | 256, 1 | any),
-    // so a valid weight width is a valid activation width; checked, not assumed.
-    let act_row_bytes = act_ty
-        .row_bytes(n_cols as u64)
-        .and_then(|b| usize::try_from(b).ok())
-        .ok_or(MatmulError::Columns { ty, n_cols })?;
     if out.is_empty() {
         return Ok(());
     }

@@ -415,3 +415,88 @@ fn short_rows_through_the_gemm_path() {
         }
     }
 }
+
+/// `matvec_many` must give each product exactly what `matvec` gives it alone, at every
+/// level, on 1 and 2 threads: mixed formats sharing one activation format (Q4_K, Q6_K,
+/// Q5_K: Q8_K) and not (Q8_0, Q4_0: Q8_0; F16: f32 activations, which have no row kernel
+/// and take the one-by-one path), a product with no rows, and more products than one
+/// dispatch takes.
+#[test]
+fn matvec_many_equals_matvec_bit_for_bit() {
+    use hearth_kernels::matmul::{matvec_many_with, MAX_PRODUCTS};
+    use TensorType::*;
+    let n_cols = 768;
+    let groups: [&[(TensorType, usize)]; 5] = [
+        &[(Q4_K, 96), (Q4_K, 16), (Q6_K, 16)],
+        &[(Q4_K, 130), (Q8_0, 64), (Q6_K, 3), (Q5_K, 0)],
+        &[(Q8_0, 5), (Q4_0, 7)],
+        &[(Q4_K, 33), (F16, 9)],
+        &[(Q4_K, 8), (Q4_K, 8), (Q6_K, 8), (Q8_0, 8), (Q4_0, 8)],
+    ];
+    assert!(groups[4].len() > MAX_PRODUCTS);
+    let mut rng = Rng(0x5EED_6A0F);
+    let x = rng.vec(n_cols);
+    for level in Level::supported() {
+        let k = Kernels::for_level(level).unwrap();
+        for n_threads in [1, 2] {
+            let pool = ThreadPool::new(n_threads).unwrap();
+            for group in groups {
+                let data: Vec<Vec<u8>> = group
+                    .iter()
+                    .map(|&(ty, rows)| weights(ty, rows, n_cols, &mut rng))
+                    .collect();
+                let ws: Vec<WeightMatrix<'_>> = group
+                    .iter()
+                    .zip(&data)
+                    .map(|(&(ty, rows), d)| WeightMatrix::new(ty, rows, n_cols, d).unwrap())
+                    .collect();
+                let mut want: Vec<Vec<f32>> = group.iter().map(|&(_, r)| vec![0.0; r]).collect();
+                for (w, out) in ws.iter().zip(&mut want) {
+                    matmul_with(&k, &pool, w, &x, 1, out, &mut MatmulScratch::new()).unwrap();
+                }
+                let mut got: Vec<Vec<f32>> =
+                    group.iter().map(|&(_, r)| vec![f32::NAN; r]).collect();
+                let mut products: Vec<(&WeightMatrix<'_>, &mut [f32])> = ws
+                    .iter()
+                    .zip(got.iter_mut().map(|g| g.as_mut_slice()))
+                    .collect();
+                matvec_many_with(&k, &pool, &mut products, &x, &mut MatmulScratch::new()).unwrap();
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let (g, w): (Vec<u32>, Vec<u32>) = (
+                        g.iter().map(|v| v.to_bits()).collect(),
+                        w.iter().map(|v| v.to_bits()).collect(),
+                    );
+                    assert_eq!(
+                        g, w,
+                        "{level:?}, {n_threads} threads, {group:?}, product {i}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A bad shape anywhere in the list is an error before anything is computed.
+#[test]
+fn matvec_many_checks_every_product_first() {
+    use hearth_kernels::matmul::matvec_many;
+    let pool = ThreadPool::new(2).unwrap();
+    let mut rng = Rng(7);
+    let a = weights(TensorType::Q4_K, 4, 256, &mut rng);
+    let wa = WeightMatrix::new(TensorType::Q4_K, 4, 256, &a).unwrap();
+    let (mut oa, mut ob) = ([f32::NAN; 4], [f32::NAN; 3]);
+    let mut products: Vec<(&WeightMatrix<'_>, &mut [f32])> = vec![(&wa, &mut oa), (&wa, &mut ob)];
+    let err = matvec_many(&pool, &mut products, &[0.5; 256], &mut MatmulScratch::new());
+    assert_eq!(
+        err.unwrap_err(),
+        MatmulError::Output {
+            n_tokens: 1,
+            n_rows: 4,
+            actual: 3
+        }
+    );
+    assert!(
+        oa.iter().all(|v| v.is_nan()),
+        "the first product was computed"
+    );
+}

@@ -7,7 +7,7 @@
 //! is bookkeeping, plus two element-wise loops (`add`, `scale`) too simple to need a
 //! kernel.
 
-use hearth_kernels::matmul::{matmul, MatmulScratch, WeightMatrix};
+use hearth_kernels::matmul::{matmul, matvec_many, MatmulScratch, WeightMatrix};
 use hearth_kernels::ops::attention::{flash_finish, FlashRows, KV_TILE};
 use hearth_kernels::ops::{Ops, RopeCache};
 use hearth_kernels::pool::ThreadPool;
@@ -127,6 +127,43 @@ pub(crate) fn linear(
     Ok(())
 }
 
+/// [`linear`] of the same `x` through each `(l, out)` of `products`. For one token (each
+/// step of decoding) two or three products share one quantization of `x` and one
+/// dispatch of the pool (`matvec_many`), with the same results as one call each.
+pub(crate) fn linear_many(
+    pool: &ThreadPool,
+    products: &mut [(&Linear<'_>, &mut [f32])],
+    x: &[f32],
+    mm: &mut MatmulScratch,
+) -> Result<(), ModelError> {
+    let one_token = products
+        .iter()
+        .all(|(l, out)| x.len() == l.w.n_cols() && out.len() == l.w.n_rows());
+    match products {
+        [(a, oa), (b, ob)] if one_token => {
+            matvec_many(pool, &mut [(&a.w, &mut **oa), (&b.w, &mut **ob)], x, mm)?
+        }
+        [(a, oa), (b, ob), (c, oc)] if one_token => matvec_many(
+            pool,
+            &mut [(&a.w, &mut **oa), (&b.w, &mut **ob), (&c.w, &mut **oc)],
+            x,
+            mm,
+        )?,
+        _ => {
+            for (l, out) in products.iter_mut() {
+                linear(pool, l, x, out, mm)?;
+            }
+            return Ok(());
+        }
+    }
+    for (l, out) in products.iter_mut() {
+        if let Some(b) = &l.b {
+            add(out, b);
+        }
+    }
+    Ok(())
+}
+
 /// RoPE of the queries and keys of every token at its position: `q` is
 /// `[n, n_head · head_dim]`, `k` `[n, n_head_kv · head_dim]`.
 pub(crate) fn rope(
@@ -189,8 +226,7 @@ pub(crate) fn ffn(
     u: &mut [f32],
     mm: &mut MatmulScratch,
 ) -> Result<(), ModelError> {
-    linear(pool, f.up, x, u, mm)?;
-    linear(pool, f.gate, x, g, mm)?;
+    linear_many(pool, &mut [(f.up, &mut *u), (f.gate, &mut *g)], x, mm)?;
     match f.act {
         Gate::Silu => ops.silu_mul(g, u),
         Gate::GeluTanh => ops.gelu_mul(g, u),

@@ -206,9 +206,13 @@ impl<'a> Gemma3<'a> {
                 false => (&self.attn_global, &mut b.rope[0]),
             };
             blocks::rms_norm(ops, b.x, &l.attn_norm, eps, b.cur); // attn_norm
-            blocks::linear(pool, &l.attn_q, b.cur, b.q, b.matmul)?; // Qcur
-            blocks::linear(pool, &l.attn_k, b.cur, b.k, b.matmul)?; // Kcur
-            blocks::linear(pool, &l.attn_v, b.cur, b.v, b.matmul)?; // Vcur
+                                                                  // Qcur, Kcur, Vcur
+            let qkv = &mut [
+                (&l.attn_q, &mut *b.q),
+                (&l.attn_k, &mut *b.k),
+                (&l.attn_v, &mut *b.v),
+            ];
+            blocks::linear_many(pool, qkv, b.cur, b.matmul)?;
             blocks::rms_norm_inplace(ops, b.q, &l.attn_q_norm, eps, b.row); // Qcur_normed
             blocks::rms_norm_inplace(ops, b.k, &l.attn_k_norm, eps, b.row); // Kcur_normed
             blocks::rope(ops, b.q, b.k, attn.head_dim_k, ub.pos, rope);

@@ -141,9 +141,13 @@ impl<'a> Llama<'a> {
         blocks::get_rows(&self.tok_embd, ub.tokens, b.x); // inpL
         for (il, l) in self.layers.iter().enumerate() {
             blocks::rms_norm(ops, b.x, &l.attn_norm, eps, b.cur); // attn_norm
-            blocks::linear(pool, &l.attn_q, b.cur, b.q, b.matmul)?; // Qcur
-            blocks::linear(pool, &l.attn_k, b.cur, b.k, b.matmul)?; // Kcur
-            blocks::linear(pool, &l.attn_v, b.cur, b.v, b.matmul)?; // Vcur
+                                                                  // Qcur, Kcur, Vcur
+            let qkv = &mut [
+                (&l.attn_q, &mut *b.q),
+                (&l.attn_k, &mut *b.k),
+                (&l.attn_v, &mut *b.v),
+            ];
+            blocks::linear_many(pool, qkv, b.cur, b.matmul)?;
             blocks::rope(ops, b.q, b.k, self.attn.head_dim_k, ub.pos, &mut b.rope[0]);
             blocks::store_kv(p.kv, il, ub.cells, b.k, b.v);
             blocks::attention(

@@ -1,0 +1,195 @@
+//! Several matrix-vector products of the same input in one dispatch of the pool.
+//!
+//! Decoding a token multiplies one normalized hidden state by Q, K and V, and another by
+//! the feed-forward gate and up matrices. As separate calls, each quantizes the input
+//! again and pays a dispatch: waking the workers and, at its end, waiting for the last
+//! chunk. The K and V products of small models (256 rows of R1-Distill-Qwen-1.5B) are so
+//! short that the dispatch is a large share of their time. Here the input is quantized
+//! once per activation format and the chunks of all the products are dealt from one
+//! shared counter, so the pool is dispatched once and a thread done with Q's chunks goes
+//! on with K's. Each output is the same multi-row kernel on the same activation bytes as
+//! in [`matvec`](super::matvec), so the results are equal bit for bit.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{
+    check, line_bytes, matmul_with, MatmulError, MatmulScratch, SharedSlice, WeightMatrix,
+    CHUNKS_PER_THREAD, MIN_PARALLEL_MACS,
+};
+use crate::dispatch::{DotRowsFn, Kernels, QuantizeFn};
+use crate::pool::ThreadPool;
+use crate::quant::TensorType;
+
+/// The most products one dispatch takes (Q, K, V and one spare); a longer list is
+/// computed one product at a time, with the same results.
+pub const MAX_PRODUCTS: usize = 4;
+
+/// `out = w · x` for each `(w, out)` of `products`, one token: `x` is `[n_cols]` for every
+/// `w`, each `out` `[w.n_rows]`. The results equal [`matvec`](super::matvec) on each
+/// product bit for bit; see the module documentation for why this is faster.
+///
+/// Every product's shapes are checked before anything is computed; a mismatch is an
+/// error, not a panic, and leaves every output untouched.
+pub fn matvec_many(
+    pool: &ThreadPool,
+    products: &mut [(&WeightMatrix<'_>, &mut [f32])],
+    x: &[f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    matvec_many_with(Kernels::get(), pool, products, x, scratch)
+}
+
+/// As [`matvec_many`], with an explicit kernel table (tests use every level's).
+pub fn matvec_many_with(
+    kernels: &Kernels,
+    pool: &ThreadPool,
+    products: &mut [(&WeightMatrix<'_>, &mut [f32])],
+    x: &[f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    // Every product is checked before anything is computed.
+    let mut shared = products.len() <= MAX_PRODUCTS;
+    for (w, out) in products.iter() {
+        let c = check(kernels, w, x.len(), 1, out.len())?;
+        if c.act_ty != TensorType::F32 && c.quantize.is_none() {
+            return Err(MatmulError::NoQuantizer {
+                ty: w.ty,
+                activation: c.act_ty,
+            });
+        }
+        shared &= c.act_ty != TensorType::F32 && kernels.dot_rows(w.ty).is_some();
+    }
+    if !shared {
+        for (w, out) in products.iter_mut() {
+            matmul_with(kernels, pool, w, x, 1, out, scratch)?;
+        }
+        return Ok(());
+    }
+
+    // Per product: its activation format, row kernel, quantizer and activation row
+    // length, and where its activation row starts; each format is quantized once, onto
+    // lines of its own.
+    let mut kinds: [Option<Kind>; MAX_PRODUCTS] = Default::default();
+    let mut end = 0;
+    for (p, (w, _)) in products.iter().enumerate() {
+        let c = check(kernels, w, x.len(), 1, w.n_rows)?;
+        let (Some(quantize), Some(dot_rows)) = (c.quantize, kernels.dot_rows(w.ty)) else {
+            continue; // not reached: both were checked above
+        };
+        let same = kinds[..p].iter().flatten().find(|k| k.act_ty == c.act_ty);
+        let offset = match same {
+            Some(k) => k.offset,
+            None => {
+                end += c.act_row_bytes.next_multiple_of(64);
+                end - c.act_row_bytes.next_multiple_of(64)
+            }
+        };
+        kinds[p] = Some(Kind {
+            act_ty: c.act_ty,
+            quantize: same.is_none().then_some(quantize),
+            dot_rows,
+            len: c.act_row_bytes,
+            offset,
+        });
+    }
+    let buf = line_bytes(&mut scratch.lines, end);
+    for k in kinds.iter().flatten() {
+        if let Some(quantize) = k.quantize {
+            quantize(x, &mut buf[k.offset..][..k.len]);
+        }
+    }
+    let buf: &[u8] = buf;
+
+    let nth = pool.n_threads();
+    let mut parts: [Option<Part<'_>>; MAX_PRODUCTS] = Default::default();
+    let mut n_chunks = 0;
+    let mut macs = 0usize;
+    for ((w, out), (part, kind)) in products.iter_mut().zip(parts.iter_mut().zip(&kinds)) {
+        let Some(kind) = kind else { continue };
+        let chunk_rows = w.n_rows.div_ceil(nth * CHUNKS_PER_THREAD).max(1);
+        let first_chunk = n_chunks;
+        n_chunks += w.n_rows.div_ceil(chunk_rows);
+        macs = macs.saturating_add(w.n_rows.saturating_mul(w.n_cols));
+        *part = Some(Part {
+            data: w.data,
+            row_bytes: w.row_bytes,
+            n_rows: w.n_rows,
+            dot_rows: kind.dot_rows,
+            act: &buf[kind.offset..][..kind.len],
+            out: SharedSlice::new(out),
+            chunk_rows,
+            first_chunk,
+        });
+    }
+    let group = Group {
+        parts,
+        next_chunk: AtomicUsize::new(0),
+    };
+    if macs >= MIN_PARALLEL_MACS {
+        pool.run(&|_, _| group.run());
+    } else {
+        group.run();
+    }
+    Ok(())
+}
+
+/// How one product's activations are formed: `quantize` is set for the first product
+/// of each activation format, the others read its row at the same `offset`.
+struct Kind {
+    act_ty: TensorType,
+    quantize: Option<QuantizeFn>,
+    dot_rows: DotRowsFn,
+    len: usize,
+    offset: usize,
+}
+
+/// One product of a [`Group`]: its weights, kernel, activation row and output, and where
+/// its chunks start in the group's count.
+struct Part<'a> {
+    data: &'a [u8],
+    row_bytes: usize,
+    n_rows: usize,
+    dot_rows: DotRowsFn,
+    act: &'a [u8],
+    out: SharedSlice<'a, f32>,
+    chunk_rows: usize,
+    first_chunk: usize,
+}
+
+/// The products of one call, claimed chunk by chunk (product after product) by whichever
+/// threads run [`Group::run`].
+struct Group<'a> {
+    parts: [Option<Part<'a>>; MAX_PRODUCTS],
+    next_chunk: AtomicUsize,
+}
+
+impl Group<'_> {
+    fn run(&self) {
+        loop {
+            // Relaxed: the counter only hands out chunk numbers; the data every thread
+            // reads was published by the pool's dispatch.
+            let chunk = self.next_chunk.fetch_add(1, Ordering::Relaxed);
+            // The last part whose chunks start at or before `chunk`.
+            let Some(part) = self
+                .parts
+                .iter()
+                .flatten()
+                .take_while(|p| p.first_chunk <= chunk)
+                .last()
+            else {
+                return;
+            };
+            let r0 = (chunk - part.first_chunk).saturating_mul(part.chunk_rows);
+            if r0 >= part.n_rows {
+                // Past the last part's last chunk (earlier parts' chunks all fit).
+                return;
+            }
+            let r1 = (r0 + part.chunk_rows).min(part.n_rows);
+            let rb = part.row_bytes;
+            // SAFETY: chunk numbers are handed out once, and each maps to its own rows
+            // r0..r1 of one part, so out[r0..r1] is written by nobody else.
+            let o = unsafe { part.out.piece(r0, r1 - r0) };
+            (part.dot_rows)(&part.data[r0 * rb..r1 * rb], rb, part.act, o);
+        }
+    }
+}
