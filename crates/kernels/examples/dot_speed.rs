@@ -13,32 +13,15 @@
 //! cargo run --release -p hearth-kernels --example dot_speed [--dram] [COLS] [ROWS]
 //! ```
 
-use std::time::Duration;
-
 use hearth_kernels::dispatch::Kernels;
 use hearth_kernels::quant::{activation_type, quantize_row, TensorType};
 
-#[repr(C)]
-struct Timespec {
-    tv_sec: i64,
-    tv_nsec: i64,
-}
+mod common;
+use common::cpu_time;
 
-unsafe extern "C" {
-    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-}
-
-/// This thread's CPU time (CLOCK_THREAD_CPUTIME_ID).
-fn cpu_time() -> Duration {
-    let mut ts = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `ts`.
-    unsafe { clock_gettime(3, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
+/// Spread of the test values: real weights are this small, and at this scale Q6_K's
+/// super-block scales are subnormal halves, as in real models (a unit scale would hide
+/// what converting those costs).
 const SCALE: f32 = 0.05;
 
 fn main() {

@@ -6,32 +6,12 @@
 //! cargo run --release -p hearth-kernels --example gemm_speed [TOKENS] [ROWS] [COLS]
 //! ```
 
-use std::time::Duration;
-
 use hearth_kernels::matmul::{matmul, MatmulScratch, WeightMatrix};
 use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::{quantize_row, TensorType};
 
-#[repr(C)]
-struct Timespec {
-    tv_sec: i64,
-    tv_nsec: i64,
-}
-
-unsafe extern "C" {
-    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-}
-
-/// This thread's CPU time (CLOCK_THREAD_CPUTIME_ID).
-fn cpu_time() -> Duration {
-    let mut ts = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `ts`.
-    unsafe { clock_gettime(3, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
+mod common;
+use common::cpu_time;
 
 fn main() {
     let args: Vec<usize> = std::env::args()
