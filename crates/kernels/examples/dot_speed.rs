@@ -1,4 +1,5 @@
-//! How fast each multi-row dot kernel consumes weights when memory is not the limit: a
+//! How fast each multi-row dot kernel (or, at levels without one, the single-row kernel
+//! row by row) consumes weights when memory is not the limit: a
 //! small matrix that stays in L2 is multiplied over and over, and the figure is GiB of
 //! weights per CPU-second on one thread. Decoding streams weights from DRAM at roughly
 //! 15–30 GiB/s per core; a kernel whose in-cache rate is not well above that is
@@ -13,7 +14,7 @@
 //! cargo run --release -p hearth-kernels --example dot_speed [--dram] [COLS] [ROWS]
 //! ```
 
-use hearth_kernels::dispatch::Kernels;
+use hearth_kernels::dispatch::{DotFn, Kernels};
 use hearth_kernels::quant::{activation_type, quantize_row, TensorType};
 
 mod common;
@@ -46,10 +47,10 @@ fn main() {
         TensorType::Q5_K,
         TensorType::Q6_K,
     ] {
-        let (Some(row_bytes), Some(dot_rows)) = (ty.row_bytes(n_cols as u64), kernels.dot_rows(ty))
-        else {
+        let (Some(row_bytes), Some(dot)) = (ty.row_bytes(n_cols as u64), kernels.dot(ty)) else {
             continue;
         };
+        let dot_rows = rows_fn(kernels, ty, dot);
         let row_bytes = row_bytes as usize;
         let mut w = vec![0u8; row_bytes * n_rows];
         for (r, row) in w.chunks_exact_mut(row_bytes).enumerate() {
@@ -86,10 +87,8 @@ fn main() {
 /// kernel; prints the median GiB/s of each.
 fn dram_rates(ty: TensorType, w: &[u8], row_bytes: usize, a: &[u8]) {
     let kernels = Kernels::get();
-    let (dot_rows, dot) = (
-        kernels.dot_rows(ty).expect("rows"),
-        kernels.dot(ty).expect("dot"),
-    );
+    let Some(dot) = kernels.dot(ty) else { return };
+    let dot_rows = rows_fn(kernels, ty, dot);
     let copies = (512usize << 20) / w.len();
     let mut map = memmap2::MmapMut::map_anon(copies * w.len()).expect("map");
     let _ = map.advise(memmap2::Advice::HugePage);
@@ -116,4 +115,22 @@ fn dram_rates(ty: TensorType, w: &[u8], row_bytes: usize, a: &[u8]) {
         }
     });
     println!("{ty:>5} from DRAM: {rows:6.1} GiB/s multi-row, {single:6.1} single-row");
+}
+
+/// The level's multi-row kernel for `ty`, or (levels without one) the single-row kernel
+/// row by row, as `matmul` falls back to.
+fn rows_fn(
+    kernels: &Kernels,
+    ty: TensorType,
+    dot: DotFn,
+) -> impl Fn(&[u8], usize, &[u8], &mut [f32]) {
+    let rows = kernels.dot_rows(ty);
+    move |w, row_bytes, a, out| match rows {
+        Some(f) => f(w, row_bytes, a, out),
+        None => {
+            for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+                *o = dot(r, a);
+            }
+        }
+    }
 }
