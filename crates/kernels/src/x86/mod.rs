@@ -16,6 +16,39 @@
 //! [`QuantizeFn`]: crate::dispatch::QuantizeFn
 //! [`Level::is_supported`]: crate::dispatch::Level::is_supported
 
+/// Defines a safe [`crate::dispatch::DotRowsFn`] around a multi-row kernel taking
+/// `(w, stride, a, blocks)` for `$group` rows; leftover rows go to the single-row
+/// kernel, whose results the multi-row one equals. Shared by both levels (defined before
+/// their modules so that they see it).
+macro_rules! dot_rows_fn {
+    ($name:ident, $rows:path, $single:path, $group:expr, $w_block:expr, $a_block:expr) => {
+        fn $name(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+            let nb = super::rows_block_count(w, row_bytes, a, out.len(), $w_block, $a_block);
+            let done = out.len() - out.len() % $group;
+            for (g, o) in out.chunks_exact_mut($group).enumerate() {
+                // SAFETY: each level's `register` installs this only for a level whose
+                // CPU features Kernels::for_level checked, and the VNNI kernels only when
+                // it detected VNNI; rows_block_count checked that `w` holds `out.len()`
+                // rows of `nb` blocks, `row_bytes` apart, and `a` `nb` blocks, so rows
+                // g·group.. g·group+group are in `w`.
+                let sums = unsafe {
+                    $rows(
+                        w.as_ptr().add(g * $group * row_bytes),
+                        row_bytes,
+                        a.as_ptr(),
+                        nb,
+                    )
+                };
+                o.copy_from_slice(&sums);
+            }
+            for (r, o) in out.iter_mut().enumerate().skip(done) {
+                // SAFETY: as above, for the single row r.
+                *o = unsafe { $single(w.as_ptr().add(r * row_bytes), a.as_ptr(), nb) };
+            }
+        }
+    };
+}
+
 mod avx2;
 mod avx512;
 pub mod ops;
@@ -63,4 +96,26 @@ fn quant_block_count(x: &[f32], out: &[u8], block_len: usize, block_bytes: usize
         out.len()
     );
     nb
+}
+
+/// Blocks per row for a multi-row call, after checking that `w` holds `n_rows` rows of
+/// `row_bytes` and that `a` matches one row (panics otherwise, as `block_count` does).
+#[inline(always)]
+fn rows_block_count(
+    w: &[u8],
+    row_bytes: usize,
+    a: &[u8],
+    n_rows: usize,
+    w_block: usize,
+    a_block: usize,
+) -> usize {
+    if n_rows == 0 {
+        return 0;
+    }
+    assert!(
+        n_rows.checked_mul(row_bytes) == Some(w.len()),
+        "{n_rows} rows of {row_bytes} bytes do not make {} bytes",
+        w.len()
+    );
+    block_count(&w[..row_bytes], a, w_block, a_block)
 }

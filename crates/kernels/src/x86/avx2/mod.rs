@@ -51,6 +51,22 @@ dot_fn!(dot_q4_k, kquants::dot_q4_k, 144, 292);
 dot_fn!(dot_q5_k, kquants::dot_q5_k, 176, 292);
 dot_fn!(dot_q6_k, kquants::dot_q6_k, 210, 292);
 dot_fn!(dot_iq4_xs, kquants::dot_iq4_xs, 136, 292);
+dot_rows_fn!(
+    dot_rows_q4_0,
+    q32::dot_rows_q4_0,
+    q32::dot_q4_0,
+    q32::ROWS,
+    18,
+    34
+);
+dot_rows_fn!(
+    dot_rows_q5_0,
+    q32::dot_rows_q5_0,
+    q32::dot_q5_0,
+    q32::ROWS,
+    22,
+    34
+);
 quantize_fn!(quantize_q8_0, quantize::quantize_q8_0, 32, 34);
 quantize_fn!(quantize_q8_1, quantize::quantize_q8_1, 32, 36);
 quantize_fn!(quantize_q8_k, quantize::quantize_q8_k, 256, 292);
@@ -63,6 +79,8 @@ pub(super) fn register(k: &mut Kernels) {
     k.set_dot(BF16, dot_bf16);
     k.set_dot(Q4_0, dot_q4_0);
     k.set_dot(Q5_0, dot_q5_0);
+    k.set_dot_rows(Q4_0, dot_rows_q4_0);
+    k.set_dot_rows(Q5_0, dot_rows_q5_0);
     k.set_dot(Q8_0, dot_q8_0);
     k.set_dot(IQ4_NL, dot_iq4_nl);
     k.set_dot(Q4_1, dot_q4_1);

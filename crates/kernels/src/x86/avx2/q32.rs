@@ -103,6 +103,116 @@ pub unsafe fn dot_iq4_nl(w: *const u8, a: *const u8, nb: usize) -> f32 {
     })
 }
 
+/// Rows per multi-row call: the rows share each activation block's load, scale and
+/// offset sum, and the loop overhead.
+pub const ROWS: usize = 4;
+
+/// How many groups of [`ROWS`] rows ahead the multi-row kernels prefetch (four rows read
+/// side by side are four interleaved streams, which hardware prefetchers follow badly).
+const PREFETCH_GROUPS: usize = 2;
+
+/// A Q8_0-activation format whose weights are `q - OFFSET` with small unsigned quants
+/// `q` (at most 31, so `maddubs` pair sums stay far from saturating): the multi-row
+/// kernels take `q` as it is and the offset as `OFFSET · Σ y` per i32 lane, which depends
+/// on the activations only and so is formed once per block for all rows. Each i32 lane
+/// then holds exactly the signed sum [`dot_i8`] gives (`Σ (q - OFFSET)·y` over the same
+/// four elements), without the two sign moves per row.
+trait Unsigned {
+    /// Bytes per weight block.
+    const BYTES: usize;
+    /// What the unsigned quants exceed the weights by.
+    const OFFSET: i8;
+    /// One block's 32 unsigned quants in element order.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `x` must point at a whole block.
+    unsafe fn quants(x: *const u8) -> __m256i;
+}
+
+struct Q4_0;
+struct Q5_0;
+
+impl Unsigned for Q4_0 {
+    const BYTES: usize = 18;
+    const OFFSET: i8 = 8;
+    #[inline(always)]
+    unsafe fn quants(x: *const u8) -> __m256i {
+        nibbles_32(x.add(2))
+    }
+}
+
+impl Unsigned for Q5_0 {
+    const BYTES: usize = 22;
+    const OFFSET: i8 = 16;
+    #[inline(always)]
+    unsafe fn quants(x: *const u8) -> __m256i {
+        let qh = (x.add(2) as *const u32).read_unaligned();
+        let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
+        _mm256_or_si256(nibbles_32(x.add(6)), high)
+    }
+}
+
+/// [`ROWS`] rows `stride` bytes apart against Q8_0 activations: `out[r]` equals the
+/// single-row kernel's dot of row `r` bit for bit. Each row's float operations are that
+/// kernel's, in the same order: the same `d_x·d_y` per block, the same FMA into the even
+/// or odd blocks' accumulator ([`fold_blocks`]), the same final sum; its i32 lanes are
+/// the same exact sums (see [`Unsigned`]).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; each of the [`ROWS`] rows at `w + r·stride`
+/// must hold `nb` blocks of `B`, and `a` `nb` Q8_0 blocks.
+#[inline(always)]
+unsafe fn dot_rows_unsigned<B: Unsigned>(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    nb: usize,
+) -> [f32; ROWS] {
+    let ones = _mm256_set1_epi16(1);
+    let offset = _mm256_set1_epi8(B::OFFSET);
+    let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+    for i in 0..nb {
+        // A block step of a group reads ROWS·BYTES bytes at most in address order (the
+        // rows are contiguous); fetch that stretch of a later group. Past the matrix the
+        // address is never dereferenced: a prefetch does not fault.
+        let ahead = w.wrapping_add(ROWS * (stride * PREFETCH_GROUPS + B::BYTES * i));
+        for k in 0..(ROWS * B::BYTES).div_ceil(64) + 1 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * k) as *const i8);
+        }
+        let y = a.add(Q8_0 * i);
+        let dy = f16_splat(y);
+        let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+        // OFFSET · Σ y over each i32 lane's four activations (|16 · 4 · 127| is small).
+        let lane_offset = _mm256_madd_epi16(_mm256_maddubs_epi16(offset, qy), ones);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let x = w.add(r * stride + B::BYTES * i);
+            let d = _mm256_mul_ps(f16_splat(x), dy);
+            let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(B::quants(x), qy), ones);
+            let sumi = _mm256_sub_epi32(sums, lane_offset);
+            acc[i % 2] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[i % 2]);
+        }
+    }
+    acc.map(|[even, odd]| hsum_ps(_mm256_add_ps(even, odd)))
+}
+
+/// [`dot_q4_0`] for [`ROWS`] rows `stride` bytes apart; `out[r]` equals it bit for bit.
+///
+/// # Safety
+/// As [`dot_q4_0`], for each of the rows at `w + r·stride`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_rows_q4_0(w: *const u8, stride: usize, a: *const u8, nb: usize) -> [f32; ROWS] {
+    dot_rows_unsigned::<Q4_0>(w, stride, a, nb)
+}
+
+/// [`dot_q5_0`] for [`ROWS`] rows `stride` bytes apart; `out[r]` equals it bit for bit.
+///
+/// # Safety
+/// As [`dot_q5_0`], for each of the rows at `w + r·stride`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_rows_q5_0(w: *const u8, stride: usize, a: *const u8, nb: usize) -> [f32; ROWS] {
+    dot_rows_unsigned::<Q5_0>(w, stride, a, nb)
+}
+
 /// Q4_1 · Q8_1: weights `d * q + m`; the offset meets the activations through their
 /// stored sum `s`, so the reference's `d_w*d_a*sumi + m*s` is computed per block.
 ///
