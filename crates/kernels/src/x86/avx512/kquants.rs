@@ -2,8 +2,9 @@
 //!
 //! The same exact integer scheme as the AVX2 kernels (`maddubs`, then `madd` with the
 //! sub-block scales), twice as wide: a Q4_K/Q5_K step covers two 32-weight sub-blocks, a
-//! Q6_K step four 16-weight ones. VNNI would not help here: `vpdpbusd` fuses the `madd`
-//! with ones, but the scales still need their own multiply.
+//! Q6_K step four 16-weight ones. With VNNI, Q4_K/Q5_K instead form four-product sums
+//! with `vpdpbusd` and scale two sub-blocks' sums with one `vpdpwssd` (see
+//! [`block_sumi`]); each i32 lane gets the same products, so the sums are the same.
 
 use core::arch::x86_64::*;
 
@@ -125,17 +126,6 @@ unsafe fn unpack1(l: __m128i) -> __m128i {
     _mm_ternarylogic_epi32::<0xF8>(a, b, _mm_set_epi32(0x3030_3030, 0, 0x3030_3030, 0))
 }
 
-/// `sumi + Σ pairs of p·sc` (i32 lanes): `vpdpwssd` with VNNI, `madd` and `add` without;
-/// the same exact sums.
-#[inline(always)]
-unsafe fn madd_acc<const VNNI: bool>(sumi: __m512i, p: __m512i, sc: __m512i) -> __m512i {
-    if VNNI {
-        _mm512_dpwssd_epi32(sumi, p, sc)
-    } else {
-        _mm512_add_epi32(sumi, _mm512_madd_epi16(p, sc))
-    }
-}
-
 /// Byte-shuffle controls that spread one row's sub-block scales (bytes 0..8 of each
 /// 128-bit lane, see [`unpack4`]) as i16 pairs over the i32 lanes of half `m` (see
 /// [`block_sumi`]'s VNNI path): `(scale 4m, scale 4m+1)` in lanes 0..8, `(scale 4m+2,
@@ -216,7 +206,8 @@ unsafe fn block_sumi<const Q5: bool, const VNNI: bool>(
             for (h, q) in q.into_iter().enumerate() {
                 let v = 2 * m + h;
                 let sc = _mm512_shuffle_epi8(s, ctl(&SPREAD[v]));
-                sumi = madd_acc::<VNNI>(sumi, _mm512_maddubs_epi16(q, ya[v]), sc);
+                let p = _mm512_maddubs_epi16(q, ya[v]);
+                sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(p, sc));
             }
         }
     }

@@ -155,8 +155,8 @@ pub(super) fn register(k: &mut Kernels, vnni: bool) {
         k.set_dot_rows(Q8_0, dot_rows_q8_0_vnni);
         k.set_dot_rows(IQ4_NL, dot_rows_iq4_nl_vnni);
     }
-    // Q4_K/Q5_K: VNNI's `vpdpwssd` fuses the scale multiply with the add (the same sums,
-    // so both variants give the same results).
+    // Q4_K/Q5_K: with VNNI, `vpdpbusd` sums and one `vpdpwssd` per two sub-blocks (the
+    // same lane sums, so both variants give the same results).
     if vnni {
         k.set_dot(Q4_K, dot_q4_k_vnni);
         k.set_dot_rows(Q4_K, dot_rows_q4_k_vnni);
@@ -168,8 +168,8 @@ pub(super) fn register(k: &mut Kernels, vnni: bool) {
         k.set_dot(Q5_K, dot_q5_k);
         k.set_dot_rows(Q5_K, dot_rows_q5_k);
     }
-    // Q6_K's `q6k` kernels equal `kquants::dot_q6_k` bit for bit; VNNI fuses their scale
-    // multiply with the add.
+    // Q6_K's `q6k` kernels equal `kquants::dot_q6_k` bit for bit; with VNNI they use
+    // `vpdpbusd` and one `vpdpwssd` per two sub-blocks (the same lane sums).
     if vnni {
         k.set_dot(Q6_K, dot_q6_k_vnni);
         k.set_dot_rows(Q6_K, dot_rows_q6_k_vnni);
