@@ -47,34 +47,27 @@ pub fn matvec_many_with(
     x: &[f32],
     scratch: &mut MatmulScratch,
 ) -> Result<(), MatmulError> {
-    // Every product is checked before anything is computed.
+    // Every product is checked before anything is computed. On the way, per product: its
+    // activation format, row kernel, quantizer and activation row length, and where its
+    // activation row starts; each format is quantized once, onto lines of its own.
     let mut shared = products.len() <= MAX_PRODUCTS;
-    for (w, out) in products.iter() {
+    let mut kinds: [Option<Kind>; MAX_PRODUCTS] = Default::default();
+    let mut end = 0;
+    for (p, (w, out)) in products.iter().enumerate() {
         let c = check(kernels, w, x.len(), 1, out.len())?;
-        if c.act_ty != TensorType::F32 && c.quantize.is_none() {
+        if c.act_ty == TensorType::F32 {
+            shared = false;
+            continue;
+        }
+        let Some(quantize) = c.quantize else {
             return Err(MatmulError::NoQuantizer {
                 ty: w.ty,
                 activation: c.act_ty,
             });
-        }
-        shared &= c.act_ty != TensorType::F32 && kernels.dot_rows(w.ty).is_some();
-    }
-    if !shared {
-        for (w, out) in products.iter_mut() {
-            matmul_with(kernels, pool, w, x, 1, out, scratch)?;
-        }
-        return Ok(());
-    }
-
-    // Per product: its activation format, row kernel, quantizer and activation row
-    // length, and where its activation row starts; each format is quantized once, onto
-    // lines of its own.
-    let mut kinds: [Option<Kind>; MAX_PRODUCTS] = Default::default();
-    let mut end = 0;
-    for (p, (w, _)) in products.iter().enumerate() {
-        let c = check(kernels, w, x.len(), 1, w.n_rows)?;
-        let (Some(quantize), Some(dot_rows)) = (c.quantize, kernels.dot_rows(w.ty)) else {
-            continue; // not reached: both were checked above
+        };
+        let Some(dot_rows) = kernels.dot_rows(w.ty).filter(|_| p < MAX_PRODUCTS) else {
+            shared = false;
+            continue;
         };
         let same = kinds[..p].iter().flatten().find(|k| k.act_ty == c.act_ty);
         let offset = match same {
@@ -91,6 +84,12 @@ pub fn matvec_many_with(
             len: c.act_row_bytes,
             offset,
         });
+    }
+    if !shared {
+        for (w, out) in products.iter_mut() {
+            matmul_with(kernels, pool, w, x, 1, out, scratch)?;
+        }
+        return Ok(());
     }
     let buf = line_bytes(&mut scratch.lines, end);
     for k in kinds.iter().flatten() {
