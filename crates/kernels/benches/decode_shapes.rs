@@ -17,29 +17,12 @@ use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::{quantize_row, TensorType};
 
 mod common;
-use common::{buffer, Pages};
+use common::{buffer, values, Pages};
 
 /// Smallest amount of weights one pass reads.
 const MIN_BYTES: usize = 64 << 20;
 /// Passes per shape and thread count.
 const PASSES: usize = 15;
-
-/// Deterministic, roughly normal values.
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            let mut u = 0.0;
-            for _ in 0..4 {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                u += (s >> 40) as f32 / (1u64 << 24) as f32;
-            }
-            (u - 2.0) * 0.05
-        })
-        .collect()
-}
 
 fn main() {
     use TensorType::*;

@@ -18,28 +18,11 @@ use hearth_kernels::quant::{quantize_row, TensorType};
 use memmap2::MmapMut;
 
 mod common;
-use common::{buffer, Pages};
+use common::{buffer, values, Pages};
 
 /// Smallest weight matrix benchmarked.
 const MIN_BYTES: usize = 64 << 20;
 const N_COLS: usize = 4096;
-
-/// Deterministic, roughly normal values (what trained weights look like to a quantizer).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            let mut u = 0.0;
-            for _ in 0..4 {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                u += (s >> 40) as f32 / (1u64 << 24) as f32;
-            }
-            (u - 2.0) * 0.05
-        })
-        .collect()
-}
 
 /// A `[n_rows, N_COLS]` matrix of at least `MIN_BYTES`: 64 distinct quantized rows,
 /// repeated (quantizing 64 MiB of k-quants from scratch would take longer than the bench).

@@ -39,3 +39,23 @@ pub fn buffer(bytes: usize, pages: Pages) -> MmapMut {
     map.fill(1);
     map
 }
+
+/// Deterministic, roughly normal values of real weights' spread (what trained weights
+/// look like to a quantizer; at this scale Q6_K's super-block scales are subnormal
+/// halves, as in real models). Not every bench uses it.
+#[allow(dead_code)]
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            let mut u = 0.0;
+            for _ in 0..4 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                u += (s >> 40) as f32 / (1u64 << 24) as f32;
+            }
+            (u - 2.0) * 0.05
+        })
+        .collect()
+}
