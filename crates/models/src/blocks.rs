@@ -276,8 +276,9 @@ const Q_TILE_ROWS: usize = 64;
 /// that no token of a unit may see are never visited. When there are fewer units than
 /// threads (decoding), each unit's blocks are also split between threads, and the parts
 /// merged (`flash_finish`). Units are dealt to the pool's threads in alternating order
-/// ([`Units::owner`]), so the long rows of late tokens do not all land on one; each part writes the running states of
-/// its units into its own slot of `parts`, merged into `out` afterwards.
+/// ([`Units::owner`]), so the long rows of late tokens do not all land on one; each part
+/// writes the running states of its units into its own slot of `parts`, merged into `out`
+/// afterwards.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     pool: &ThreadPool,
