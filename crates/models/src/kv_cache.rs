@@ -19,9 +19,17 @@
 //! of window `n_swa` only those with `p - pos < n_swa` (`llama_hparams::is_masked_swa`,
 //! `LLAMA_SWA_TYPE_STANDARD`).
 //!
-//! Not here yet: sharing blocks between sequences (prefix caching and forks need a
-//! reference count per block and copy-on-write of a shared partial block), f16 or
-//! quantized storage, and a latent (MLA) layout; the block table is the seam for all three.
+//! Blocks are reference-counted, so sequences can share them: [`KvCache::fork`] gives a
+//! new sequence the same table (`n > 1` completions of one prompt), and
+//! [`KvCache::adopt_prefix`] starts a sequence on blocks another sequence filled (a
+//! prefix cache, which holds its own references through [`KvCache::retain_block`]). A
+//! block is written only by the sequence that holds it alone: appending into a shared,
+//! partly filled last block first copies it (copy-on-write), so no sequence ever sees
+//! another's tokens. Full shared blocks are never written again, since a sequence only
+//! appends after its last token.
+//!
+//! Not here yet: f16 or quantized storage, and a latent (MLA) layout; the block table is
+//! the seam for both (a block index addresses whatever a cell holds).
 
 use hearth_kernels::ops::attention::{KvTile, KV_TILE};
 
@@ -77,8 +85,11 @@ pub struct KvCache {
     v: Vec<Vec<f32>>,
     /// `[n_cells]`: the position of the token in each cell.
     pos: Vec<u32>,
-    /// Free block indices.
+    /// Free block indices (their reference count is 0).
     free: Vec<u32>,
+    /// `[n_blocks]`: how many sequences (and outside holders, such as a prefix cache)
+    /// hold each block.
+    refs: Vec<u32>,
     /// Indexed by `SeqId`; `None` for a removed sequence whose id may be reused.
     seqs: Vec<Option<Sequence>>,
     /// Indexed by `SeqId`; scratch of [`KvCache::prepare`].
@@ -147,6 +158,7 @@ impl KvCache {
             pos,
             // Reversed so that blocks are handed out in increasing order (tidier dumps).
             free: (0..n_blocks as u32).rev().collect(),
+            refs: vec![0; n_blocks],
             seqs: Vec::new(),
             staged: Vec::new(),
         })
@@ -160,6 +172,99 @@ impl KvCache {
     /// Cells not held by any sequence.
     pub fn n_free_cells(&self) -> usize {
         self.free.len() * BLOCK_CELLS
+    }
+
+    /// Total blocks.
+    pub fn n_blocks(&self) -> usize {
+        self.refs.len()
+    }
+
+    /// Blocks held by nobody.
+    pub fn n_free_blocks(&self) -> usize {
+        self.free.len()
+    }
+
+    /// How many sequences and outside holders hold `block` (0 when it is free or out of
+    /// range).
+    pub fn block_refs(&self, block: u32) -> u32 {
+        self.refs.get(block as usize).copied().unwrap_or(0)
+    }
+
+    /// Takes one more reference to a block that some sequence holds (or that the caller
+    /// already holds), so that it outlives the sequence: a prefix cache keeps the blocks
+    /// of finished sequences this way. `false` (and nothing changes) for a free block or
+    /// one out of range, whose contents are not anybody's.
+    pub fn retain_block(&mut self, block: u32) -> bool {
+        match self.refs.get_mut(block as usize) {
+            Some(r) if *r > 0 => {
+                *r += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives back a reference taken by [`KvCache::retain_block`]; the block is free again
+    /// when nobody holds it. `false` for a free block or one out of range.
+    pub fn release_block(&mut self, block: u32) -> bool {
+        if self.block_refs(block) == 0 {
+            return false;
+        }
+        release(&mut self.refs, &mut self.free, block);
+        true
+    }
+
+    /// A new sequence holding the same cells as `seq` (its blocks shared, not copied):
+    /// the `n` completions of one prompt each continue from it. The first append into a
+    /// shared, partly filled block copies it. `None` if `seq` does not exist.
+    pub fn fork(&mut self, seq: SeqId) -> Option<SeqId> {
+        let (blocks, len) = {
+            let s = self.seq(seq)?;
+            (s.blocks.clone(), s.len)
+        };
+        let mut table = Vec::with_capacity(self.n_cells / BLOCK_CELLS);
+        table.extend_from_slice(&blocks);
+        for &b in &blocks {
+            self.refs[b as usize] += 1;
+        }
+        let id = self.new_sequence();
+        let s = self.seqs[id.0 as usize].as_mut().expect("just created");
+        s.blocks = table;
+        s.len = len;
+        Some(id)
+    }
+
+    /// Starts the empty sequence `seq` on full blocks filled by other sequences (a cached
+    /// prompt prefix): afterwards it holds `blocks.len() · BLOCK_CELLS` tokens, those of
+    /// the blocks in order, with their positions. Every block must be held by someone
+    /// (a sequence or a [`KvCache::retain_block`] holder), since a free block's contents
+    /// may be overwritten at any time. On an error nothing changes.
+    pub fn adopt_prefix(&mut self, seq: SeqId, blocks: &[u32]) -> Result<(), ModelError> {
+        let bad = |reason: String| ModelError::Config {
+            what: "cached prefix",
+            reason,
+        };
+        match self.seq(seq) {
+            None => return Err(bad(format!("sequence {} does not exist", seq.0))),
+            Some(s) if s.len > 0 => return Err(bad(format!("sequence {} is not empty", seq.0))),
+            Some(_) => {}
+        }
+        if let Some(&b) = blocks.iter().find(|&&b| self.block_refs(b) == 0) {
+            return Err(bad(format!("block {b} is free or out of range")));
+        }
+        for &b in blocks {
+            self.refs[b as usize] += 1;
+        }
+        let s = self.seqs[seq.0 as usize].as_mut().expect("checked above");
+        s.blocks.extend_from_slice(blocks);
+        s.len = blocks.len() * BLOCK_CELLS;
+        Ok(())
+    }
+
+    /// The block table of `seq`: `blocks[j / BLOCK_CELLS]` holds its `j`-th token (the
+    /// last block may be partly filled). Empty if the sequence does not exist.
+    pub fn seq_blocks(&self, seq: SeqId) -> &[u32] {
+        self.seq(seq).map_or(&[], |s| &s.blocks)
     }
 
     /// Bytes of K and V storage.
@@ -198,7 +303,9 @@ impl KvCache {
     pub fn remove_sequence(&mut self, seq: SeqId) -> bool {
         match self.seqs.get_mut(seq.0 as usize).and_then(Option::take) {
             Some(s) => {
-                self.free.extend(s.blocks.iter().rev());
+                for &b in s.blocks.iter().rev() {
+                    release(&mut self.refs, &mut self.free, b);
+                }
                 true
             }
             None => false,
@@ -214,7 +321,10 @@ impl KvCache {
         };
         if len < s.len {
             let keep = len.div_ceil(BLOCK_CELLS);
-            self.free.extend(s.blocks.drain(keep..).rev());
+            while s.blocks.len() > keep {
+                let b = s.blocks.pop().expect("more blocks than kept");
+                release(&mut self.refs, &mut self.free, b);
+            }
             s.len = len;
         }
         true
@@ -224,6 +334,7 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.seqs.clear();
         self.staged.clear();
+        self.refs.fill(0);
         self.free.clear();
         self.free
             .extend((0..(self.n_cells / BLOCK_CELLS) as u32).rev());
@@ -289,6 +400,9 @@ impl KvCache {
         for (st, s) in self.staged.iter().zip(&self.seqs) {
             if let (true, Some(s)) = (st.touched, s) {
                 blocks_needed += (s.len + st.n_new).div_ceil(BLOCK_CELLS) - s.blocks.len();
+                if self.shared_partial_tail(s) {
+                    blocks_needed += 1; // its copy
+                }
             }
         }
         if blocks_needed > self.free.len() {
@@ -298,6 +412,13 @@ impl KvCache {
             });
         }
         Ok(())
+    }
+
+    /// Whether a sequence's last block is partly filled and held by others too (so its
+    /// next append copies it).
+    fn shared_partial_tail(&self, s: &Sequence) -> bool {
+        !s.len.is_multiple_of(BLOCK_CELLS)
+            && s.blocks.last().is_some_and(|&b| self.refs[b as usize] > 1)
     }
 
     /// Undoes the appends of the batch last given to [`KvCache::prepare`].
@@ -314,12 +435,27 @@ impl KvCache {
     /// was checked by [`KvCache::prepare`], so the sequence exists and a block is free.
     pub(crate) fn append(&mut self, seq: SeqId, pos: u32) -> usize {
         let s = self.seqs[seq.0 as usize]
-            .as_mut()
+            .as_ref()
             .expect("prepare checked the sequence");
         if s.len.is_multiple_of(BLOCK_CELLS) {
-            s.blocks
-                .push(self.free.pop().expect("prepare checked free blocks"));
+            let b = self.free.pop().expect("prepare checked free blocks");
+            self.refs[b as usize] = 1;
+            self.seqs[seq.0 as usize]
+                .as_mut()
+                .expect("checked above")
+                .blocks
+                .push(b);
+        } else if self.shared_partial_tail(s) {
+            // Copy-on-write: the partly filled block is shared (a fork), so this
+            // sequence continues in a copy of it and leaves the original to the others.
+            let new = self.free.pop().expect("prepare counted the copy");
+            let s = self.seqs[seq.0 as usize].as_mut().expect("checked above");
+            let old = std::mem::replace(s.blocks.last_mut().expect("a partial block"), new);
+            self.refs[new as usize] = 1;
+            self.refs[old as usize] -= 1;
+            copy_block(self, old as usize, new as usize);
         }
+        let s = self.seqs[seq.0 as usize].as_mut().expect("checked above");
         let cell = cell_of(&s.blocks, s.len);
         s.len += 1;
         self.pos[cell] = pos;
@@ -367,6 +503,28 @@ impl KvCache {
             v_stride: self.n_embd_v,
         }
     }
+}
+
+/// Drops one reference to `block`, freeing it when it was the last.
+fn release(refs: &mut [u32], free: &mut Vec<u32>, block: u32) {
+    let r = &mut refs[block as usize];
+    *r -= 1;
+    if *r == 0 {
+        free.push(block);
+    }
+}
+
+/// Copies every layer's keys and values, and the positions, of block `from` into `to`.
+fn copy_block(kv: &mut KvCache, from: usize, to: usize) {
+    let (nk, nv) = (BLOCK_CELLS * kv.n_embd_k, BLOCK_CELLS * kv.n_embd_v);
+    for il in 0..kv.n_layer {
+        kv.k[il].copy_within(from * nk..(from + 1) * nk, to * nk);
+        kv.v[il].copy_within(from * nv..(from + 1) * nv, to * nv);
+    }
+    kv.pos.copy_within(
+        from * BLOCK_CELLS..(from + 1) * BLOCK_CELLS,
+        to * BLOCK_CELLS,
+    );
 }
 
 /// The cell holding the `j`-th token of a sequence with this block table.
