@@ -18,19 +18,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use hearth_engine::chat_template::{ChatTemplate, Message, TemplateConfig};
+use hearth_engine::chat_template::Message;
 use hearth_engine::sampler::{Penalties, Sampler, SamplerParams};
+use hearth_engine::scheduler::{self, EngineConfig, Event, Finish, Job, Prompt, Request};
 use hearth_gguf::{GgufFile, Residency};
-use hearth_kernels::pool::ThreadPool;
-use hearth_models::{Batch, KvCache, Model, Scratch};
-use hearth_tokenizer::Tokenizer;
 
 /// Prompt tokens per forward call by default (llama.cpp's default `n_ubatch`).
-const PROMPT_BATCH: usize = 512;
-
-/// Context when `-c` is not given, unless the model was trained on less (llama.cpp's
-/// default `n_ctx`).
-const DEFAULT_CTX: usize = 4096;
+const PROMPT_BATCH: usize = scheduler::DEFAULT_BATCH;
 
 /// The arguments of `hearth run`.
 #[derive(Debug, clap::Args)]
@@ -82,144 +76,138 @@ pub struct RunArgs {
     pub mmap: bool,
 }
 
-/// Runs `hearth run`.
+/// Runs `hearth run`: one request through the engine (the same scheduler `hearth serve`
+/// runs), its text streamed to stdout.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut params = sampler_params(&args)?;
+    let params = sampler_params(&args)?;
     let n_threads = threads(args.threads)?;
     if args.batch == 0 {
         bail!("-b must be at least 1");
     }
+    if args.ctx == Some(0) {
+        bail!("-c must be at least 1");
+    }
+    if !args.model.exists() {
+        bail!("{}: no such file", args.model.display());
+    }
 
     let t_load = Instant::now();
-    let file = open_model_with(&args.model, args.mmap)?;
-    let tok = Tokenizer::from_gguf(&file)
-        .with_context(|| format!("{}: cannot build the tokenizer", args.model.display()))?;
-    let model = Model::load(&file)
-        .with_context(|| format!("{}: cannot load the model", args.model.display()))?;
-    let hp = model.hparams();
-    let n_ctx = context_size(args.ctx, hp.n_ctx_train)?;
-
-    let text = if args.chat {
-        chat_prompt(&file, &tok, &args.prompt)?
-    } else {
-        args.prompt.clone()
+    let config = EngineConfig {
+        ctx: args.ctx,
+        parallel: Some(1),
+        queue: 1,
+        batch: args.batch,
+        ..EngineConfig::new(
+            args.model.clone(),
+            n_threads,
+            residency(&args.model, args.mmap),
+        )
     };
-    let prompt = tok
-        .encode(&text, true, true)
-        .context("cannot tokenize the prompt")?;
-    if prompt.is_empty() {
-        bail!("the prompt is empty (and the model adds no BOS token)");
-    }
-    if prompt.len() >= n_ctx {
-        bail!(
-            "the prompt is {} tokens, which does not fit a context of {n_ctx} (raise it with -c)",
-            prompt.len()
+    let (jobs, jobs_rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let engine = std::thread::Builder::new()
+        .name("hearth-engine".into())
+        .spawn(move || {
+            scheduler::run(config, jobs_rx, move |r| {
+                let _ = ready_tx.send(r);
+            })
+        })
+        .context("cannot start the engine thread")?;
+    let info = ready_rx
+        .recv()
+        .context("the engine stopped while loading")?
+        .map_err(anyhow::Error::msg)?;
+    if args.ctx.is_some_and(|c| c > info.n_ctx_train) {
+        eprintln!(
+            "hearth: warning: context {} is longer than the model was trained on ({})",
+            info.n_ctx, info.n_ctx_train
         );
     }
-
-    let pool = ThreadPool::new(n_threads).context("cannot start the compute threads")?;
-    let mut kv = KvCache::new(hp, n_ctx).context("cannot create the KV cache")?;
-    let mut scratch = Scratch::new(&model, args.batch.min(n_ctx), 1)
-        .context("cannot allocate the scratch buffers")?;
-    // The model's output can have more rows than the tokenizer has tokens (a padded
-    // vocabulary): those ids have no text, so they are never drawn.
-    params.logit_bias = (tok.n_tokens()..hp.n_vocab)
-        .map(|t| (t as u32, f32::NEG_INFINITY))
-        .collect();
-    let mut sampler = Sampler::new(&params, hp.n_vocab).context("bad sampling parameters")?;
-    for &t in &prompt {
-        sampler
-            .accept(t)
-            .context("prompt token outside the model's vocabulary")?;
-    }
     eprintln!(
-        "hearth: {} loaded in {:.2} s; seed {}; context {n_ctx}; {n_threads} threads",
+        "hearth: {} loaded in {:.2} s; seed {}; context {}; {n_threads} threads",
         args.model.display(),
         t_load.elapsed().as_secs_f64(),
-        params.seed
+        params.seed,
+        info.n_ctx
     );
 
-    // Prompt: batches of `-b` tokens, logits for the very last row only.
-    let t_prompt = Instant::now();
-    let seq = kv.new_sequence();
-    let mut batch = Batch::with_capacity(args.batch.min(prompt.len()));
-    let mut pos = 0usize;
-    let mut logits: &[f32] = &[];
-    for chunk in prompt.chunks(args.batch) {
-        batch.clear();
-        for &t in chunk {
-            pos += 1;
-            batch.push(t, (pos - 1) as u32, seq, pos == prompt.len());
-        }
-        logits = model
-            .forward(&pool, &mut kv, &mut scratch, &batch)
-            .context("prompt processing failed")?;
-    }
-    let prompt_time = t_prompt.elapsed();
-
-    // Generation.
-    let t_gen = Instant::now();
-    let mut decoder = tok.stream_decoder(false, false);
-    let mut stdout = std::io::stdout().lock();
-    let max_new = if args.n_predict < 0 {
-        usize::MAX
+    let prompt = if args.chat {
+        Prompt::Chat(vec![Message::user(args.prompt.as_str())])
     } else {
-        args.n_predict as usize
+        Prompt::Text(args.prompt.clone())
     };
-    let mut n_gen = 0usize;
-    let mut stop = Stop::Limit;
-    while n_gen < max_new {
-        let id = sampler.sample(logits).context("sampling failed")?;
-        if tok.is_eog(id) {
-            stop = Stop::EndOfGeneration;
-            break;
-        }
-        n_gen += 1;
-        let piece = decoder
-            .push(id)
-            .context("cannot decode a generated token")?;
-        if emit(&mut stdout, piece.as_bytes())? {
-            stop = Stop::BrokenPipe;
-            break;
-        }
-        if n_gen == max_new {
-            break;
-        }
-        if pos >= n_ctx {
-            stop = Stop::ContextFull;
-            break;
-        }
-        sampler.accept(id)?;
-        batch.clear();
-        batch.push(id, pos as u32, seq, true);
-        pos += 1;
-        logits = model
-            .forward(&pool, &mut kv, &mut scratch, &batch)
-            .context("decoding failed")?;
-    }
-    let rest = decoder.finish();
-    if !matches!(stop, Stop::BrokenPipe) {
-        emit(&mut stdout, rest.as_bytes())?;
-        if std::io::stdout().is_terminal() {
-            emit(&mut stdout, b"\n")?;
-        }
-    }
-    let gen_time = t_gen.elapsed();
+    let request = Request {
+        max_tokens: usize::try_from(args.n_predict).ok(),
+        ..Request::new(prompt, params)
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    jobs.send(Job {
+        request,
+        events: tx,
+    })
+    .map_err(|_| anyhow::anyhow!("the engine has stopped"))?;
 
-    if matches!(stop, Stop::ContextFull) {
-        eprintln!("hearth: stopped: the context of {n_ctx} tokens is full");
+    let mut stdout = std::io::stdout().lock();
+    let mut done = None;
+    while let Some(event) = rx.blocking_recv() {
+        match event {
+            Event::Started { .. } => {}
+            Event::Delta {
+                reasoning, content, ..
+            } => {
+                if emit(&mut stdout, reasoning.as_bytes())?
+                    || emit(&mut stdout, content.as_bytes())?
+                {
+                    // The reader has gone: dropping the receiver cancels the request.
+                    break;
+                }
+            }
+            Event::Done {
+                finish,
+                usage,
+                timings,
+                ..
+            } => {
+                done = Some((finish, usage, timings));
+                break;
+            }
+            Event::Error(e) => bail!("{e}"),
+        }
     }
-    eprintln!("{}", rate("prompt", prompt.len(), prompt_time));
-    eprintln!("{}", rate("generation", n_gen, gen_time));
+    drop(rx);
+    drop(jobs);
+    let _ = engine.join();
+    let Some((finish, usage, timings)) = done else {
+        // Broken pipe: quietly, as `head` expects.
+        return Ok(());
+    };
+    if std::io::stdout().is_terminal() {
+        emit(&mut stdout, b"\n")?;
+    }
+    let hit_limit = args.n_predict >= 0 && usage.completion_tokens >= args.n_predict as usize;
+    if finish == Finish::Length && !hit_limit {
+        eprintln!(
+            "hearth: stopped: the context of {} tokens is full",
+            info.n_ctx
+        );
+    }
+    eprintln!(
+        "{}",
+        rate(
+            "prompt",
+            timings.prompt_computed,
+            Duration::from_secs_f64(timings.prompt_s)
+        )
+    );
+    eprintln!(
+        "{}",
+        rate(
+            "generation",
+            usage.completion_tokens,
+            Duration::from_secs_f64(timings.generation_s)
+        )
+    );
     Ok(())
-}
-
-/// Why generation ended.
-enum Stop {
-    Limit,
-    EndOfGeneration,
-    ContextFull,
-    BrokenPipe,
 }
 
 /// Writes and flushes; `Ok(true)` when the reader has gone away (a closed pipe ends the
@@ -314,41 +302,4 @@ fn mem_available() -> Option<u64> {
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib.saturating_mul(1024))
-}
-
-/// `-c`, or the default bounded by the training context.
-fn context_size(arg: Option<usize>, n_ctx_train: usize) -> anyhow::Result<usize> {
-    match arg {
-        Some(0) => bail!("-c must be at least 1"),
-        Some(n) => {
-            if n > n_ctx_train {
-                eprintln!(
-                    "hearth: warning: context {n} is longer than the model was trained on ({n_ctx_train})"
-                );
-            }
-            Ok(n)
-        }
-        None => Ok(DEFAULT_CTX.min(n_ctx_train.max(1))),
-    }
-}
-
-/// The prompt as one user message in the model's chat template, ending with the header
-/// of the assistant's turn.
-fn chat_prompt(file: &GgufFile, tok: &Tokenizer, prompt: &str) -> anyhow::Result<String> {
-    let md = file.metadata();
-    let embedded = md
-        .get_opt::<&str>("tokenizer.chat_template")
-        .context("tokenizer.chat_template")?;
-    let arch = md.get_str("general.architecture")?;
-    let name = md.get_opt::<&str>("general.name").unwrap_or(None);
-    let special = tok.special_tokens();
-    let text_of = |id: Option<u32>| id.and_then(|id| tok.token_text(id).ok()).unwrap_or("");
-    let bos = text_of(special.bos);
-    let eos = text_of(special.eos);
-    let template =
-        ChatTemplate::for_model(embedded, arch, name, bos, eos, &TemplateConfig::default())
-            .context("cannot use the model's chat template")?;
-    template
-        .render_prompt(&[Message::user(prompt)], &[], true, tok.add_bos())
-        .context("cannot apply the chat template")
 }

@@ -23,10 +23,22 @@ pub struct ServeArgs {
     /// environment variable, which keeps the key out of the process list).
     #[arg(long)]
     pub api_key: Option<String>,
-    /// Context size in tokens, prompt included (default: 4096, or the model's training
-    /// context if smaller).
+    /// Tokens of KV cache shared by all requests (the pool); one request may use all of
+    /// it. Default: room for two sequences of 4096 tokens (or of the training context if
+    /// shorter), within a quarter of the available memory.
     #[arg(short = 'c', long = "ctx")]
     pub ctx: Option<usize>,
+    /// Most requests generating at once (each step batches all of them). Default: one
+    /// per 1024 tokens of --ctx, between 1 and 8.
+    #[arg(short = 'n', long)]
+    pub parallel: Option<usize>,
+    /// Most requests waiting for a free slot; beyond it a request is answered 429 with
+    /// Retry-After.
+    #[arg(long, default_value_t = hearth_engine::scheduler::DEFAULT_QUEUE)]
+    pub queue: usize,
+    /// Most tokens per forward step (decode tokens plus prompt chunks).
+    #[arg(short = 'b', long = "batch-size", default_value_t = hearth_engine::scheduler::DEFAULT_BATCH)]
+    pub batch: usize,
     /// Compute threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
@@ -42,6 +54,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.ctx == Some(0) {
         anyhow::bail!("--ctx must be at least 1");
     }
+    if args.parallel == Some(0) {
+        anyhow::bail!("--parallel must be at least 1");
+    }
+    if args.batch == 0 {
+        anyhow::bail!("--batch-size must be at least 1");
+    }
     let api_key = args
         .api_key
         .or_else(|| std::env::var("HEARTH_API_KEY").ok())
@@ -52,6 +70,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             model: args.model,
             ctx: args.ctx,
             threads,
+            parallel: args.parallel,
+            queue: args.queue,
+            batch: args.batch,
         },
         addr: SocketAddr::new(args.host, args.port),
         api_key,

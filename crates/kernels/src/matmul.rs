@@ -499,6 +499,13 @@ impl Products<'_, '_> {
                     // SAFETY: rows r0..r1 belong to this chunk, which the counter hands
                     // to exactly one thread, so out[t, t0..t1] is written by nobody else.
                     let o = unsafe { self.out.piece(t * n_rows + t0, t1 - t0) };
+                    if let Some(dot_rows) = self.dot_rows {
+                        // The tile is in cache after the first token: the multi-row
+                        // kernel's shared activation loads are what is left to save.
+                        let rb = self.w.row_bytes;
+                        dot_rows(&self.w.data[t0 * rb..t1 * rb], rb, a, o);
+                        continue;
+                    }
                     for (o, r) in o.iter_mut().zip(t0..t1) {
                         *o = (self.dot)(self.w.row(r), a);
                     }

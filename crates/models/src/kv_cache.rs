@@ -261,6 +261,18 @@ impl KvCache {
         Ok(())
     }
 
+    /// Free blocks that appending `n` tokens to `seq` would take (new blocks, and the copy
+    /// of a shared partial block); 0 if the sequence does not exist.
+    pub fn blocks_to_append(&self, seq: SeqId, n: usize) -> usize {
+        match self.seq(seq) {
+            Some(s) if n > 0 => {
+                (s.len + n).div_ceil(BLOCK_CELLS) - s.blocks.len()
+                    + usize::from(self.shared_partial_tail(s))
+            }
+            _ => 0,
+        }
+    }
+
     /// The block table of `seq`: `blocks[j / BLOCK_CELLS]` holds its `j`-th token (the
     /// last block may be partly filled). Empty if the sequence does not exist.
     pub fn seq_blocks(&self, seq: SeqId) -> &[u32] {

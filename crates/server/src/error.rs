@@ -16,6 +16,8 @@ pub struct ApiError {
     pub param: Option<String>,
     /// A short machine-readable code, where OpenAI has one.
     pub code: Option<&'static str>,
+    /// Seconds for a `Retry-After` header (a full queue).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -26,6 +28,7 @@ impl ApiError {
             message: message.into(),
             param: Some(param.into()),
             code: Some("invalid_value"),
+            retry_after: None,
         }
     }
 
@@ -36,6 +39,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             code: None,
+            retry_after: None,
         }
     }
 
@@ -50,6 +54,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             code,
+            retry_after: None,
         }
     }
 
@@ -59,6 +64,7 @@ impl ApiError {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             s if s.is_server_error() => "server_error",
             _ => "invalid_request_error",
         }
@@ -79,6 +85,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut r = (self.status, axum::Json(self.body())).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        r
     }
 }

@@ -1,23 +1,24 @@
 //! Hearth's OpenAI-compatible HTTP server.
 //!
-//! One engine thread owns the model, the KV cache and the compute pool ([`worker`]); the
-//! HTTP side ([`routes`], on tokio and axum) parses and validates requests
-//! ([`request`]), queues them to the engine, and formats the deltas it streams back. The
-//! engine serves one request at a time, in arrival order; a request whose client has gone
-//! away is cancelled at the next token step.
+//! The engine ([`hearth_engine::scheduler`]) runs on its own thread and owns the model,
+//! the KV pool and the compute pool, batching every running request into each forward
+//! step; the HTTP side ([`routes`], on tokio and axum) parses and validates requests
+//! ([`request`]), queues them to the engine, and formats the deltas it streams back. A
+//! request whose client has gone away is cancelled at the engine's next step. `/metrics`
+//! renders the engine's measurements in Prometheus' text format.
 
 pub mod error;
-pub mod logprobs;
 pub mod request;
 pub mod routes;
-pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context;
 
-pub use worker::EngineConfig;
+pub use hearth_engine::scheduler::EngineConfig;
+use hearth_engine::scheduler::{self, metrics as engine_metrics};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Everything `hearth serve` needs.
 #[derive(Clone, Debug)]
@@ -40,12 +41,41 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     runtime.block_on(serve_async(config))
 }
 
+/// Installs the process-wide recorder the engine's metrics go to, with histogram buckets
+/// for the latencies and batch sizes, and describes every metric. `None` if a recorder
+/// was already installed (a second server in one process, in tests).
+fn install_metrics() -> Option<PrometheusHandle> {
+    let mut builder = PrometheusBuilder::new();
+    for &(name, kind, _) in engine_metrics::NAMES {
+        if kind == engine_metrics::Kind::Histogram {
+            let buckets = if name.ends_with("_seconds") {
+                engine_metrics::LATENCY_BUCKETS
+            } else {
+                engine_metrics::BATCH_BUCKETS
+            };
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+                .ok()?;
+        }
+    }
+    let handle = builder.install_recorder().ok()?;
+    for &(name, kind, help) in engine_metrics::NAMES {
+        match kind {
+            engine_metrics::Kind::Gauge => metrics::describe_gauge!(name, help),
+            engine_metrics::Kind::Counter => metrics::describe_counter!(name, help),
+            engine_metrics::Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+    Some(handle)
+}
+
 async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
     let state = Arc::new(routes::AppState {
         jobs: Mutex::new(jobs_tx),
         model: OnceLock::new(),
         api_key: config.api_key.clone(),
+        metrics: install_metrics(),
     });
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
@@ -62,9 +92,17 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("hearth-engine".into())
         .spawn(move || {
-            worker::run(engine_config, jobs_rx, move |loaded| match loaded {
+            scheduler::run(engine_config, jobs_rx, move |loaded| match loaded {
                 Ok(info) => {
-                    eprintln!("hearth: model {} ready; context {}", info.id, info.n_ctx);
+                    eprintln!(
+                        "hearth: model {} ready; KV pool {} tokens ({:.0} MiB), up to {} tokens per sequence; {} sequences at once, {} waiting at most",
+                        info.id,
+                        info.n_ctx_pool,
+                        (info.n_ctx_pool * info.kv_bytes_per_token) as f64 / (1 << 20) as f64,
+                        info.n_ctx,
+                        info.parallel,
+                        info.queue
+                    );
                     let _ = engine_state.model.set(info);
                 }
                 Err(e) => {

@@ -2,48 +2,31 @@
 //! gets a 400 that names the field. Unknown fields are ignored, as OpenAI's clients expect.
 
 use hearth_engine::chat_template::{Content, ContentPart};
+use hearth_engine::logprobs::{MAX_LOGPROBS_COMPLETION, MAX_TOP_LOGPROBS_CHAT};
 use hearth_engine::sampler::{Penalties, SamplerParams};
+use hearth_engine::scheduler::{Prompt, Request};
 use hearth_engine::Message;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::logprobs::{MAX_LOGPROBS_COMPLETION, MAX_TOP_LOGPROBS_CHAT};
 
 /// The largest number of stop strings (OpenAI's limit).
 pub const MAX_STOP: usize = 4;
 
-/// What to generate from.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Prompt {
-    /// Chat messages, rendered with the model's template.
-    Chat(Vec<Message>),
-    /// Raw text, continued as is.
-    Text(String),
-}
-
-/// A validated generation request.
+/// A validated request: what the engine generates, and how the answer is sent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenRequest {
-    /// The prompt.
-    pub prompt: Prompt,
-    /// Tokens to generate at most (`None`: until the context is full).
-    pub max_tokens: Option<usize>,
-    /// The sampler's settings (the vocabulary's padding bans are added by the engine).
-    pub sampler: SamplerParams,
-    /// Stop strings.
-    pub stop: Vec<String>,
+    /// What to generate.
+    pub request: Request,
     /// Stream the answer as server-sent events.
     pub stream: bool,
     /// Send a last chunk with the usage (`stream_options.include_usage`).
     pub include_usage: bool,
-    /// Report each generated token's log-probability with this many top alternatives
-    /// (`None`: no log-probabilities). See [`crate::logprobs`].
-    pub logprobs: Option<usize>,
-    /// Split `<think>…</think>` into `reasoning_content` (chat only; a chat request turns
-    /// it off with llama.cpp's `"reasoning_format": "none"`). Completions never split:
-    /// their `text` has nowhere to put reasoning, so it must be the raw output.
-    pub split_reasoning: bool,
 }
+
+/// The most choices a request may ask for (the engine also holds `n` to its
+/// `--parallel`).
+pub const MAX_N: i64 = 128;
 
 /// Parses a `/v1/chat/completions` body.
 pub fn parse_chat(body: &[u8]) -> Result<GenRequest, ApiError> {
@@ -74,7 +57,7 @@ pub fn parse_chat(body: &[u8]) -> Result<GenRequest, ApiError> {
     }
     let mut req = common(&obj, Prompt::Chat(messages), max)?;
     let top = opt_int(&obj, "top_logprobs")?;
-    req.logprobs = match (opt_bool(&obj, "logprobs")?.unwrap_or(false), top) {
+    req.request.logprobs = match (opt_bool(&obj, "logprobs")?.unwrap_or(false), top) {
         (_, Some(k)) if !(0..=MAX_TOP_LOGPROBS_CHAT as i64).contains(&k) => {
             return Err(ApiError::invalid(
                 "top_logprobs",
@@ -90,7 +73,7 @@ pub fn parse_chat(body: &[u8]) -> Result<GenRequest, ApiError> {
         (true, k) => Some(k.unwrap_or(0) as usize),
         (false, None) => None,
     };
-    req.split_reasoning = match obj.get("reasoning_format") {
+    req.request.split_reasoning = match obj.get("reasoning_format") {
         None | Some(Value::Null) => true,
         Some(Value::String(f)) if f == "none" => false,
         Some(Value::String(f)) if f == "deepseek" || f == "auto" => true,
@@ -128,7 +111,7 @@ pub fn parse_completion(body: &[u8]) -> Result<GenRequest, ApiError> {
     };
     let max = opt_count(&obj, "max_tokens")?;
     let mut req = common(&obj, Prompt::Text(prompt), max)?;
-    req.logprobs = match opt_int(&obj, "logprobs")? {
+    req.request.logprobs = match opt_int(&obj, "logprobs")? {
         None => None,
         Some(k) if (0..=MAX_LOGPROBS_COMPLETION as i64).contains(&k) => Some(k as usize),
         Some(k) => {
@@ -218,14 +201,19 @@ fn common(
     prompt: Prompt,
     max_tokens: Option<usize>,
 ) -> Result<GenRequest, ApiError> {
-    if let Some(n) = opt_int(obj, "n")? {
-        if n != 1 {
+    let n = match opt_int(obj, "n")? {
+        None => 1,
+        Some(n) if (1..=MAX_N).contains(&n) => n as usize,
+        Some(n) => {
             return Err(ApiError::invalid(
                 "n",
-                format!("n={n} is not supported: this server generates one choice per request (n must be 1)"),
-            ));
+                format!("'n' must be between 1 and {MAX_N}, not {n}"),
+            ))
         }
-    }
+    };
+    // llama.cpp's extension: end-of-generation tokens are never drawn (benchmarks that
+    // need a fixed number of tokens).
+    let ignore_eos = opt_bool(obj, "ignore_eos")?.unwrap_or(false);
     if let Some(v) = obj.get("model") {
         if !v.is_string() && !v.is_null() {
             return Err(ApiError::invalid("model", "'model' must be a string"));
@@ -346,7 +334,7 @@ fn common(
             ))
         }
     };
-    Ok(GenRequest {
+    let request = Request {
         prompt,
         max_tokens,
         sampler: SamplerParams {
@@ -364,10 +352,15 @@ fn common(
             logit_bias,
         },
         stop,
-        stream,
-        include_usage,
         logprobs: None,
         split_reasoning: false,
+        n,
+        ignore_eos,
+    };
+    Ok(GenRequest {
+        request,
+        stream,
+        include_usage,
     })
 }
 
@@ -440,12 +433,12 @@ mod tests {
             "stream_options":{"include_usage":true},"unknown_field":{"x":1},"n":1}"#,
         )
         .unwrap();
-        assert_eq!(r.max_tokens, Some(5));
-        assert_eq!(r.sampler.seed, 7);
-        assert_eq!(r.sampler.temperature, 0.0);
-        assert_eq!(r.stop, vec!["a", "b"]);
+        assert_eq!(r.request.max_tokens, Some(5));
+        assert_eq!(r.request.sampler.seed, 7);
+        assert_eq!(r.request.sampler.temperature, 0.0);
+        assert_eq!(r.request.stop, vec!["a", "b"]);
         assert!(r.stream && r.include_usage);
-        match r.prompt {
+        match r.request.prompt {
             Prompt::Chat(m) => assert_eq!(m[0].content.as_ref().unwrap().joined_text(), "hi"),
             Prompt::Text(_) => panic!("not chat"),
         }
@@ -458,15 +451,19 @@ mod tests {
                 format!(r#"{{"messages":[{{"role":"user","content":"x"}}]{extra}}}"#).as_bytes(),
             )
         };
-        assert_eq!(chat("").unwrap().logprobs, None);
-        assert_eq!(chat(r#","logprobs":true"#).unwrap().logprobs, Some(0));
+        assert_eq!(chat("").unwrap().request.logprobs, None);
+        assert_eq!(
+            chat(r#","logprobs":true"#).unwrap().request.logprobs,
+            Some(0)
+        );
         assert_eq!(
             chat(r#","logprobs":true,"top_logprobs":20"#)
                 .unwrap()
+                .request
                 .logprobs,
             Some(20)
         );
-        assert_eq!(chat(r#","logprobs":false"#).unwrap().logprobs, None);
+        assert_eq!(chat(r#","logprobs":false"#).unwrap().request.logprobs, None);
         for (extra, param) in [
             (r#","logprobs":true,"top_logprobs":21"#, "top_logprobs"),
             (r#","logprobs":true,"top_logprobs":-1"#, "top_logprobs"),
@@ -477,9 +474,9 @@ mod tests {
             assert_eq!((e.status.as_u16(), e.param.as_deref()), (400, Some(param)));
         }
         let text = |extra: &str| parse_completion(format!(r#"{{"prompt":"x"{extra}}}"#).as_bytes());
-        assert_eq!(text(r#","logprobs":5"#).unwrap().logprobs, Some(5));
-        assert_eq!(text(r#","logprobs":0"#).unwrap().logprobs, Some(0));
-        assert_eq!(text(r#","logprobs":null"#).unwrap().logprobs, None);
+        assert_eq!(text(r#","logprobs":5"#).unwrap().request.logprobs, Some(5));
+        assert_eq!(text(r#","logprobs":0"#).unwrap().request.logprobs, Some(0));
+        assert_eq!(text(r#","logprobs":null"#).unwrap().request.logprobs, None);
         for extra in [
             r#","logprobs":6"#,
             r#","logprobs":-1"#,
@@ -497,8 +494,16 @@ mod tests {
     fn bad_requests_name_the_field() {
         let cases: &[(&[u8], &str)] = &[
             (
-                br#"{"messages":[{"role":"user","content":"x"}],"n":2}"#,
+                br#"{"messages":[{"role":"user","content":"x"}],"n":0}"#,
                 "n",
+            ),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}],"n":1000}"#,
+                "n",
+            ),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}],"ignore_eos":1}"#,
+                "ignore_eos",
             ),
             (
                 br#"{"messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
@@ -547,15 +552,17 @@ mod tests {
                 format!(r#"{{"messages":[{{"role":"user","content":"hi"}}]{extra}}}"#).as_bytes(),
             )
         };
-        assert!(chat("").unwrap().split_reasoning);
+        assert!(chat("").unwrap().request.split_reasoning);
         assert!(
             chat(r#","reasoning_format":"deepseek""#)
                 .unwrap()
+                .request
                 .split_reasoning
         );
         assert!(
             !chat(r#","reasoning_format":"none""#)
                 .unwrap()
+                .request
                 .split_reasoning
         );
         let e = chat(r#","reasoning_format":"raw""#).unwrap_err();
@@ -563,6 +570,7 @@ mod tests {
         assert!(
             !parse_completion(br#"{"prompt":"hi"}"#)
                 .unwrap()
+                .request
                 .split_reasoning
         );
     }
@@ -570,7 +578,7 @@ mod tests {
     #[test]
     fn completion_prompt() {
         let r = parse_completion(br#"{"prompt":["Once"],"max_tokens":3}"#).unwrap();
-        assert_eq!(r.prompt, Prompt::Text("Once".into()));
+        assert_eq!(r.request.prompt, Prompt::Text("Once".into()));
         assert!(parse_completion(br#"{"prompt":["a","b"]}"#).is_err());
     }
 }

@@ -16,10 +16,12 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+use hearth_engine::logprobs::TokenLogprob;
+use hearth_engine::scheduler::{ErrorKind, Event, Finish, Job, ModelInfo, RequestError, Usage};
+use metrics_exporter_prometheus::PrometheusHandle;
+
 use crate::error::ApiError;
-use crate::logprobs::TokenLogprob;
 use crate::request::{self, GenRequest};
-use crate::worker::{Event, Finish, Job, ModelInfo, Usage};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub model: OnceLock<ModelInfo>,
     /// The key clients must send as `Authorization: Bearer KEY`, if any.
     pub api_key: Option<String>,
+    /// Renders the engine's metrics (`None`: `/metrics` answers 404).
+    pub metrics: Option<PrometheusHandle>,
 }
 
 type Shared = Arc<AppState>;
@@ -45,6 +49,7 @@ pub fn router(state: Shared) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -102,6 +107,56 @@ async fn health(State(state): State<Shared>) -> Response {
             Json(json!({"status": "loading"})),
         )
             .into_response()
+    }
+}
+
+/// The engine's metrics in Prometheus' text format. Like `/health`, it needs no key: a
+/// load balancer polls it, and it says nothing about what anyone asked.
+async fn metrics(State(state): State<Shared>) -> Response {
+    match &state.metrics {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => not_found_path("/metrics"),
+    }
+}
+
+fn not_found_path(path: &str) -> Response {
+    ApiError::with_status(
+        StatusCode::NOT_FOUND,
+        format!("no route GET {path}"),
+        Some("not_found"),
+    )
+    .into_response()
+}
+
+/// An engine error as the client sees it.
+fn api_error(e: RequestError) -> ApiError {
+    let param = e.param.map(str::to_owned);
+    match e.kind {
+        ErrorKind::Invalid => ApiError {
+            param,
+            ..ApiError::bad_request(e.message)
+        },
+        ErrorKind::ContextLength => ApiError {
+            param,
+            code: Some("context_length_exceeded"),
+            ..ApiError::bad_request(e.message)
+        },
+        ErrorKind::NoTemplate => ApiError::bad_request(e.message),
+        ErrorKind::QueueFull { retry_after_s } => ApiError {
+            retry_after: Some(retry_after_s),
+            ..ApiError::with_status(
+                StatusCode::TOO_MANY_REQUESTS,
+                e.message,
+                Some("rate_limit_exceeded"),
+            )
+        },
+        ErrorKind::Internal => {
+            ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, e.message, None)
+        }
     }
 }
 
@@ -177,8 +232,9 @@ async fn respond(state: Shared, req: Result<GenRequest, ApiError>, kind: Kind) -
                 created: now(),
                 model: info.id.clone(),
                 kind,
+                n: req.request.n,
             };
-            let logprobs = req.logprobs.is_some();
+            let logprobs = req.request.logprobs.is_some();
             if req.stream {
                 stream(meta, req.include_usage, rx)
             } else {
@@ -189,8 +245,8 @@ async fn respond(state: Shared, req: Result<GenRequest, ApiError>, kind: Kind) -
     }
 }
 
-/// Queues the job and waits for the engine to accept it, so that a bad prompt is a plain
-/// error response rather than an error inside a stream.
+/// Queues the job and waits for the engine to accept it, so that a bad prompt or a full
+/// queue is a plain error response rather than an error inside a stream.
 async fn start(
     state: &AppState,
     req: Result<GenRequest, ApiError>,
@@ -199,7 +255,7 @@ async fn start(
     let req = req?;
     let (tx, mut rx) = unbounded_channel();
     let job = Job {
-        request: req.clone(),
+        request: req.request.clone(),
         events: tx,
     };
     let sent = state
@@ -211,8 +267,8 @@ async fn start(
         return Err(engine_gone());
     }
     match rx.recv().await {
-        Some(Event::Started) => Ok((info, req, rx)),
-        Some(Event::Error(e)) => Err(e),
+        Some(Event::Started { .. }) => Ok((info, req, rx)),
+        Some(Event::Error(e)) => Err(api_error(e)),
         _ => Err(engine_gone()),
     }
 }
@@ -230,67 +286,119 @@ struct Meta {
     created: u64,
     model: String,
     kind: Kind,
+    /// Choices.
+    n: usize,
 }
 
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    })
+/// The usage of a whole request: the prompt once, the choices' generated tokens summed.
+#[derive(Default)]
+struct TotalUsage {
+    prompt: usize,
+    cached: usize,
+    completion: usize,
+    reasoning: usize,
 }
 
-/// A non-streamed answer: collects every event.
+impl TotalUsage {
+    fn add(&mut self, u: &Usage) {
+        self.prompt = u.prompt_tokens;
+        self.cached = u.cached_tokens;
+        self.completion += u.completion_tokens;
+        self.reasoning += u.reasoning_tokens;
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.prompt + self.completion,
+            "prompt_tokens_details": {"cached_tokens": self.cached},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning},
+        })
+    }
+}
+
+/// One choice of a non-streamed answer, as it is collected.
+#[derive(Default)]
+struct Collected {
+    content: String,
+    reasoning: String,
+    logprobs: Vec<TokenLogprob>,
+    finish: Option<Finish>,
+}
+
+/// A non-streamed answer: collects every event of every choice.
 async fn whole(meta: Meta, want_logprobs: bool, mut rx: UnboundedReceiver<Event>) -> Response {
-    let (mut content, mut reasoning) = (String::new(), String::new());
-    let mut lps: Vec<TokenLogprob> = Vec::new();
-    let (finish, usage) = loop {
+    let mut choices: Vec<Collected> = (0..meta.n).map(|_| Collected::default()).collect();
+    let mut usage = TotalUsage::default();
+    let mut open = meta.n;
+    while open > 0 {
         match rx.recv().await {
             Some(Event::Delta {
-                reasoning: r,
-                content: c,
+                index,
+                reasoning,
+                content,
                 logprobs,
             }) => {
-                reasoning.push_str(&r);
-                content.push_str(&c);
-                lps.extend(logprobs);
+                if let Some(c) = choices.get_mut(index) {
+                    c.reasoning.push_str(&reasoning);
+                    c.content.push_str(&content);
+                    c.logprobs.extend(logprobs);
+                }
             }
-            Some(Event::Done { finish, usage }) => break (finish, usage),
-            Some(Event::Error(e)) => return e.into_response(),
-            Some(Event::Started) => {}
+            Some(Event::Done {
+                index,
+                finish,
+                usage: u,
+                ..
+            }) => {
+                if let Some(c) = choices.get_mut(index) {
+                    c.finish = Some(finish);
+                    usage.add(&u);
+                    open -= 1;
+                }
+            }
+            Some(Event::Error(e)) => return api_error(e).into_response(),
+            Some(Event::Started { .. }) => {}
             None => return engine_gone().into_response(),
         }
-    };
-    let choice = match meta.kind {
-        Kind::Chat => {
-            let mut message = json!({"role": "assistant", "content": content});
-            if !reasoning.is_empty() {
-                message["reasoning_content"] = Value::String(reasoning);
+    }
+    let choices: Vec<Value> = choices
+        .into_iter()
+        .enumerate()
+        .map(|(index, c)| {
+            let finish = c.finish.map(Finish::as_str);
+            match meta.kind {
+                Kind::Chat => {
+                    let mut message = json!({"role": "assistant", "content": c.content});
+                    if !c.reasoning.is_empty() {
+                        message["reasoning_content"] = Value::String(c.reasoning);
+                    }
+                    let logprobs = if want_logprobs {
+                        chat_logprobs(&c.logprobs)
+                    } else {
+                        Value::Null
+                    };
+                    json!({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish})
+                }
+                Kind::Text => {
+                    let logprobs = if want_logprobs {
+                        text_logprobs(&c.logprobs, &mut 0)
+                    } else {
+                        Value::Null
+                    };
+                    json!({"index": index, "text": c.content, "logprobs": logprobs, "finish_reason": finish})
+                }
             }
-            let logprobs = if want_logprobs {
-                chat_logprobs(&lps)
-            } else {
-                Value::Null
-            };
-            json!({"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish.as_str()})
-        }
-        Kind::Text => {
-            let logprobs = if want_logprobs {
-                text_logprobs(&lps, &mut 0)
-            } else {
-                Value::Null
-            };
-            json!({"index": 0, "text": content, "logprobs": logprobs, "finish_reason": finish.as_str()})
-        }
-    };
+        })
+        .collect();
     Json(json!({
         "id": meta.id,
         "object": if meta.kind == Kind::Chat { "chat.completion" } else { "text_completion" },
         "created": meta.created,
         "model": meta.model,
-        "choices": [choice],
-        "usage": usage_json(&usage),
+        "choices": choices,
+        "usage": usage.json(),
     }))
     .into_response()
 }
@@ -311,10 +419,13 @@ impl Meta {
         c
     }
 
-    /// A delta chunk; `lps` are its tokens' log-probabilities (`null` when there are none),
-    /// `offset` the text offset of the next token for the legacy shape.
+    /// A delta chunk of choice `index`; `lps` are its tokens' log-probabilities (`null`
+    /// when there are none), `offset` the choice's text offset of the next token for the
+    /// legacy shape.
+    #[allow(clippy::too_many_arguments)]
     fn delta(
         &self,
+        index: usize,
         reasoning: &str,
         content: &str,
         lps: &[TokenLogprob],
@@ -340,7 +451,7 @@ impl Meta {
                     chat_logprobs(lps)
                 };
                 self.chunk(
-                    json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": null}),
+                    json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": null}),
                     include_usage,
                 )
             }
@@ -351,20 +462,20 @@ impl Meta {
                     text_logprobs(lps, offset)
                 };
                 self.chunk(
-                    json!({"index": 0, "text": content, "logprobs": logprobs, "finish_reason": null}),
+                    json!({"index": index, "text": content, "logprobs": logprobs, "finish_reason": null}),
                     include_usage,
                 )
             }
         }
     }
 
-    fn finish(&self, finish: Finish, include_usage: bool) -> Value {
+    fn finish(&self, index: usize, finish: Finish, include_usage: bool) -> Value {
         let choice = match self.kind {
             Kind::Chat => {
-                json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish.as_str()})
+                json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": finish.as_str()})
             }
             Kind::Text => {
-                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish.as_str()})
+                json!({"index": index, "text": "", "logprobs": null, "finish_reason": finish.as_str()})
             }
         };
         self.chunk(choice, include_usage)
@@ -437,51 +548,58 @@ fn sse(v: &Value) -> Bytes {
 fn stream(meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>) -> Response {
     let (out, body_rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
-        let mut first = true;
-        let mut offset = 0usize;
+        // Per choice: whether its first chunk is still to come, and its text offset.
+        let mut first = vec![true; meta.n];
+        let mut offset = vec![0usize; meta.n];
         if meta.kind == Kind::Chat {
             // The role comes first, as OpenAI sends it.
-            if out
-                .send(Ok(sse(&meta.delta(
-                    "",
-                    "",
-                    &[],
-                    &mut offset,
-                    true,
-                    include_usage,
-                ))))
-                .await
-                .is_err()
-            {
-                return;
+            for index in 0..meta.n {
+                let c = meta.delta(index, "", "", &[], &mut 0, true, include_usage);
+                if out.send(Ok(sse(&c))).await.is_err() {
+                    return;
+                }
+                first[index] = false;
             }
-            first = false;
         }
+        let mut usage = TotalUsage::default();
+        let mut open = meta.n;
         loop {
             let chunk = match rx.recv().await {
                 Some(Event::Delta {
+                    index,
                     reasoning,
                     content,
                     logprobs,
-                }) => {
+                }) if index < meta.n => {
                     let c = meta.delta(
+                        index,
                         &reasoning,
                         &content,
                         &logprobs,
-                        &mut offset,
-                        first,
+                        &mut offset[index],
+                        first[index],
                         include_usage,
                     );
-                    first = false;
+                    first[index] = false;
                     c
                 }
-                Some(Event::Done { finish, usage }) => {
+                Some(Event::Done {
+                    index,
+                    finish,
+                    usage: u,
+                    ..
+                }) => {
+                    usage.add(&u);
+                    open = open.saturating_sub(1);
                     if out
-                        .send(Ok(sse(&meta.finish(finish, include_usage))))
+                        .send(Ok(sse(&meta.finish(index, finish, include_usage))))
                         .await
                         .is_err()
                     {
                         return;
+                    }
+                    if open > 0 {
+                        continue;
                     }
                     if include_usage {
                         let mut u = json!({
@@ -491,7 +609,7 @@ fn stream(meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>) -> 
                             "model": meta.model,
                             "choices": [],
                         });
-                        u["usage"] = usage_json(&usage);
+                        u["usage"] = usage.json();
                         if out.send(Ok(sse(&u))).await.is_err() {
                             return;
                         }
@@ -500,10 +618,10 @@ fn stream(meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>) -> 
                     return;
                 }
                 Some(Event::Error(e)) => {
-                    let _ = out.send(Ok(sse(&e.body()))).await;
+                    let _ = out.send(Ok(sse(&api_error(e).body()))).await;
                     return;
                 }
-                Some(Event::Started) => continue,
+                Some(_) => continue,
                 None => return,
             };
             if out.send(Ok(sse(&chunk))).await.is_err() {

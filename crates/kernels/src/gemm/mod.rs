@@ -60,7 +60,7 @@ const KC: usize = 2048;
 
 /// Fewest tokens worth a GEMM call: below this the row path's dots do as well (the
 /// micro-kernel pads the tokens to a multiple of [`NR`]).
-pub const MIN_TOKENS: usize = 4;
+pub const MIN_TOKENS: usize = 16;
 
 /// How a stretch of `n` values (a multiple of 32) is laid out for the micro-kernels of a
 /// format whose scales each cover `run` values ([`unpack::scale_run`]).

@@ -1,0 +1,768 @@
+//! The engine loop: one thread owns the model, the KV pool, the prefix cache, the scratch
+//! buffers and the compute pool, takes [`Job`]s from a queue and streams [`Event`]s back.
+//! `hearth serve` and `hearth run` both drive it; the server only parses, validates and
+//! formats.
+//!
+//! # A step
+//! Each step is one forward pass over a batch holding one token for every decoding
+//! sequence and, within a token budget ([`budget`]), prompt chunks of admitted sequences
+//! (chunked prefill: a long prompt never stalls the running streams for its whole
+//! length). The weights are read once per step for all of them.
+//!
+//! # Admission and room
+//! At most `parallel` sequences run; new requests wait in a bounded queue (beyond it,
+//! [`ErrorKind::QueueFull`]). A request is admitted, in arrival order, when a slot is free
+//! and the pool has room for its prompt (free blocks plus cached blocks nobody holds,
+//! keeping one block of headroom per running sequence). Its prompt is first looked up in
+//! the [`PrefixCache`]: whole blocks found there are adopted, not recomputed. Sequences
+//! take blocks as they grow; when a step's decode tokens find no room even after the
+//! prefix cache gave back what it could, the most recently admitted sequence is
+//! preempted: its full blocks go to the prefix cache and its cells back to the pool, and
+//! it waits at the head of the queue to recompute (often from the cache) what it had, then
+//! continues exactly where it was. A running sequence is never truncated or corrupted;
+//! it ends only by its own stop, its `max_tokens`, or the per-sequence context.
+//!
+//! # n > 1
+//! A request for `n` choices is admitted with `n` slots; its prompt is processed once,
+//! then forked into `n` sequences sharing the prompt's blocks, each with its own sampler
+//! (seed `seed + i`).
+//!
+//! # Cancellation
+//! A job is cancelled when its event receiver is dropped; every step checks, before it
+//! plans, and a cancelled sequence's cells go back at once (its full blocks stay in the
+//! prefix cache).
+
+mod budget;
+pub mod job;
+pub mod metrics;
+mod sequence;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hearth_gguf::{GgufFile, Residency};
+use hearth_kernels::pool::ThreadPool;
+use hearth_models::{Batch, KvCache, Model, Scratch, BLOCK_CELLS};
+use hearth_tokenizer::Tokenizer;
+
+use crate::chat_template::{ChatTemplate, TemplateConfig};
+use crate::output::ReasoningSplitter;
+use crate::prefix_cache::PrefixCache;
+use crate::sampler::SamplerParams;
+pub use budget::Budget;
+pub use job::{ErrorKind, Event, Finish, Job, Prompt, Request, RequestError, Timings, Usage};
+use sequence::{Progress, Seq};
+
+/// Most tokens a step carries by default (llama.cpp's default `n_ubatch`).
+pub const DEFAULT_BATCH: usize = 512;
+/// Requests that may wait for admission by default.
+pub const DEFAULT_QUEUE: usize = 64;
+/// Context per sequence when `--ctx` is not given, unless the model was trained on less
+/// (llama.cpp's default `n_ctx`).
+pub const DEFAULT_SEQ_CTX: usize = 4096;
+/// Without `--ctx`, the pool holds this many full-length sequences...
+const DEFAULT_POOL_SEQS: usize = 2;
+/// ...but takes at most this share of the memory available at start.
+const DEFAULT_POOL_MEMORY_SHARE: u64 = 4;
+/// Without `--parallel`, one running sequence per this many pool cells...
+const CELLS_PER_DEFAULT_SLOT: usize = 1024;
+/// ...and at most this many.
+const MAX_DEFAULT_PARALLEL: usize = 8;
+
+/// What the engine needs to start.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The GGUF model file.
+    pub model: PathBuf,
+    /// Cells of the KV pool shared by all sequences (`None`: see [`plan_context`]).
+    pub ctx: Option<usize>,
+    /// Compute threads.
+    pub threads: usize,
+    /// Where the weights live: mapped from the file, or copied onto huge pages.
+    pub residency: Residency,
+    /// Most sequences running at once (`None`: see [`default_parallel`]).
+    pub parallel: Option<usize>,
+    /// Most requests waiting for admission.
+    pub queue: usize,
+    /// Most tokens per forward step.
+    pub batch: usize,
+}
+
+impl EngineConfig {
+    /// A configuration with every default for `model`.
+    pub fn new(model: PathBuf, threads: usize, residency: Residency) -> EngineConfig {
+        EngineConfig {
+            model,
+            ctx: None,
+            threads,
+            residency,
+            parallel: None,
+            queue: DEFAULT_QUEUE,
+            batch: DEFAULT_BATCH,
+        }
+    }
+}
+
+/// What the caller learns once the model is loaded.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    /// The model's id: the file name without `.gguf`.
+    pub id: String,
+    /// The most tokens one sequence may hold, prompt included.
+    pub n_ctx: usize,
+    /// Cells of the KV pool.
+    pub n_ctx_pool: usize,
+    /// Most sequences running at once.
+    pub parallel: usize,
+    /// Most requests waiting.
+    pub queue: usize,
+    /// Bytes of KV cache per token.
+    pub kv_bytes_per_token: usize,
+    /// The model's `general.architecture`.
+    pub arch: String,
+    /// The context the model was trained on.
+    pub n_ctx_train: usize,
+}
+
+/// The pool's size and the most one sequence may hold: `ctx` (when given) is the pool;
+/// otherwise the pool holds [`DEFAULT_POOL_SEQS`] sequences (1 when only one may run) of
+/// `min(DEFAULT_SEQ_CTX, n_ctx_train)`, within a quarter of `mem_available` (but never
+/// less than one such sequence). A sequence may use the whole pool: up to the training
+/// context by default, and as much as an explicit `ctx` says (the caller warns when that
+/// is more than the model was trained on).
+pub fn plan_context(
+    ctx: Option<usize>,
+    parallel: Option<usize>,
+    n_ctx_train: usize,
+    kv_bytes_per_token: usize,
+    mem_available: Option<u64>,
+) -> (usize, usize) {
+    let seq_default = DEFAULT_SEQ_CTX.min(n_ctx_train.max(1));
+    match ctx {
+        Some(pool) => (pool, pool),
+        None => {
+            let seqs = parallel.map_or(DEFAULT_POOL_SEQS, |p| p.min(DEFAULT_POOL_SEQS));
+            let mut pool = seqs * seq_default;
+            if let Some(avail) = mem_available {
+                let fits = avail / DEFAULT_POOL_MEMORY_SHARE / kv_bytes_per_token.max(1) as u64;
+                pool = pool.min(fits as usize).max(seq_default);
+            }
+            (pool, pool.min(n_ctx_train.max(1)))
+        }
+    }
+}
+
+/// `--parallel`'s default: one running sequence per [`CELLS_PER_DEFAULT_SLOT`] pool
+/// cells, between 1 and [`MAX_DEFAULT_PARALLEL`].
+pub fn default_parallel(pool_cells: usize) -> usize {
+    (pool_cells / CELLS_PER_DEFAULT_SLOT).clamp(1, MAX_DEFAULT_PARALLEL)
+}
+
+/// Runs the engine: loads the model, reports `ready` (or the load error), then serves
+/// jobs until the queue closes and the last running job is done.
+pub fn run(
+    config: EngineConfig,
+    jobs: mpsc::Receiver<Job>,
+    ready: impl FnOnce(Result<ModelInfo, String>),
+) {
+    let file = match open(&config) {
+        Ok(f) => f,
+        Err(e) => return ready(Err(e)),
+    };
+    let tok = match Tokenizer::from_gguf(&file) {
+        Ok(t) => t,
+        Err(e) => return ready(Err(format!("cannot build the tokenizer: {e}"))),
+    };
+    let model = match Model::load(&file) {
+        Ok(m) => m,
+        Err(e) => return ready(Err(format!("cannot load the model: {e}"))),
+    };
+    let mut sched = match Scheduler::new(&config, &file, &model, &tok) {
+        Ok(s) => s,
+        Err(e) => return ready(Err(e)),
+    };
+    ready(Ok(sched.info.clone()));
+    sched.serve(&jobs);
+}
+
+fn open(config: &EngineConfig) -> Result<GgufFile, String> {
+    if !config.model.exists() {
+        return Err(format!("{}: no such file", config.model.display()));
+    }
+    GgufFile::open_with(&config.model, config.residency)
+        .map_err(|e| format!("{}: not a readable GGUF file: {e}", config.model.display()))
+}
+
+/// Bytes of memory available to new allocations, from Linux's `/proc/meminfo`.
+pub fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// The limits a scheduler works within.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    parallel: usize,
+    queue: usize,
+    /// Most tokens per sequence.
+    n_ctx: usize,
+}
+
+/// One batch entry's owner: `n` tokens of `running[seq]`, with a row of logits or not.
+#[derive(Debug, Clone, Copy)]
+struct Planned {
+    seq: usize,
+    n: usize,
+    logits: bool,
+}
+
+/// The engine's state. See the module docs.
+struct Scheduler<'m, 'a> {
+    model: &'m Model<'a>,
+    tok: &'m Tokenizer,
+    template: Option<ChatTemplate>,
+    pool: ThreadPool,
+    kv: KvCache,
+    scratch: Scratch,
+    prefix: PrefixCache,
+    batch: Batch,
+    budget: Budget,
+    limits: Limits,
+    info: ModelInfo,
+    running: Vec<Seq<'m>>,
+    waiting: VecDeque<Seq<'m>>,
+    plan: Vec<Planned>,
+    /// Admissions so far: the order of `Seq::admitted`.
+    admissions: u64,
+}
+
+impl<'m, 'a> Scheduler<'m, 'a> {
+    fn new(
+        config: &EngineConfig,
+        file: &GgufFile,
+        model: &'m Model<'a>,
+        tok: &'m Tokenizer,
+    ) -> Result<Scheduler<'m, 'a>, String> {
+        let hp = model.hparams();
+        if config.ctx == Some(0) {
+            return Err("--ctx must be at least 1".into());
+        }
+        if config.batch == 0 {
+            return Err("the batch size must be at least 1".into());
+        }
+        if config.parallel == Some(0) {
+            return Err("--parallel must be at least 1".into());
+        }
+        let kv_bytes_per_token = hp.n_layer * (hp.n_embd_k_gqa() + hp.n_embd_v_gqa()) * 4;
+        let (n_pool, n_ctx) = plan_context(
+            config.ctx,
+            config.parallel,
+            hp.n_ctx_train,
+            kv_bytes_per_token,
+            mem_available(),
+        );
+        let parallel = config.parallel.unwrap_or_else(|| default_parallel(n_pool));
+        let md = file.metadata();
+        let embedded = md
+            .get_opt::<&str>("tokenizer.chat_template")
+            .map_err(|e| format!("tokenizer.chat_template: {e}"))?;
+        let arch = md
+            .get_str("general.architecture")
+            .map_err(|e| e.to_string())?
+            .to_owned();
+        let name = md.get_opt::<&str>("general.name").unwrap_or(None);
+        let special = tok.special_tokens();
+        let text_of = |id: Option<u32>| id.and_then(|id| tok.token_text(id).ok()).unwrap_or("");
+        let (bos, eos) = (text_of(special.bos), text_of(special.eos));
+        // A model without a usable template still serves raw-text prompts.
+        let template =
+            ChatTemplate::for_model(embedded, &arch, name, bos, eos, &TemplateConfig::default())
+                .ok();
+        let pool = ThreadPool::new(config.threads)
+            .map_err(|e| format!("cannot start the compute threads: {e}"))?;
+        let kv =
+            KvCache::new(hp, n_pool).map_err(|e| format!("cannot create the KV cache: {e}"))?;
+        let batch = config.batch.min(n_pool);
+        let scratch = Scratch::new(model, batch, parallel.max(1))
+            .map_err(|e| format!("cannot allocate the scratch buffers: {e}"))?;
+        let id = config
+            .model
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_owned())
+            .unwrap_or_else(|| "model".to_owned());
+        let info = ModelInfo {
+            id,
+            n_ctx,
+            n_ctx_pool: kv.n_cells(),
+            parallel,
+            queue: config.queue,
+            kv_bytes_per_token,
+            arch,
+            n_ctx_train: hp.n_ctx_train,
+        };
+        Ok(Scheduler {
+            model,
+            tok,
+            template,
+            pool,
+            kv,
+            scratch,
+            prefix: PrefixCache::new(),
+            batch: Batch::with_capacity(batch + parallel),
+            budget: Budget::new(batch),
+            limits: Limits {
+                parallel,
+                queue: config.queue,
+                n_ctx,
+            },
+            info,
+            running: Vec::with_capacity(parallel),
+            waiting: VecDeque::new(),
+            plan: Vec::with_capacity(parallel + 1),
+            admissions: 0,
+        })
+    }
+
+    /// Takes jobs and steps until the queue is closed and nothing is left to do.
+    fn serve(&mut self, jobs: &mpsc::Receiver<Job>) {
+        let mut open = true;
+        loop {
+            if self.running.is_empty() && self.waiting.is_empty() {
+                if !open {
+                    return;
+                }
+                match jobs.recv() {
+                    Ok(job) => self.intake(job),
+                    Err(_) => return,
+                }
+            }
+            while open {
+                match jobs.try_recv() {
+                    Ok(job) => self.intake(job),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => open = false,
+                }
+            }
+            self.step();
+        }
+    }
+
+    /// Validates a job and queues it, or answers it with an error.
+    fn intake(&mut self, job: Job) {
+        if job.events.is_closed() {
+            return;
+        }
+        if self.waiting.len() >= self.limits.queue {
+            metrics::rejected("queue_full");
+            let retry = 1 + (self.waiting.len() / self.limits.parallel.max(1)) as u64;
+            let _ = job.events.send(Event::Error(RequestError {
+                kind: ErrorKind::QueueFull {
+                    retry_after_s: retry,
+                },
+                message: format!(
+                    "the server is busy: {} requests are running and {} waiting (the most this server queues); try again later",
+                    self.running.len(),
+                    self.waiting.len()
+                ),
+                param: None,
+            }));
+            return;
+        }
+        match self.prepare(job.request, job.events.clone()) {
+            Ok(seq) => {
+                metrics::accepted(seq.n_prompt);
+                let _ = job.events.send(Event::Started {
+                    prompt_tokens: seq.n_prompt,
+                });
+                self.waiting.push_back(seq);
+            }
+            Err(e) => {
+                metrics::rejected("invalid");
+                let _ = job.events.send(Event::Error(e));
+            }
+        }
+    }
+
+    /// The prompt's tokens, checks that need the model, and the request's first choice.
+    fn prepare(
+        &self,
+        req: Request,
+        events: tokio::sync::mpsc::UnboundedSender<Event>,
+    ) -> Result<Seq<'m>, RequestError> {
+        let n_vocab = self.model.hparams().n_vocab;
+        let n_text = self.tok.n_tokens();
+        if req.n == 0 || req.n > self.limits.parallel {
+            return Err(RequestError::invalid(
+                "n",
+                format!(
+                    "'n' must be between 1 and {} (the sequences this server runs at once), not {}",
+                    self.limits.parallel, req.n
+                ),
+            ));
+        }
+        let (text, opens_reasoning) = match &req.prompt {
+            Prompt::Text(t) => (t.clone(), false),
+            Prompt::Chat(messages) => {
+                let template = self.template.as_ref().ok_or_else(|| RequestError {
+                    kind: ErrorKind::NoTemplate,
+                    message: "this model has no usable chat template; use /v1/completions".into(),
+                    param: None,
+                })?;
+                let text = template
+                    .render_prompt(messages, &[], true, self.tok.add_bos())
+                    .map_err(|e| {
+                        RequestError::invalid(
+                            "messages",
+                            format!("cannot apply the chat template: {e}"),
+                        )
+                    })?;
+                let open = ReasoningSplitter::prompt_opens_reasoning(&text);
+                (text, open)
+            }
+        };
+        let tokens = self.tok.encode(&text, true, true).map_err(|e| {
+            RequestError::invalid("prompt", format!("cannot tokenize the prompt: {e}"))
+        })?;
+        if tokens.is_empty() {
+            return Err(RequestError::invalid("prompt", "the prompt is empty"));
+        }
+        if tokens.len() >= self.limits.n_ctx {
+            return Err(RequestError {
+                kind: ErrorKind::ContextLength,
+                message: format!(
+                    "the prompt is {} tokens, which does not fit a context of {} tokens per sequence (at least one token must be left to generate)",
+                    tokens.len(),
+                    self.limits.n_ctx
+                ),
+                param: Some("messages"),
+            });
+        }
+        let mut params: SamplerParams = req.sampler.clone();
+        for &(id, _) in &params.logit_bias {
+            if id as usize >= n_text {
+                return Err(RequestError::invalid(
+                    "logit_bias",
+                    format!("token {id} is not in the vocabulary of {n_text} tokens"),
+                ));
+            }
+        }
+        // Padded vocabulary rows have no text: never drawn.
+        params
+            .logit_bias
+            .extend((n_text..n_vocab).map(|t| (t as u32, f32::NEG_INFINITY)));
+        if req.ignore_eos {
+            params.logit_bias.extend(
+                self.tok
+                    .eog_tokens()
+                    .iter()
+                    .map(|&t| (t, f32::NEG_INFINITY)),
+            );
+        }
+        Seq::new(
+            self.tok,
+            events,
+            Arc::new(req),
+            Arc::new(params),
+            tokens,
+            opens_reasoning,
+            n_vocab,
+        )
+    }
+
+    /// One step: drops cancelled work, admits what fits, plans a batch, runs it and
+    /// hands each sequence its logits.
+    fn step(&mut self) {
+        self.drop_cancelled();
+        self.admit();
+        self.plan_batch();
+        if self.batch.is_empty() {
+            self.publish();
+            return;
+        }
+        let t0 = Instant::now();
+        let Scheduler {
+            model,
+            tok,
+            pool,
+            kv,
+            scratch,
+            prefix,
+            batch,
+            running,
+            plan,
+            limits,
+            ..
+        } = self;
+        let logits = match model.forward(pool, kv, scratch, batch) {
+            Ok(l) => l,
+            Err(e) => {
+                // Only an internal error gets here (the batch was planned to fit): the
+                // sequences in it fail, the others go on.
+                let mut failed: Vec<usize> = plan.iter().map(|p| p.seq).collect();
+                failed.sort_unstable();
+                failed.dedup();
+                for &i in failed.iter().rev() {
+                    let seq = running.remove(i);
+                    seq.fail(RequestError::internal(&e));
+                    if let Some(id) = seq.kv {
+                        kv.remove_sequence(id);
+                    }
+                }
+                plan.clear();
+                return;
+            }
+        };
+        let elapsed = t0.elapsed();
+        let n_vocab = model.hparams().n_vocab;
+        let n_text = tok.n_tokens().min(n_vocab);
+        let (mut n_decode, mut n_prompt) = (0, 0);
+        let mut ended = vec![false; running.len()];
+        let mut row = 0;
+        for p in plan.iter() {
+            let prefilled = running[p.seq].pending() > 1;
+            if prefilled || p.n > 1 {
+                n_prompt += p.n;
+            } else {
+                n_decode += 1;
+            }
+            running[p.seq].fed(p.n);
+            if !p.logits {
+                continue;
+            }
+            let r = &logits[row * n_vocab..(row + 1) * n_vocab];
+            row += 1;
+            let mut choices = vec![p.seq];
+            if prefilled || p.n > 1 {
+                // The prompt (or a recomputation) is done: its blocks go to the cache.
+                let s = &running[p.seq];
+                let blocks = kv.seq_blocks(s.kv.expect("admitted")).to_vec();
+                prefix.insert(kv, &s.tokens[..s.n_fed], &blocks);
+            }
+            if running[p.seq].n_forks > 0 {
+                let n = std::mem::take(&mut running[p.seq].n_forks);
+                for index in 1..=n {
+                    let parent = running[p.seq].kv.expect("admitted");
+                    let child_kv = kv.fork(parent).expect("the parent exists");
+                    match running[p.seq].fork(tok, index, child_kv, n_vocab) {
+                        Ok(child) => {
+                            running.push(child);
+                            ended.push(false);
+                            choices.push(running.len() - 1);
+                        }
+                        Err(e) => {
+                            kv.remove_sequence(child_kv);
+                            running[p.seq].fail(e);
+                            ended[p.seq] = true;
+                        }
+                    }
+                }
+            }
+            for i in choices {
+                if ended[i] {
+                    continue;
+                }
+                let progress = match running[i].take_token(tok, r, n_text, limits.n_ctx) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        running[i].fail(e);
+                        Progress::Done
+                    }
+                };
+                if progress != Progress::Running {
+                    if progress == Progress::Cancelled {
+                        sequence_cancelled();
+                    }
+                    ended[i] = true;
+                }
+            }
+        }
+        metrics::step(batch.len(), n_prompt, plan.len(), elapsed);
+        self.budget
+            .record(n_decode, n_prompt, elapsed.as_secs_f64());
+        // Ended sequences leave, highest index first so the others keep theirs.
+        for i in (0..ended.len()).rev() {
+            if ended[i] {
+                let seq = self.running.remove(i);
+                self.release(&seq);
+            }
+        }
+        self.publish();
+    }
+
+    /// Gives a sequence's cells back, its full blocks entered in the prefix cache.
+    fn release(&mut self, seq: &Seq<'_>) {
+        if let Some(id) = seq.kv {
+            let blocks = self.kv.seq_blocks(id).to_vec();
+            self.prefix
+                .insert(&mut self.kv, &seq.tokens[..seq.n_fed], &blocks);
+            self.kv.remove_sequence(id);
+        }
+    }
+
+    /// Drops the sequences whose clients have gone away.
+    fn drop_cancelled(&mut self) {
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].cancelled() {
+                let seq = self.running.remove(i);
+                sequence_cancelled();
+                self.release(&seq);
+            } else {
+                i += 1;
+            }
+        }
+        self.waiting.retain(|s| {
+            let gone = s.cancelled();
+            if gone {
+                sequence_cancelled();
+            }
+            !gone
+        });
+    }
+
+    /// Free blocks, counting those the prefix cache would give back.
+    fn room(&self) -> usize {
+        self.kv.n_free_blocks() + self.prefix.n_evictable(&self.kv)
+    }
+
+    /// Admits waiting requests in order while slots and room allow.
+    fn admit(&mut self) {
+        while let Some(front) = self.waiting.front() {
+            let slots = 1 + front.n_forks;
+            if self.running.len() + slots > self.limits.parallel {
+                return;
+            }
+            // At least the last token is computed: its logits start generation.
+            let hit = self.prefix.lookup(&front.tokens[..front.tokens.len() - 1]);
+            let need = front.tokens.len().div_ceil(BLOCK_CELLS) - hit.blocks.len()
+                + front.n_forks
+                + self.running.len();
+            let room = self.room() - self.prefix.n_evictable_among(&self.kv, &hit.blocks);
+            if need > room && !self.running.is_empty() {
+                return;
+            }
+            let mut seq = self.waiting.pop_front().expect("front exists");
+            let id = self.kv.new_sequence();
+            if self.kv.adopt_prefix(id, &hit.blocks).is_err() {
+                // Cannot happen (the cache holds every block it returns); recompute.
+                self.kv.truncate_sequence(id, 0);
+            }
+            let cached = self.kv.seq_len(id).unwrap_or(0);
+            self.admissions += 1;
+            if seq.admit(id, cached, self.admissions) {
+                metrics::admitted(seq.cached);
+            }
+            self.running.push(seq);
+        }
+    }
+
+    /// Makes room for `need` more blocks: the prefix cache gives back idle blocks first.
+    /// `false` if even that is not enough.
+    fn make_room(&mut self, need: usize) -> bool {
+        let free = self.kv.n_free_blocks();
+        if need <= free {
+            return true;
+        }
+        self.prefix.evict(&mut self.kv, need - free);
+        need <= self.kv.n_free_blocks()
+    }
+
+    /// Sends the most recently admitted running sequence back to the head of the queue,
+    /// its cells given back (its full blocks stay in the prefix cache).
+    fn preempt_youngest(&mut self) {
+        let Some(i) = (0..self.running.len()).max_by_key(|&i| self.running[i].admitted) else {
+            return;
+        };
+        let mut seq = self.running.remove(i);
+        self.release(&seq);
+        seq.kv = None;
+        seq.n_fed = 0;
+        metrics::preempted();
+        self.waiting.push_front(seq);
+    }
+
+    /// Fills `self.batch` and `self.plan`: every decoding sequence's token, then prompt
+    /// chunks within the budget and the room left.
+    fn plan_batch(&mut self) {
+        loop {
+            self.batch.clear();
+            self.plan.clear();
+            // Decode tokens first: they must fit, or someone makes way.
+            let need: usize = self
+                .running
+                .iter()
+                .filter(|s| s.pending() == 1)
+                .map(|s| self.kv.blocks_to_append(s.kv.expect("admitted"), 1))
+                .sum();
+            if !self.make_room(need) {
+                self.preempt_youngest();
+                continue;
+            }
+            let mut n_decode = 0;
+            for (i, s) in self.running.iter().enumerate() {
+                if s.pending() == 1 {
+                    let id = s.kv.expect("admitted");
+                    self.batch.push(s.tokens[s.n_fed], s.n_fed as u32, id, true);
+                    self.plan.push(Planned {
+                        seq: i,
+                        n: 1,
+                        logits: true,
+                    });
+                    n_decode += 1;
+                }
+            }
+            let mut budget = self.budget.prompt_tokens(n_decode);
+            for i in 0..self.running.len() {
+                let s = &self.running[i];
+                if s.pending() <= 1 || budget == 0 {
+                    continue;
+                }
+                let id = s.kv.expect("admitted");
+                let mut n = s.pending().min(budget);
+                // Within the room left: shorten the chunk to the blocks there are.
+                let room = self.room();
+                while n > 0 && self.kv.blocks_to_append(id, n) > room {
+                    n -= if n > BLOCK_CELLS { BLOCK_CELLS } else { 1 };
+                }
+                if n == 0 || !self.make_room(self.kv.blocks_to_append(id, n)) {
+                    continue;
+                }
+                let s = &self.running[i];
+                let logits = n == s.pending();
+                for j in s.n_fed..s.n_fed + n {
+                    let last = j + 1 == s.n_fed + n;
+                    self.batch.push(s.tokens[j], j as u32, id, logits && last);
+                }
+                self.plan.push(Planned { seq: i, n, logits });
+                budget -= n;
+            }
+            if self.batch.is_empty() && !self.running.is_empty() {
+                // Nobody could go on (prompts waiting for room held by others): the
+                // youngest steps back, so the oldest always progresses.
+                self.preempt_youngest();
+                continue;
+            }
+            return;
+        }
+    }
+
+    /// The occupancy gauges.
+    fn publish(&self) {
+        metrics::occupancy(
+            self.running.len(),
+            self.waiting.len(),
+            self.kv.n_blocks() - self.kv.n_free_blocks(),
+            self.kv.n_blocks(),
+            self.prefix.len(),
+        );
+    }
+}
+
+fn sequence_cancelled() {
+    ::metrics::counter!(metrics::FINISHED, "reason" => "cancelled").increment(1);
+}

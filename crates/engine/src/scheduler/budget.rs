@@ -1,0 +1,115 @@
+//! How many prompt tokens a step may carry while other sequences are decoding.
+//!
+//! A step is one forward pass, and every decoding sequence waits for it: a step that also
+//! carries 512 prompt tokens delays each of their next tokens by the whole chunk (on Gemma
+//! 3 270M at 2 threads, ~0.4 s against ~10 ms). So while anyone decodes, the prompt chunk
+//! is sized from measurements to keep a step within [`STALL`] times a decode-only step:
+//! the cost of a prompt token and of a decode-only step are tracked as moving averages
+//! of this machine's own steps, so the rule holds on a slow laptop and a fast server
+//! alike. With nobody decoding, a prompt goes in chunks of the full step budget.
+
+/// A mixed step may take this many times a decode-only step.
+pub const STALL: f64 = 2.0;
+/// Fewest prompt tokens per step while decoding (progress even when prompts are costly).
+const MIN_CHUNK: usize = 16;
+/// Weight of a new measurement in the moving averages.
+const ALPHA: f64 = 0.2;
+
+/// The measured costs, and the chunk they allow.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// Most tokens a step may carry.
+    max_tokens: usize,
+    /// Seconds of a step with decode tokens only (`None` until one is seen).
+    decode_step_s: Option<f64>,
+    /// Seconds per prompt token in mixed steps (`None` until measured).
+    prompt_token_s: Option<f64>,
+}
+
+impl Budget {
+    /// A budget of at most `max_tokens` per step.
+    pub fn new(max_tokens: usize) -> Budget {
+        Budget {
+            max_tokens: max_tokens.max(1),
+            decode_step_s: None,
+            prompt_token_s: None,
+        }
+    }
+
+    /// Most tokens a step may carry.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// Prompt tokens the next step may carry beside `n_decode` decode tokens.
+    pub fn prompt_tokens(&self, n_decode: usize) -> usize {
+        let room = self.max_tokens.saturating_sub(n_decode);
+        if n_decode == 0 {
+            return room;
+        }
+        let chunk = match (self.decode_step_s, self.prompt_token_s) {
+            (Some(d), Some(p)) if p > 0.0 => ((STALL - 1.0) * d / p) as usize,
+            // Not measured yet: a cautious start.
+            _ => 4 * MIN_CHUNK,
+        };
+        chunk.clamp(MIN_CHUNK.min(room), room)
+    }
+
+    /// Records a step of `n_decode` decode and `n_prompt` prompt tokens that took
+    /// `seconds`.
+    pub fn record(&mut self, n_decode: usize, n_prompt: usize, seconds: f64) {
+        let ema = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o + ALPHA * (new - o)));
+        if n_prompt == 0 {
+            if n_decode > 0 {
+                self.decode_step_s = ema(self.decode_step_s, seconds);
+            }
+            return;
+        }
+        // A mixed step: what is left after its decode part is the prompt's cost.
+        let decode = if n_decode > 0 {
+            self.decode_step_s.unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        let per_token = (seconds - decode).max(0.0) / n_prompt as f64;
+        self.prompt_token_s = ema(self.prompt_token_s, per_token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nobody_decoding_takes_the_whole_step() {
+        let b = Budget::new(512);
+        assert_eq!(b.prompt_tokens(0), 512);
+        assert_eq!(b.prompt_tokens(3), 64, "unmeasured: a cautious start");
+    }
+
+    #[test]
+    fn the_chunk_keeps_a_mixed_step_within_the_stall_factor() {
+        let mut b = Budget::new(512);
+        // Decode steps of 10 ms; prompt tokens of 1 ms each.
+        for _ in 0..50 {
+            b.record(3, 0, 0.010);
+            b.record(3, 20, 0.010 + 20.0 * 0.001);
+        }
+        let chunk = b.prompt_tokens(3);
+        assert!((9..=11).contains(&chunk) || chunk == MIN_CHUNK, "{chunk}");
+        // Cheap prompt tokens allow more, up to the step's room.
+        let mut b = Budget::new(512);
+        for _ in 0..50 {
+            b.record(2, 0, 0.010);
+            b.record(2, 100, 0.010 + 100.0 * 0.00005);
+        }
+        let chunk = b.prompt_tokens(2);
+        assert!((190..=210).contains(&chunk), "{chunk}");
+        let mut b = Budget::new(64);
+        for _ in 0..50 {
+            b.record(2, 0, 0.010);
+            b.record(2, 10, 0.010 + 10.0 * 0.00001);
+        }
+        assert_eq!(b.prompt_tokens(2), 62, "capped by the step's room");
+    }
+}

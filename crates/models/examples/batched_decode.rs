@@ -1,0 +1,79 @@
+//! Decoding speed with several sequences in each step (continuous batching's steady
+//! state): `B` sequences, each with a short prompt, then `N_GEN` steps that each carry one
+//! token of every sequence. Prints the step time and the aggregate tokens/s for each `B`,
+//! best of three runs, so the cost of a wider batch can be read against one sequence's.
+//!
+//! ```text
+//! cargo run --release -p hearth-models --example batched_decode -- MODEL.gguf [THREADS] [N_GEN] [B...]
+//! ```
+
+use std::time::Instant;
+
+use hearth_gguf::{GgufFile, Residency};
+use hearth_kernels::pool::ThreadPool;
+use hearth_models::{Batch, KvCache, Model, Scratch};
+
+const N_PROMPT: usize = 64;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args
+        .get(1)
+        .ok_or("usage: batched_decode MODEL.gguf [THREADS] [N_GEN] [B...]")?;
+    let n_threads: usize = args.get(2).map_or(Ok(2), |s| s.parse())?;
+    let n_gen: usize = args.get(3).map_or(Ok(64), |s| s.parse())?;
+    let widths: Vec<usize> = if args.len() > 4 {
+        args[4..]
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()?
+    } else {
+        vec![1, 2, 4, 8]
+    };
+    let file = GgufFile::open_with(path, Residency::HugePages)?;
+    let model = Model::load(&file)?;
+    let hp = model.hparams();
+    let pool = ThreadPool::new(n_threads)?;
+    let max_b = widths.iter().copied().max().unwrap_or(1);
+    let mut kv = KvCache::new(hp, max_b * (N_PROMPT + n_gen + 16))?;
+    let mut scratch = Scratch::new(&model, 512, max_b)?;
+    let mut batch = Batch::with_capacity(512);
+    for &b in &widths {
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            kv.clear();
+            let seqs: Vec<_> = (0..b).map(|_| kv.new_sequence()).collect();
+            for (i, &s) in seqs.iter().enumerate() {
+                let tokens: Vec<u32> = (0..N_PROMPT)
+                    .map(|j| {
+                        (1000 + 7919 * (i * N_PROMPT + j) as u64 % (hp.n_vocab as u64 - 1000))
+                            as u32
+                    })
+                    .collect();
+                batch.clear();
+                batch.push_seq(&tokens, 0, s, false);
+                model.forward(&pool, &mut kv, &mut scratch, &batch)?;
+            }
+            let t = Instant::now();
+            for step in 0..n_gen {
+                batch.clear();
+                for (i, &s) in seqs.iter().enumerate() {
+                    batch.push(
+                        (1000 + 31 * (step + i)) as u32,
+                        (N_PROMPT + step) as u32,
+                        s,
+                        true,
+                    );
+                }
+                model.forward(&pool, &mut kv, &mut scratch, &batch)?;
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "B={b}: step {:.2} ms, aggregate {:.1} tok/s",
+            best / n_gen as f64 * 1e3,
+            (b * n_gen) as f64 / best
+        );
+    }
+    Ok(())
+}
