@@ -357,6 +357,8 @@ impl<'m, 'a> Scheduler<'m, 'a> {
         if job.events.is_closed() {
             return;
         }
+        // Whoever can start now is not waiting: only a queue that stays full refuses.
+        self.admit();
         if self.waiting.len() >= self.limits.queue {
             metrics::rejected("queue_full");
             let retry = 1 + (self.waiting.len() / self.limits.parallel.max(1)) as u64;
@@ -717,6 +719,8 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 }
             }
             let mut budget = self.budget.prompt_tokens(n_decode);
+            // Blocks this batch will take: the pool hands them out only during the pass.
+            let mut reserved = need;
             for i in 0..self.running.len() {
                 let s = &self.running[i];
                 if s.pending() <= 1 || budget == 0 {
@@ -725,13 +729,15 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 let id = s.kv.expect("admitted");
                 let mut n = s.pending().min(budget);
                 // Within the room left: shorten the chunk to the blocks there are.
-                let room = self.room();
+                let room = self.room().saturating_sub(reserved);
                 while n > 0 && self.kv.blocks_to_append(id, n) > room {
                     n -= if n > BLOCK_CELLS { BLOCK_CELLS } else { 1 };
                 }
-                if n == 0 || !self.make_room(self.kv.blocks_to_append(id, n)) {
+                let blocks = self.kv.blocks_to_append(id, n);
+                if n == 0 || !self.make_room(reserved + blocks) {
                     continue;
                 }
+                reserved += blocks;
                 let s = &self.running[i];
                 let logits = n == s.pending();
                 for j in s.n_fed..s.n_fed + n {

@@ -553,12 +553,12 @@ fn stream(meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>) -> 
         let mut offset = vec![0usize; meta.n];
         if meta.kind == Kind::Chat {
             // The role comes first, as OpenAI sends it.
-            for index in 0..meta.n {
+            for (index, first) in first.iter_mut().enumerate() {
                 let c = meta.delta(index, "", "", &[], &mut 0, true, include_usage);
                 if out.send(Ok(sse(&c))).await.is_err() {
                     return;
                 }
-                first[index] = false;
+                *first = false;
             }
         }
         let mut usage = TotalUsage::default();

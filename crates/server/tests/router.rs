@@ -8,9 +8,11 @@ use std::thread;
 use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use hearth_server::logprobs::TokenLogprob;
+use hearth_engine::logprobs::TokenLogprob;
+use hearth_engine::scheduler::{
+    ErrorKind, Event, Finish, Job, ModelInfo, RequestError, Timings, Usage,
+};
 use hearth_server::routes::{router, AppState, MAX_BODY_BYTES};
-use hearth_server::worker::{Event, Finish, Job, ModelInfo, Usage};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -32,41 +34,54 @@ fn app(loaded: bool, key: Option<&str>, script: Vec<Event>) -> (Router, mpsc::Re
         let _ = model.set(ModelInfo {
             id: "test-model".into(),
             n_ctx: 128,
+            n_ctx_pool: 256,
+            parallel: 4,
+            queue: 8,
+            kv_bytes_per_token: 1024,
+            arch: "llama".into(),
+            n_ctx_train: 128,
         });
     }
     let state = Arc::new(AppState {
         jobs: Mutex::new(tx),
         model,
         api_key: key.map(str::to_owned),
+        metrics: None,
     });
     (router(state), seen_rx)
 }
 
 fn reasoning_script() -> Vec<Event> {
     vec![
-        Event::Started,
+        Event::Started { prompt_tokens: 7 },
         Event::Delta {
+            index: 0,
             reasoning: "2+2 is ".into(),
             content: String::new(),
             logprobs: Vec::new(),
         },
         Event::Delta {
+            index: 0,
             reasoning: "4.".into(),
             content: "Four".into(),
             logprobs: Vec::new(),
         },
         Event::Delta {
+            index: 0,
             reasoning: String::new(),
             content: ".".into(),
             logprobs: Vec::new(),
         },
         Event::Done {
+            index: 0,
             finish: Finish::Stop,
             usage: Usage {
                 prompt_tokens: 7,
+                cached_tokens: 0,
                 completion_tokens: 5,
                 reasoning_tokens: 3,
             },
+            timings: Timings::default(),
         },
     ]
 }
@@ -173,7 +188,9 @@ async fn chat_answer_carries_reasoning_and_usage() {
     );
     assert_eq!(
         b["usage"],
-        json!({"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12, "completion_tokens_details": {"reasoning_tokens": 3}})
+        json!({"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12,
+               "prompt_tokens_details": {"cached_tokens": 0},
+               "completion_tokens_details": {"reasoning_tokens": 3}})
     );
     let job = seen.recv().unwrap();
     assert_eq!(job.request.sampler.seed, 3);
@@ -246,7 +263,11 @@ async fn completion_stream_without_usage() {
 
 #[tokio::test]
 async fn engine_errors_before_start_are_plain_responses() {
-    let err = hearth_server::error::ApiError::bad_request("the prompt is 200 tokens, context 128");
+    let err = RequestError {
+        kind: ErrorKind::ContextLength,
+        message: "the prompt is 200 tokens, context 128".into(),
+        param: Some("messages"),
+    };
     let (app, _) = app(true, None, vec![Event::Error(err)]);
     let mut req = hi();
     req["stream"] = json!(true);
@@ -304,10 +325,118 @@ async fn error_statuses_have_openai_bodies() {
         "invalid_request_error",
     );
     let mut req = hi();
-    req["n"] = json!(3);
+    req["n"] = json!(0);
     let (s, b) = send_json(app, "POST", CHAT, None, req).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(b["error"]["param"], "n");
+}
+
+/// A full queue is a 429 in OpenAI's shape, with `Retry-After`.
+#[tokio::test]
+async fn a_full_queue_is_429_with_retry_after() {
+    let err = RequestError {
+        kind: ErrorKind::QueueFull { retry_after_s: 3 },
+        message: "the server is busy".into(),
+        param: None,
+    };
+    let (app, _) = app(true, None, vec![Event::Error(err)]);
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri(CHAT)
+        .body(Body::from(hi().to_string()))
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["retry-after"], "3");
+    let body = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let b: Value = serde_json::from_slice(&body).unwrap();
+    assert_error(&b, "rate_limit_error");
+    assert_eq!(b["error"]["code"], "rate_limit_exceeded");
+}
+
+/// Two choices whose events interleave: each lands in its own `choices[i]`, in order,
+/// and the usage counts the prompt once and both choices' tokens.
+fn two_choices_script() -> Vec<Event> {
+    let delta = |index: usize, content: &str| Event::Delta {
+        index,
+        reasoning: String::new(),
+        content: content.into(),
+        logprobs: Vec::new(),
+    };
+    let done = |index: usize, finish: Finish, completion_tokens: usize| Event::Done {
+        index,
+        finish,
+        usage: Usage {
+            prompt_tokens: 9,
+            cached_tokens: 8,
+            completion_tokens,
+            reasoning_tokens: 0,
+        },
+        timings: Timings::default(),
+    };
+    vec![
+        Event::Started { prompt_tokens: 9 },
+        delta(0, "A"),
+        delta(1, "X"),
+        delta(1, "Y"),
+        done(1, Finish::Stop, 2),
+        delta(0, "B"),
+        done(0, Finish::Length, 3),
+    ]
+}
+
+#[tokio::test]
+async fn n_choices_are_collected_and_streamed_by_index() {
+    let (app_, seen) = app(true, None, two_choices_script());
+    let mut req = hi();
+    req["n"] = json!(2);
+    let (s, b) = send_json(app_.clone(), "POST", CHAT, None, req.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(seen.recv().unwrap().request.n, 2);
+    assert_eq!(
+        b["choices"],
+        json!([
+            {"index": 0, "message": {"role": "assistant", "content": "AB"}, "logprobs": null, "finish_reason": "length"},
+            {"index": 1, "message": {"role": "assistant", "content": "XY"}, "logprobs": null, "finish_reason": "stop"},
+        ])
+    );
+    assert_eq!(
+        b["usage"],
+        json!({"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14,
+               "prompt_tokens_details": {"cached_tokens": 8},
+               "completion_tokens_details": {"reasoning_tokens": 0}})
+    );
+
+    req["stream"] = json!(true);
+    req["stream_options"] = json!({"include_usage": true});
+    let (_, body) = send(app_, "POST", CHAT, None, Body::from(req.to_string())).await;
+    let ev = events(&body);
+    assert_eq!(ev.last().unwrap(), "[DONE]");
+    let chunks = json_chunks(&ev[..ev.len() - 1]);
+    let mut text = [String::new(), String::new()];
+    let mut finish = [Value::Null, Value::Null];
+    for c in &chunks[..chunks.len() - 1] {
+        let choice = &c["choices"][0];
+        let i = choice["index"].as_u64().unwrap() as usize;
+        if let Some(t) = choice["delta"]["content"].as_str() {
+            text[i].push_str(t);
+        }
+        if !choice["finish_reason"].is_null() {
+            finish[i] = choice["finish_reason"].clone();
+        }
+    }
+    assert_eq!(text, ["AB".to_owned(), "XY".to_owned()]);
+    assert_eq!(finish, [json!("length"), json!("stop")]);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], 5);
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 8);
+}
+
+#[tokio::test]
+async fn metrics_without_a_recorder_is_404() {
+    let (app, _) = app_loaded();
+    let (s, _) = send(app, "GET", "/metrics", None, Body::empty()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
 fn logprob_script() -> Vec<Event> {
@@ -317,24 +446,29 @@ fn logprob_script() -> Vec<Event> {
         top: top.iter().map(|&(b, l)| (b.to_vec(), l)).collect(),
     };
     vec![
-        Event::Started,
+        Event::Started { prompt_tokens: 7 },
         Event::Delta {
+            index: 0,
             reasoning: String::new(),
             content: "Hi".into(),
             logprobs: vec![lp(b"Hi", -0.5, &[(b"Hi", -0.5), (b"Yo", -1.0)])],
         },
         Event::Delta {
+            index: 0,
             reasoning: String::new(),
             content: " there".into(),
             logprobs: vec![lp(b" there", -0.25, &[(b" there", -0.25), (b"!", -2.0)])],
         },
         Event::Done {
+            index: 0,
             finish: Finish::Length,
             usage: Usage {
                 prompt_tokens: 3,
+                cached_tokens: 0,
                 completion_tokens: 2,
                 reasoning_tokens: 0,
             },
+            timings: Timings::default(),
         },
     ]
 }

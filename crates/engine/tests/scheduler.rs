@@ -1,0 +1,317 @@
+//! The engine loop through its public interface, on a tiny random-weight Llama with f32
+//! weights: every product then takes the same per-token path whatever shares its batch,
+//! so a request's tokens must be *exactly* those it gets alone — batched with others,
+//! after a preemption, from the prefix cache, or as one of `n` forks. (On quantized
+//! models a batch that also carries a prompt chunk can go through the GEMM, which sums
+//! in another order; the server tests check Gemma 3 within a stated margin instead.)
+
+use std::path::Path;
+use std::sync::{mpsc, OnceLock};
+use std::thread::JoinHandle;
+
+use hearth_engine::sampler::SamplerParams;
+use hearth_engine::scheduler::{
+    self, EngineConfig, ErrorKind, Event, Finish, Job, ModelInfo, Prompt, Request, Usage,
+};
+use hearth_gguf::Residency;
+use hearth_models::tiny;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+/// The process's metrics (every test's engine records into them).
+fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap()
+    })
+}
+
+/// A counter's value in the rendered metrics (0 when absent).
+fn counter(name: &str) -> f64 {
+    metrics()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The tiny model's words (its vocabulary spells anything else in bytes).
+const WORDS: &[&str] = &["the", "hearth", "is", "on", "a", "b", "fire", "warm"];
+
+struct Engine {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    info: ModelInfo,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn start(ctx: usize, parallel: usize, queue: usize) -> Engine {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let spec = tiny::specs()
+        .into_iter()
+        .find(|s| s.name == "llama_f32")
+        .unwrap();
+    std::fs::write(&path, spec.to_bytes()).unwrap();
+    start_file(&path, ctx, parallel, queue, dir)
+}
+
+fn start_file(
+    path: &Path,
+    ctx: usize,
+    parallel: usize,
+    queue: usize,
+    dir: tempfile::TempDir,
+) -> Engine {
+    let config = EngineConfig {
+        ctx: Some(ctx),
+        parallel: Some(parallel),
+        queue,
+        ..EngineConfig::new(path.to_owned(), 2, Residency::Mapped)
+    };
+    let (jobs, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        scheduler::run(config, rx, move |r| ready_tx.send(r).unwrap());
+    });
+    let info = ready_rx.recv().unwrap().unwrap();
+    Engine {
+        jobs: Some(jobs),
+        thread: Some(thread),
+        info,
+        _dir: dir,
+    }
+}
+
+/// A prompt of `n` words, different for each `salt`.
+fn prompt(n: usize, salt: usize) -> String {
+    (0..n)
+        .map(|i| WORDS[(i * 7 + salt * 3 + i / 5) % WORDS.len()])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn request(text: &str, max_tokens: usize, temperature: f32, seed: u64) -> Request {
+    let sampler = SamplerParams {
+        seed,
+        temperature,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        ..SamplerParams::default()
+    };
+    Request {
+        max_tokens: Some(max_tokens),
+        ignore_eos: true,
+        ..Request::new(Prompt::Text(text.into()), sampler)
+    }
+}
+
+impl Engine {
+    fn submit(&self, request: Request) -> UnboundedReceiver<Event> {
+        let (tx, rx) = unbounded_channel();
+        self.jobs
+            .as_ref()
+            .unwrap()
+            .send(Job {
+                request,
+                events: tx,
+            })
+            .unwrap();
+        rx
+    }
+}
+
+/// What one request produced: each choice's text and finish, and its usage.
+#[derive(Debug, Clone, PartialEq)]
+struct Answer {
+    texts: Vec<String>,
+    finishes: Vec<Finish>,
+    usage: Vec<Usage>,
+}
+
+fn collect(
+    mut rx: UnboundedReceiver<Event>,
+    n: usize,
+) -> Result<Answer, hearth_engine::scheduler::RequestError> {
+    let mut a = Answer {
+        texts: vec![String::new(); n],
+        finishes: vec![Finish::Stop; n],
+        usage: vec![Usage::default(); n],
+    };
+    let mut open = n;
+    while open > 0 {
+        match rx.blocking_recv().expect("the engine answers every job") {
+            Event::Started { .. } => {}
+            Event::Delta { index, content, .. } => a.texts[index].push_str(&content),
+            Event::Done {
+                index,
+                finish,
+                usage,
+                ..
+            } => {
+                a.finishes[index] = finish;
+                a.usage[index] = usage;
+                open -= 1;
+            }
+            Event::Error(e) => return Err(e),
+        }
+    }
+    Ok(a)
+}
+
+fn alone(text: &str, max_tokens: usize, temperature: f32, seed: u64) -> Answer {
+    let e = start(512, 1, 4);
+    collect(e.submit(request(text, max_tokens, temperature, seed)), 1).unwrap()
+}
+
+#[test]
+fn batched_requests_generate_what_they_generate_alone() {
+    let texts: Vec<String> = (0..6).map(|i| prompt(3 + 4 * i, i)).collect();
+    let want: Vec<Answer> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| alone(t, 24, 0.9, i as u64))
+        .collect();
+    let e = start(1024, 4, 16);
+    let rxs: Vec<_> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| e.submit(request(t, 24, 0.9, i as u64)))
+        .collect();
+    for (i, rx) in rxs.into_iter().enumerate() {
+        let got = collect(rx, 1).unwrap();
+        assert_eq!(got.texts, want[i].texts, "request {i}");
+        assert_eq!(got.usage[0].completion_tokens, 24);
+        assert_eq!(got.finishes, vec![Finish::Length]);
+    }
+}
+
+#[test]
+fn a_repeated_prompt_comes_from_the_prefix_cache_with_the_same_output() {
+    let text = prompt(14, 1);
+    let e = start(1024, 2, 4);
+    let first = collect(e.submit(request(&text, 16, 0.0, 0)), 1).unwrap();
+    let second = collect(e.submit(request(&text, 16, 0.0, 0)), 1).unwrap();
+    let n_prompt = first.usage[0].prompt_tokens;
+    assert_eq!(first.usage[0].cached_tokens, 0);
+    // Whole blocks, and at least the last prompt token recomputed for its logits.
+    let want_cached = (n_prompt - 1) / hearth_models::BLOCK_CELLS * hearth_models::BLOCK_CELLS;
+    assert!(want_cached >= 32, "{n_prompt}");
+    assert_eq!(second.usage[0].cached_tokens, want_cached);
+    assert_eq!(second.texts, first.texts);
+
+    // The next turn: the history with the answer and more; the answer's blocks are
+    // cached too (they were fed back into the model while generating).
+    let turn2 = format!("{text}{} fire warm hearth", first.texts[0]);
+    let cached = collect(e.submit(request(&turn2, 8, 0.0, 0)), 1).unwrap();
+    assert!(
+        cached.usage[0].cached_tokens >= want_cached,
+        "{:?}",
+        cached.usage
+    );
+    assert_eq!(cached.texts, alone(&turn2, 8, 0.0, 0).texts);
+}
+
+#[test]
+fn n_choices_fork_one_prompt_and_match_single_requests_seeded_apart() {
+    let text = prompt(8, 2);
+    let e = start(1024, 4, 4);
+    let req = Request {
+        n: 3,
+        ..request(&text, 20, 1.0, 40)
+    };
+    let got = collect(e.submit(req), 3).unwrap();
+    for i in 0..3 {
+        let want = alone(&text, 20, 1.0, 40 + i as u64);
+        assert_eq!(got.texts[i], want.texts[0], "choice {i}");
+        assert_eq!(got.usage[i].prompt_tokens, want.usage[0].prompt_tokens);
+    }
+    assert!(got.texts[0] != got.texts[1] || got.texts[1] != got.texts[2]);
+}
+
+/// A pool too small for both sequences at full length: one is preempted and recomputes,
+/// and both still produce exactly their text alone.
+#[test]
+fn preemption_recomputes_without_changing_the_output() {
+    let texts = [prompt(4, 3), prompt(5, 4)];
+    let want: Vec<Answer> = texts.iter().map(|t| alone(t, 60, 0.0, 0)).collect();
+    // 112 cells: each sequence reaches ~85 tokens, both together ~170.
+    let e = start(112, 2, 4);
+    metrics();
+    let rxs: Vec<_> = texts
+        .iter()
+        .map(|t| e.submit(request(t, 60, 0.0, 0)))
+        .collect();
+    for (i, rx) in rxs.into_iter().enumerate() {
+        assert_eq!(collect(rx, 1).unwrap().texts, want[i].texts, "request {i}");
+    }
+    // Only this test's pool is too small for its sequences.
+    assert!(counter("hearth_preemptions_total") >= 1.0);
+}
+
+#[test]
+fn refusals_are_typed() {
+    let e = start(64, 2, 1);
+    // Longer than a sequence may be.
+    let err = collect(e.submit(request(&prompt(30, 0), 4, 0.0, 0)), 1).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::ContextLength);
+    // More choices than run at once.
+    let err = collect(
+        e.submit(Request {
+            n: 3,
+            ..request("the", 4, 0.0, 0)
+        }),
+        3,
+    )
+    .unwrap_err();
+    assert_eq!((err.kind, err.param), (ErrorKind::Invalid, Some("n")));
+    // A token id outside the vocabulary.
+    let mut r = request("the", 4, 0.0, 0);
+    r.sampler.logit_bias = vec![(1_000_000, 1.0)];
+    let err = collect(e.submit(r), 1).unwrap_err();
+    assert_eq!(err.param, Some("logit_bias"));
+    assert_eq!(e.info.parallel, 2);
+}
+
+#[test]
+fn a_full_queue_refuses_and_the_rest_complete() {
+    // One running, one waiting: of four requests sent at once, two are refused.
+    let e = start(256, 1, 1);
+    let rxs: Vec<_> = (0..4)
+        .map(|i| e.submit(request(&prompt(8, i), 40, 0.0, 0)))
+        .collect();
+    let results: Vec<_> = rxs.into_iter().map(|rx| collect(rx, 1)).collect();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(e) if matches!(e.kind, ErrorKind::QueueFull { .. })))
+        .count();
+    let done = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!((done, refused), (2, 2), "{results:?}");
+}
+
+#[test]
+fn a_cancelled_request_frees_its_slot() {
+    let e = start(512, 1, 4);
+    let mut rx = e.submit(request(&prompt(8, 0), 400, 0.0, 0));
+    // Wait for its first token, then go away.
+    loop {
+        if let Event::Delta { .. } = rx.blocking_recv().unwrap() {
+            break;
+        }
+    }
+    drop(rx);
+    let text = prompt(12, 5);
+    let got = collect(e.submit(request(&text, 10, 0.0, 0)), 1).unwrap();
+    assert_eq!(got.texts, alone(&text, 10, 0.0, 0).texts);
+}
