@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Starts `hearth serve` with the default model on a free loopback port and runs the
-# OpenAI-client tests (tests/server/test_openai.py, test_concurrency.py, test_logprobs.py) against it;
+# Starts `hearth serve` with the default model on a free loopback port (4 sequences at
+# once) and runs the OpenAI-client tests (tests/server/test_metrics.py first, on the idle
+# server, then test_openai.py, test_concurrency.py, test_batching.py, test_logprobs.py and
+# a short soak, tests/server/soak.py) against it;
 # then serves a tiny random-weight model with DeepSeek-R1-Distill-Qwen's tokenizer and chat
 # template and runs tests/server/test_reasoning.py (its vocab file comes from
 # tests/fixtures/tokenizer/fetch-vocabs.sh, which CI runs first). CI builds the binary
@@ -22,7 +24,7 @@ r1_log="$(mktemp)"
 r1_dir="$(mktemp -d)"
 r1_pid=""
 # The key goes through the environment (HEARTH_API_KEY), as a user would keep it out of `ps`.
-HEARTH_API_KEY="$key" "$bin" serve "$model" --port "$port" --ctx 1024 -t 2 >"$log" 2>&1 &
+HEARTH_API_KEY="$key" "$bin" serve "$model" --port "$port" --ctx 4096 --parallel 4 -t 2 >"$log" 2>&1 &
 pid=$!
 cleanup() {
     kill "$pid" 2>/dev/null || true
@@ -36,8 +38,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-HEARTH_SERVER_URL="http://127.0.0.1:$port" HEARTH_TEST_API_KEY="$key" HEARTH_SERVER_PID="$pid" \
-    "$HEARTH_PYTHON" tests/server/test_openai.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
+export HEARTH_SERVER_URL="http://127.0.0.1:$port" HEARTH_TEST_API_KEY="$key" HEARTH_SERVER_PID="$pid"
+# The metrics test needs the server to itself: it runs first, once the model is loaded.
+"$HEARTH_PYTHON" -c 'import sys; sys.path.insert(0, "tests/server"); import test_openai; test_openai.wait_ready()'
+"$HEARTH_PYTHON" tests/server/test_metrics.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
+"$HEARTH_PYTHON" tests/server/test_openai.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
+"$HEARTH_PYTHON" tests/server/test_batching.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
 HEARTH_SERVER_URL="http://127.0.0.1:$port" HEARTH_TEST_API_KEY="$key" \
     "$HEARTH_PYTHON" tests/server/test_concurrency.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
 HEARTH_SERVER_URL="http://127.0.0.1:$port" HEARTH_TEST_API_KEY="$key" \

@@ -4,8 +4,10 @@ server with Gemma 3 270M (the one scripts/test-server.sh starts for test_openai.
 
     HEARTH_SERVER_URL=http://127.0.0.1:PORT HEARTH_TEST_API_KEY=KEY python3 test_concurrency.py
 
-* Eight streamed greedy requests at once each get exactly the text (and usage) the same
-  request gets alone: no tokens leak between requests and none is lost.
+* Eight streamed greedy requests at once each get the text (and usage) the same request
+  gets alone: no tokens leak between requests and none is lost. Batched, a token's logits
+  can move by rounding (see test_batching.py), so a text may differ only from a token
+  where the top-2 margin alone was below 0.1.
 * A client that goes away mid-stream frees the engine: the next request's first chunk
   comes within a short bound, not after the abandoned request's 1000 tokens.
 """
@@ -34,21 +36,41 @@ def client():
 
 
 def streamed_chat(c, question):
-    """(text, finish reasons, usage) of one streamed greedy chat request."""
+    """(tokens, finish reasons, usage, top-2 margins) of one streamed greedy chat request."""
     chunks = list(c.chat.completions.create(
         model=MODEL_ID, messages=[{"role": "user", "content": question}], max_tokens=MAX_TOKENS,
-        temperature=0, stream=True, stream_options={"include_usage": True}))
-    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        temperature=0, stream=True, stream_options={"include_usage": True}, logprobs=True,
+        top_logprobs=2))
+    tokens, margins = [], []
+    for ch in chunks:
+        if ch.choices and ch.choices[0].logprobs and ch.choices[0].logprobs.content:
+            for t in ch.choices[0].logprobs.content:
+                tokens.append(t.token)
+                top = sorted((a.logprob for a in t.top_logprobs), reverse=True)
+                margins.append(top[0] - top[1] if len(top) > 1 else float("inf"))
     finals = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
     usage = chunks[-1].usage
-    return text, finals, (usage.prompt_tokens, usage.completion_tokens)
+    return tokens, finals, (usage.prompt_tokens, usage.completion_tokens), margins
+
+
+def same_up_to_a_tie(alone, batched, min_margin=0.1):
+    """None if `batched` equals `alone`, or first differs where `alone`'s margin was small;
+    else a description of the difference."""
+    ta, fa, ua, margins = alone
+    tb, fb, ub, _ = batched
+    k = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), None)
+    if k is None:
+        return None if (ta, fa, ua) == (tb, fb, ub) else f"{(ta, fa, ua)} != {(tb, fb, ub)}"
+    print(f"\n  differs at token {k} ({ta[k]!r} vs {tb[k]!r}), margin {margins[k]:.4f}", flush=True)
+    return None if margins[k] < min_margin else f"token {k}: {ta[k]!r} vs {tb[k]!r}, margin {margins[k]:.4f}"
 
 
 class ConcurrencyTest(unittest.TestCase):
     def test_eight_concurrent_streams_equal_each_alone(self):
         c = client()
         alone = [streamed_chat(c, q) for q in QUESTIONS]
-        self.assertEqual(len(set(a[0] for a in alone)), N_CLIENTS, "the questions give different texts")
+        self.assertEqual(len(set("".join(a[0]) for a in alone)), N_CLIENTS,
+                         "the questions give different texts")
         results = [None] * N_CLIENTS
         errors = []
         barrier = threading.Barrier(N_CLIENTS)
@@ -70,7 +92,7 @@ class ConcurrencyTest(unittest.TestCase):
         elapsed = time.time() - t0
         self.assertEqual(errors, [])
         for i in range(N_CLIENTS):
-            self.assertEqual(results[i], alone[i], QUESTIONS[i])
+            self.assertIsNone(same_up_to_a_tie(alone[i], results[i]), QUESTIONS[i])
         print(f"\n  {N_CLIENTS} concurrent streams of {MAX_TOKENS} tokens: {elapsed:.1f} s", flush=True)
 
     def test_disconnect_frees_the_engine_quickly(self):

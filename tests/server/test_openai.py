@@ -225,13 +225,27 @@ class OpenAITest(unittest.TestCase):
 
     # --- errors ------------------------------------------------------------------------
 
-    def test_n_above_one_is_refused(self):
-        with self.assertRaises(openai.BadRequestError) as cm:
-            self.client.chat.completions.create(
-                model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], n=2)
-        self.assertEqual(cm.exception.status_code, 400)
-        self.assertIn("n must be 1", cm.exception.body["message"])
-        self.assertEqual(cm.exception.body["param"], "n")
+    def test_n_choices_share_one_prompt(self):
+        r = self.client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": "Name a colour."}], n=3,
+            max_tokens=6, temperature=1.0, seed=11, extra_body={"ignore_eos": True})
+        self.assertEqual([c.index for c in r.choices], [0, 1, 2])
+        self.assertTrue(all(c.finish_reason == "length" for c in r.choices))
+        self.assertEqual(r.usage.completion_tokens, 18)
+        # The prompt is processed once (hearth's engine tests check the forks token for
+        # token against single requests seeded seed + index).
+        self.assertEqual(r.usage.prompt_tokens,
+                         self.client.chat.completions.create(
+                             model=MODEL_ID, messages=[{"role": "user", "content": "Name a colour."}],
+                             max_tokens=1).usage.prompt_tokens)
+
+    def test_n_out_of_range_is_refused(self):
+        for n in (0, 1000):
+            with self.assertRaises(openai.BadRequestError) as cm:
+                self.client.chat.completions.create(
+                    model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], n=n)
+            self.assertEqual(cm.exception.status_code, 400)
+            self.assertEqual(cm.exception.body["param"], "n")
 
     def test_wrong_key_is_401(self):
         bad = openai.OpenAI(base_url=URL + "/v1", api_key="wrong", max_retries=0)
@@ -274,9 +288,9 @@ class OpenAITest(unittest.TestCase):
 
     def test_prompt_longer_than_context_is_400_with_numbers(self):
         with self.assertRaises(openai.BadRequestError) as cm:
-            self.client.completions.create(model=MODEL_ID, prompt="word " * 3000, max_tokens=4)
+            self.client.completions.create(model=MODEL_ID, prompt="word " * 5000, max_tokens=4)
         msg = cm.exception.body["message"]
-        self.assertIn("1024", msg)
+        self.assertIn("4096", msg)  # scripts/test-server.sh's --ctx
         self.assertRegex(msg, r"prompt is \d{4} tokens")
 
     # --- cancellation ------------------------------------------------------------------

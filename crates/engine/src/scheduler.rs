@@ -184,6 +184,8 @@ pub fn run(
         Ok(s) => s,
         Err(e) => return ready(Err(e)),
     };
+    metrics::register_all();
+    sched.publish();
     ready(Ok(sched.info.clone()));
     sched.serve(&jobs);
 }
@@ -522,16 +524,24 @@ impl<'m, 'a> Scheduler<'m, 'a> {
         let elapsed = t0.elapsed();
         let n_vocab = model.hparams().n_vocab;
         let n_text = tok.n_tokens().min(n_vocab);
-        let (mut n_decode, mut n_prompt) = (0, 0);
+        // A decode token is the one a sequence just drew; anything else is prompt (or a
+        // recomputation after preemption).
+        let is_prompt = |p: &Planned, s: &Seq<'_>| p.n > 1 || s.tokens.len() == s.n_prompt;
+        let n_prompt: usize = plan
+            .iter()
+            .filter(|p| is_prompt(p, &running[p.seq]))
+            .map(|p| p.n)
+            .sum();
+        let n_decode = batch.len() - n_prompt;
+        // Recorded before any client hears of this step's tokens, so that a scrape after
+        // a response always includes the steps behind it.
+        metrics::step(batch.len(), n_prompt, plan.len(), elapsed);
+        self.budget
+            .record(n_decode, n_prompt, elapsed.as_secs_f64());
         let mut ended = vec![false; running.len()];
         let mut row = 0;
         for p in plan.iter() {
-            let prefilled = running[p.seq].pending() > 1;
-            if prefilled || p.n > 1 {
-                n_prompt += p.n;
-            } else {
-                n_decode += 1;
-            }
+            let prefilled = is_prompt(p, &running[p.seq]);
             running[p.seq].fed(p.n);
             if !p.logits {
                 continue;
@@ -539,7 +549,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             let r = &logits[row * n_vocab..(row + 1) * n_vocab];
             row += 1;
             let mut choices = vec![p.seq];
-            if prefilled || p.n > 1 {
+            if prefilled {
                 // The prompt (or a recomputation) is done: its blocks go to the cache.
                 let s = &running[p.seq];
                 let blocks = kv.seq_blocks(s.kv.expect("admitted")).to_vec();
@@ -583,9 +593,6 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 }
             }
         }
-        metrics::step(batch.len(), n_prompt, plan.len(), elapsed);
-        self.budget
-            .record(n_decode, n_prompt, elapsed.as_secs_f64());
         // Ended sequences leave, highest index first so the others keep theirs.
         for i in (0..ended.len()).rev() {
             if ended[i] {
@@ -718,6 +725,9 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                     n_decode += 1;
                 }
             }
+            // Decode tokens first, then prompt chunks: each token's products take the
+            // path chosen for its kind, whatever else is in the batch.
+            self.batch.set_prompt_from(n_decode);
             let mut budget = self.budget.prompt_tokens(n_decode);
             // Blocks this batch will take: the pool hands them out only during the pass.
             let mut reserved = need;
@@ -770,5 +780,5 @@ impl<'m, 'a> Scheduler<'m, 'a> {
 }
 
 fn sequence_cancelled() {
-    ::metrics::counter!(metrics::FINISHED, "reason" => "cancelled").increment(1);
+    metrics::finished("cancelled");
 }

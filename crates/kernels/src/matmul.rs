@@ -237,6 +237,26 @@ struct Line([u8; 64]);
 pub struct MatmulScratch {
     lines: Vec<Line>,
     gemm: GemmScratch,
+    /// Which tokens of the products made with this scratch may go through the GEMM.
+    pub gemm_tokens: GemmTokens,
+}
+
+/// Which tokens of a product go through the GEMM micro-kernel (where the level has one
+/// and the format is supported) rather than the row path's dot kernels.
+///
+/// Both give a token the same result whatever other tokens share its product, but not
+/// the same result as each other (the GEMM sums the same integer products in another f32
+/// order). A caller that batches unrelated sequences (continuous batching) picks the
+/// path per token, so that a token's logits do not depend on who else is in the batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GemmTokens {
+    /// The whole product goes through the GEMM when it has at least
+    /// [`gemm::MIN_TOKENS`] tokens, else every token takes the row path.
+    #[default]
+    ByCount,
+    /// Tokens `k..` go through the GEMM however few they are; tokens `..k` take the row
+    /// path.
+    From(usize),
 }
 
 impl MatmulScratch {
@@ -397,17 +417,38 @@ pub fn matmul_with(
         }
     };
 
+    // Tokens `gemm_from..` go through the GEMM, the others take the row path below.
+    let mut gemm_from = n_tokens;
     if let Some(micro) = kernels.gemm() {
-        if n_tokens >= gemm::MIN_TOKENS && act_ty != TensorType::F32 && gemm::supports(ty) {
-            let rows = QuantizedRows {
-                ty: act_ty,
-                bytes: acts.bytes,
-                stride: acts.stride,
+        if act_ty != TensorType::F32 && gemm::supports(ty) {
+            gemm_from = match scratch.gemm_tokens {
+                GemmTokens::ByCount if n_tokens >= gemm::MIN_TOKENS => 0,
+                GemmTokens::ByCount => n_tokens,
+                GemmTokens::From(k) => k.min(n_tokens),
             };
-            gemm::matmul(micro, pool, w, &rows, n_tokens, out, &mut scratch.gemm);
-            return Ok(());
+            if gemm_from < n_tokens {
+                let rows = QuantizedRows {
+                    ty: act_ty,
+                    bytes: &acts.bytes[gemm_from * acts.stride..],
+                    stride: acts.stride,
+                };
+                let out = &mut out[gemm_from * n_rows..];
+                gemm::matmul(
+                    micro,
+                    pool,
+                    w,
+                    &rows,
+                    n_tokens - gemm_from,
+                    out,
+                    &mut scratch.gemm,
+                );
+            }
         }
     }
+    if gemm_from == 0 {
+        return Ok(());
+    }
+    let (n_tokens, out) = (gemm_from, &mut out[..gemm_from * n_rows]);
 
     let task = Products {
         w,

@@ -21,7 +21,7 @@
 use hearth_kernels::dispatch::{Kernels, Level};
 use hearth_kernels::gemm::{self, MicroKernel};
 use hearth_kernels::matmul::{
-    matmul, matmul_with, matvec, MatmulError, MatmulScratch, WeightMatrix,
+    matmul, matmul_with, matvec, GemmTokens, MatmulError, MatmulScratch, WeightMatrix,
 };
 use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::{activation_type, dequantize_row, quantize_row, TensorType};
@@ -499,4 +499,57 @@ fn matvec_many_checks_every_product_first() {
         oa.iter().all(|v| v.is_nan()),
         "the first product was computed"
     );
+}
+
+/// `GemmTokens::From(k)`: tokens `..k` get exactly what they get alone through the row
+/// path, tokens `k..` exactly what they get through the GEMM in any company (alone, or
+/// with other tokens before or after them) — so a token's result depends only on the
+/// path chosen for it, never on the rest of the batch.
+#[test]
+fn the_gemm_split_gives_each_token_its_own_paths_result() {
+    let mut rng = Rng(0x5eed_6e44);
+    let pool = ThreadPool::new(2).unwrap();
+    for k in levels() {
+        for ty in computable() {
+            let n_cols = n_cols_for(ty);
+            let n_rows = 37;
+            let data = weights(ty, n_rows, n_cols, &mut rng);
+            let w = WeightMatrix::new(ty, n_rows, n_cols, &data).unwrap();
+            let n = 9;
+            let x = rng.vec(n * n_cols);
+            let run = |tokens: &[f32], split: GemmTokens| {
+                let mut mm = MatmulScratch::new();
+                mm.gemm_tokens = split;
+                let n_tok = tokens.len() / n_cols;
+                let mut out = vec![0.0; n_tok * n_rows];
+                matmul_with(&k, &pool, &w, tokens, n_tok, &mut out, &mut mm).unwrap();
+                out
+            };
+            // Each token alone, through either path.
+            let rows_alone: Vec<Vec<f32>> = x
+                .chunks_exact(n_cols)
+                .map(|t| run(t, GemmTokens::From(1)))
+                .collect();
+            let gemm_alone: Vec<Vec<f32>> = x
+                .chunks_exact(n_cols)
+                .map(|t| run(t, GemmTokens::From(0)))
+                .collect();
+            for split in [0, 1, 4, 8, 9] {
+                let out = run(&x, GemmTokens::From(split));
+                for t in 0..n {
+                    let want = if t < split {
+                        &rows_alone[t]
+                    } else {
+                        &gemm_alone[t]
+                    };
+                    assert_eq!(
+                        &out[t * n_rows..(t + 1) * n_rows],
+                        &want[..],
+                        "{:?} {ty:?} split {split} token {t}",
+                        k.level()
+                    );
+                }
+            }
+        }
+    }
 }

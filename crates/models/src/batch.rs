@@ -22,6 +22,9 @@ pub struct Batch {
     pub(crate) pos: Vec<u32>,
     pub(crate) seq: Vec<SeqId>,
     pub(crate) logits: Vec<bool>,
+    /// Tokens from this index on are prompt tokens of a scheduler's batch (see
+    /// [`Batch::set_prompt_from`]); `None`: the matrix products choose their path by size.
+    pub(crate) prompt_from: Option<usize>,
 }
 
 impl Batch {
@@ -37,6 +40,7 @@ impl Batch {
             pos: Vec::with_capacity(n),
             seq: Vec::with_capacity(n),
             logits: Vec::with_capacity(n),
+            prompt_from: None,
         }
     }
 
@@ -58,8 +62,21 @@ impl Batch {
         }
     }
 
+    /// Marks tokens `k..` as prompt tokens and those before as decode tokens: a
+    /// continuous-batching scheduler puts its sequences' single decode tokens first.
+    /// Each token's matrix products then take a path chosen for the token alone —
+    /// prompt tokens the GEMM (where the CPU level has one), decode tokens the row path
+    /// — so that its results do not depend on what else shares the batch. Without it
+    /// (the default), a whole slice goes through the GEMM when it is large enough, which
+    /// is best for a batch of one sequence (perplexity, benchmarks). Cleared by
+    /// [`Batch::clear`].
+    pub fn set_prompt_from(&mut self, k: usize) {
+        self.prompt_from = Some(k);
+    }
+
     /// Removes every token, keeping the memory.
     pub fn clear(&mut self) {
+        self.prompt_from = None;
         self.tokens.clear();
         self.pos.clear();
         self.seq.clear();

@@ -7,7 +7,7 @@
 //! is bookkeeping, plus two element-wise loops (`add`, `scale`) too simple to need a
 //! kernel.
 
-use hearth_kernels::matmul::{matmul, matvec_many, MatmulScratch, WeightMatrix};
+use hearth_kernels::matmul::{matmul, matvec_many, GemmTokens, MatmulScratch, WeightMatrix};
 use hearth_kernels::ops::attention::{flash_finish, FlashRows, KV_TILE};
 use hearth_kernels::ops::{Ops, RopeCache};
 use hearth_kernels::pool::ThreadPool;
@@ -136,9 +136,11 @@ pub(crate) fn linear_many(
     x: &[f32],
     mm: &mut MatmulScratch,
 ) -> Result<(), ModelError> {
-    let one_token = products
-        .iter()
-        .all(|(l, out)| x.len() == l.w.n_cols() && out.len() == l.w.n_rows());
+    // A lone prompt token (a scheduler's batch) must go through the GEMM like any other.
+    let one_token = mm.gemm_tokens != GemmTokens::From(0)
+        && products
+            .iter()
+            .all(|(l, out)| x.len() == l.w.n_cols() && out.len() == l.w.n_rows());
     match products {
         [(a, oa), (b, ob)] if one_token => {
             matvec_many(pool, &mut [(&a.w, &mut **oa), (&b.w, &mut **ob)], x, mm)?
@@ -517,7 +519,15 @@ pub(crate) fn output(
     let normed = &mut b.out_x[..n_out * n_embd];
     rms_norm(ops, &b.cur[..n_out * n_embd], output_norm, eps, normed);
     let logits = &mut b.logits[out_row * n_vocab..][..n_out * n_vocab];
-    matmul(pool, output, normed, n_out, logits, b.matmul)?;
+    // The rows are the tokens that want logits: a split by token becomes a split by row.
+    let by_token = b.matmul.gemm_tokens;
+    if let GemmTokens::From(k) = by_token {
+        let before = ub.logits[..k.min(ub.len())].iter().filter(|&&w| w).count();
+        b.matmul.gemm_tokens = GemmTokens::From(before);
+    }
+    let r = matmul(pool, output, normed, n_out, logits, b.matmul);
+    b.matmul.gemm_tokens = by_token;
+    r?;
     Ok(n_out)
 }
 

@@ -1,6 +1,7 @@
 //! Loading a model by its architecture, and the forward pass over a batch.
 
 use hearth_gguf::GgufFile;
+use hearth_kernels::matmul::GemmTokens;
 use hearth_kernels::ops::{Ops, RopeCache};
 use hearth_kernels::pool::ThreadPool;
 
@@ -183,6 +184,10 @@ impl<'a> Model<'a> {
             for (c, t) in cells.iter_mut().zip(start..end) {
                 *c = kv.append(batch.seq[t], batch.pos[t]);
             }
+            scratch.matmul.gemm_tokens = match batch.prompt_from {
+                None => GemmTokens::ByCount,
+                Some(k) => GemmTokens::From(k.saturating_sub(start).min(end - start)),
+            };
             let ub = UBatch {
                 tokens: &batch.tokens[start..end],
                 pos: &batch.pos[start..end],

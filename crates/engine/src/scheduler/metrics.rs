@@ -130,6 +130,30 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Bucket bounds for the batch-size histograms.
 pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
+/// Registers every metric (counters at 0, the labelled ones with each label), so that a
+/// scrape before the first request already lists them all.
+pub(crate) fn register_all() {
+    for &(name, kind, _) in NAMES {
+        match (kind, name) {
+            (Kind::Counter, FINISHED) => {
+                for reason in ["stop", "length", "cancelled", "error"] {
+                    metrics::counter!(FINISHED, "reason" => reason).increment(0);
+                }
+            }
+            (Kind::Counter, REJECTED) => {
+                for reason in ["queue_full", "invalid"] {
+                    metrics::counter!(REJECTED, "reason" => reason).increment(0);
+                }
+            }
+            (Kind::Counter, _) => metrics::counter!(name).increment(0),
+            (Kind::Gauge, _) => metrics::gauge!(name).set(0.0),
+            (Kind::Histogram, _) => {
+                let _ = metrics::histogram!(name);
+            }
+        }
+    }
+}
+
 pub(crate) fn first_token(d: Duration) {
     metrics::histogram!(TTFT).record(d.as_secs_f64());
 }
@@ -178,4 +202,5 @@ pub(crate) fn occupancy(running: usize, waiting: usize, used: usize, total: usiz
     metrics::gauge!(KV_BLOCKS_USED).set(used as f64);
     metrics::gauge!(KV_BLOCKS_TOTAL).set(total as f64);
     metrics::gauge!(KV_BLOCKS_CACHED).set(cached as f64);
+    metrics::gauge!(KV_BLOCK_TOKENS).set(hearth_models::BLOCK_CELLS as f64);
 }
