@@ -642,15 +642,16 @@ impl<'m, 'a> Scheduler<'m, 'a> {
     /// Admits waiting requests in order while slots and room allow.
     fn admit(&mut self) {
         while let Some(front) = self.waiting.front() {
-            let slots = 1 + front.n_forks;
-            if self.running.len() + slots > self.limits.parallel {
+            // A sequence with forks to come holds their slots already.
+            let used: usize = self.running.iter().map(|s| 1 + s.n_forks).sum();
+            if used + 1 + front.n_forks > self.limits.parallel {
                 return;
             }
             // At least the last token is computed: its logits start generation.
             let hit = self.prefix.lookup(&front.tokens[..front.tokens.len() - 1]);
             let need = front.tokens.len().div_ceil(BLOCK_CELLS) - hit.blocks.len()
                 + front.n_forks
-                + self.running.len();
+                + used;
             let room = self.room() - self.prefix.n_evictable_among(&self.kv, &hit.blocks);
             if need > room && !self.running.is_empty() {
                 return;

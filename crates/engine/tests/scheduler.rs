@@ -315,3 +315,23 @@ fn a_cancelled_request_frees_its_slot() {
     let got = collect(e.submit(request(&text, 10, 0.0, 0)), 1).unwrap();
     assert_eq!(got.texts, alone(&text, 10, 0.0, 0).texts);
 }
+
+/// Regression: a request's forks-to-be did not count against `parallel` until its prompt
+/// was done, so others were admitted into their slots and the step then held more
+/// sequences than the scratch has rows of logits (every request failed with a 500).
+#[test]
+fn forks_hold_their_slots_before_they_exist() {
+    let e = start(1024, 3, 8);
+    let forked = e.submit(Request {
+        n: 3,
+        ..request(&prompt(8, 6), 12, 0.7, 5)
+    });
+    let others: Vec<_> = (0..3)
+        .map(|i| e.submit(request(&prompt(3, i), 12, 0.0, 0)))
+        .collect();
+    let got = collect(forked, 3).unwrap();
+    assert_eq!(got.finishes, vec![Finish::Length; 3]);
+    for rx in others {
+        assert_eq!(collect(rx, 1).unwrap().finishes, vec![Finish::Length]);
+    }
+}
