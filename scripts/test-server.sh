@@ -48,6 +48,9 @@ HEARTH_SERVER_URL="http://127.0.0.1:$port" HEARTH_TEST_API_KEY="$key" \
     "$HEARTH_PYTHON" tests/server/test_concurrency.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
 HEARTH_SERVER_URL="http://127.0.0.1:$port" HEARTH_TEST_API_KEY="$key" \
     "$HEARTH_PYTHON" tests/server/test_logprobs.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
+# A short soak (the full one, 16 clients, 200 requests, 5 minutes, is the script's default).
+"$HEARTH_PYTHON" tests/server/soak.py --clients 8 --requests 40 --min-seconds 20 \
+    || { echo "--- server log:"; tail -50 "$log"; exit 1; }
 
 # The reasoning split, with DeepSeek-R1-Distill-Qwen's tokenizer and chat template.
 r1_vocab="$HEARTH_CACHE/vocab/deepseek-r1-distill-qwen-7b.vocab.gguf"
