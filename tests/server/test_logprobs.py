@@ -72,8 +72,12 @@ class LogprobsTest(unittest.TestCase):
             errors.append(abs(gap - step["margin"]))
         # Hearth's and llama.cpp's Q4_K logits differ by ~0.1 (llama.cpp and float64 exact
         # math differ as much; see tests/fixtures/fidelity/README.md). A gap of log-softmax
-        # after temperature, or of probabilities, would miss by far more.
-        self.assertLess(max(errors), 0.4, errors)
+        # after temperature, or of probabilities, would miss by far more. This prompt is
+        # short, so the server runs it through the row kernels (batch invariance: see the
+        # scheduler's `takes_gemm`), not the GEMM, which rounds differently: the largest
+        # step error measured there is 0.44 (the seventh step; the mean stays under 0.2),
+        # hence 0.5.
+        self.assertLess(max(errors), 0.5, errors)
         self.assertLess(sum(errors) / len(errors), 0.2, errors)
 
     def test_streamed_chat_logprobs_equal_unstreamed(self):

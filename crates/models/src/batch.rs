@@ -22,9 +22,9 @@ pub struct Batch {
     pub(crate) pos: Vec<u32>,
     pub(crate) seq: Vec<SeqId>,
     pub(crate) logits: Vec<bool>,
-    /// Tokens from this index on are prompt tokens of a scheduler's batch (see
-    /// [`Batch::set_prompt_from`]); `None`: the matrix products choose their path by size.
-    pub(crate) prompt_from: Option<usize>,
+    /// Tokens from this index on go through the GEMM, those before through the row path
+    /// (see [`Batch::set_gemm_from`]); `None`: the matrix products choose by size.
+    pub(crate) gemm_from: Option<usize>,
 }
 
 impl Batch {
@@ -40,7 +40,7 @@ impl Batch {
             pos: Vec::with_capacity(n),
             seq: Vec::with_capacity(n),
             logits: Vec::with_capacity(n),
-            prompt_from: None,
+            gemm_from: None,
         }
     }
 
@@ -62,21 +62,22 @@ impl Batch {
         }
     }
 
-    /// Marks tokens `k..` as prompt tokens and those before as decode tokens: a
-    /// continuous-batching scheduler puts its sequences' single decode tokens first.
-    /// Each token's matrix products then take a path chosen for the token alone —
-    /// prompt tokens the GEMM (where the CPU level has one), decode tokens the row path
-    /// — so that its results do not depend on what else shares the batch. Without it
-    /// (the default), a whole slice goes through the GEMM when it is large enough, which
-    /// is best for a batch of one sequence (perplexity, benchmarks). Cleared by
-    /// [`Batch::clear`].
-    pub fn set_prompt_from(&mut self, k: usize) {
-        self.prompt_from = Some(k);
+    /// Sends tokens `k..` through the GEMM (where the CPU level has one, however few they
+    /// are) and the tokens before through the row path, instead of choosing one path for
+    /// a whole slice by its size. The two paths round differently; a continuous-batching
+    /// scheduler chooses per token, by rules that do not depend on what else shares the
+    /// step, so that a request's results do not depend on its company. Rows of logits
+    /// always take the row path then (a prompt wants one, and the GEMM would decode the
+    /// whole output matrix for it). Without it (the default), a whole slice goes through
+    /// the GEMM when it is large enough, which is best for a batch of one sequence
+    /// (perplexity, benchmarks). Cleared by [`Batch::clear`].
+    pub fn set_gemm_from(&mut self, k: usize) {
+        self.gemm_from = Some(k);
     }
 
     /// Removes every token, keeping the memory.
     pub fn clear(&mut self) {
-        self.prompt_from = None;
+        self.gemm_from = None;
         self.tokens.clear();
         self.pos.clear();
         self.seq.clear();

@@ -184,7 +184,7 @@ impl<'a> Model<'a> {
             for (c, t) in cells.iter_mut().zip(start..end) {
                 *c = kv.append(batch.seq[t], batch.pos[t]);
             }
-            scratch.matmul.gemm_tokens = match batch.prompt_from {
+            scratch.matmul.gemm_tokens = match batch.gemm_from {
                 None => GemmTokens::ByCount,
                 Some(k) => GemmTokens::From(k.saturating_sub(start).min(end - start)),
             };

@@ -65,12 +65,13 @@ impl Budget {
             }
             return;
         }
-        // A mixed step: what is left after its decode part is the prompt's cost.
-        let decode = if n_decode > 0 {
-            self.decode_step_s.unwrap_or(0.0)
-        } else {
-            0.0
-        };
+        // Only mixed steps tell what a prompt token costs beside decoding (prompts alone
+        // take the GEMM, whose cost per token is another matter): what is left after
+        // the decode part is the prompt's.
+        if n_decode == 0 {
+            return;
+        }
+        let decode = self.decode_step_s.unwrap_or(0.0);
         let per_token = (seconds - decode).max(0.0) / n_prompt as f64;
         self.prompt_token_s = ema(self.prompt_token_s, per_token);
     }
