@@ -80,6 +80,42 @@ dot_rows_fn!(
     18,
     34
 );
+dot_tokens_fn!(
+    dot_tokens_q4_0_vnni,
+    q32::dot_tokens_q4_0,
+    q32::dot_q4_0,
+    q32::ROWS,
+    q32::TOKENS,
+    18,
+    34
+);
+dot_tokens_fn!(
+    dot_tokens_q5_0_vnni,
+    q32::dot_tokens_q5_0,
+    q32::dot_q5_0,
+    q32::ROWS,
+    q32::TOKENS,
+    22,
+    34
+);
+dot_tokens_fn!(
+    dot_tokens_q8_0_vnni,
+    q32::dot_tokens_q8_0,
+    q32::dot_q8_0,
+    q32::ROWS,
+    q32::TOKENS,
+    34,
+    34
+);
+dot_tokens_fn!(
+    dot_tokens_iq4_nl_vnni,
+    q32::dot_tokens_iq4_nl,
+    q32::dot_iq4_nl,
+    q32::ROWS,
+    q32::TOKENS,
+    18,
+    34
+);
 dot_rows_fn!(
     dot_rows_q4_k,
     kquants::dot_rows_q4_k,
@@ -134,6 +170,60 @@ dot_rows_fn!(
     210,
     292
 );
+dot_tokens_fn!(
+    dot_tokens_q4_k,
+    kquants::dot_tokens_q4_k,
+    kquants::dot_q4_k,
+    kquants::ROWS,
+    kquants::TOKENS,
+    144,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q5_k,
+    kquants::dot_tokens_q5_k,
+    kquants::dot_q5_k,
+    kquants::ROWS,
+    kquants::TOKENS,
+    176,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q4_k_vnni,
+    kquants::dot_tokens_q4_k_vnni,
+    kquants::dot_q4_k_vnni,
+    kquants::ROWS,
+    kquants::TOKENS,
+    144,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q5_k_vnni,
+    kquants::dot_tokens_q5_k_vnni,
+    kquants::dot_q5_k_vnni,
+    kquants::ROWS,
+    kquants::TOKENS,
+    176,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q6_k,
+    q6k::dot_tokens_q6_k,
+    q6k::dot_q6_k,
+    q6k::ROWS,
+    q6k::TOKENS,
+    210,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q6_k_vnni,
+    q6k::dot_tokens_q6_k_vnni,
+    q6k::dot_q6_k_vnni,
+    q6k::ROWS,
+    q6k::TOKENS,
+    210,
+    292
+);
 
 /// Installs this level's kernels into `k` (over the AVX2 ones); `vnni` says whether the
 /// CPU has AVX512-VNNI.
@@ -154,28 +244,38 @@ pub(super) fn register(k: &mut Kernels, vnni: bool) {
         k.set_dot_rows(Q5_0, dot_rows_q5_0_vnni);
         k.set_dot_rows(Q8_0, dot_rows_q8_0_vnni);
         k.set_dot_rows(IQ4_NL, dot_rows_iq4_nl_vnni);
+        k.set_dot_tokens(Q4_0, dot_tokens_q4_0_vnni);
+        k.set_dot_tokens(Q5_0, dot_tokens_q5_0_vnni);
+        k.set_dot_tokens(Q8_0, dot_tokens_q8_0_vnni);
+        k.set_dot_tokens(IQ4_NL, dot_tokens_iq4_nl_vnni);
     }
     // Q4_K/Q5_K: with VNNI, `vpdpbusd` sums and one `vpdpwssd` per two sub-blocks (the
     // same lane sums, so both variants give the same results).
     if vnni {
         k.set_dot(Q4_K, dot_q4_k_vnni);
         k.set_dot_rows(Q4_K, dot_rows_q4_k_vnni);
+        k.set_dot_tokens(Q4_K, dot_tokens_q4_k_vnni);
         k.set_dot(Q5_K, dot_q5_k_vnni);
         k.set_dot_rows(Q5_K, dot_rows_q5_k_vnni);
+        k.set_dot_tokens(Q5_K, dot_tokens_q5_k_vnni);
     } else {
         k.set_dot(Q4_K, dot_q4_k);
         k.set_dot_rows(Q4_K, dot_rows_q4_k);
+        k.set_dot_tokens(Q4_K, dot_tokens_q4_k);
         k.set_dot(Q5_K, dot_q5_k);
         k.set_dot_rows(Q5_K, dot_rows_q5_k);
+        k.set_dot_tokens(Q5_K, dot_tokens_q5_k);
     }
     // Q6_K's `q6k` kernels equal `kquants::dot_q6_k` bit for bit; with VNNI they use
     // `vpdpbusd` and one `vpdpwssd` per two sub-blocks (the same lane sums).
     if vnni {
         k.set_dot(Q6_K, dot_q6_k_vnni);
         k.set_dot_rows(Q6_K, dot_rows_q6_k_vnni);
+        k.set_dot_tokens(Q6_K, dot_tokens_q6_k_vnni);
     } else {
         k.set_dot(Q6_K, dot_q6_k);
         k.set_dot_rows(Q6_K, dot_rows_q6_k);
+        k.set_dot_tokens(Q6_K, dot_tokens_q6_k);
     }
 }
 
