@@ -216,7 +216,13 @@ impl Decoded {
                 zero,
             ]
         } else {
-            core::array::from_fn(|v| _mm512_shuffle_epi8(s, ctl(&SPREAD[v])))
+            // A loop, not `array::from_fn`: a closure's body does not inherit the target
+            // features, and it is not always inlined.
+            let mut sc = [_mm512_setzero_si512(); 4];
+            for v in 0..4 {
+                sc[v] = _mm512_shuffle_epi8(s, ctl(&SPREAD[v]));
+            }
+            sc
         };
         Decoded { q, sc }
     }

@@ -500,8 +500,14 @@ unsafe fn dot_tokens_q8_0_acts<B: Unsigned32, const T: usize>(
             (pair(0) | pair(1) << 32) as i64,
         );
         let dx = _mm512_castps256_ps512(_mm256_cvtph_ps(hx));
-        let q: [__m512i; ROWS] = core::array::from_fn(|r| B::unsigned_pair(x.add(r * stride)));
-        let dxr: [__m512; ROWS] = core::array::from_fn(|r| _mm512_permutexvar_ps(lanes[r], dx));
+        // Loops, not `array::from_fn`: a closure's body does not inherit the target
+        // features, and it is not always inlined.
+        let mut q = [_mm512_setzero_si512(); ROWS];
+        let mut dxr = [_mm512_setzero_ps(); ROWS];
+        for r in 0..ROWS {
+            q[r] = B::unsigned_pair(x.add(r * stride));
+            dxr[r] = _mm512_permutexvar_ps(lanes[r], dx);
+        }
         for (t, acc) in acc.iter_mut().enumerate() {
             let y = a.add(t * a_stride + 34 * i);
             let qy = join(

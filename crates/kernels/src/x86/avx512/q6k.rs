@@ -74,6 +74,7 @@ const SELECT: i32 = 0xCA;
 
 /// Per-block values the rows share: the activation quants in four 64-weight steps and
 /// the negated `bsums`.
+#[derive(Clone, Copy)]
 struct Acts {
     yv: [__m512i; 4],
     neg_bsums: __m256i,
@@ -151,7 +152,13 @@ impl Decoded {
                 zero,
             ]
         } else {
-            core::array::from_fn(|v| _mm512_permutexvar_epi16(idx(&SUB16[v]), wide))
+            // A loop, not `array::from_fn`: a closure's body does not inherit the target
+            // features, and it is not always inlined.
+            let mut sc = [_mm512_setzero_si512(); 4];
+            for v in 0..4 {
+                sc[v] = _mm512_permutexvar_epi16(idx(&SUB16[v]), wide);
+            }
+            sc
         };
         Decoded {
             q,
@@ -267,11 +274,16 @@ unsafe fn dot_tokens<const VNNI: bool, const T: usize>(
         let ahead = w.wrapping_add(ROWS * (stride * PREFETCH_GROUPS + BYTES * i));
         prefetch_ahead(ahead, ROWS * BYTES, stride);
         let mut yd = [0.0f32; T];
-        let shared: [Acts; T] = core::array::from_fn(|t| {
+        let zero = Acts {
+            yv: [_mm512_setzero_si512(); 4],
+            neg_bsums: _mm256_setzero_si256(),
+        };
+        let mut shared = [zero; T];
+        for t in 0..T {
             let y = a.add(t * a_stride + Q8K * i);
             yd[t] = q8k_d(y);
-            acts(y)
-        });
+            shared[t] = acts(y);
+        }
         for r in 0..ROWS {
             let x = w.add(r * stride + BYTES * i);
             let dx = f16_at(x.add(D));
