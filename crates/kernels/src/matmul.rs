@@ -20,6 +20,12 @@
 //!   before the next tile is touched, so each weight byte comes from memory once per call
 //!   however many tokens there are. For a single token (decoding) this is a plain
 //!   streaming matrix-vector product, bound by memory bandwidth.
+//! - for 2 to 15 tokens (continuous batching's decode steps) where the level has a
+//!   several-tokens kernel for the format (`Kernels::dot_tokens`), the tiles give way to
+//!   it: it decodes each weight block once and multiplies it with every token's
+//!   activations held in registers, instead of decoding the tile again for each token.
+//!   Its results are the single-token dot's, bit for bit, so a sequence's outputs do not
+//!   depend on which others share its batch (`tests/matmul.rs`).
 //!
 //! Nothing here allocates on the hot path: the quantized activations live in a
 //! caller-owned [`MatmulScratch`] that grows to the largest call and then stays.

@@ -68,15 +68,6 @@ dot_rows_fn!(
     34
 );
 dot_tokens_fn!(
-    dot_tokens_q4_0,
-    q32::dot_tokens_q4_0,
-    q32::dot_q4_0,
-    q32::TILE_ROWS,
-    q32::TOKENS,
-    18,
-    34
-);
-dot_tokens_fn!(
     dot_tokens_q5_0,
     q32::dot_tokens_q5_0,
     q32::dot_q5_0,
@@ -118,8 +109,9 @@ pub(super) fn register(k: &mut Kernels) {
     k.set_dot_rows(Q4_0, dot_rows_q4_0);
     k.set_dot_rows(Q5_0, dot_rows_q5_0);
     k.set_dot(Q8_0, dot_q8_0);
-    // Several tokens: each weight block decoded once for all of them.
-    k.set_dot_tokens(Q4_0, dot_tokens_q4_0);
+    // Several tokens: each weight block decoded once for all of them. Q4_0 keeps its
+    // four-row kernel per token, which was as fast as the 2x2 tile (benches/batch_shapes,
+    // Zen 4: the decode it saves is two ops per block).
     k.set_dot_tokens(Q5_0, dot_tokens_q5_0);
     k.set_dot_tokens(Q8_0, dot_tokens_q8_0);
     k.set_dot_tokens(IQ4_NL, dot_tokens_iq4_nl);

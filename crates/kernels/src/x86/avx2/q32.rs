@@ -431,7 +431,6 @@ macro_rules! tokens_kernel {
     };
 }
 
-tokens_kernel!(dot_tokens_q4_0, Offset<Q4_0>, "Q4_0 · Q8_0");
 tokens_kernel!(dot_tokens_q5_0, Offset<Q5_0>, "Q5_0 · Q8_0");
 tokens_kernel!(dot_tokens_q8_0, Signed<Q8_0Weights>, "Q8_0 · Q8_0");
 tokens_kernel!(dot_tokens_iq4_nl, Signed<Iq4Nl>, "IQ4_NL · Q8_0");
