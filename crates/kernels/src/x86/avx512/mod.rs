@@ -390,4 +390,54 @@ mod tests {
             }
         }
     }
+
+    /// The plain (non-VNNI) several-tokens kernels of the k-quants, which `Kernels`
+    /// installs only on AVX-512 CPUs without VNNI: against the plain single-row dots,
+    /// bit for bit, for every row and token count of one tile and its leftovers.
+    #[test]
+    fn plain_k_quant_token_kernels_equal_plain_dots() {
+        if !Level::Avx512.is_supported() {
+            eprintln!("skipped: this CPU lacks AVX-512");
+            return;
+        }
+        type Dot = fn(&[u8], &[u8]) -> f32;
+        type Tokens = fn(&[u8], usize, &[u8], usize, usize, &mut [f32]);
+        let kernels: [(&str, Dot, Tokens, usize, usize); 3] = [
+            ("Q4_K", dot_q4_k, dot_tokens_q4_k, 144, 0),
+            ("Q5_K", dot_q5_k, dot_tokens_q5_k, 176, 0),
+            ("Q6_K", dot_q6_k, dot_tokens_q6_k, 210, 208),
+        ];
+        for (ty, dot, tokens, w_block, d_at) in kernels {
+            for nb in 0..=3 {
+                for (n_rows, n_tokens) in [(4, 4), (9, 7), (3, 2), (5, 1)] {
+                    let (mut w, _) = rows(nb * n_rows, w_block, 292);
+                    for b in w.chunks_exact_mut(w_block) {
+                        // Finite halves for d (and Q4_K/Q5_K's dmin).
+                        b[d_at + 1] &= 0xBB;
+                        b[3] &= 0xBB;
+                    }
+                    let (_, a) = rows(nb * n_tokens, 4, 292);
+                    let mut a = a;
+                    for b in a.chunks_exact_mut(292) {
+                        b[..4].copy_from_slice(&0.01f32.to_le_bytes());
+                        for q in &mut b[4..260] {
+                            if *q == 0x80 {
+                                *q = 0x81;
+                            }
+                        }
+                    }
+                    let (rb, ab) = (nb * w_block, nb * 292);
+                    let mut out = vec![f32::NAN; n_rows * n_tokens];
+                    tokens(&w, rb, &a, ab, n_tokens, &mut out);
+                    for t in 0..n_tokens {
+                        for r in 0..n_rows {
+                            let want = dot(&w[r * rb..][..rb], &a[t * ab..][..ab]);
+                            let got = out[t * n_rows + r];
+                            assert_eq!(got.to_bits(), want.to_bits(), "{ty} r{r} t{t} nb{nb}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
