@@ -97,6 +97,24 @@ pub type DotFn = fn(w: &[u8], a: &[u8]) -> f32;
 /// `w.len()` must be `out.len() · row_bytes`, and `a` must match one row, as for `DotFn`.
 pub type DotRowsFn = fn(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]);
 
+/// Dot products of several consecutive weight rows with the activation rows of several
+/// tokens: `out[t·n_rows + r] = dot(w[r·row_bytes..][..row_bytes], a[t·a_stride..][..len])`
+/// for every token `t` in `0..n_tokens` and row `r` in `0..n_rows`, where `n_rows` is
+/// `out.len() / n_tokens`, `len` the bytes of one activation row (as for [`DotFn`]) and
+/// `dot` the same level's [`DotFn`] for the format, bit for bit.
+///
+/// Continuous batching decodes a few sequences per step, so each weight matrix meets 2–15
+/// activation rows. Looping [`DotRowsFn`] over them decodes every weight block once per
+/// token; a kernel of this type decodes it once and multiplies it with the activations of
+/// several tokens held in registers, which is what makes a step of four tokens cost much
+/// less than four steps. Because every (row, token) result equals the single-token dot, a
+/// sequence's output does not depend on which others share its batch.
+///
+/// `w.len()` must be `n_rows · row_bytes`, `a_stride` at least `len`, and `a` must hold
+/// `n_tokens` rows `a_stride` apart (the last may end after `len` bytes).
+pub type DotTokensFn =
+    fn(w: &[u8], row_bytes: usize, a: &[u8], a_stride: usize, n_tokens: usize, out: &mut [f32]);
+
 /// Converts f32 activations into an activation format (Q8_0, Q8_1, Q8_K) as raw bytes.
 /// `x.len()` must be a multiple of the format's block length and `out` exactly its size.
 pub type QuantizeFn = fn(x: &[f32], out: &mut [u8]);
@@ -112,6 +130,7 @@ pub struct Kernels {
     quantizers: [Option<QuantizeFn>; N_TYPES],
     gemm: Option<MicroKernel>,
     dot_rows: [Option<DotRowsFn>; N_TYPES],
+    dot_tokens: [Option<DotTokensFn>; N_TYPES],
 }
 
 impl Kernels {
@@ -150,6 +169,7 @@ impl Kernels {
             quantizers: [None; N_TYPES],
             gemm: MicroKernel::for_level(level),
             dot_rows: [None; N_TYPES],
+            dot_tokens: [None; N_TYPES],
         };
         crate::quant::register_scalar(&mut k);
         match level {
@@ -211,6 +231,20 @@ impl Kernels {
     /// modules); it must give exactly what the level's [`Kernels::dot`] gives per row.
     pub fn set_dot_rows(&mut self, ty: TensorType, f: DotRowsFn) {
         self.dot_rows[ty.id() as usize] = Some(f);
+    }
+
+    /// The several-rows, several-tokens kernel for weights of type `ty`, where this level
+    /// has one (see [`DotTokensFn`]); without one, callers loop over tokens with
+    /// [`Kernels::dot_rows`] or [`Kernels::dot`], with the same result.
+    pub fn dot_tokens(&self, ty: TensorType) -> Option<DotTokensFn> {
+        self.dot_tokens.get(ty.id() as usize).copied().flatten()
+    }
+
+    /// Installs the several-tokens kernel for weights of type `ty` (used by the level
+    /// modules); it must give exactly what the level's [`Kernels::dot`] gives per row and
+    /// token.
+    pub fn set_dot_tokens(&mut self, ty: TensorType, f: DotTokensFn) {
+        self.dot_tokens[ty.id() as usize] = Some(f);
     }
 
     /// Installs the quantizer for activation format `act` (used by the level modules).

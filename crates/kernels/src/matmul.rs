@@ -20,6 +20,12 @@
 //!   before the next tile is touched, so each weight byte comes from memory once per call
 //!   however many tokens there are. For a single token (decoding) this is a plain
 //!   streaming matrix-vector product, bound by memory bandwidth.
+//! - for 2 to 15 tokens (continuous batching's decode steps) where the level has a
+//!   several-tokens kernel for the format (`Kernels::dot_tokens`), the tiles give way to
+//!   it: it decodes each weight block once and multiplies it with every token's
+//!   activations held in registers, instead of decoding the tile again for each token.
+//!   Its results are the single-token dot's, bit for bit, so a sequence's outputs do not
+//!   depend on which others share its batch (`tests/matmul.rs`).
 //!
 //! Nothing here allocates on the hot path: the quantized activations live in a
 //! caller-owned [`MatmulScratch`] that grows to the largest call and then stays.
@@ -30,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::dispatch::{DotFn, DotRowsFn, Kernels, QuantizeFn};
+use crate::dispatch::{DotFn, DotRowsFn, DotTokensFn, Kernels, QuantizeFn};
 use crate::gemm::{self, GemmScratch, QuantizedRows};
 use crate::pool::ThreadPool;
 use crate::quant::{activation_type, TensorType};
@@ -454,6 +460,7 @@ pub fn matmul_with(
         w,
         dot,
         dot_rows: kernels.dot_rows(ty),
+        dot_tokens: kernels.dot_tokens(ty),
         acts,
         n_tokens,
         out: SharedSlice::new(out),
@@ -500,6 +507,10 @@ struct Products<'a, 'w> {
     /// The level's several-rows kernel for the format, if it has one: used for a single
     /// token, where it gives exactly what `dot` gives row by row.
     dot_rows: Option<DotRowsFn>,
+    /// The level's several-tokens kernel for the format, if it has one: used for two
+    /// tokens or more (a batch of decoding sequences, or prefill where no GEMM runs),
+    /// where it gives exactly what `dot` gives for each row and token.
+    dot_tokens: Option<DotTokensFn>,
     acts: Activations<'a>,
     n_tokens: usize,
     /// `[n_tokens, n_rows]`
@@ -533,6 +544,10 @@ impl Products<'_, '_> {
                 dot_rows(&self.w.data[r0 * rb..r1 * rb], rb, self.acts.row(0), o);
                 continue;
             }
+            if let (2.., Some(dot_tokens)) = (self.n_tokens, self.dot_tokens) {
+                self.run_tokens(dot_tokens, r0, r1);
+                continue;
+            }
             for t0 in (r0..r1).step_by(self.tile_rows) {
                 let t1 = (t0 + self.tile_rows).min(r1);
                 for t in 0..self.n_tokens {
@@ -550,6 +565,52 @@ impl Products<'_, '_> {
                     for (o, r) in o.iter_mut().zip(t0..t1) {
                         *o = (self.dot)(self.w.row(r), a);
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Rows per call of a several-tokens kernel in [`Products::run_tokens`]: their outputs for
+/// [`TOKENS_PER_CALL`] tokens fit a 4 KiB buffer on the stack.
+const ROWS_PER_CALL: usize = 64;
+
+/// Tokens per call of a several-tokens kernel: all of a decoding batch (fewer than
+/// `gemm::MIN_TOKENS`) in one call, so each weight byte is read from memory once.
+const TOKENS_PER_CALL: usize = 16;
+
+impl Products<'_, '_> {
+    /// Rows `r0..r1` (one chunk) for every token with the several-tokens kernel.
+    ///
+    /// The kernel takes a stretch of rows and every token at once and reads each weight
+    /// block once for all of them (the tiles of [`Products::run`] are not needed), but its
+    /// output is `[tokens, rows]` for its own rows only, while this chunk's outputs are
+    /// interleaved with other threads' in `out`: so it writes into a small local buffer,
+    /// which is copied out token by token (a few floats per weight row, next to hundreds
+    /// of weight bytes).
+    fn run_tokens(&self, dot_tokens: DotTokensFn, r0: usize, r1: usize) {
+        let (n_rows, rb) = (self.w.n_rows, self.w.row_bytes);
+        let mut buf = [0.0f32; ROWS_PER_CALL * TOKENS_PER_CALL];
+        for s0 in (r0..r1).step_by(ROWS_PER_CALL) {
+            let s1 = (s0 + ROWS_PER_CALL).min(r1);
+            let n = s1 - s0;
+            for t0 in (0..self.n_tokens).step_by(TOKENS_PER_CALL) {
+                let nt = TOKENS_PER_CALL.min(self.n_tokens - t0);
+                let o = &mut buf[..nt * n];
+                let a = &self.acts.bytes[t0 * self.acts.stride..];
+                dot_tokens(
+                    &self.w.data[s0 * rb..s1 * rb],
+                    rb,
+                    a,
+                    self.acts.stride,
+                    nt,
+                    o,
+                );
+                for (t, o) in o.chunks_exact(n).enumerate() {
+                    // SAFETY: rows r0..r1 belong to this chunk, which the counter hands to
+                    // exactly one thread, so out[t, s0..s1] is written by nobody else.
+                    let dst = unsafe { self.out.piece((t0 + t) * n_rows + s0, n) };
+                    dst.copy_from_slice(o);
                 }
             }
         }

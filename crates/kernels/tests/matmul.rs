@@ -553,3 +553,53 @@ fn the_gemm_split_gives_each_token_its_own_paths_result() {
         }
     }
 }
+
+/// Continuous batching runs 2–15 tokens of different sequences per product through the
+/// several-tokens kernels (`Kernels::dot_tokens`). Each token's outputs must equal, bit
+/// for bit, a product of that token alone (a sequence's logits must not depend on which
+/// others share its batch), at every level, on 1 and 2 threads, with row counts that
+/// leave every remainder of a row group and chunk sizes that split groups.
+#[test]
+fn batched_tokens_equal_each_token_alone() {
+    let pools = [ThreadPool::new(1).unwrap(), ThreadPool::new(2).unwrap()];
+    let single = ThreadPool::new(1).unwrap();
+    for ty in [
+        TensorType::Q8_0,
+        TensorType::Q5_0,
+        TensorType::Q4_0,
+        TensorType::IQ4_NL,
+        TensorType::Q4_K,
+        TensorType::Q5_K,
+        TensorType::Q6_K,
+    ] {
+        for level in Level::supported() {
+            let k = Kernels::for_level(level).unwrap();
+            for (n_rows, n_cols) in [(1, ty.block_len()), (7, 2 * 256), (133, 3 * 256)] {
+                let mut rng = Rng(n_rows as u64 ^ (ty.id() as u64) << 8);
+                let data = weights(ty, n_rows, n_cols, &mut rng);
+                let w = WeightMatrix::new(ty, n_rows, n_cols, &data).unwrap();
+                let x = rng.vec(15 * n_cols);
+                let mut scratch = MatmulScratch::new();
+                let mut alone = vec![0.0; 15 * n_rows];
+                for (xt, o) in x.chunks_exact(n_cols).zip(alone.chunks_exact_mut(n_rows)) {
+                    matmul_with(&k, &single, &w, xt, 1, o, &mut scratch).unwrap();
+                }
+                for n_tokens in 2..gemm::MIN_TOKENS {
+                    for pool in &pools {
+                        let mut out = vec![f32::NAN; n_tokens * n_rows];
+                        let xs = &x[..n_tokens * n_cols];
+                        matmul_with(&k, pool, &w, xs, n_tokens, &mut out, &mut scratch).unwrap();
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&out),
+                            bits(&alone[..n_tokens * n_rows]),
+                            "{ty} {} {} thr [{n_rows}x{n_cols}]·{n_tokens}",
+                            level.name(),
+                            pool.n_threads()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

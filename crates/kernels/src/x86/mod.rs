@@ -49,6 +49,81 @@ macro_rules! dot_rows_fn {
     };
 }
 
+/// Defines a safe [`crate::dispatch::DotTokensFn`] around a tile kernel taking
+/// `(w, stride, a, a_stride, blocks, n_tokens)` for `$rows` rows and up to `$tokens`
+/// tokens, returning `[[f32; $rows]; $tokens]` (token-major, only the first `n_tokens`
+/// meaningful). Every group of `$rows` rows meets the tokens `$tokens` at a time while its
+/// bytes are in L1; leftover rows go to the single-row kernel per token, whose results
+/// the tile kernel equals. Shared by both levels.
+macro_rules! dot_tokens_fn {
+    (
+        $name:ident,
+        $tile:path,
+        $single:path,
+        $rows:expr,
+        $tokens:expr,
+        $w_block:expr,
+        $a_block:expr
+    ) => {
+        fn $name(
+            w: &[u8],
+            row_bytes: usize,
+            a: &[u8],
+            a_stride: usize,
+            n_tokens: usize,
+            out: &mut [f32],
+        ) {
+            let (nb, n_rows) = super::tokens_block_count(
+                w,
+                row_bytes,
+                a,
+                a_stride,
+                n_tokens,
+                out.len(),
+                $w_block,
+                $a_block,
+            );
+            let done = n_rows - n_rows % $rows;
+            for g in (0..done).step_by($rows) {
+                for t0 in (0..n_tokens).step_by($tokens) {
+                    let nt = (n_tokens - t0).min($tokens);
+                    // SAFETY: each level's `register` installs this only for a level whose
+                    // CPU features Kernels::for_level checked (and a VNNI kernel only when
+                    // it detected VNNI); tokens_block_count checked that `w` holds n_rows
+                    // rows of nb blocks, row_bytes apart, so rows g..g + rows are in `w`,
+                    // and that `a` holds n_tokens rows of nb blocks a_stride apart, so
+                    // tokens t0..t0 + nt are in `a`.
+                    let sums = unsafe {
+                        $tile(
+                            w.as_ptr().add(g * row_bytes),
+                            row_bytes,
+                            a.as_ptr().add(t0 * a_stride),
+                            a_stride,
+                            nb,
+                            nt,
+                        )
+                    };
+                    for (t, sums) in sums.iter().enumerate().take(nt) {
+                        out[(t0 + t) * n_rows + g..][..$rows].copy_from_slice(sums);
+                    }
+                }
+            }
+            for r in done..n_rows {
+                for t in 0..n_tokens {
+                    // SAFETY: as above, for the single row r and token t.
+                    out[t * n_rows + r] = unsafe {
+                        $single(
+                            w.as_ptr().add(r * row_bytes),
+                            a.as_ptr().add(t * a_stride),
+                            nb,
+                        )
+                    };
+                }
+            }
+        }
+    };
+}
+
 mod avx2;
 mod avx512;
 pub mod ops;
@@ -118,4 +193,48 @@ fn rows_block_count(
         w.len()
     );
     block_count(&w[..row_bytes], a, w_block, a_block)
+}
+
+/// Blocks per row and the number of rows for a several-tokens call, after checking that
+/// `out_len` is `n_tokens` rows of outputs, that `w` holds that many weight rows of
+/// `row_bytes`, and that `a` holds `n_tokens` activation rows matching one weight row,
+/// `a_stride` bytes apart (panics otherwise, as `block_count` does).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn tokens_block_count(
+    w: &[u8],
+    row_bytes: usize,
+    a: &[u8],
+    a_stride: usize,
+    n_tokens: usize,
+    out_len: usize,
+    w_block: usize,
+    a_block: usize,
+) -> (usize, usize) {
+    if n_tokens == 0 {
+        assert!(out_len == 0, "{out_len} outputs for no tokens");
+        return (0, 0);
+    }
+    let n_rows = out_len / n_tokens;
+    assert!(
+        n_rows * n_tokens == out_len && n_rows.checked_mul(row_bytes) == Some(w.len()),
+        "{out_len} outputs for {n_tokens} tokens and {} bytes of {row_bytes}-byte rows",
+        w.len()
+    );
+    assert!(
+        row_bytes.is_multiple_of(w_block),
+        "{row_bytes}-byte rows are not whole {w_block}-byte blocks"
+    );
+    let nb = row_bytes / w_block;
+    let a_len = nb * a_block;
+    assert!(
+        a_stride >= a_len
+            && (n_tokens - 1)
+                .checked_mul(a_stride)
+                .and_then(|s| s.checked_add(a_len))
+                .is_some_and(|end| end <= a.len()),
+        "{} activation bytes do not hold {n_tokens} rows of {a_len} bytes, {a_stride} apart",
+        a.len()
+    );
+    (nb, n_rows)
 }

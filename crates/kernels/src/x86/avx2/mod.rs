@@ -67,6 +67,33 @@ dot_rows_fn!(
     22,
     34
 );
+dot_tokens_fn!(
+    dot_tokens_q5_0,
+    q32::dot_tokens_q5_0,
+    q32::dot_q5_0,
+    q32::TILE_ROWS,
+    q32::TOKENS,
+    22,
+    34
+);
+dot_tokens_fn!(
+    dot_tokens_q8_0,
+    q32::dot_tokens_q8_0,
+    q32::dot_q8_0,
+    q32::TILE_ROWS,
+    q32::TOKENS,
+    34,
+    34
+);
+dot_tokens_fn!(
+    dot_tokens_iq4_nl,
+    q32::dot_tokens_iq4_nl,
+    q32::dot_iq4_nl,
+    q32::TILE_ROWS,
+    q32::TOKENS,
+    18,
+    34
+);
 quantize_fn!(quantize_q8_0, quantize::quantize_q8_0, 32, 34);
 quantize_fn!(quantize_q8_1, quantize::quantize_q8_1, 32, 36);
 quantize_fn!(quantize_q8_k, quantize::quantize_q8_k, 256, 292);
@@ -82,6 +109,12 @@ pub(super) fn register(k: &mut Kernels) {
     k.set_dot_rows(Q4_0, dot_rows_q4_0);
     k.set_dot_rows(Q5_0, dot_rows_q5_0);
     k.set_dot(Q8_0, dot_q8_0);
+    // Several tokens: each weight block decoded once for all of them. Q4_0 keeps its
+    // four-row kernel per token, which was as fast as the 2x2 tile (benches/batch_shapes,
+    // Zen 4: the decode it saves is two ops per block).
+    k.set_dot_tokens(Q5_0, dot_tokens_q5_0);
+    k.set_dot_tokens(Q8_0, dot_tokens_q8_0);
+    k.set_dot_tokens(IQ4_NL, dot_tokens_iq4_nl);
     k.set_dot(IQ4_NL, dot_iq4_nl);
     k.set_dot(Q4_1, dot_q4_1);
     k.set_dot(Q5_1, dot_q5_1);

@@ -213,6 +213,228 @@ pub unsafe fn dot_rows_q5_0(w: *const u8, stride: usize, a: *const u8, nb: usize
     dot_rows_unsigned::<Q5_0>(w, stride, a, nb)
 }
 
+/// How a Q8_0-activation format enters the several-tokens kernels: each row's block is
+/// decoded once into the operands of `maddubs` that depend on the weights only, and each
+/// (row, token) pair forms the same eight i32 lane sums as the single-row kernel.
+trait TileQuants {
+    /// Bytes per weight block.
+    const BYTES: usize;
+    /// The weights' part of a block, decoded once for all tokens.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `x` must point at a whole block.
+    unsafe fn decode(x: *const u8) -> [__m256i; 2];
+    /// The activations' part shared by all rows (zero where none is needed).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    unsafe fn token(qy: __m256i) -> __m256i;
+    /// The eight i32 lane sums of one (row, token) pair.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    unsafe fn lanes(w: &[__m256i; 2], qy: __m256i, token: __m256i) -> __m256i;
+}
+
+/// Signed quants: the magnitudes and the signs of the weights are decoded once; per
+/// (row, token) the signs move onto the activations, as [`dot_i8`] does, so the lane sums
+/// are [`dot_i8`]'s.
+struct Signed<B>(core::marker::PhantomData<B>);
+
+/// A format with signed quants, for [`Signed`].
+trait SignedQuants {
+    /// Bytes per weight block.
+    const BYTES: usize;
+    /// One block's 32 signed quants in element order.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `x` must point at a whole block.
+    unsafe fn quants(x: *const u8) -> __m256i;
+}
+
+struct Q8_0Weights;
+struct Iq4Nl;
+
+impl SignedQuants for Q8_0Weights {
+    const BYTES: usize = 34;
+    #[inline(always)]
+    unsafe fn quants(x: *const u8) -> __m256i {
+        _mm256_loadu_si256(x.add(2) as *const __m256i)
+    }
+}
+
+impl SignedQuants for Iq4Nl {
+    const BYTES: usize = 18;
+    #[inline(always)]
+    unsafe fn quants(x: *const u8) -> __m256i {
+        let table = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+        _mm256_shuffle_epi8(_mm256_set_m128i(table, table), nibbles_32(x.add(2)))
+    }
+}
+
+impl<B: SignedQuants> TileQuants for Signed<B> {
+    const BYTES: usize = B::BYTES;
+    #[inline(always)]
+    unsafe fn decode(x: *const u8) -> [__m256i; 2] {
+        let q = B::quants(x);
+        [_mm256_sign_epi8(q, q), q]
+    }
+    #[inline(always)]
+    unsafe fn token(_qy: __m256i) -> __m256i {
+        _mm256_setzero_si256()
+    }
+    #[inline(always)]
+    unsafe fn lanes(w: &[__m256i; 2], qy: __m256i, _token: __m256i) -> __m256i {
+        let p = _mm256_maddubs_epi16(w[0], _mm256_sign_epi8(qy, w[1]));
+        _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+    }
+}
+
+/// Small unsigned quants with their offset taken off through the activations (see
+/// [`Unsigned`]): the lane sums are [`dot_rows_unsigned`]'s.
+struct Offset<B>(core::marker::PhantomData<B>);
+
+impl<B: Unsigned> TileQuants for Offset<B> {
+    const BYTES: usize = B::BYTES;
+    #[inline(always)]
+    unsafe fn decode(x: *const u8) -> [__m256i; 2] {
+        [B::quants(x), _mm256_setzero_si256()]
+    }
+    #[inline(always)]
+    unsafe fn token(qy: __m256i) -> __m256i {
+        // OFFSET · Σ y over each i32 lane's four activations, as in dot_rows_unsigned.
+        let offset = _mm256_set1_epi8(B::OFFSET);
+        _mm256_madd_epi16(_mm256_maddubs_epi16(offset, qy), _mm256_set1_epi16(1))
+    }
+    #[inline(always)]
+    unsafe fn lanes(w: &[__m256i; 2], qy: __m256i, token: __m256i) -> __m256i {
+        let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(w[0], qy), _mm256_set1_epi16(1));
+        _mm256_sub_epi32(sums, token)
+    }
+}
+
+/// Rows of a several-tokens tile at this level: two rows by two tokens are eight
+/// accumulators (even and odd blocks, as [`fold_blocks`]), which with the rows' decoded
+/// quants fill most of the sixteen 256-bit registers.
+pub const TILE_ROWS: usize = 2;
+
+/// Tokens of a several-tokens tile (see [`TILE_ROWS`]).
+pub const TOKENS: usize = 2;
+
+/// [`TILE_ROWS`] rows `stride` bytes apart against `T` Q8_0 activation rows `a_stride`
+/// bytes apart: `out[t][r]` equals the single-row kernel's dot of row `r` and token `t`
+/// bit for bit (the same lane sums, the same `d_x·d_y` per block, the same FMA into the
+/// even or odd blocks' accumulator, the same final sum: [`fold_blocks`]'s order). Each
+/// row's block is decoded once for all tokens, each token's block loaded once for all
+/// rows.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; each of the rows at `w + r·stride` must hold
+/// `nb` blocks of `B`, each of the `T` rows at `a + t·a_stride` `nb` Q8_0 blocks.
+#[inline(always)]
+unsafe fn dot_tokens_tile<B: TileQuants, const T: usize>(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    a_stride: usize,
+    nb: usize,
+) -> [[f32; TILE_ROWS]; T] {
+    let mut acc = [[[_mm256_setzero_ps(); 2]; TILE_ROWS]; T];
+    let mut i = 0;
+    while i + 2 <= nb {
+        tile_block::<B, T, 0>(&mut acc, w, stride, a, a_stride, i);
+        tile_block::<B, T, 1>(&mut acc, w, stride, a, a_stride, i + 1);
+        i += 2;
+    }
+    if i < nb {
+        tile_block::<B, T, 0>(&mut acc, w, stride, a, a_stride, i);
+    }
+    let mut out = [[0.0; TILE_ROWS]; T];
+    for t in 0..T {
+        for r in 0..TILE_ROWS {
+            let [even, odd] = acc[t][r];
+            out[t][r] = hsum_ps(_mm256_add_ps(even, odd));
+        }
+    }
+    out
+}
+
+/// Block `i` of [`dot_tokens_tile`] into accumulator `PARITY` (`i % 2`) of every pair: a
+/// function rather than a closure, whose body would not inherit the caller's target
+/// features (and a run-time parity kept the accumulators in memory).
+///
+/// # Safety
+/// As [`dot_tokens_tile`], with `i < nb`.
+#[inline(always)]
+unsafe fn tile_block<B: TileQuants, const T: usize, const PARITY: usize>(
+    acc: &mut [[[__m256; 2]; TILE_ROWS]; T],
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    a_stride: usize,
+    i: usize,
+) {
+    let ahead = w.wrapping_add(TILE_ROWS * (stride * PREFETCH_GROUPS + B::BYTES * i));
+    for k in 0..(TILE_ROWS * B::BYTES).div_ceil(64) + 1 {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * k) as *const i8);
+    }
+    let x = w.add(B::BYTES * i);
+    // Loops, not `array::from_fn`: its closures are not inlined here, and a closure's
+    // body does not inherit the target features (every intrinsic became a call).
+    let mut q = [[_mm256_setzero_si256(); 2]; TILE_ROWS];
+    let mut dx = [_mm256_setzero_ps(); TILE_ROWS];
+    for r in 0..TILE_ROWS {
+        q[r] = B::decode(x.add(r * stride));
+        dx[r] = f16_splat(x.add(r * stride));
+    }
+    for (t, acc) in acc.iter_mut().enumerate() {
+        let y = a.add(t * a_stride + Q8_0 * i);
+        let dy = f16_splat(y);
+        let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+        let token = B::token(qy);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let d = _mm256_mul_ps(dx[r], dy);
+            let sumi = B::lanes(&q[r], qy, token);
+            acc[PARITY] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[PARITY]);
+        }
+    }
+}
+
+/// Defines the `#[target_feature]` several-tokens entry point of one format.
+macro_rules! tokens_kernel {
+    ($name:ident, $quants:ty, $what:literal) => {
+        #[doc = concat!($what, " for [`TILE_ROWS`] rows `stride` bytes apart and `n_tokens` ")]
+        #[doc = "(1..=[`TOKENS`]) Q8_0 rows `a_stride` bytes apart: `out[t][r]` for"]
+        #[doc = "`t < n_tokens` is the single-row dot of row `r` and token `t`."]
+        ///
+        /// # Safety
+        /// The CPU must support AVX2, FMA and F16C; each of the [`TILE_ROWS`] rows at
+        /// `w + r·stride` must hold `nb` weight blocks, and each of the `n_tokens` rows at
+        /// `a + t·a_stride` `nb` Q8_0 blocks.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $name(
+            w: *const u8,
+            stride: usize,
+            a: *const u8,
+            a_stride: usize,
+            nb: usize,
+            n_tokens: usize,
+        ) -> [[f32; TILE_ROWS]; TOKENS] {
+            let mut out = [[0.0; TILE_ROWS]; TOKENS];
+            match n_tokens {
+                0 => {}
+                1 => out[0] = dot_tokens_tile::<$quants, 1>(w, stride, a, a_stride, nb)[0],
+                _ => out = dot_tokens_tile::<$quants, TOKENS>(w, stride, a, a_stride, nb),
+            }
+            out
+        }
+    };
+}
+
+tokens_kernel!(dot_tokens_q5_0, Offset<Q5_0>, "Q5_0 · Q8_0");
+tokens_kernel!(dot_tokens_q8_0, Signed<Q8_0Weights>, "Q8_0 · Q8_0");
+tokens_kernel!(dot_tokens_iq4_nl, Signed<Iq4Nl>, "IQ4_NL · Q8_0");
+
 /// Q4_1 · Q8_1: weights `d * q + m`; the offset meets the activations through their
 /// stored sum `s`, so the reference's `d_w*d_a*sumi + m*s` is computed per block.
 ///

@@ -147,8 +147,9 @@ static PAIRS: [[u8; 64]; 2] = [pairs(0), pairs(1)];
 
 /// One Q4_K/Q5_K block's `Σ scale[s] · Σ q·a over sub-block s` as 16 i32 partial sums:
 /// `x` is the block, `ya` the activations from [`acts`], `s` the unpacked scales (from
-/// [`unpack4`]/[`unpack1`]) of this block in every 128-bit lane. The single- and
-/// multi-row kernels both call this, so their partial sums match lane for lane.
+/// [`unpack4`]/[`unpack1`]) of this block in every 128-bit lane. The single-row,
+/// multi-row and several-tokens kernels all form it from [`Decoded::new`] and
+/// [`Decoded::sumi`], so their partial sums match lane for lane.
 ///
 /// Without VNNI, each 64-weight step is `maddubs` (i16 pair sums) then `madd` with that
 /// step's scales, two multiplies per step. With VNNI, `vpdpbusd` sums four products per
@@ -162,56 +163,98 @@ unsafe fn block_sumi<const Q5: bool, const VNNI: bool>(
     ya: &[__m512i; 4],
     s: __m512i,
 ) -> __m512i {
-    let m4 = _mm512_set1_epi8(0x0F);
-    let bit4 = _mm512_set1_epi8(0x10);
-    // Q5_K: bit s of qh[l] tops weight l of sub-block s. With the high 256 bits shifted
-    // down by 2, bit 4m (step 2m) and 4m+1 (step 2m+1) serve both halves.
-    let hbits = if Q5 {
-        let h = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(16) as *const __m256i));
-        _mm512_mask_srli_epi16::<2>(h, 0xFFFF_0000, h)
-    } else {
-        _mm512_setzero_si512()
-    };
-    let qs = x.add(if Q5 { 48 } else { 16 });
-    let mut sumi = _mm512_setzero_si512();
-    for m in 0..2 {
-        let bits = _mm512_loadu_si512(qs.add(64 * m) as *const _);
-        let mut q = [
-            _mm512_and_si512(bits, m4),
-            _mm512_and_si512(_mm512_srli_epi16::<4>(bits), m4),
-        ];
-        if Q5 {
-            // Move bit 4m (low nibbles) and 4m+1 (high nibbles) to bit 4: q | (h & 0x10).
-            let h = match m {
-                0 => [_mm512_slli_epi16::<4>(hbits), _mm512_slli_epi16::<3>(hbits)],
-                _ => [hbits, _mm512_srli_epi16::<1>(hbits)],
-            };
-            q[0] = _mm512_ternarylogic_epi32::<0xF8>(q[0], h[0], bit4);
-            q[1] = _mm512_ternarylogic_epi32::<0xF8>(q[1], h[1], bit4);
-        }
-        if VNNI {
-            let zero = _mm512_setzero_si512();
-            // Sub-blocks 4m | 4m+2 (low nibbles) and 4m+1 | 4m+3 (high nibbles).
-            let lo = _mm512_dpbusd_epi32(zero, q[0], ya[2 * m]);
-            let hi = _mm512_dpbusd_epi32(zero, q[1], ya[2 * m + 1]);
-            // (lo & 0xFFFF) | (hi << 16): each i32 lane as the i16 pair (lo, hi).
-            let pair = _mm512_ternarylogic_epi32::<0xEC>(
-                lo,
-                _mm512_slli_epi32::<16>(hi),
-                _mm512_set1_epi32(0xFFFF),
-            );
-            let sc = _mm512_shuffle_epi8(s, ctl(&PAIRS[m]));
-            sumi = _mm512_dpwssd_epi32(sumi, pair, sc);
+    Decoded::new::<Q5, VNNI>(x, s).sumi::<VNNI>(ya)
+}
+
+/// One row's Q4_K/Q5_K block, decoded once for every token that meets it: the quants of
+/// the four 64-weight steps (step `2m + h`: the low (`h = 0`) or high nibbles of `qs`
+/// bytes `64m..64m+64`, with Q5_K's fifth bit) and the scales spread for them.
+struct Decoded {
+    q: [__m512i; 4],
+    /// Without VNNI, step `v`'s scales ([`SPREAD`]); with VNNI, half `m`'s scale pairs
+    /// ([`PAIRS`]) in entries 0 and 1.
+    sc: [__m512i; 4],
+}
+
+impl Decoded {
+    /// Decodes block `x`, whose unpacked scales `s` are in every 128-bit lane.
+    #[inline(always)]
+    unsafe fn new<const Q5: bool, const VNNI: bool>(x: *const u8, s: __m512i) -> Decoded {
+        let m4 = _mm512_set1_epi8(0x0F);
+        let bit4 = _mm512_set1_epi8(0x10);
+        // Q5_K: bit s of qh[l] tops weight l of sub-block s. With the high 256 bits
+        // shifted down by 2, bit 4m (step 2m) and 4m+1 (step 2m+1) serve both halves.
+        let hbits = if Q5 {
+            let h = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(16) as *const __m256i));
+            _mm512_mask_srli_epi16::<2>(h, 0xFFFF_0000, h)
         } else {
-            for (h, q) in q.into_iter().enumerate() {
-                let v = 2 * m + h;
-                let sc = _mm512_shuffle_epi8(s, ctl(&SPREAD[v]));
-                let p = _mm512_maddubs_epi16(q, ya[v]);
-                sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(p, sc));
+            _mm512_setzero_si512()
+        };
+        let qs = x.add(if Q5 { 48 } else { 16 });
+        let mut q = [_mm512_setzero_si512(); 4];
+        for m in 0..2 {
+            let bits = _mm512_loadu_si512(qs.add(64 * m) as *const _);
+            q[2 * m] = _mm512_and_si512(bits, m4);
+            q[2 * m + 1] = _mm512_and_si512(_mm512_srli_epi16::<4>(bits), m4);
+            if Q5 {
+                // Move bit 4m (low nibbles) and 4m+1 (high nibbles) to bit 4:
+                // q | (h & 0x10).
+                let h = match m {
+                    0 => [_mm512_slli_epi16::<4>(hbits), _mm512_slli_epi16::<3>(hbits)],
+                    _ => [hbits, _mm512_srli_epi16::<1>(hbits)],
+                };
+                q[2 * m] = _mm512_ternarylogic_epi32::<0xF8>(q[2 * m], h[0], bit4);
+                q[2 * m + 1] = _mm512_ternarylogic_epi32::<0xF8>(q[2 * m + 1], h[1], bit4);
             }
         }
+        let sc = if VNNI {
+            let zero = _mm512_setzero_si512();
+            [
+                _mm512_shuffle_epi8(s, ctl(&PAIRS[0])),
+                _mm512_shuffle_epi8(s, ctl(&PAIRS[1])),
+                zero,
+                zero,
+            ]
+        } else {
+            // A loop, not `array::from_fn`: a closure's body does not inherit the target
+            // features, and it is not always inlined.
+            let mut sc = [_mm512_setzero_si512(); 4];
+            for v in 0..4 {
+                sc[v] = _mm512_shuffle_epi8(s, ctl(&SPREAD[v]));
+            }
+            sc
+        };
+        Decoded { q, sc }
     }
-    sumi
+
+    /// The block's 16 i32 partial sums against one token's activations `ya` (from
+    /// [`acts`]).
+    #[inline(always)]
+    unsafe fn sumi<const VNNI: bool>(&self, ya: &[__m512i; 4]) -> __m512i {
+        let mut sumi = _mm512_setzero_si512();
+        for m in 0..2 {
+            if VNNI {
+                let zero = _mm512_setzero_si512();
+                // Sub-blocks 4m | 4m+2 (low nibbles) and 4m+1 | 4m+3 (high nibbles).
+                let lo = _mm512_dpbusd_epi32(zero, self.q[2 * m], ya[2 * m]);
+                let hi = _mm512_dpbusd_epi32(zero, self.q[2 * m + 1], ya[2 * m + 1]);
+                // (lo & 0xFFFF) | (hi << 16): each i32 lane as the i16 pair (lo, hi).
+                let pair = _mm512_ternarylogic_epi32::<0xEC>(
+                    lo,
+                    _mm512_slli_epi32::<16>(hi),
+                    _mm512_set1_epi32(0xFFFF),
+                );
+                sumi = _mm512_dpwssd_epi32(sumi, pair, self.sc[m]);
+            } else {
+                for h in 0..2 {
+                    let v = 2 * m + h;
+                    let p = _mm512_maddubs_epi16(self.q[v], ya[v]);
+                    sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(p, self.sc[v]));
+                }
+            }
+        }
+        sumi
+    }
 }
 
 /// The shared loop of Q4_K and Q5_K.
@@ -359,6 +402,154 @@ unsafe fn dot_rows_q4_q5<const Q5: bool, const VNNI: bool>(
     }
     out
 }
+
+/// Tokens per call of the Q4_K/Q5_K several-tokens kernels: four rows by four tokens
+/// are sixteen accumulators; the tokens' activations (four vectors each) live in L1 and
+/// enter `vpdpbusd` as memory operands.
+pub const TOKENS: usize = 4;
+
+/// [`dot_rows_q4_q5`] for `T` tokens `a_stride` bytes apart: `out[t][r]` is exactly
+/// `dot_q4_q5(w + r·stride, a + t·a_stride, nb)`. Each (row, token) pair gets its own
+/// accumulators and the multi-row kernel's operations for that row, in the same order;
+/// each row's quants and scales are decoded once per block for all `T` tokens, and each
+/// token's activations, scale and min sums formed once for all [`ROWS`] rows.
+///
+/// # Safety
+/// As [`dot_q4_q5`], for each of the [`ROWS`] rows at `w + r·stride` and each of the `T`
+/// activation rows at `a + t·a_stride`.
+// The tile is indexed by (token, row) while rows are the outer loop.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn dot_tokens_q4_q5<const Q5: bool, const VNNI: bool, const T: usize>(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    a_stride: usize,
+    nb: usize,
+) -> [[f32; ROWS]; T] {
+    let bytes = if Q5 { 176 } else { 144 };
+    let mins = _mm512_broadcast_i32x4(_mm_loadu_si128(MINS.as_ptr() as *const _));
+    // As in dot_rows_q4_q5: row r's d at f32 lane 2r of the converted scales, its dmin at
+    // 2r+1 (spread over row r's 128-bit lane for the min terms).
+    let d_lane = [0, 2, 4, 6].map(|l| _mm512_set1_epi32(l));
+    let dmin_lanes = _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 5, 5, 5, 5, 7, 7, 7, 7);
+    let first_dwords = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    let mut acc = [[_mm512_setzero_ps(); ROWS]; T];
+    let mut acc_m = [_mm512_setzero_ps(); T];
+    for i in 0..nb {
+        let ahead = w.wrapping_add(ROWS * (stride * PREFETCH_GROUPS + bytes * i));
+        prefetch_ahead(ahead, ROWS * bytes, stride);
+        let x = w.add(bytes * i);
+        let head = |r: usize| _mm_loadu_si128(x.add(r * stride) as *const __m128i);
+        let l = _mm512_inserti32x4::<1>(_mm512_castsi128_si512(head(0)), head(1));
+        let l = _mm512_inserti32x4::<3>(_mm512_inserti32x4::<2>(l, head(2)), head(3));
+        let u = unpack4(l);
+        let dx = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(
+            first_dwords,
+            l,
+        )));
+        let row_mins = _mm512_shuffle_epi8(u, mins);
+        let mut ya = [[_mm512_setzero_si512(); 4]; T];
+        let mut dd = [_mm512_setzero_ps(); T];
+        for t in 0..T {
+            let y = a.add(t * a_stride + Q8K * i);
+            // [d0, dmin0, d1, dmin1, ..] · yd
+            dd[t] = _mm512_castps256_ps512(_mm256_mul_ps(dx, _mm256_set1_ps(q8k_d(y))));
+            let m = _mm512_madd_epi16(row_mins, _mm512_broadcast_i32x4(bsums32(y)));
+            let m = _mm512_add_epi32(m, _mm512_shuffle_epi32::<0b01_00_11_10>(m));
+            let m = _mm512_add_epi32(m, _mm512_shuffle_epi32::<0b10_11_00_01>(m));
+            acc_m[t] = _mm512_fnmadd_ps(
+                _mm512_permutexvar_ps(dmin_lanes, dd[t]),
+                _mm512_cvtepi32_ps(m),
+                acc_m[t],
+            );
+            ya[t] = acts(y.add(Q8K_QS));
+        }
+        for r in 0..ROWS {
+            let q = Decoded::new::<Q5, VNNI>(x.add(r * stride), lane(u, r));
+            for t in 0..T {
+                let sumi = q.sumi::<VNNI>(&ya[t]);
+                let d = _mm512_permutexvar_ps(d_lane[r], dd[t]);
+                acc[t][r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc[t][r]);
+            }
+        }
+    }
+    let mut out = [[0.0; ROWS]; T];
+    for t in 0..T {
+        let mut m = [0.0f32; 16];
+        _mm512_storeu_ps(m.as_mut_ptr(), acc_m[t]);
+        for r in 0..ROWS {
+            out[t][r] = _mm512_reduce_add_ps(acc[t][r]) + m[4 * r];
+        }
+    }
+    out
+}
+
+/// Defines the `#[target_feature]` several-tokens entry points of Q4_K/Q5_K.
+macro_rules! tokens_kernel {
+    ($name:ident, $q5:expr, $vnni:expr, $features:literal, $what:literal) => {
+        #[doc = concat!($what, " for [`ROWS`] rows `stride` bytes apart and `n_tokens` ")]
+        #[doc = "(1..=[`TOKENS`]) Q8_K rows `a_stride` bytes apart: `out[t][r]` for"]
+        #[doc = "`t < n_tokens` is the single-row dot of row `r` and token `t`."]
+        ///
+        /// # Safety
+        /// The CPU must support the features this function enables; each of the [`ROWS`]
+        /// rows at `w + r·stride` must hold `nb` weight blocks, and each of the `n_tokens`
+        /// rows at `a + t·a_stride` `nb` Q8_K blocks.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name(
+            w: *const u8,
+            stride: usize,
+            a: *const u8,
+            a_stride: usize,
+            nb: usize,
+            n_tokens: usize,
+        ) -> [[f32; ROWS]; TOKENS] {
+            let mut out = [[0.0; ROWS]; TOKENS];
+            match n_tokens {
+                0 => {}
+                1 => out[0] = dot_rows_q4_q5::<$q5, $vnni>(w, stride, a, nb),
+                2 => out[..2].copy_from_slice(&dot_tokens_q4_q5::<$q5, $vnni, 2>(
+                    w, stride, a, a_stride, nb,
+                )),
+                3 => out[..3].copy_from_slice(&dot_tokens_q4_q5::<$q5, $vnni, 3>(
+                    w, stride, a, a_stride, nb,
+                )),
+                _ => out = dot_tokens_q4_q5::<$q5, $vnni, TOKENS>(w, stride, a, a_stride, nb),
+            }
+            out
+        }
+    };
+}
+
+tokens_kernel!(
+    dot_tokens_q4_k,
+    false,
+    false,
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
+    "Q4_K · Q8_K"
+);
+tokens_kernel!(
+    dot_tokens_q5_k,
+    true,
+    false,
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
+    "Q5_K · Q8_K"
+);
+tokens_kernel!(
+    dot_tokens_q4_k_vnni,
+    false,
+    true,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "Q4_K · Q8_K with VNNI"
+);
+tokens_kernel!(
+    dot_tokens_q5_k_vnni,
+    true,
+    true,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "Q5_K · Q8_K with VNNI"
+);
 
 /// Q4_K · Q8_K for [`ROWS`] rows `stride` bytes apart.
 ///

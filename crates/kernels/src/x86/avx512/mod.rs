@@ -80,6 +80,42 @@ dot_rows_fn!(
     18,
     34
 );
+dot_tokens_fn!(
+    dot_tokens_q4_0_vnni,
+    q32::dot_tokens_q4_0,
+    q32::dot_q4_0,
+    q32::ROWS,
+    q32::TOKENS,
+    18,
+    34
+);
+dot_tokens_fn!(
+    dot_tokens_q5_0_vnni,
+    q32::dot_tokens_q5_0,
+    q32::dot_q5_0,
+    q32::ROWS,
+    q32::TOKENS,
+    22,
+    34
+);
+dot_tokens_fn!(
+    dot_tokens_q8_0_vnni,
+    q32::dot_tokens_q8_0,
+    q32::dot_q8_0,
+    q32::ROWS,
+    q32::TOKENS,
+    34,
+    34
+);
+dot_tokens_fn!(
+    dot_tokens_iq4_nl_vnni,
+    q32::dot_tokens_iq4_nl,
+    q32::dot_iq4_nl,
+    q32::ROWS,
+    q32::TOKENS,
+    18,
+    34
+);
 dot_rows_fn!(
     dot_rows_q4_k,
     kquants::dot_rows_q4_k,
@@ -134,6 +170,60 @@ dot_rows_fn!(
     210,
     292
 );
+dot_tokens_fn!(
+    dot_tokens_q4_k,
+    kquants::dot_tokens_q4_k,
+    kquants::dot_q4_k,
+    kquants::ROWS,
+    kquants::TOKENS,
+    144,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q5_k,
+    kquants::dot_tokens_q5_k,
+    kquants::dot_q5_k,
+    kquants::ROWS,
+    kquants::TOKENS,
+    176,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q4_k_vnni,
+    kquants::dot_tokens_q4_k_vnni,
+    kquants::dot_q4_k_vnni,
+    kquants::ROWS,
+    kquants::TOKENS,
+    144,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q5_k_vnni,
+    kquants::dot_tokens_q5_k_vnni,
+    kquants::dot_q5_k_vnni,
+    kquants::ROWS,
+    kquants::TOKENS,
+    176,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q6_k,
+    q6k::dot_tokens_q6_k,
+    q6k::dot_q6_k,
+    q6k::ROWS,
+    q6k::TOKENS,
+    210,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q6_k_vnni,
+    q6k::dot_tokens_q6_k_vnni,
+    q6k::dot_q6_k_vnni,
+    q6k::ROWS,
+    q6k::TOKENS,
+    210,
+    292
+);
 
 /// Installs this level's kernels into `k` (over the AVX2 ones); `vnni` says whether the
 /// CPU has AVX512-VNNI.
@@ -154,28 +244,38 @@ pub(super) fn register(k: &mut Kernels, vnni: bool) {
         k.set_dot_rows(Q5_0, dot_rows_q5_0_vnni);
         k.set_dot_rows(Q8_0, dot_rows_q8_0_vnni);
         k.set_dot_rows(IQ4_NL, dot_rows_iq4_nl_vnni);
+        k.set_dot_tokens(Q4_0, dot_tokens_q4_0_vnni);
+        k.set_dot_tokens(Q5_0, dot_tokens_q5_0_vnni);
+        k.set_dot_tokens(Q8_0, dot_tokens_q8_0_vnni);
+        k.set_dot_tokens(IQ4_NL, dot_tokens_iq4_nl_vnni);
     }
     // Q4_K/Q5_K: with VNNI, `vpdpbusd` sums and one `vpdpwssd` per two sub-blocks (the
     // same lane sums, so both variants give the same results).
     if vnni {
         k.set_dot(Q4_K, dot_q4_k_vnni);
         k.set_dot_rows(Q4_K, dot_rows_q4_k_vnni);
+        k.set_dot_tokens(Q4_K, dot_tokens_q4_k_vnni);
         k.set_dot(Q5_K, dot_q5_k_vnni);
         k.set_dot_rows(Q5_K, dot_rows_q5_k_vnni);
+        k.set_dot_tokens(Q5_K, dot_tokens_q5_k_vnni);
     } else {
         k.set_dot(Q4_K, dot_q4_k);
         k.set_dot_rows(Q4_K, dot_rows_q4_k);
+        k.set_dot_tokens(Q4_K, dot_tokens_q4_k);
         k.set_dot(Q5_K, dot_q5_k);
         k.set_dot_rows(Q5_K, dot_rows_q5_k);
+        k.set_dot_tokens(Q5_K, dot_tokens_q5_k);
     }
     // Q6_K's `q6k` kernels equal `kquants::dot_q6_k` bit for bit; with VNNI they use
     // `vpdpbusd` and one `vpdpwssd` per two sub-blocks (the same lane sums).
     if vnni {
         k.set_dot(Q6_K, dot_q6_k_vnni);
         k.set_dot_rows(Q6_K, dot_rows_q6_k_vnni);
+        k.set_dot_tokens(Q6_K, dot_tokens_q6_k_vnni);
     } else {
         k.set_dot(Q6_K, dot_q6_k);
         k.set_dot_rows(Q6_K, dot_rows_q6_k);
+        k.set_dot_tokens(Q6_K, dot_tokens_q6_k);
     }
 }
 
@@ -287,6 +387,56 @@ mod tests {
                 dot_rows_vnni(&w, nb * w_block, a, &mut v);
                 let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&p), bits(&v), "{ty}, {nb} blocks: {p:?} vs {v:?}");
+            }
+        }
+    }
+
+    /// The plain (non-VNNI) several-tokens kernels of the k-quants, which `Kernels`
+    /// installs only on AVX-512 CPUs without VNNI: against the plain single-row dots,
+    /// bit for bit, for every row and token count of one tile and its leftovers.
+    #[test]
+    fn plain_k_quant_token_kernels_equal_plain_dots() {
+        if !Level::Avx512.is_supported() {
+            eprintln!("skipped: this CPU lacks AVX-512");
+            return;
+        }
+        type Dot = fn(&[u8], &[u8]) -> f32;
+        type Tokens = fn(&[u8], usize, &[u8], usize, usize, &mut [f32]);
+        let kernels: [(&str, Dot, Tokens, usize, usize); 3] = [
+            ("Q4_K", dot_q4_k, dot_tokens_q4_k, 144, 0),
+            ("Q5_K", dot_q5_k, dot_tokens_q5_k, 176, 0),
+            ("Q6_K", dot_q6_k, dot_tokens_q6_k, 210, 208),
+        ];
+        for (ty, dot, tokens, w_block, d_at) in kernels {
+            for nb in 0..=3 {
+                for (n_rows, n_tokens) in [(4, 4), (9, 7), (3, 2), (5, 1)] {
+                    let (mut w, _) = rows(nb * n_rows, w_block, 292);
+                    for b in w.chunks_exact_mut(w_block) {
+                        // Finite halves for d (and Q4_K/Q5_K's dmin).
+                        b[d_at + 1] &= 0xBB;
+                        b[3] &= 0xBB;
+                    }
+                    let (_, a) = rows(nb * n_tokens, 4, 292);
+                    let mut a = a;
+                    for b in a.chunks_exact_mut(292) {
+                        b[..4].copy_from_slice(&0.01f32.to_le_bytes());
+                        for q in &mut b[4..260] {
+                            if *q == 0x80 {
+                                *q = 0x81;
+                            }
+                        }
+                    }
+                    let (rb, ab) = (nb * w_block, nb * 292);
+                    let mut out = vec![f32::NAN; n_rows * n_tokens];
+                    tokens(&w, rb, &a, ab, n_tokens, &mut out);
+                    for t in 0..n_tokens {
+                        for r in 0..n_rows {
+                            let want = dot(&w[r * rb..][..rb], &a[t * ab..][..ab]);
+                            let got = out[t * n_rows + r];
+                            assert_eq!(got.to_bits(), want.to_bits(), "{ty} r{r} t{t} nb{nb}");
+                        }
+                    }
+                }
             }
         }
     }

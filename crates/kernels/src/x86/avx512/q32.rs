@@ -427,6 +427,131 @@ unsafe fn dot_rows_q8_0_acts<B: Unsigned32>(
     out
 }
 
+/// Tokens per call of the several-tokens kernels: a tile of [`ROWS`] rows by four tokens
+/// keeps sixteen 512-bit accumulators, the four rows' quants and scales and one token's
+/// activations in the 32 registers (the rest spill to L1 as memory operands).
+pub const TOKENS: usize = 4;
+
+/// [`dot_rows_q8_0_acts`] for `T` tokens at once, `a_stride` bytes apart: `out[t][r]` is
+/// exactly `dot_q8_0_acts(w + r·stride, a + t·a_stride, nb)`.
+///
+/// Each (row, token) pair has its own accumulator and receives the single-row kernel's
+/// operations in the same order: the same i32 lane sums (unsigned quants with the offset
+/// taken off through the activations, see [`Unsigned32`]), the same `dx·dy` products (one
+/// multiply of the row's `[dx0, dx1]` by the token's `[dy0, dy1]`, each spread over its
+/// block's eight lanes), the same FMAs into the same halves, odd-block tail and final
+/// sum. What the tile shares is each row's weight decoding and scales (once for all `T`
+/// tokens) and each token's activation loads, scales and offset sums (once for all
+/// [`ROWS`] rows): per (row, token) and two blocks that leaves one `vpdpbusd`, one
+/// conversion, one multiply and one FMA.
+///
+/// # Safety
+/// As [`dot_q8_0_acts`], for each of the [`ROWS`] rows at `w + r·stride` and each of the
+/// `T` activation rows at `a + t·a_stride`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+// The tile is indexed by (token, row) while rows are the outer loop.
+#[allow(clippy::needless_range_loop)]
+#[inline]
+unsafe fn dot_tokens_q8_0_acts<B: Unsigned32, const T: usize>(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    a_stride: usize,
+    nb: usize,
+) -> [[f32; ROWS]; T] {
+    let half = |p: *const u8| (p as *const u16).read_unaligned() as u64;
+    // Lanes [2r ×8, 2r+1 ×8]: row r's two block scales, each over its block's lanes.
+    let lanes = [0, 2, 4, 6].map(|r| {
+        _mm512_setr_epi32(
+            r,
+            r,
+            r,
+            r,
+            r,
+            r,
+            r,
+            r,
+            r + 1,
+            r + 1,
+            r + 1,
+            r + 1,
+            r + 1,
+            r + 1,
+            r + 1,
+            r + 1,
+        )
+    });
+    let mut acc = [[_mm512_setzero_ps(); ROWS]; T];
+    let mut i = 0;
+    while i + 2 <= nb {
+        // As in dot_rows_q8_0_acts: the stretch of a later group that this step's reads
+        // correspond to (never dereferenced; a prefetch does not fault).
+        let ahead = w.wrapping_add(ROWS * (stride * PREFETCH_GROUPS + B::BYTES * i));
+        for k in 0..(2 * ROWS * B::BYTES).div_ceil(64) + 1 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * k) as *const i8);
+        }
+        let x = w.add(B::BYTES * i);
+        let pair = |r: usize| {
+            let xr = x.add(r * stride);
+            half(xr) | half(xr.add(B::BYTES)) << 16
+        };
+        let hx = _mm_set_epi64x(
+            (pair(2) | pair(3) << 32) as i64,
+            (pair(0) | pair(1) << 32) as i64,
+        );
+        let dx = _mm512_castps256_ps512(_mm256_cvtph_ps(hx));
+        // Loops, not `array::from_fn`: a closure's body does not inherit the target
+        // features, and it is not always inlined.
+        let mut q = [_mm512_setzero_si512(); ROWS];
+        let mut dxr = [_mm512_setzero_ps(); ROWS];
+        for r in 0..ROWS {
+            q[r] = B::unsigned_pair(x.add(r * stride));
+            dxr[r] = _mm512_permutexvar_ps(lanes[r], dx);
+        }
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let y = a.add(t * a_stride + 34 * i);
+            let qy = join(
+                _mm256_loadu_si256(y.add(2) as *const __m256i),
+                _mm256_loadu_si256(y.add(36) as *const __m256i),
+            );
+            let hy = half(y) | half(y.add(34)) << 16;
+            let dy = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(hy as i32)));
+            let dy = _mm512_permutexvar_ps(lanes[0], dy);
+            // -OFFSET · Σ y per i32 lane, the start of every row's sum (see dot_rows).
+            let offset = _mm512_dpbusd_epi32(
+                _mm512_setzero_si512(),
+                _mm512_set1_epi8(B::OFFSET as i8),
+                qy,
+            );
+            let start = _mm512_sub_epi32(_mm512_setzero_si512(), offset);
+            for r in 0..ROWS {
+                let sumi = _mm512_dpbusd_epi32(start, q[r], qy);
+                let d = _mm512_mul_ps(dxr[r], dy);
+                acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc[r]);
+            }
+        }
+        i += 2;
+    }
+    let mut out = [[0.0; ROWS]; T];
+    for (t, (acc, out)) in acc.iter().zip(&mut out).enumerate() {
+        for (r, (acc, out)) in acc.iter().zip(out).enumerate() {
+            let mut acc0 = _mm512_castps512_ps256(*acc);
+            let acc1 = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*acc)));
+            if i < nb {
+                let (x, y) = (
+                    w.add(r * stride + B::BYTES * i),
+                    a.add(t * a_stride + 34 * i),
+                );
+                let d = _mm256_mul_ps(f16_splat(x), f16_splat(y));
+                let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+                acc0 = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(B::quants(x), qy)), acc0);
+            }
+            *out = hsum_ps(_mm256_add_ps(acc0, acc1));
+        }
+    }
+    out
+}
+
 /// Weights `d * q + m` of format `B` against Q8_1 activations (36-byte blocks): the
 /// quants are unsigned, so `vpdpbusd` takes them as they are; the offset meets the
 /// activations through their stored sum `s`.
@@ -490,3 +615,45 @@ rows_kernel!(dot_rows_q4_0, Q4_0, "Q4_0 · Q8_0");
 rows_kernel!(dot_rows_q5_0, Q5_0, "Q5_0 · Q8_0");
 rows_kernel!(dot_rows_q8_0, Q8_0, "Q8_0 · Q8_0");
 rows_kernel!(dot_rows_iq4_nl, Iq4Nl, "IQ4_NL · Q8_0");
+
+/// Defines the `#[target_feature]` several-tokens entry point of one format.
+macro_rules! tokens_kernel {
+    ($name:ident, $block:ty, $what:literal) => {
+        #[doc = concat!($what, " for [`ROWS`] rows `stride` bytes apart and `n_tokens` ")]
+        #[doc = "(1..=[`TOKENS`]) activation rows `a_stride` bytes apart, with AVX512-VNNI:"]
+        #[doc = "`out[t][r]` for `t < n_tokens` is the single-row dot of row `r`, token `t`."]
+        ///
+        /// # Safety
+        /// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and AVX512-VNNI; each of
+        /// the [`ROWS`] rows at `w + r·stride` must hold `nb` weight blocks, and each of the
+        /// `n_tokens` rows at `a + t·a_stride` `nb` activation blocks.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn $name(
+            w: *const u8,
+            stride: usize,
+            a: *const u8,
+            a_stride: usize,
+            nb: usize,
+            n_tokens: usize,
+        ) -> [[f32; ROWS]; TOKENS] {
+            let mut out = [[0.0; ROWS]; TOKENS];
+            match n_tokens {
+                0 => {}
+                1 => out[0] = dot_rows_q8_0_acts::<$block>(w, stride, a, nb),
+                2 => out[..2].copy_from_slice(&dot_tokens_q8_0_acts::<$block, 2>(
+                    w, stride, a, a_stride, nb,
+                )),
+                3 => out[..3].copy_from_slice(&dot_tokens_q8_0_acts::<$block, 3>(
+                    w, stride, a, a_stride, nb,
+                )),
+                _ => out = dot_tokens_q8_0_acts::<$block, TOKENS>(w, stride, a, a_stride, nb),
+            }
+            out
+        }
+    };
+}
+
+tokens_kernel!(dot_tokens_q4_0, Q4_0, "Q4_0 · Q8_0");
+tokens_kernel!(dot_tokens_q5_0, Q5_0, "Q5_0 · Q8_0");
+tokens_kernel!(dot_tokens_q8_0, Q8_0, "Q8_0 · Q8_0");
+tokens_kernel!(dot_tokens_iq4_nl, Iq4Nl, "IQ4_NL · Q8_0");

@@ -74,6 +74,7 @@ const SELECT: i32 = 0xCA;
 
 /// Per-block values the rows share: the activation quants in four 64-weight steps and
 /// the negated `bsums`.
+#[derive(Clone, Copy)]
 struct Acts {
     yv: [__m512i; 4],
     neg_bsums: __m256i,
@@ -94,61 +95,111 @@ unsafe fn acts(y: *const u8) -> Acts {
 }
 
 /// One Q6_K block `x` against shared activations: the sixteen i32 lane sums of
-/// `kquants::dot_q6_k` (lanes 0..8 carry the `-32·Σ scale·bsum` offset).
+/// `kquants::dot_q6_k` (lanes 0..8 carry the `-32·Σ scale·bsum` offset). Every kernel
+/// here forms it from [`Decoded::new`] and [`Decoded::sums`], so their lane sums match.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL, AVX2 (and AVX512-VNNI when `VNNI`); `x` must point at a whole block.
 #[inline(always)]
 unsafe fn block_sums<const VNNI: bool>(x: *const u8, y: &Acts) -> __m512i {
-    let m4 = _mm512_set1_epi8(0x0F);
-    let m33 = _mm512_set1_epi8(0x33);
-    // Bits 0/1 and 4/5 of each qh byte are weights l and l+64; bits 2/3 and 6/7 (l+32,
-    // l+96) move down by two in the upper 256 bits, matching ql's layout below.
-    let qh_shift = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0);
+    Decoded::new::<VNNI>(x).sums::<VNNI>(y)
+}
 
-    let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(SCALES) as *const __m128i));
-    // 32·scale fits an i16 (|scale| ≤ 128), so one madd forms each lane's offset pair.
-    let offset = _mm256_madd_epi16(_mm256_slli_epi16::<5>(scales), y.neg_bsums);
-    let mut sumi = _mm512_zextsi256_si512(offset);
-    let scales = _mm512_castsi256_si512(scales);
-    for (h, pairs) in PAIRS.iter().enumerate() {
-        // 128 weights: ql[64h..64h+64] holds weights 0..64 in its low nibbles and
-        // 64..128 in its high ones; qh[32h..32h+32] two bits for each of them.
-        let ql = _mm512_loadu_si512(x.add(64 * h) as *const _);
-        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(QH + 32 * h) as *const __m256i));
-        // Top bits of weights 0..64 in bits 0/1 of each byte, of 64..128 in bits 4/5.
-        let qh = _mm512_and_si512(_mm512_srlv_epi64(qh, qh_shift), m33);
-        // Low nibble from ql, bits 4/5 from qh (bits 6/7 of the shifted qh are zero; its
-        // low nibble, from the byte below, is masked off by the select).
-        let q_lo = _mm512_ternarylogic_epi32::<SELECT>(m4, ql, _mm512_slli_epi64::<4>(qh));
-        let q_hi = _mm512_ternarylogic_epi32::<SELECT>(m4, _mm512_srli_epi64::<4>(ql), qh);
-        if VNNI {
-            // vpdpbusd sums four products per i32 lane: at most 4·63·128 < 2¹⁵, so the
-            // sums of sub-blocks 8h+L (q_lo) and 8h+4+L (q_hi) share a lane as an i16
-            // pair, and one vpdpwssd applies both scales (three multiplies per 128
-            // weights instead of four, one scale shuffle instead of two).
-            let zero = _mm512_setzero_si512();
-            let lo = _mm512_dpbusd_epi32(zero, q_lo, y.yv[2 * h]);
-            let hi = _mm512_dpbusd_epi32(zero, q_hi, y.yv[2 * h + 1]);
-            // (lo & 0xFFFF) | (hi << 16)
-            let pair = _mm512_ternarylogic_epi32::<0xEC>(
-                lo,
-                _mm512_slli_epi32::<16>(hi),
-                _mm512_set1_epi32(0xFFFF),
-            );
-            let idx = _mm512_loadu_si512(pairs.as_ptr() as *const _);
-            sumi = _mm512_dpwssd_epi32(sumi, pair, _mm512_permutexvar_epi16(idx, scales));
-            continue;
+/// One row's Q6_K block, decoded once for every token that meets it.
+struct Decoded {
+    /// The 6-bit quants of the four 64-weight steps: step `2h + c` is `q_lo` (`c = 0`) or
+    /// `q_hi` of half `h`.
+    q: [__m512i; 4],
+    /// `32·scale` as i16 (it fits: |scale| ≤ 128), for the offset.
+    scales32: __m256i,
+    /// The scales spread over the steps' i16 products: without VNNI step `v`'s
+    /// ([`SUB16`]), with VNNI half `h`'s pairs ([`PAIRS`]) in entries 0 and 1.
+    sc: [__m512i; 4],
+}
+
+impl Decoded {
+    /// Decodes block `x`.
+    #[inline(always)]
+    unsafe fn new<const VNNI: bool>(x: *const u8) -> Decoded {
+        let m4 = _mm512_set1_epi8(0x0F);
+        let m33 = _mm512_set1_epi8(0x33);
+        // Bits 0/1 and 4/5 of each qh byte are weights l and l+64; bits 2/3 and 6/7 (l+32,
+        // l+96) move down by two in the upper 256 bits, matching ql's layout below.
+        let qh_shift = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0);
+        let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(SCALES) as *const __m128i));
+        let mut q = [_mm512_setzero_si512(); 4];
+        for h in 0..2 {
+            // 128 weights: ql[64h..64h+64] holds weights 0..64 in its low nibbles and
+            // 64..128 in its high ones; qh[32h..32h+32] two bits for each of them.
+            let ql = _mm512_loadu_si512(x.add(64 * h) as *const _);
+            let qh =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(QH + 32 * h) as *const __m256i));
+            // Top bits of weights 0..64 in bits 0/1 of each byte, of 64..128 in bits 4/5.
+            let qh = _mm512_and_si512(_mm512_srlv_epi64(qh, qh_shift), m33);
+            // Low nibble from ql, bits 4/5 from qh (bits 6/7 of the shifted qh are zero;
+            // its low nibble, from the byte below, is masked off by the select).
+            q[2 * h] = _mm512_ternarylogic_epi32::<SELECT>(m4, ql, _mm512_slli_epi64::<4>(qh));
+            q[2 * h + 1] = _mm512_ternarylogic_epi32::<SELECT>(m4, _mm512_srli_epi64::<4>(ql), qh);
         }
-        for (c, q) in [q_lo, q_hi].into_iter().enumerate() {
-            let step = 2 * h + c;
-            let p = _mm512_maddubs_epi16(q, y.yv[step]);
-            let idx = _mm512_loadu_si512(SUB16[step].as_ptr() as *const _);
-            let sc = _mm512_permutexvar_epi16(idx, scales);
-            sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(sc, p));
+        let wide = _mm512_castsi256_si512(scales);
+        let idx = |t: &[i16; 32]| _mm512_loadu_si512(t.as_ptr() as *const _);
+        let sc = if VNNI {
+            let zero = _mm512_setzero_si512();
+            [
+                _mm512_permutexvar_epi16(idx(&PAIRS[0]), wide),
+                _mm512_permutexvar_epi16(idx(&PAIRS[1]), wide),
+                zero,
+                zero,
+            ]
+        } else {
+            // A loop, not `array::from_fn`: a closure's body does not inherit the target
+            // features, and it is not always inlined.
+            let mut sc = [_mm512_setzero_si512(); 4];
+            for v in 0..4 {
+                sc[v] = _mm512_permutexvar_epi16(idx(&SUB16[v]), wide);
+            }
+            sc
+        };
+        Decoded {
+            q,
+            scales32: _mm256_slli_epi16::<5>(scales),
+            sc,
         }
     }
-    sumi
+
+    /// The block's sixteen i32 lane sums against one token's activations.
+    #[inline(always)]
+    unsafe fn sums<const VNNI: bool>(&self, y: &Acts) -> __m512i {
+        // One madd forms each lane's offset pair.
+        let offset = _mm256_madd_epi16(self.scales32, y.neg_bsums);
+        let mut sumi = _mm512_zextsi256_si512(offset);
+        for h in 0..2 {
+            let (q_lo, q_hi) = (self.q[2 * h], self.q[2 * h + 1]);
+            if VNNI {
+                // vpdpbusd sums four products per i32 lane: at most 4·63·128 < 2¹⁵, so the
+                // sums of sub-blocks 8h+L (q_lo) and 8h+4+L (q_hi) share a lane as an i16
+                // pair, and one vpdpwssd applies both scales (three multiplies per 128
+                // weights instead of four, one scale shuffle instead of two).
+                let zero = _mm512_setzero_si512();
+                let lo = _mm512_dpbusd_epi32(zero, q_lo, y.yv[2 * h]);
+                let hi = _mm512_dpbusd_epi32(zero, q_hi, y.yv[2 * h + 1]);
+                // (lo & 0xFFFF) | (hi << 16)
+                let pair = _mm512_ternarylogic_epi32::<0xEC>(
+                    lo,
+                    _mm512_slli_epi32::<16>(hi),
+                    _mm512_set1_epi32(0xFFFF),
+                );
+                sumi = _mm512_dpwssd_epi32(sumi, pair, self.sc[h]);
+                continue;
+            }
+            for (c, q) in [q_lo, q_hi].into_iter().enumerate() {
+                let step = 2 * h + c;
+                let p = _mm512_maddubs_epi16(q, y.yv[step]);
+                sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(self.sc[step], p));
+            }
+        }
+        sumi
+    }
 }
 
 /// The single-row loop.
@@ -196,6 +247,102 @@ unsafe fn dot_rows<const VNNI: bool>(
     }
     acc.map(|acc| _mm512_reduce_add_ps(acc))
 }
+
+/// Tokens per call of the several-tokens kernels (see `q32::TOKENS`).
+pub const TOKENS: usize = 4;
+
+/// The several-tokens loop: `out[t][r]` is exactly [`dot`] of row `r` and token `t`, each
+/// (row, token) pair receiving that row's operations of [`dot_rows`] in the same order;
+/// each row's block is decoded once for all `T` tokens, each token's activations loaded
+/// once for all [`ROWS`] rows.
+///
+/// # Safety
+/// As [`dot_rows_q6_k`], and each of the `T` rows at `a + t·a_stride` must hold `nb`
+/// Q8_K blocks.
+// The tile is indexed by (token, row) while rows are the outer loop.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn dot_tokens<const VNNI: bool, const T: usize>(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    a_stride: usize,
+    nb: usize,
+) -> [[f32; ROWS]; T] {
+    let mut acc = [[_mm512_setzero_ps(); ROWS]; T];
+    for i in 0..nb {
+        let ahead = w.wrapping_add(ROWS * (stride * PREFETCH_GROUPS + BYTES * i));
+        prefetch_ahead(ahead, ROWS * BYTES, stride);
+        let mut yd = [0.0f32; T];
+        let zero = Acts {
+            yv: [_mm512_setzero_si512(); 4],
+            neg_bsums: _mm256_setzero_si256(),
+        };
+        let mut shared = [zero; T];
+        for t in 0..T {
+            let y = a.add(t * a_stride + Q8K * i);
+            yd[t] = q8k_d(y);
+            shared[t] = acts(y);
+        }
+        for r in 0..ROWS {
+            let x = w.add(r * stride + BYTES * i);
+            let dx = f16_at(x.add(D));
+            let q = Decoded::new::<VNNI>(x);
+            for t in 0..T {
+                let d = _mm512_set1_ps(yd[t] * dx);
+                let sumi = q.sums::<VNNI>(&shared[t]);
+                acc[t][r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc[t][r]);
+            }
+        }
+    }
+    acc.map(|acc| acc.map(|acc| _mm512_reduce_add_ps(acc)))
+}
+
+/// Defines the `#[target_feature]` several-tokens entry points.
+macro_rules! tokens_kernel {
+    ($name:ident, $vnni:expr, $features:literal, $what:literal) => {
+        #[doc = concat!($what, " for [`ROWS`] rows `stride` bytes apart and `n_tokens` ")]
+        #[doc = "(1..=[`TOKENS`]) Q8_K rows `a_stride` bytes apart: `out[t][r]` for"]
+        #[doc = "`t < n_tokens` is the single-row dot of row `r` and token `t`."]
+        ///
+        /// # Safety
+        /// The CPU must support the features this function enables; each of the [`ROWS`]
+        /// rows at `w + r·stride` must hold `nb` Q6_K blocks, and each of the `n_tokens`
+        /// rows at `a + t·a_stride` `nb` Q8_K blocks.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name(
+            w: *const u8,
+            stride: usize,
+            a: *const u8,
+            a_stride: usize,
+            nb: usize,
+            n_tokens: usize,
+        ) -> [[f32; ROWS]; TOKENS] {
+            let mut out = [[0.0; ROWS]; TOKENS];
+            match n_tokens {
+                0 => {}
+                1 => out[0] = dot_rows::<$vnni>(w, stride, a, nb),
+                2 => out[..2].copy_from_slice(&dot_tokens::<$vnni, 2>(w, stride, a, a_stride, nb)),
+                3 => out[..3].copy_from_slice(&dot_tokens::<$vnni, 3>(w, stride, a, a_stride, nb)),
+                _ => out = dot_tokens::<$vnni, TOKENS>(w, stride, a, a_stride, nb),
+            }
+            out
+        }
+    };
+}
+
+tokens_kernel!(
+    dot_tokens_q6_k,
+    false,
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
+    "Q6_K · Q8_K"
+);
+tokens_kernel!(
+    dot_tokens_q6_k_vnni,
+    true,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "Q6_K · Q8_K with VNNI"
+);
 
 /// Q6_K · Q8_K.
 ///
