@@ -2,8 +2,9 @@
 //! state): `B` sequences, each with a short prompt, then `N_GEN` steps that each carry one
 //! token of every sequence. Prints the step time and the aggregate tokens/s for each `B`,
 //! best of three runs, so the cost of a wider batch can be read against one sequence's.
-//! Then, as the scheduler builds them, mixed steps: 3 decode tokens plus a prompt chunk
-//! of `C` tokens of another sequence (prompt tokens through the GEMM), median of 9.
+//! Then mixed steps: 3 decode tokens plus a prompt chunk of `C` tokens of another
+//! sequence, the chunk through the row path (as the scheduler runs it beside decoding
+//! streams) and through the GEMM (what that would cost), median of 9.
 //!
 //! ```text
 //! cargo run --release -p hearth-models --example batched_decode -- MODEL.gguf [THREADS] [N_GEN] [B...]
@@ -78,31 +79,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     // Mixed steps: 3 decoding sequences and one prompt chunk.
-    for chunk in [0usize, 1, 8, 16, 32, 64, 128] {
-        let mut times = Vec::new();
-        for _ in 0..9 {
-            kv.clear();
-            let seqs: Vec<_> = (0..3).map(|_| kv.new_sequence()).collect();
-            let newcomer = kv.new_sequence();
-            for &s in &seqs {
+    for gemm in [false, true] {
+        for chunk in [0usize, 1, 4, 8, 16, 32, 64] {
+            let mut times = Vec::new();
+            for _ in 0..9 {
+                kv.clear();
+                let seqs: Vec<_> = (0..3).map(|_| kv.new_sequence()).collect();
+                let newcomer = kv.new_sequence();
+                for &s in &seqs {
+                    batch.clear();
+                    batch.push(1000, 0, s, true);
+                    model.forward(&pool, &mut kv, &mut scratch, &batch)?;
+                }
                 batch.clear();
-                batch.push(1000, 0, s, true);
+                for &s in &seqs {
+                    batch.push(1001, 1, s, true);
+                }
+                for j in 0..chunk {
+                    batch.push((2000 + j) as u32, j as u32, newcomer, j + 1 == chunk);
+                }
+                batch.set_gemm_from(if gemm { 3 } else { batch.len() });
+                let t = Instant::now();
                 model.forward(&pool, &mut kv, &mut scratch, &batch)?;
+                times.push(t.elapsed().as_secs_f64());
             }
-            batch.clear();
-            for &s in &seqs {
-                batch.push(1001, 1, s, true);
-            }
-            batch.set_gemm_from(3);
-            for j in 0..chunk {
-                batch.push((2000 + j) as u32, j as u32, newcomer, j + 1 == chunk);
-            }
-            let t = Instant::now();
-            model.forward(&pool, &mut kv, &mut scratch, &batch)?;
-            times.push(t.elapsed().as_secs_f64());
+            times.sort_by(f64::total_cmp);
+            let path = if gemm { "GEMM" } else { "rows" };
+            println!(
+                "3 decode + {chunk} prompt ({path}): step {:.2} ms",
+                times[4] * 1e3
+            );
         }
-        times.sort_by(f64::total_cmp);
-        println!("3 decode + {chunk} prompt: step {:.2} ms", times[4] * 1e3);
     }
     Ok(())
 }
