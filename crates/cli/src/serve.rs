@@ -50,6 +50,7 @@ pub struct ServeArgs {
 
 /// Runs `hearth serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    return_large_buffers_to_the_os();
     let threads = crate::run::threads(args.threads)?;
     if args.ctx == Some(0) {
         anyhow::bail!("--ctx must be at least 1");
@@ -77,4 +78,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         addr: SocketAddr::new(args.host, args.port),
         api_key,
     })
+}
+
+/// Makes glibc's allocator serve every block of 256 KiB or more with its own mapping,
+/// given back to the OS when freed.
+///
+/// A server allocates and frees a few such buffers per request (a sampler's candidate
+/// list is 8 bytes per vocabulary entry: 2 MiB for Gemma 3). glibc raises its mapping
+/// threshold to the size of each mapped block freed, after which those buffers come from
+/// the heap and their pages stay with the process: in a 5-minute soak (2,000 requests, 16
+/// clients) the resident size crept 5.8 % above its level after warm-up. Setting the
+/// threshold explicitly turns that adjustment off. Elsewhere (other C libraries, other
+/// systems) this does nothing.
+fn return_large_buffers_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a tuning parameter of the allocator; it is called
+    // before the server's threads start, and 256 KiB is within its accepted range.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
 }
