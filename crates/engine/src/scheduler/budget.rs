@@ -6,7 +6,10 @@
 //! is sized from measurements to keep a step within [`STALL`] times a decode-only step:
 //! the cost of a prompt token and of a decode-only step are tracked as moving averages
 //! of this machine's own steps, so the rule holds on a slow laptop and a fast server
-//! alike. With nobody decoding, a prompt goes in chunks of the full step budget.
+//! alike. With nobody decoding, a step takes up to [`IDLE_STEPS`] times the step budget
+//! (the forward pass slices it into batches of the step budget): prompts that arrive
+//! together are then all done in one step and start decoding together, instead of the
+//! first ones decoding while the rest crawl through the small chunks decoding allows.
 
 /// A mixed step may take this many times a decode-only step.
 pub const STALL: f64 = 2.0;
@@ -14,6 +17,8 @@ pub const STALL: f64 = 2.0;
 /// on Gemma 3 270M at 2 threads a prompt token on the row path costs about a third of a
 /// 3-stream decode step, so more would break the stall bound by itself).
 const MIN_CHUNK: usize = 4;
+/// With nobody decoding, a step carries up to this many times the step budget.
+pub const IDLE_STEPS: usize = 4;
 /// Weight of a new measurement in the moving averages.
 const ALPHA: f64 = 0.2;
 
@@ -45,10 +50,10 @@ impl Budget {
 
     /// Prompt tokens the next step may carry beside `n_decode` decode tokens.
     pub fn prompt_tokens(&self, n_decode: usize) -> usize {
-        let room = self.max_tokens.saturating_sub(n_decode);
         if n_decode == 0 {
-            return room;
+            return IDLE_STEPS * self.max_tokens;
         }
+        let room = self.max_tokens.saturating_sub(n_decode);
         let chunk = match (self.decode_step_s, self.prompt_token_s) {
             (Some(d), Some(p)) if p > 0.0 => ((STALL - 1.0) * d / p) as usize,
             // Not measured yet: a cautious start.
@@ -86,7 +91,7 @@ mod tests {
     #[test]
     fn nobody_decoding_takes_the_whole_step() {
         let b = Budget::new(512);
-        assert_eq!(b.prompt_tokens(0), 512);
+        assert_eq!(b.prompt_tokens(0), IDLE_STEPS * 512);
         assert_eq!(b.prompt_tokens(3), 16, "unmeasured: a cautious start");
     }
 
