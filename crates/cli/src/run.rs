@@ -87,9 +87,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.ctx == Some(0) {
         bail!("-c must be at least 1");
     }
-    if !args.model.exists() {
-        bail!("{}: no such file", args.model.display());
-    }
 
     let t_load = Instant::now();
     let config = EngineConfig {
@@ -288,18 +285,9 @@ pub(crate) fn open_model_with(path: &Path, mmap: bool) -> anyhow::Result<GgufFil
 /// Where `open_model_with` puts the weights of `path` (see there).
 pub(crate) fn residency(path: &Path, mmap: bool) -> Residency {
     let len = std::fs::metadata(path).map_or(0, |m| m.len());
-    if mmap || mem_available().is_some_and(|avail| len > avail / 2) {
+    if mmap || scheduler::mem_available().is_some_and(|avail| len > avail / 2) {
         Residency::Mapped
     } else {
         Residency::HugePages
     }
-}
-
-/// Bytes of memory available to new allocations, from Linux's `/proc/meminfo`; `None`
-/// elsewhere (the copy is then made regardless).
-fn mem_available() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib.saturating_mul(1024))
 }

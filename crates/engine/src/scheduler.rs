@@ -198,7 +198,9 @@ fn open(config: &EngineConfig) -> Result<GgufFile, String> {
         .map_err(|e| format!("{}: not a readable GGUF file: {e}", config.model.display()))
 }
 
-/// Bytes of memory available to new allocations, from Linux's `/proc/meminfo`.
+/// Bytes of memory available to new allocations, from Linux's `/proc/meminfo`; `None`
+/// elsewhere. (Sizes the default KV pool here; the CLI uses it to decide whether weights
+/// are copied onto huge pages.)
 pub fn mem_available() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
@@ -239,6 +241,9 @@ struct Scheduler<'m, 'a> {
     running: Vec<Seq<'m>>,
     waiting: VecDeque<Seq<'m>>,
     plan: Vec<Planned>,
+    /// Per running sequence, whether it ended in the step being processed (kept between
+    /// steps so that the token loop does not allocate it).
+    ended: Vec<bool>,
     /// Admissions so far: the order of `Seq::admitted`.
     admissions: u64,
 }
@@ -326,6 +331,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             running: Vec::with_capacity(parallel),
             waiting: VecDeque::new(),
             plan: Vec::with_capacity(parallel + 1),
+            ended: Vec::with_capacity(parallel),
             admissions: 0,
         })
     }
@@ -500,6 +506,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             running,
             plan,
             limits,
+            ended,
             ..
         } = self;
         let logits = match model.forward(pool, kv, scratch, batch) {
@@ -538,7 +545,8 @@ impl<'m, 'a> Scheduler<'m, 'a> {
         metrics::step(batch.len(), n_prompt, plan.len(), elapsed);
         self.budget
             .record(n_decode, n_prompt, elapsed.as_secs_f64());
-        let mut ended = vec![false; running.len()];
+        ended.clear();
+        ended.resize(running.len(), false);
         let mut row = 0;
         for p in plan.iter() {
             let prefilled = is_prompt(p, &running[p.seq]);
@@ -548,7 +556,8 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             }
             let r = &logits[row * n_vocab..(row + 1) * n_vocab];
             row += 1;
-            let mut choices = vec![p.seq];
+            // This sequence, then the forks made from it now (appended at the end).
+            let first_fork = running.len();
             if prefilled {
                 // The prompt (or a recomputation) is done: its blocks go to the cache.
                 let s = &running[p.seq];
@@ -564,7 +573,6 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                         Ok(child) => {
                             running.push(child);
                             ended.push(false);
-                            choices.push(running.len() - 1);
                         }
                         Err(e) => {
                             kv.remove_sequence(child_kv);
@@ -574,7 +582,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                     }
                 }
             }
-            for i in choices {
+            for i in std::iter::once(p.seq).chain(first_fork..running.len()) {
                 if ended[i] {
                     continue;
                 }
@@ -587,15 +595,15 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 };
                 if progress != Progress::Running {
                     if progress == Progress::Cancelled {
-                        sequence_cancelled();
+                        metrics::finished("cancelled");
                     }
                     ended[i] = true;
                 }
             }
         }
         // Ended sequences leave, highest index first so the others keep theirs.
-        for i in (0..ended.len()).rev() {
-            if ended[i] {
+        for i in (0..self.ended.len()).rev() {
+            if self.ended[i] {
                 let seq = self.running.remove(i);
                 self.release(&seq);
             }
@@ -619,7 +627,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
         while i < self.running.len() {
             if self.running[i].cancelled() {
                 let seq = self.running.remove(i);
-                sequence_cancelled();
+                metrics::finished("cancelled");
                 self.release(&seq);
             } else {
                 i += 1;
@@ -628,7 +636,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
         self.waiting.retain(|s| {
             let gone = s.cancelled();
             if gone {
-                sequence_cancelled();
+                metrics::finished("cancelled");
             }
             !gone
         });
@@ -729,10 +737,9 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             let mut budget = self.budget.prompt_tokens(n_decode);
             // Blocks this batch will take: the pool hands them out only during the pass.
             let mut reserved = need;
-            let mut gemm_from = None;
             for gemm in [false, true] {
                 if gemm {
-                    gemm_from = Some(self.batch.len());
+                    self.batch.set_gemm_from(self.batch.len());
                 }
                 for i in 0..self.running.len() {
                     let s = &self.running[i];
@@ -761,8 +768,6 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                     budget -= n;
                 }
             }
-            self.batch
-                .set_gemm_from(gemm_from.expect("the GEMM pass ran"));
             if self.batch.is_empty() && !self.running.is_empty() {
                 // Nobody could go on (prompts waiting for room held by others): the
                 // youngest steps back, so the oldest always progresses.
@@ -799,8 +804,4 @@ const GEMM_MIN_PROMPT: usize = 64;
 /// decoding streams, and so rounds differently from a run alone.
 fn takes_gemm(s: &Seq<'_>, n_decode: usize) -> bool {
     n_decode == 0 && s.tokens.len() >= GEMM_MIN_PROMPT
-}
-
-fn sequence_cancelled() {
-    metrics::finished("cancelled");
 }

@@ -43,11 +43,6 @@ impl Budget {
         }
     }
 
-    /// Most tokens a step may carry.
-    pub fn max_tokens(&self) -> usize {
-        self.max_tokens
-    }
-
     /// Prompt tokens the next step may carry beside `n_decode` decode tokens.
     pub fn prompt_tokens(&self, n_decode: usize) -> usize {
         if n_decode == 0 {
