@@ -25,6 +25,8 @@
 //! formats with mins) and, per thread, one tile of [`TILE_ROWS`] × [`KC`] decoded weights
 //! (4 bytes per value, 128 KiB): both in the caller's [`GemmScratch`], grown once.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod panel;
 mod reference;
 pub(crate) mod unpack;
@@ -177,6 +179,9 @@ pub struct Micro<'a> {
     pub(crate) w: [WeightRow<'a>; MR],
     pub(crate) a: ActRows<'a>,
     pub(crate) segs: Segments,
+    /// The largest `|v|` the weights' format can hold ([`unpack::v_max`]): kernels whose
+    /// byte products saturate pick their path by it.
+    pub(crate) v_max: u32,
 }
 
 /// A weight row: values, and per lane (16 per segment) `corr = -128 · Σv`, the scale and
@@ -251,6 +256,11 @@ impl MicroKernel {
                     level,
                 })
             }
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => Some(MicroKernel {
+                f: avx2::micro,
+                level,
+            }),
             _ => None,
         }
     }
@@ -301,6 +311,7 @@ pub(crate) fn matmul(
 ) {
     let (ty, n_rows, n_cols) = (w.ty(), w.n_rows(), w.n_cols());
     let has_min = unpack::has_min(ty);
+    let v_max = unpack::v_max(ty);
     let run = unpack::scale_run(ty);
     scratch
         .panel
@@ -348,6 +359,7 @@ pub(crate) fn matmul(
                     w: std::array::from_fn(|i| tile.row(i0 + i)),
                     a,
                     segs,
+                    v_max,
                 };
                 (micro.f)(&m, has_min, &mut sums[i0..], TILE_ROWS);
             }
@@ -541,6 +553,109 @@ impl Tile {
 mod tests {
     use super::*;
     use crate::quant::quantize_row;
+
+    /// Every SIMD micro-kernel of this machine against the reference, at the extremes of
+    /// each weight range (where AVX2's saturating byte products would first go wrong) and
+    /// on random values. Scales are 1, so every f32 sum is an exact integer and the
+    /// results must be equal.
+    #[test]
+    fn micro_kernels_are_exact_at_the_range_limits() {
+        let kernels: Vec<MicroKernel> = Level::supported()
+            .into_iter()
+            .filter_map(MicroKernel::for_level)
+            .collect();
+        // (v_max, lowest value, highest value, run, has_min): the ranges of unpack::v_max.
+        let ranges = [
+            (8, -8, 7, 32, false),
+            (15, 0, 15, 32, true),
+            (16, -16, 15, 32, false),
+            (31, 0, 31, 32, true),
+            (32, -32, 31, 16, false),
+            (128, -128, 127, 32, false),
+        ];
+        let n = 512;
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (v_max, lo, hi, run, has_min) in ranges {
+            let segs = Segments::new(n, run);
+            let (padded, lanes) = (segs.padded(), segs.count() * LANES);
+            // Patterns: the largest products of each sign, then random values.
+            for pattern in 0..4 {
+                let plain_v: Vec<Vec<i8>> = (0..MR)
+                    .map(|i| {
+                        (0..n)
+                            .map(|k| match pattern {
+                                0 => hi as i8,
+                                1 => lo as i8,
+                                2 => [lo, hi][(k + i) % 2] as i8,
+                                _ => (lo + (next() % (hi - lo + 1) as u64) as i32) as i8,
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let plain_a: Vec<Vec<u8>> = (0..NR)
+                    .map(|j| {
+                        (0..n)
+                            .map(|k| match pattern {
+                                0 | 1 => 255,
+                                2 => [1, 255][(k / 2 + j) % 2],
+                                _ => 1 + (next() % 255) as u8,
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let mut v = vec![0i8; MR * padded];
+                let mut corr = vec![0i32; MR * lanes];
+                for i in 0..MR {
+                    let corr = &mut corr[i * lanes..][..lanes];
+                    segs.lay_out(&plain_v[i], &mut v[i * padded..][..padded], |l, _, q| {
+                        corr[l] = -128 * q.iter().map(|&q| q as i32).sum::<i32>()
+                    });
+                }
+                let mut a = vec![128u8; NR * padded];
+                for j in 0..NR {
+                    segs.lay_out(&plain_a[j], &mut a[j * padded..][..padded], |_, _, _| {});
+                }
+                let ones = vec![1.0f32; NR * lanes];
+                let halves = vec![0.5f32; NR * lanes];
+                let micro = Micro {
+                    w: std::array::from_fn(|i| WeightRow {
+                        v: &v[i * padded..][..padded],
+                        corr: &corr[i * lanes..][..lanes],
+                        scale: &ones[..lanes],
+                        min: &halves[..lanes],
+                    }),
+                    a: ActRows {
+                        a: &a,
+                        a_stride: padded,
+                        scale: &ones,
+                        sum: &halves,
+                        lane_stride: lanes,
+                        n_tokens: NR,
+                    },
+                    segs,
+                    v_max,
+                };
+                let mut want = vec![0f32; NR * MR];
+                (MicroKernel::reference().f)(&micro, has_min, &mut want, MR);
+                for k in &kernels {
+                    let mut got = vec![0f32; NR * MR];
+                    (k.f)(&micro, has_min, &mut got, MR);
+                    assert_eq!(
+                        got,
+                        want,
+                        "{}: v_max {v_max}, pattern {pattern}",
+                        k.level.name()
+                    );
+                }
+            }
+        }
+    }
 
     /// The formats' direct group paths must decode exactly what the generic path does.
     #[test]

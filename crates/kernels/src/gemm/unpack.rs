@@ -40,6 +40,21 @@ pub(crate) fn has_min(ty: TensorType) -> bool {
     matches!(ty, Q4_1 | Q5_1 | Q4_K | Q5_K)
 }
 
+/// The largest `|v|` that [`unpack`] writes for `ty`: what bounds the byte products of
+/// kernels whose sums saturate (AVX2's `vpmaddubsw`).
+pub(crate) fn v_max(ty: TensorType) -> u32 {
+    use TensorType::*;
+    match ty {
+        Q4_0 => 8,
+        Q4_1 | Q4_K => 15,
+        Q5_0 => 16,
+        Q5_1 | Q5_K => 31,
+        Q6_K => 32,
+        // Q8_0 holds any byte; IQ4_NL's table spans -127..=113.
+        _ => 128,
+    }
+}
+
 /// Values that share one scale and one min in every block of `ty`: 16 for Q6_K, 32 for
 /// the others [`supports`] accepts. The micro-kernels sum each such run in integers
 /// before scaling it.

@@ -1,0 +1,217 @@
+//! The micro-kernel with AVX2 (no VNNI): byte products through `vpmaddubsw` (unsigned ×
+//! signed bytes, pairs summed into saturating i16) and `vpmaddwd` against ones (i16 pairs
+//! into the i32 lanes of 4 products that the layout defines), [`ROWS`] rows × [`NR`]
+//! tokens at a time, one 256-bit half of a chunk (8 lanes) at a time.
+//!
+//! Exactness: `vpmaddubsw` saturates at ±32767, so each path keeps its i16 sums below it
+//! and every i32 lane receives exactly the integer sum the reference computes.
+//! - Narrow formats (weights `|v| ≤ 64`, every format but Q8_0 and IQ4_NL) multiply the
+//!   stored activations `a + 128 ≤ 255` by the weights directly, as VNNI does, with the
+//!   lane starting at `corr = -128 · Σv`: a pair is at most `2 · 255 · 64 = 32640`. With
+//!   `|v| ≤ 32` two pairs of consecutive chunks still fit in i16 (`2 · 2 · 255 · 32 =
+//!   32640`), and with `|v| ≤ 16` four (`4 · 2 · 255 · 15 = 30600` for 0..15,
+//!   `4 · 2 · 255 · 8 = 16320` for -8..7): those chunks are added as i16 (`vpaddw`) and
+//!   widened once, which saves `vpmaddwd`s, the multiply ports' bottleneck.
+//! - Wide formats (Q8_0, IQ4_NL: `|v|` up to 128) take ggml's sign trick: the signed
+//!   activation `a` (every ggml activation quantizer keeps it in -127..=127) gets the sign
+//!   of `v`, and `|v|` (128 read as an unsigned byte is right) is the unsigned operand:
+//!   `|v| · (±a)` pairs are at most `2 · 128 · 127 = 32512`. The offset is then never
+//!   added, so the lane starts at zero instead of `corr`.
+//!
+//! The f32 side is the reference's: per (row, token, segment) each lane's sum is scaled by
+//! `weight scale · activation scale` (minus `min · scale · Σa`) into a per-lane
+//! accumulator; the lanes are added at the end, in another order than the reference's.
+
+use std::arch::x86_64::*;
+
+use super::{Micro, CHUNK, LANES, MR, NR};
+
+/// Weight rows per inner pass: 2 rows × [`NR`] tokens of i32 sums (8 registers) plus the
+/// tokens' activations (4) fit AVX2's 16 registers.
+const ROWS: usize = 2;
+
+/// See [`super::reference::micro`]; chosen only when the CPU has AVX2 and FMA.
+pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [f32], stride: usize) {
+    m.check(has_min, out, stride);
+    // SAFETY: `MicroKernel::for_level` hands this kernel out only for the AVX2 level,
+    // which `Level::is_supported` grants only with avx2 and fma detected; the slices
+    // cover the layout (checked above).
+    unsafe {
+        match (m.v_max, has_min) {
+            (0..=16, false) => micro_avx2::<4, false, false>(m, out, stride),
+            (0..=16, true) => micro_avx2::<4, false, true>(m, out, stride),
+            (17..=32, false) => micro_avx2::<2, false, false>(m, out, stride),
+            (17..=32, true) => micro_avx2::<2, false, true>(m, out, stride),
+            (33..=64, false) => micro_avx2::<1, false, false>(m, out, stride),
+            (33..=64, true) => micro_avx2::<1, false, true>(m, out, stride),
+            (_, false) => micro_avx2::<1, true, false>(m, out, stride),
+            (_, true) => micro_avx2::<1, true, true>(m, out, stride),
+        }
+    }
+}
+
+/// Pointers to the current [`NR`] tokens' activations.
+struct Tokens {
+    a: [*const u8; NR],
+    scale: [*const f32; NR],
+    sum: [*const f32; NR],
+}
+
+/// Per (row, token): the f32 accumulators of a chunk's two halves (lanes 0..8, 8..16).
+type Acc = [[[__m256; 2]; NR]; ROWS];
+
+/// `K`: chunks whose i16 pair sums are added before widening (see the module doc);
+/// `WIDE`: the sign-trick path; `MIN`: the weights have mins.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn micro_avx2<const K: usize, const WIDE: bool, const MIN: bool>(
+    m: &Micro<'_>,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let rows = &m.a;
+    for t0 in (0..rows.n_tokens).step_by(NR) {
+        // SAFETY: `check` verified that every token's row, at its stride, holds the
+        // layout; `sum` is only offset (and read) when the weights have mins.
+        let tokens = unsafe {
+            Tokens {
+                a: std::array::from_fn(|j| rows.a.as_ptr().add((t0 + j) * rows.a_stride)),
+                scale: std::array::from_fn(|j| {
+                    rows.scale.as_ptr().add((t0 + j) * rows.lane_stride)
+                }),
+                sum: std::array::from_fn(|j| {
+                    if MIN {
+                        rows.sum.as_ptr().add((t0 + j) * rows.lane_stride)
+                    } else {
+                        rows.sum.as_ptr()
+                    }
+                }),
+            }
+        };
+        for i0 in (0..MR).step_by(ROWS) {
+            let w = [&m.w[i0], &m.w[i0 + 1]];
+            let mut acc: Acc = [[[_mm256_setzero_ps(); 2]; NR]; ROWS];
+            // SAFETY: segment s covers values base..base + chunks·64 and lanes
+            // 16s..16s + 16, within every row's slices (checked).
+            unsafe {
+                let mut base = 0;
+                for (s, runs) in m.segs.iter().enumerate() {
+                    let chunks = m.segs.chunks(runs);
+                    for half in 0..2 {
+                        let at = (base + half * CHUNK / 2, s * LANES + half * LANES / 2);
+                        match chunks {
+                            8 => segment::<8, K, WIDE, MIN>(w, &tokens, at, half, &mut acc),
+                            4 => segment::<4, K, WIDE, MIN>(w, &tokens, at, half, &mut acc),
+                            2 => segment::<2, K, WIDE, MIN>(w, &tokens, at, half, &mut acc),
+                            1 => segment::<1, K, WIDE, MIN>(w, &tokens, at, half, &mut acc),
+                            c => unreachable!("segments of {c} chunks"),
+                        }
+                    }
+                    base += chunks * CHUNK;
+                }
+            }
+            for (i, acc) in acc.iter().enumerate() {
+                let sums = sum4(std::array::from_fn(|j| _mm256_add_ps(acc[j][0], acc[j][1])));
+                let mut s = [0f32; NR];
+                // SAFETY: `s` holds 4 floats.
+                unsafe { _mm_storeu_ps(s.as_mut_ptr(), sums) };
+                for (j, s) in s.iter().enumerate() {
+                    out[(t0 + j) * stride + i0 + i] += s;
+                }
+            }
+        }
+    }
+}
+
+/// The totals of 4 vectors, lane `j` for `v[j]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sum4(v: [__m256; NR]) -> __m128 {
+    const { assert!(NR == 4) };
+    let ab = _mm256_hadd_ps(v[0], v[1]);
+    let cd = _mm256_hadd_ps(v[2], v[3]);
+    let abcd = _mm256_hadd_ps(ab, cd);
+    _mm_add_ps(
+        _mm256_castps256_ps128(abcd),
+        _mm256_extractf128_ps::<1>(abcd),
+    )
+}
+
+/// Adds one half (8 lanes) of a segment of `C` chunks to `acc[..][..][half]`: values from
+/// `at.0` every [`CHUNK`], lanes from `at.1`.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA, and the segment is within every row's data.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn segment<const C: usize, const K: usize, const WIDE: bool, const MIN: bool>(
+    w: [&super::WeightRow<'_>; ROWS],
+    t: &Tokens,
+    at: (usize, usize),
+    half: usize,
+    acc: &mut Acc,
+) {
+    let (v0, lane0) = at;
+    // Chunks added as i16 before widening: K, or the whole segment when shorter.
+    let group = K.min(C);
+    // SAFETY: the caller's contract.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut isum = [[_mm256_setzero_si256(); NR]; ROWS];
+        if !WIDE {
+            for (w, isum) in w.iter().zip(isum.iter_mut()) {
+                *isum = [_mm256_loadu_si256(w.corr.as_ptr().add(lane0).cast()); NR];
+            }
+        }
+        for g in (0..C).step_by(group) {
+            let mut pairs = [[_mm256_setzero_si256(); NR]; ROWS];
+            for c in g..g + group {
+                let at = v0 + c * CHUNK;
+                let a: [__m256i; NR] = std::array::from_fn(|j| {
+                    let a = _mm256_loadu_si256(t.a[j].add(at).cast());
+                    if WIDE {
+                        _mm256_xor_si256(a, _mm256_set1_epi8(-128))
+                    } else {
+                        a
+                    }
+                });
+                for (w, pairs) in w.iter().zip(pairs.iter_mut()) {
+                    let v = _mm256_loadu_si256(w.v.as_ptr().add(at).cast());
+                    for j in 0..NR {
+                        let p = if WIDE {
+                            _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(a[j], v))
+                        } else {
+                            _mm256_maddubs_epi16(a[j], v)
+                        };
+                        pairs[j] = if c == g {
+                            p
+                        } else {
+                            _mm256_add_epi16(pairs[j], p)
+                        };
+                    }
+                }
+            }
+            for (isum, pairs) in isum.iter_mut().zip(&pairs) {
+                for j in 0..NR {
+                    isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(pairs[j], ones));
+                }
+            }
+        }
+        for j in 0..NR {
+            let a_scale = _mm256_loadu_ps(t.scale[j].add(lane0));
+            let a_sum = if MIN {
+                _mm256_loadu_ps(t.sum[j].add(lane0))
+            } else {
+                _mm256_setzero_ps()
+            };
+            for (i, w) in w.iter().enumerate() {
+                let acc = &mut acc[i][j][half];
+                let scale = _mm256_mul_ps(_mm256_loadu_ps(w.scale.as_ptr().add(lane0)), a_scale);
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), scale, *acc);
+                if MIN {
+                    let min = _mm256_loadu_ps(w.min.as_ptr().add(lane0));
+                    *acc = _mm256_fnmadd_ps(min, a_sum, *acc);
+                }
+            }
+        }
+    }
+}
