@@ -5,14 +5,14 @@
 //!
 //! Exactness: `vpmaddubsw` saturates at ±32767, so each path keeps its i16 sums below it
 //! and every i32 lane receives exactly the integer sum the reference computes.
-//! - Narrow formats (weights `|v| ≤ 64`, every format but Q8_0 and IQ4_NL) multiply the
+//! - Narrow formats (weights `|v| ≤ 64`: the 4-, 5- and 6-bit formats) multiply the
 //!   stored activations `a + 128 ≤ 255` by the weights directly, as VNNI does, with the
 //!   lane starting at `corr = -128 · Σv`: a pair is at most `2 · 255 · 64 = 32640`. With
 //!   `|v| ≤ 32` two pairs of consecutive chunks still fit in i16 (`2 · 2 · 255 · 32 =
-//!   32640`), and with `|v| ≤ 16` four (`4 · 2 · 255 · 15 = 30600` for 0..15,
-//!   `4 · 2 · 255 · 8 = 16320` for -8..7): those chunks are added as i16 (`vpaddw`) and
+//!   32640`), and with `|v| ≤ 16` four (`4 · 2 · 255 · 16 = 32640` for Q5_0's -16..15,
+//!   less for the 4-bit formats): those chunks are added as i16 (`vpaddw`) and
 //!   widened once, which saves `vpmaddwd`s, the multiply ports' bottleneck.
-//! - Wide formats (Q8_0, IQ4_NL: `|v|` up to 128) take ggml's sign trick: the signed
+//! - Wide formats (Q8_0, IQ4_NL, IQ4_XS: `|v|` up to 128) take ggml's sign trick: the signed
 //!   activation `a` (every ggml activation quantizer keeps it in -127..=127) gets the sign
 //!   of `v`, and `|v|` (128 read as an unsigned byte is right) is the unsigned operand:
 //!   `|v| · (±a)` pairs are at most `2 · 128 · 127 = 32512`. The offset is then never

@@ -10,11 +10,11 @@ use bytemuck::Pod;
 
 use super::LANE;
 use crate::quant::blocks::{
-    f16_le, BlockIQ4NL, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8_0, KVALUES_IQ4NL,
+    f16_le, BlockIQ4NL, BlockIQ4XS, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
+    BlockQ6K, BlockQ8_0, KVALUES_IQ4NL,
 };
 use crate::quant::kquants::get_scale_min_k4;
-use crate::quant::{q5_0::unpack5, q5_k, q6_k, TensorType, QK_K};
+use crate::quant::{iq4_xs, q5_0::unpack5, q5_k, q6_k, TensorType, QK_K};
 
 /// The integer rows of a stretch of weights: `v` holds the values, `scale` and `min` one
 /// entry per lane of [`LANE`] values.
@@ -29,7 +29,7 @@ pub(crate) fn supports(ty: TensorType) -> bool {
     use TensorType::*;
     matches!(
         ty,
-        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K | IQ4_NL
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K | IQ4_NL | IQ4_XS
     )
 }
 
@@ -50,7 +50,7 @@ pub(crate) fn v_max(ty: TensorType) -> u32 {
         Q5_0 => 16,
         Q5_1 | Q5_K => 31,
         Q6_K => 32,
-        // Q8_0 holds any byte; IQ4_NL's table spans -127..=113.
+        // Q8_0 holds any byte; IQ4_NL's and IQ4_XS's table spans -127..=113.
         _ => 128,
     }
 }
@@ -151,6 +151,18 @@ pub(crate) fn unpack(ty: TensorType, src: &[u8], out: Unpacked<'_>) {
             // ggml: `d * sc * q`, i.e. `(d * sc) * q`, one scale per 16 values.
             for (j, &sc) in b.scales.iter().enumerate() {
                 s[4 * j..4 * j + 4].fill(d * sc as f32);
+            }
+            m.fill(0.0);
+        }),
+        T::IQ4_XS => blocks::<BlockIQ4XS>(src, out, QK_K, |b, v, s, m| {
+            let d = f16_le(b.d);
+            for (ib, q) in b.qs.chunks_exact(16).enumerate() {
+                for (j, &q) in q.iter().enumerate() {
+                    v[32 * ib + j] = KVALUES_IQ4NL[(q & 0xF) as usize];
+                    v[32 * ib + 16 + j] = KVALUES_IQ4NL[(q >> 4) as usize];
+                }
+                // ggml: `dl = d * (ls - 32)`, then `dl * kvalue`.
+                s[8 * ib..8 * ib + 8].fill(d * iq4_xs::sub_scale(b, ib) as f32);
             }
             m.fill(0.0);
         }),
@@ -309,7 +321,9 @@ mod tests {
         let x: Vec<f32> = (0..n)
             .map(|i| ((i * 7919 % 1000) as f32 / 250.0 - 2.0) * (1.0 + (i % 13) as f32))
             .collect();
-        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL] {
+        for ty in [
+            Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS,
+        ] {
             assert!(supports(ty));
             let bytes = ty.row_bytes(n as u64).unwrap() as usize;
             let mut q = vec![0u8; bytes];

@@ -55,7 +55,7 @@ pub fn quantize(x: &[f32], out: &mut [BlockIQ4XS]) {
 
 /// The 6-bit scale of sub-block `ib` (0..8), minus 32.
 #[inline(always)]
-fn sub_scale(b: &BlockIQ4XS, ib: usize) -> i32 {
+pub(crate) fn sub_scale(b: &BlockIQ4XS, ib: usize) -> i32 {
     let h = u16::from_le_bytes(b.scales_h);
     let ls = ((b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) as i32
         | ((((h >> (2 * ib)) & 3) as i32) << 4);
