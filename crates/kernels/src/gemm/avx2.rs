@@ -1,6 +1,6 @@
 //! The micro-kernel with AVX2 (no VNNI): byte products through `vpmaddubsw` (unsigned ×
 //! signed bytes, pairs summed into saturating i16) and `vpmaddwd` against ones (i16 pairs
-//! into the i32 lanes of 4 products that the layout defines), [`ROWS`] rows × [`NR`]
+//! into the i32 lanes of 4 products that the layout defines), [`ROWS`] rows × [`TOKENS`]
 //! tokens at a time, one 256-bit half of a chunk (8 lanes) at a time.
 //!
 //! Exactness: `vpmaddubsw` saturates at ±32767, so each path keeps its i16 sums below it
@@ -26,9 +26,11 @@ use std::arch::x86_64::*;
 
 use super::{Micro, CHUNK, LANES, MR, NR};
 
-/// Weight rows per inner pass: 2 rows × [`NR`] tokens of i32 sums (8 registers) plus the
-/// tokens' activations (4) fit AVX2's 16 registers.
+/// Weight rows and tokens per inner pass: 2 × 2 i32 sums and as many i16 pair sums, the
+/// 2 rows' weights and the 2 tokens' activations (12 registers) fit AVX2's 16 registers,
+/// where 2 × 4 would spill (measured: a third of the multiply ports' rate).
 const ROWS: usize = 2;
+const TOKENS: usize = 2;
 
 /// See [`super::reference::micro`]; chosen only when the CPU has AVX2 and FMA.
 pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [f32], stride: usize) {
@@ -50,15 +52,15 @@ pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [f32], stride: usize
     }
 }
 
-/// Pointers to the current [`NR`] tokens' activations.
+/// Pointers to the current [`TOKENS`] tokens' activations.
 struct Tokens {
-    a: [*const u8; NR],
-    scale: [*const f32; NR],
-    sum: [*const f32; NR],
+    a: [*const u8; TOKENS],
+    scale: [*const f32; TOKENS],
+    sum: [*const f32; TOKENS],
 }
 
 /// Per (row, token): the f32 accumulators of a chunk's two halves (lanes 0..8, 8..16).
-type Acc = [[[__m256; 2]; NR]; ROWS];
+type Acc = [[[__m256; 2]; TOKENS]; ROWS];
 
 /// `K`: chunks whose i16 pair sums are added before widening (see the module doc);
 /// `WIDE`: the sign-trick path; `MIN`: the weights have mins.
@@ -68,10 +70,12 @@ unsafe fn micro_avx2<const K: usize, const WIDE: bool, const MIN: bool>(
     out: &mut [f32],
     stride: usize,
 ) {
+    const { assert!(MR.is_multiple_of(ROWS) && NR.is_multiple_of(TOKENS)) };
     let rows = &m.a;
-    for t0 in (0..rows.n_tokens).step_by(NR) {
+    for t0 in (0..rows.n_tokens).step_by(TOKENS) {
         // SAFETY: `check` verified that every token's row, at its stride, holds the
-        // layout; `sum` is only offset (and read) when the weights have mins.
+        // layout (the token count is a multiple of NR, so of TOKENS); `sum` is only
+        // offset (and read) when the weights have mins.
         let tokens = unsafe {
             Tokens {
                 a: std::array::from_fn(|j| rows.a.as_ptr().add((t0 + j) * rows.a_stride)),
@@ -87,9 +91,9 @@ unsafe fn micro_avx2<const K: usize, const WIDE: bool, const MIN: bool>(
                 }),
             }
         };
-        for i0 in (0..MR).step_by(ROWS) {
-            let w = [&m.w[i0], &m.w[i0 + 1]];
-            let mut acc: Acc = [[[_mm256_setzero_ps(); 2]; NR]; ROWS];
+        let mut acc = [[[[_mm256_setzero_ps(); 2]; TOKENS]; ROWS]; MR / ROWS];
+        for (p, acc) in acc.iter_mut().enumerate() {
+            let w = [&m.w[ROWS * p], &m.w[ROWS * p + 1]];
             // SAFETY: segment s covers values base..base + chunks·64 and lanes
             // 16s..16s + 16, within every row's slices (checked).
             unsafe {
@@ -99,34 +103,38 @@ unsafe fn micro_avx2<const K: usize, const WIDE: bool, const MIN: bool>(
                     for half in 0..2 {
                         let at = (base + half * CHUNK / 2, s * LANES + half * LANES / 2);
                         match chunks {
-                            8 => segment::<8, K, WIDE, MIN>(w, &tokens, at, half, &mut acc),
-                            4 => segment::<4, K, WIDE, MIN>(w, &tokens, at, half, &mut acc),
-                            2 => segment::<2, K, WIDE, MIN>(w, &tokens, at, half, &mut acc),
-                            1 => segment::<1, K, WIDE, MIN>(w, &tokens, at, half, &mut acc),
+                            8 => segment::<8, K, WIDE, MIN>(w, &tokens, at, half, acc),
+                            4 => segment::<4, K, WIDE, MIN>(w, &tokens, at, half, acc),
+                            2 => segment::<2, K, WIDE, MIN>(w, &tokens, at, half, acc),
+                            1 => segment::<1, K, WIDE, MIN>(w, &tokens, at, half, acc),
                             c => unreachable!("segments of {c} chunks"),
                         }
                     }
                     base += chunks * CHUNK;
                 }
             }
-            for (i, acc) in acc.iter().enumerate() {
-                let sums = sum4(std::array::from_fn(|j| _mm256_add_ps(acc[j][0], acc[j][1])));
-                let mut s = [0f32; NR];
-                // SAFETY: `s` holds 4 floats.
-                unsafe { _mm_storeu_ps(s.as_mut_ptr(), sums) };
-                for (j, s) in s.iter().enumerate() {
-                    out[(t0 + j) * stride + i0 + i] += s;
-                }
+        }
+        // Each token's MR rows: 4 vectors (two row pairs) summed at once.
+        for j in 0..TOKENS {
+            let sums = sum4(std::array::from_fn(|r| {
+                let acc = &acc[r / ROWS][r % ROWS][j];
+                _mm256_add_ps(acc[0], acc[1])
+            }));
+            let mut s = [0f32; MR];
+            // SAFETY: `s` holds 4 floats.
+            unsafe { _mm_storeu_ps(s.as_mut_ptr(), sums) };
+            for (o, s) in out[(t0 + j) * stride..][..MR].iter_mut().zip(s) {
+                *o += s;
             }
         }
     }
 }
 
-/// The totals of 4 vectors, lane `j` for `v[j]`.
+/// The totals of 4 vectors, lane `r` for `v[r]`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn sum4(v: [__m256; NR]) -> __m128 {
-    const { assert!(NR == 4) };
+fn sum4(v: [__m256; MR]) -> __m128 {
+    const { assert!(MR == 4) };
     let ab = _mm256_hadd_ps(v[0], v[1]);
     let cd = _mm256_hadd_ps(v[2], v[3]);
     let abcd = _mm256_hadd_ps(ab, cd);
@@ -156,17 +164,19 @@ unsafe fn segment<const C: usize, const K: usize, const WIDE: bool, const MIN: b
     // SAFETY: the caller's contract.
     unsafe {
         let ones = _mm256_set1_epi16(1);
-        let mut isum = [[_mm256_setzero_si256(); NR]; ROWS];
+        let mut isum = [[_mm256_setzero_si256(); TOKENS]; ROWS];
         if !WIDE {
             for (w, isum) in w.iter().zip(isum.iter_mut()) {
-                *isum = [_mm256_loadu_si256(w.corr.as_ptr().add(lane0).cast()); NR];
+                *isum = [_mm256_loadu_si256(w.corr.as_ptr().add(lane0).cast()); TOKENS];
             }
         }
-        for g in (0..C).step_by(group) {
-            let mut pairs = [[_mm256_setzero_si256(); NR]; ROWS];
-            for c in g..g + group {
-                let at = v0 + c * CHUNK;
-                let a: [__m256i; NR] = std::array::from_fn(|j| {
+        // Counted loops with constant trips (not `step_by`), so that LLVM unrolls them and
+        // keeps the sums in registers rather than in arrays indexed at run time.
+        for g in 0..C / group {
+            let mut pairs = [[_mm256_setzero_si256(); TOKENS]; ROWS];
+            for gc in 0..group {
+                let at = v0 + (g * group + gc) * CHUNK;
+                let a: [__m256i; TOKENS] = std::array::from_fn(|j| {
                     let a = _mm256_loadu_si256(t.a[j].add(at).cast());
                     if WIDE {
                         _mm256_xor_si256(a, _mm256_set1_epi8(-128))
@@ -176,13 +186,13 @@ unsafe fn segment<const C: usize, const K: usize, const WIDE: bool, const MIN: b
                 });
                 for (w, pairs) in w.iter().zip(pairs.iter_mut()) {
                     let v = _mm256_loadu_si256(w.v.as_ptr().add(at).cast());
-                    for j in 0..NR {
+                    for j in 0..TOKENS {
                         let p = if WIDE {
                             _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(a[j], v))
                         } else {
                             _mm256_maddubs_epi16(a[j], v)
                         };
-                        pairs[j] = if c == g {
+                        pairs[j] = if gc == 0 {
                             p
                         } else {
                             _mm256_add_epi16(pairs[j], p)
@@ -191,12 +201,12 @@ unsafe fn segment<const C: usize, const K: usize, const WIDE: bool, const MIN: b
                 }
             }
             for (isum, pairs) in isum.iter_mut().zip(&pairs) {
-                for j in 0..NR {
+                for j in 0..TOKENS {
                     isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(pairs[j], ones));
                 }
             }
         }
-        for j in 0..NR {
+        for j in 0..TOKENS {
             let a_scale = _mm256_loadu_ps(t.scale[j].add(lane0));
             let a_sum = if MIN {
                 _mm256_loadu_ps(t.sum[j].add(lane0))
