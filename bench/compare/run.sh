@@ -3,6 +3,7 @@
 # one session, then one side-by-side table (bench/compare/compare.py).
 #
 #   bench/compare/run.sh [MODEL.gguf|gemma|r1-1.5b|r1-7b ...] [-t 1,2] [-r 5] [-p 512] [-n 128] [-a 3]
+#                        [-l native|avx2]
 #
 # Models: a GGUF path, or a name: gemma (Gemma 3 270M Q4_K_M, scripts/fetch-model.sh),
 # r1-1.5b and r1-7b (random-weight files with the exact shapes and Q4_K_M type mix of
@@ -12,12 +13,14 @@
 # llama-bench), -a alternations: each (model, threads) pair is measured -a times, Hearth
 # and llama.cpp taking turns (who goes first flips each time, so drift in the machine's
 # load falls on both). Raw results stay in a temporary directory, printed at the end.
+# -l the instruction-set level of both engines: native (default: every extension this CPU
+# has) or avx2 (Hearth with HEARTH_CPU=avx2 against llama.cpp compiled with AVX2/FMA/F16C
+# and no AVX-512: what most users' CPUs run, measured on any AVX-512 machine too).
 #
 # Needs: a Rust toolchain; scripts/python-env.sh's environment (made on first use); and
-# llama-cpp-python in the Python that runs llama.cpp (LLAMA_PYTHON, default python3),
-# compiled on this machine. pip compiles it from source with GGML_NATIVE on by default
-# (off only when SOURCE_DATE_EPOCH is set or cross-compiling); to be explicit:
-#   CMAKE_ARGS="-DGGML_NATIVE=ON" pip install --no-binary llama-cpp-python --no-cache-dir llama-cpp-python
+# llama-cpp-python compiled on this machine for the level: bench/llama/install-llama-cpp.sh
+# makes it (once, 5-10 minutes) in its own environment, or LLAMA_PYTHON names a Python
+# that has it.
 # llama.cpp runs with OMP_WAIT_POLICY as the caller set it: unset is what llama-bench
 # does, and llama.cpp's best on a quiet machine; on a machine busy with other work, set
 # OMP_WAIT_POLICY=passive (spinning OpenMP threads then steal the cores).
@@ -25,7 +28,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 
-threads=1,2 reps=5 n_prompt=512 n_gen=128 alternations=3
+threads=1,2 reps=5 n_prompt=512 n_gen=128 alternations=3 level=native
 models=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -34,16 +37,22 @@ while [ $# -gt 0 ]; do
         -p) n_prompt="$2"; shift 2 ;;
         -n) n_gen="$2"; shift 2 ;;
         -a) alternations="$2"; shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -l) level="$2"; shift 2 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
         *) models+=("$1"); shift ;;
     esac
 done
 [ ${#models[@]} -gt 0 ] || models=(gemma)
 
-llama_python="${LLAMA_PYTHON:-python3}"
+case "$level" in
+    native) ;;
+    avx2) export HEARTH_CPU=avx2 ;;
+    *) echo "run.sh: unknown level '$level' (native or avx2)" >&2; exit 2 ;;
+esac
+llama_python="${LLAMA_PYTHON:-$("$root/bench/llama/install-llama-cpp.sh" "$level")}"
 if ! "$llama_python" -c 'import llama_cpp' 2>/dev/null; then
-    echo "run.sh: $llama_python cannot import llama_cpp; install it (see the top of $0)" >&2
+    echo "run.sh: $llama_python cannot import llama_cpp" >&2
     exit 1
 fi
 
@@ -84,5 +93,6 @@ for name in "${models[@]}"; do
     done
 done
 
+echo "level: $level (CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
 python3 "$here/compare.py" "$out"
 echo "raw results: $out" >&2
