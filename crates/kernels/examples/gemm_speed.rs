@@ -30,6 +30,8 @@ fn main() {
         TensorType::Q8_0,
         TensorType::Q4_K,
         TensorType::Q6_K,
+        TensorType::F16,
+        TensorType::BF16,
     ] {
         let Some(row_bytes) = ty.row_bytes(n_cols as u64) else {
             continue;

@@ -426,12 +426,18 @@ pub fn matmul_with(
     // Tokens `gemm_from..` go through the GEMM, the others take the row path below.
     let mut gemm_from = n_tokens;
     if let Some(micro) = kernels.gemm() {
-        if act_ty != TensorType::F32 && gemm::supports(ty) {
-            gemm_from = match scratch.gemm_tokens {
-                GemmTokens::ByCount if n_tokens >= gemm::MIN_TOKENS => 0,
-                GemmTokens::ByCount => n_tokens,
-                GemmTokens::From(k) => k.min(n_tokens),
-            };
+        let first = match scratch.gemm_tokens {
+            GemmTokens::ByCount if n_tokens >= gemm::MIN_TOKENS => 0,
+            GemmTokens::ByCount => n_tokens,
+            GemmTokens::From(k) => k.min(n_tokens),
+        };
+        if act_ty == TensorType::F32 && gemm::float::supports(ty) && first < n_tokens {
+            let (x, out) = (&x[first * n_cols..], &mut out[first * n_rows..]);
+            if gemm::matmul_float(micro, pool, w, x, n_tokens - first, out, &mut scratch.gemm) {
+                gemm_from = first;
+            }
+        } else if act_ty != TensorType::F32 && gemm::supports(ty) {
+            gemm_from = first;
             if gemm_from < n_tokens {
                 let rows = QuantizedRows {
                     ty: act_ty,

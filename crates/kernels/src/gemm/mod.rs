@@ -27,6 +27,9 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+pub(crate) mod float;
+#[cfg(target_arch = "x86_64")]
+mod float_x86;
 mod panel;
 mod reference;
 pub(crate) mod unpack;
@@ -40,6 +43,7 @@ use crate::matmul::{SharedSlice, WeightMatrix};
 use crate::pool::ThreadPool;
 use crate::quant::TensorType;
 
+pub use float::FloatMicroFn;
 use panel::Panel;
 
 /// Values per chunk: one 512-bit register of bytes.
@@ -230,10 +234,12 @@ impl Micro<'_> {
 /// `has_min` says whether the weights' mins are to be subtracted.
 pub type MicroFn = fn(&Micro<'_>, bool, &mut [f32], usize);
 
-/// A micro-kernel and the level it was written for.
+/// A micro-kernel and the level it was written for, with the level's float one (F32,
+/// F16 and BF16 weights; [`float`]) where it has one.
 #[derive(Clone, Copy)]
 pub struct MicroKernel {
     pub(crate) f: MicroFn,
+    pub(crate) float: Option<FloatMicroFn>,
     pub(crate) level: Level,
 }
 
@@ -242,6 +248,7 @@ impl MicroKernel {
     pub fn reference() -> MicroKernel {
         MicroKernel {
             f: reference::micro,
+            float: Some(float::reference),
             level: Level::Scalar,
         }
     }
@@ -253,12 +260,14 @@ impl MicroKernel {
             Level::Avx512 if std::arch::is_x86_feature_detected!("avx512vnni") => {
                 Some(MicroKernel {
                     f: vnni::micro,
+                    float: Some(float_x86::micro_avx512),
                     level,
                 })
             }
             #[cfg(target_arch = "x86_64")]
             Level::Avx2 => Some(MicroKernel {
                 f: avx2::micro,
+                float: Some(float_x86::micro_avx2),
                 level,
             }),
             _ => None,
@@ -271,9 +280,11 @@ impl MicroKernel {
     }
 }
 
-/// Whether [`matmul`] can multiply weights of type `ty`.
+/// Whether the GEMM can multiply weights of type `ty`: integer formats through
+/// [`matmul`] (quantized activations), float ones through [`matmul_float`] (f32
+/// activations, where the level has a float micro-kernel).
 pub fn supports(ty: TensorType) -> bool {
-    unpack::supports(ty)
+    unpack::supports(ty) || float::supports(ty)
 }
 
 /// Memory a GEMM keeps between calls: the activation panel and one tile per thread.
@@ -281,13 +292,39 @@ pub fn supports(ty: TensorType) -> bool {
 pub struct GemmScratch {
     panel: Panel,
     tiles: Vec<Tile>,
+    float_tiles: Vec<float::FloatTile>,
 }
 
 impl GemmScratch {
     /// Bytes held.
     pub fn capacity_bytes(&self) -> usize {
-        self.panel.capacity_bytes() + self.tiles.iter().map(Tile::capacity_bytes).sum::<usize>()
+        self.panel.capacity_bytes()
+            + self.tiles.iter().map(Tile::capacity_bytes).sum::<usize>()
+            + self
+                .float_tiles
+                .iter()
+                .map(float::FloatTile::capacity_bytes)
+                .sum::<usize>()
     }
+}
+
+/// `out[t, r] = Σ_c w[r, c] · x[t, c]` for float weights (`float::supports(w.ty())`)
+/// and f32 activations; `false` (nothing done) when `micro`'s level has no float kernel.
+/// Shapes were checked by the caller (`matmul_with`).
+pub(crate) fn matmul_float(
+    micro: MicroKernel,
+    pool: &ThreadPool,
+    w: &WeightMatrix<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+    scratch: &mut GemmScratch,
+) -> bool {
+    let Some(f) = micro.float else {
+        return false;
+    };
+    float::matmul(f, pool, w, x, n_tokens, out, &mut scratch.float_tiles);
+    true
 }
 
 /// Quantized activation rows as the row path made them: row `t` is
@@ -650,6 +687,44 @@ mod tests {
                         got,
                         want,
                         "{}: v_max {v_max}, pattern {pattern}",
+                        k.level.name()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every float micro-kernel of this machine against the reference, for every token
+    /// count of a pass and its remainders; sums of the same products in another order.
+    #[test]
+    fn float_micro_kernels_equal_the_reference() {
+        let kernels: Vec<MicroKernel> = Level::supported()
+            .into_iter()
+            .filter_map(MicroKernel::for_level)
+            .filter(|k| k.float.is_some())
+            .collect();
+        let n = 4 * float::STEP;
+        let w: Vec<Vec<f32>> = (0..MR)
+            .map(|i| {
+                (0..n)
+                    .map(|k| ((k * 37 + i * 11) % 19) as f32 / 9.0 - 1.0)
+                    .collect()
+            })
+            .collect();
+        for n_tokens in 0..7 {
+            let a: Vec<f32> = (0..n_tokens * (n + 3))
+                .map(|k| ((k * 53) % 23) as f32 / 11.0 - 1.0)
+                .collect();
+            let rows = || std::array::from_fn(|i| &w[i][..]);
+            let mut want = vec![0.5f32; n_tokens * MR];
+            float::reference(rows(), &a, n + 3, n_tokens, n, &mut want, MR);
+            for k in &kernels {
+                let mut got = vec![0.5f32; n_tokens * MR];
+                (k.float.unwrap())(rows(), &a, n + 3, n_tokens, n, &mut got, MR);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                        "{}: {got:?} vs {want:?}",
                         k.level.name()
                     );
                 }
