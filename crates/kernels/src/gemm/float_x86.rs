@@ -37,6 +37,8 @@ pub(super) fn micro_avx2(
 ///
 /// # Safety
 /// AVX2 and FMA, and the shapes [`check`]ed.
+// Index loops: each accumulator is `acc[row][token]`, read across both dimensions.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pass_avx2<const T: usize>(
     w: &[&[f32]; MR],
@@ -112,6 +114,8 @@ pub(super) fn micro_avx512(
 ///
 /// # Safety
 /// AVX-512 F, and the shapes [`check`]ed.
+// Index loops: each accumulator is `acc[row][token]`, read across both dimensions.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
 unsafe fn pass_avx512<const T: usize>(
     w: &[&[f32]; MR],
