@@ -197,47 +197,39 @@ fn q4_k_rows<const R: usize>(x: [&[u8]; R], a: &[u8]) -> [f32; R] {
         "Q4_K dot block counts"
     );
     let m4 = vdupq_n_u8(0x0F);
+    let zero = vdupq_n_s32(0);
     let mut sums = [[vdupq_n_f32(0.0); 2]; R];
     let mut sumf = [0.0f32; R];
     for b in 0..nb {
         let y = &a[b * kquants::Q8_K..][..kquants::Q8_K];
-        let xb: [&[u8]; R] = std::array::from_fn(|r| &x[r][b * WB..][..WB]);
-        let sm: [([u8; 8], [u8; 8]); R] =
-            std::array::from_fn(|r| kquants::scales_mins_k4(arr(xb[r], 4)));
-        let mut lanes = [Lanes::zero(); R];
-        for c in 0..QK_K / 64 {
-            // Sub-blocks 2c and 2c + 1 of the activations, permuted (shared by the rows).
-            let act = |sub: usize| {
-                let (p0, p1) = mod8(
-                    load_u8(arr(y, kquants::Q8K_QS + 32 * sub)),
-                    load_u8(arr(y, kquants::Q8K_QS + 32 * sub + 16)),
-                );
-                (vreinterpretq_s8_u8(p0), vreinterpretq_s8_u8(p1))
-            };
-            let (ya, yb) = (act(2 * c), act(2 * c + 1));
-            for r in 0..R {
+        // The eight sub-blocks of activations, permuted once for all the rows.
+        let ys: [(int8x16_t, int8x16_t); QK_K / 32] = std::array::from_fn(|sub| {
+            let (p0, p1) = mod8(
+                load_u8(arr(y, kquants::Q8K_QS + 32 * sub)),
+                load_u8(arr(y, kquants::Q8K_QS + 32 * sub + 16)),
+            );
+            (vreinterpretq_s8_u8(p0), vreinterpretq_s8_u8(p1))
+        });
+        for r in 0..R {
+            let x = &x[r][b * WB..][..WB];
+            let (scales, mins) = kquants::scales_mins_k4(arr(x, 4));
+            let mut l = Lanes::zero();
+            for c in 0..QK_K / 64 {
                 // Chunk c: 32 bytes, low nibbles sub-block 2c, high ones 2c + 1; one
                 // permutation of the bytes serves both.
-                let (p0, p1) = mod8(
-                    load_u8(arr(xb[r], 16 + 32 * c)),
-                    load_u8(arr(xb[r], 32 + 32 * c)),
-                );
+                let (p0, p1) = mod8(load_u8(arr(x, 16 + 32 * c)), load_u8(arr(x, 32 + 32 * c)));
                 let q = |v: uint8x16_t| vreinterpretq_s8_u8(v);
-                let scales = &sm[r].0;
-                let zero = vdupq_n_s32(0);
+                let (ya, yb) = (ys[2 * c], ys[2 * c + 1]);
                 let (sa, sb) = (scales[2 * c] as i32, scales[2 * c + 1] as i32);
-                let l = &mut lanes[r];
                 l.0 = vmlaq_n_s32(l.0, sdot(zero, q(vandq_u8(p0, m4)), ya.0), sa);
                 l.1 = vmlaq_n_s32(l.1, sdot(zero, q(vandq_u8(p1, m4)), ya.1), sa);
                 l.0 = vmlaq_n_s32(l.0, sdot(zero, q(vshrq_n_u8::<4>(p0)), yb.0), sb);
                 l.1 = vmlaq_n_s32(l.1, sdot(zero, q(vshrq_n_u8::<4>(p1)), yb.1), sb);
             }
-        }
-        for r in 0..R {
-            let sumi = kquants::bsums_dot_mins(y, &sm[r].1);
-            let d = f16_le(*arr(xb[r], 0)) * kquants::act_d(y);
-            kquants::add_lanes(&mut sums[r], lanes[r], d);
-            let dmin = f16_le(*arr(xb[r], 2)) * kquants::act_d(y);
+            let sumi = kquants::bsums_dot_mins(y, &mins);
+            let d = f16_le(*arr(x, 0)) * kquants::act_d(y);
+            kquants::add_lanes(&mut sums[r], l, d);
+            let dmin = f16_le(*arr(x, 2)) * kquants::act_d(y);
             sumf[r] -= dmin * sumi as f32;
         }
     }

@@ -25,6 +25,8 @@
 //! formats with mins) and, per thread, one tile of [`TILE_ROWS`] × [`KC`] decoded weights
 //! (4 bytes per value, 128 KiB): both in the caller's [`GemmScratch`], grown once.
 
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod panel;
 mod reference;
 pub(crate) mod unpack;
@@ -251,6 +253,8 @@ impl MicroKernel {
                     level,
                 })
             }
+            #[cfg(target_arch = "aarch64")]
+            Level::NeonDot => neon::for_level(level),
             _ => None,
         }
     }
