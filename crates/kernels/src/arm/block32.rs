@@ -9,8 +9,8 @@
 
 use std::arch::aarch64::*;
 
-use super::simd::{arr, dot_i8x32, load_i8, load_u8, load_u8_as_i8};
-use crate::quant::blocks::{f16_le, KVALUES_IQ4NL};
+use super::simd::{arr, dot_i8x32, f16_le, load_i8, load_u8, load_u8_as_i8};
+use crate::quant::blocks::KVALUES_IQ4NL;
 
 /// Bytes of the blocks read here.
 pub(super) const Q4_0: usize = 18;
@@ -114,7 +114,14 @@ block32_dot!(dot_q4_1, "Q4_1", Q4_1, Q8_1, quants_q4_1, fold_q4_1);
 block32_dot!(dot_q5_0, "Q5_0", Q5_0, Q8_0, quants_q5_0, fold_q5_0);
 block32_dot!(dot_q5_1, "Q5_1", Q5_1, Q8_1, quants_q5_1, fold_q5_1);
 block32_dot!(dot_q8_0, "Q8_0", Q8_0, Q8_0, quants_q8_0, fold_q8_0);
-block32_dot!(dot_iq4_nl, "IQ4_NL", IQ4_NL, Q8_0, quants_iq4_nl, fold_iq4_nl);
+block32_dot!(
+    dot_iq4_nl,
+    "IQ4_NL",
+    IQ4_NL,
+    Q8_0,
+    quants_iq4_nl,
+    fold_iq4_nl
+);
 
 /// Q4_0 quants: nibbles minus 8.
 #[inline]

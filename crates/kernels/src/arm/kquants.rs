@@ -16,20 +16,20 @@
 
 use std::arch::aarch64::*;
 
-use super::simd::{arr, dot_i8, load_i8, load_u8, load_u8_as_i8};
-use crate::quant::blocks::{f16_le, KVALUES_IQ4NL};
+use super::simd::{arr, dot_i8, f16_le, load_i8, load_u8, load_u8_as_i8};
+use crate::quant::blocks::KVALUES_IQ4NL;
 use crate::quant::QK_K;
 
 /// Bytes of the blocks read here.
 const Q2_K: usize = 84;
 const Q3_K: usize = 110;
-pub(super) const Q4_K: usize = 144;
+const Q4_K: usize = 144;
 const Q5_K: usize = 176;
-pub(super) const Q6_K: usize = 210;
-pub(super) const Q8_K: usize = 292;
+const Q6_K: usize = 210;
+const Q8_K: usize = 292;
 const IQ4_XS: usize = 136;
 /// Offsets inside a Q8_K block: f32 `d`, 256 quants, 16 i16 `bsums`.
-pub(super) const Q8K_QS: usize = 4;
+const Q8K_QS: usize = 4;
 const Q8K_BSUMS: usize = 4 + QK_K;
 
 /// Pairs up the weight blocks with the Q8_K blocks of a row, checking that they describe
@@ -50,12 +50,12 @@ fn blocks<'a>(
 
 /// The eight i32 lanes of one super-block (`aux32` in the reference): lanes 0..4, 4..8.
 #[derive(Clone, Copy)]
-pub(super) struct Lanes(pub(super) int32x4_t, pub(super) int32x4_t);
+struct Lanes(int32x4_t, int32x4_t);
 
 impl Lanes {
     #[inline]
     #[target_feature(enable = "neon")]
-    pub(super) fn zero() -> Lanes {
+    fn zero() -> Lanes {
         Lanes(vdupq_n_s32(0), vdupq_n_s32(0))
     }
 
@@ -87,14 +87,14 @@ fn act16(y: &[u8], k: usize) -> int8x16_t {
 
 /// The Q8_K scale.
 #[inline(always)]
-pub(super) fn act_d(y: &[u8]) -> f32 {
+fn act_d(y: &[u8]) -> f32 {
     f32::from_le_bytes(*arr(y, 0))
 }
 
 /// `sums[l] += d · lanes[l]` for the eight f32 lane totals (not fused, as the reference).
 #[inline]
 #[target_feature(enable = "neon")]
-pub(super) fn add_lanes(sums: &mut [float32x4_t; 2], lanes: Lanes, d: f32) {
+fn add_lanes(sums: &mut [float32x4_t; 2], lanes: Lanes, d: f32) {
     sums[0] = vaddq_f32(sums[0], vmulq_n_f32(vcvtq_f32_s32(lanes.0), d));
     sums[1] = vaddq_f32(sums[1], vmulq_n_f32(vcvtq_f32_s32(lanes.1), d));
 }
@@ -102,7 +102,7 @@ pub(super) fn add_lanes(sums: &mut [float32x4_t; 2], lanes: Lanes, d: f32) {
 /// `sumf + sums[0] + … + sums[7]`, left to right as the reference adds them.
 #[inline]
 #[target_feature(enable = "neon")]
-pub(super) fn finish(mut sumf: f32, sums: [float32x4_t; 2]) -> f32 {
+fn finish(mut sumf: f32, sums: [float32x4_t; 2]) -> f32 {
     let mut lanes = [0f32; 8];
     // SAFETY: `lanes` is 8 writable f32, two vectors' worth.
     unsafe {
@@ -118,7 +118,7 @@ pub(super) fn finish(mut sumf: f32, sums: [float32x4_t; 2]) -> f32 {
 /// Q4_K/Q5_K's 6-bit scales and mins from their 12 packed bytes, all eight at once
 /// (the same unpacking as `get_scale_min_k4`, done on 32-bit words as ggml does).
 #[inline(always)]
-pub(super) fn scales_mins_k4(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+fn scales_mins_k4(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     const LOW6: u32 = 0x3f3f_3f3f;
     const LOW4: u32 = 0x0f0f_0f0f;
     const LOW2: u32 = 0x0303_0303;
@@ -138,7 +138,7 @@ pub(super) fn scales_mins_k4(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
 /// `Σ_j bsums[j] · mins[j / 2]` in i32, for the minimum term of Q4_K/Q5_K.
 #[inline]
 #[target_feature(enable = "neon")]
-pub(super) fn bsums_dot_mins(y: &[u8], mins: &[u8; 8]) -> i32 {
+fn bsums_dot_mins(y: &[u8], mins: &[u8; 8]) -> i32 {
     let b0 = vreinterpretq_s16_u8(load_u8(arr(y, Q8K_BSUMS)));
     let b1 = vreinterpretq_s16_u8(load_u8(arr(y, Q8K_BSUMS + 16)));
     let m = vreinterpretq_s16_u16(vmovl_u8(super::simd::load_u8x8(mins)));
@@ -230,75 +230,49 @@ pub fn dot_q5_k(w: &[u8], a: &[u8]) -> f32 {
 /// Q6_K weights · Q8_K activations.
 #[target_feature(enable = "neon")]
 pub fn dot_q6_k(w: &[u8], a: &[u8]) -> f32 {
-    q6_k_rows::<1>([w], a)[0]
-}
-
-/// [`dot_q6_k`] for [`super::dot::ROWS`] rows `row_bytes` apart, each activation vector
-/// loaded once for all of them.
-#[target_feature(enable = "neon")]
-pub fn dot_rows_q6_k(w: &[u8], row_bytes: usize, a: &[u8]) -> [f32; super::dot::ROWS] {
-    q6_k_rows(std::array::from_fn(|r| &w[r * row_bytes..][..row_bytes]), a)
-}
-
-/// The Q6_K body for `R` rows of equal length, each activation vector loaded once for
-/// all of them; row `r`'s result is exactly [`dot_q6_k`]'s.
-#[inline]
-#[target_feature(enable = "neon")]
-fn q6_k_rows<const R: usize>(x: [&[u8]; R], a: &[u8]) -> [f32; R] {
     // Layout: ql[128] at 0, qh[64] at 128, i8 scales[16] at 192, f16 d at 208.
-    let nb = a.len() / Q8_K;
-    assert!(
-        a.len() == nb * Q8_K && x.iter().all(|x| x.len() == nb * Q6_K),
-        "Q6_K dot block counts"
-    );
     let m4 = vdupq_n_u8(0x0F);
     let m3 = vdupq_n_u8(0x03);
     let m32 = vdupq_n_s8(32);
-    let mut sums = [[vdupq_n_f32(0.0); 2]; R];
-    for b in 0..nb {
-        let y = &a[b * Q8_K..][..Q8_K];
-        let xb: [&[u8]; R] = std::array::from_fn(|r| &x[r][b * Q6_K..][..Q6_K]);
-        let mut lanes = [Lanes::zero(); R];
+    let mut sums = [vdupq_n_f32(0.0); 2];
+    for (x, y) in blocks(w, Q6_K, a, "Q6_K") {
+        let mut lanes = Lanes::zero();
         for half in 0..2 {
-            let ys: [int8x16_t; 8] = std::array::from_fn(|k| act16(y, 8 * half + k));
-            for (x, lanes) in xb.iter().zip(lanes.iter_mut()) {
-                // 128 elements: ql[64 * half..][..64], qh[32 * half..][..32].
-                let ql = |k: usize| load_u8(arr(x, 64 * half + 16 * k));
-                let qh = |k: usize| load_u8(arr(x, 128 + 32 * half + 16 * k));
-                let (l0, l1, l2, l3) = (ql(0), ql(1), ql(2), ql(3));
-                let (h0, h1) = (qh(0), qh(1));
-                let top = |h: uint8x16_t, shift: i32| {
-                    let h = match shift {
-                        0 => h,
-                        2 => vshrq_n_u8::<2>(h),
-                        4 => vshrq_n_u8::<4>(h),
-                        _ => vshrq_n_u8::<6>(h),
-                    };
-                    vshlq_n_u8::<4>(vandq_u8(h, m3))
+            // 128 elements: ql[64 * half..][..64], qh[32 * half..][..32].
+            let ql = |k: usize| load_u8(arr(x, 64 * half + 16 * k));
+            let qh = |k: usize| load_u8(arr(x, 128 + 32 * half + 16 * k));
+            let (l0, l1, l2, l3) = (ql(0), ql(1), ql(2), ql(3));
+            let (h0, h1) = (qh(0), qh(1));
+            let top = |h: uint8x16_t, shift: i32| {
+                let h = match shift {
+                    0 => h,
+                    2 => vshrq_n_u8::<2>(h),
+                    4 => vshrq_n_u8::<4>(h),
+                    _ => vshrq_n_u8::<6>(h),
                 };
-                // Element order: 16-vectors for elements 0..16, 16..32, …, 112..128.
-                let q = [
-                    vorrq_u8(vandq_u8(l0, m4), top(h0, 0)),
-                    vorrq_u8(vandq_u8(l1, m4), top(h1, 0)),
-                    vorrq_u8(vandq_u8(l2, m4), top(h0, 2)),
-                    vorrq_u8(vandq_u8(l3, m4), top(h1, 2)),
-                    vorrq_u8(vshrq_n_u8::<4>(l0), top(h0, 4)),
-                    vorrq_u8(vshrq_n_u8::<4>(l1), top(h1, 4)),
-                    vorrq_u8(vshrq_n_u8::<4>(l2), top(h0, 6)),
-                    vorrq_u8(vshrq_n_u8::<4>(l3), top(h1, 6)),
-                ];
-                for (k, (q, y)) in q.into_iter().zip(ys).enumerate() {
-                    let q = vsubq_s8(vreinterpretq_s8_u8(q), m32);
-                    let scale = x[192 + 8 * half + k] as i8;
-                    *lanes = lanes.add_scaled(products16(q, y), scale as i16);
-                }
+                vshlq_n_u8::<4>(vandq_u8(h, m3))
+            };
+            // Element order: 16-vectors for elements 0..16, 16..32, …, 112..128.
+            let q = [
+                vorrq_u8(vandq_u8(l0, m4), top(h0, 0)),
+                vorrq_u8(vandq_u8(l1, m4), top(h1, 0)),
+                vorrq_u8(vandq_u8(l2, m4), top(h0, 2)),
+                vorrq_u8(vandq_u8(l3, m4), top(h1, 2)),
+                vorrq_u8(vshrq_n_u8::<4>(l0), top(h0, 4)),
+                vorrq_u8(vshrq_n_u8::<4>(l1), top(h1, 4)),
+                vorrq_u8(vshrq_n_u8::<4>(l2), top(h0, 6)),
+                vorrq_u8(vshrq_n_u8::<4>(l3), top(h1, 6)),
+            ];
+            for (k, q) in q.into_iter().enumerate() {
+                let sub = 8 * half + k;
+                let q = vsubq_s8(vreinterpretq_s8_u8(q), m32);
+                let scale = x[192 + sub] as i8;
+                lanes = lanes.add_scaled(products16(q, act16(y, sub)), scale as i16);
             }
         }
-        for r in 0..R {
-            add_lanes(&mut sums[r], lanes[r], f16_le(*arr(xb[r], 208)) * act_d(y));
-        }
+        add_lanes(&mut sums, lanes, f16_le(*arr(x, 208)) * act_d(y));
     }
-    sums.map(|s| finish(0.0, s))
+    finish(0.0, sums)
 }
 
 /// Q8_K weights · Q8_K activations (`quant::q8_k::vec_dot`: one i32 sum per block).

@@ -9,12 +9,14 @@
 //! Two levels. [`Level::Neon`] uses the widening multiplies of base NEON (`smull` +
 //! `sadalp`), which every aarch64 CPU has. [`Level::NeonDot`] adds, over those, the
 //! kernels of `dot` for CPUs with FEAT_DotProd: `sdot` (four byte products into each
-//! 32-bit lane in one instruction) for the 32-element formats and Q4_K, and several-rows
-//! kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K; Q6_K's is plain NEON and serves
-//! both levels). `sdot` is written as inline assembly (`simd::sdot`): its intrinsic,
-//! `vdotq_s32`, is still unstable in Rust 1.95 (feature `stdarch_neon_dotprod`). The
-//! GEMM micro-kernels of the dot-product level are in `crate::gemm::neon`.
-//! `HEARTH_CPU=neon` forces the plain level on a CPU with the extension.
+//! 32-bit lane in one instruction) for the 32-element formats, with several-rows kernels
+//! for them. The k-quants keep their NEON kernels: `sdot` cannot compute their
+//! reference's lane sums more cheaply (see `dot`).
+//!
+//! `sdot` is written as inline assembly (`simd::sdot`): its intrinsic, `vdotq_s32`, is
+//! still unstable in Rust 1.95 (feature `stdarch_neon_dotprod`). The GEMM micro-kernels
+//! of the dot-product level are in `crate::gemm::neon`. `HEARTH_CPU=neon` forces the
+//! plain level on a CPU with the extension.
 //!
 //! Kernels are safe `#[target_feature]` functions, so the intrinsics inside them need no
 //! `unsafe`; the table stores plain `fn`s, which `neon_fn!`, `dot_fn!` and `rows_fn!`
@@ -127,10 +129,6 @@ pub fn register_neon(k: &mut Kernels) {
     dot!(Q6_K, kquants::dot_q6_k);
     dot!(Q8_K, kquants::dot_q8_k);
     dot!(IQ4_XS, kquants::dot_iq4_xs);
-    k.set_dot_rows(
-        Q6_K,
-        rows_fn!(kquants::dot_rows_q6_k, kquants::dot_q6_k),
-    );
 
     macro_rules! quantizer {
         ($ty:expr, $kernel:path) => {
@@ -160,5 +158,4 @@ pub fn register_neon_dot(k: &mut Kernels) {
     dot!(Q5_1, dot::dot_q5_1, dot::dot_rows_q5_1);
     dot!(Q8_0, dot::dot_q8_0, dot::dot_rows_q8_0);
     dot!(IQ4_NL, dot::dot_iq4_nl, dot::dot_rows_iq4_nl);
-    dot!(Q4_K, dot::dot_q4_k, dot::dot_rows_q4_k);
 }

@@ -127,6 +127,29 @@ pub fn f16x4_to_f32(h: uint16x4_t) -> float32x4_t {
     r
 }
 
+/// Reads a little-endian IEEE half stored as two bytes, as `quant::blocks::f16_le` does,
+/// with one `fcvt` (base ARMv8 floating point; FEAT_FP16 is only needed for arithmetic
+/// on halves). The `half` crate tests for FEAT_FP16 at every call and converts in
+/// software without it; the kernels convert two or three scales per block, which that
+/// made cost more than the block's integer dot. Exact, as the crate's conversion is, for
+/// every half (NaNs stay NaNs, quieted, with their payload).
+#[inline(always)]
+pub fn f16_le(b: [u8; 2]) -> f32 {
+    let h = f32::from_bits(u16::from_le_bytes(b) as u32);
+    let r: f32;
+    // SAFETY: `fcvt` only reads and writes the named registers; it touches no memory,
+    // stack or flags, and every aarch64 CPU has it.
+    unsafe {
+        std::arch::asm!(
+            "fcvt {r:s}, {h:h}",
+            r = lateout(vreg) r,
+            h = in(vreg) h,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    r
+}
+
 /// Converts four bfloat16 to f32, exactly: a bfloat16 is the top half of an f32.
 #[inline]
 #[target_feature(enable = "neon")]

@@ -111,7 +111,10 @@ const QUANT_DOTS: [TensorType; 13] = {
 fn quantized_dots_match_scalar_bits_on_random_bytes() {
     let (scalar, levels) = tables();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for (ty, neon) in QUANT_DOTS.into_iter().flat_map(|t| levels.iter().map(move |k| (t, k))) {
+    for (ty, neon) in QUANT_DOTS
+        .into_iter()
+        .flat_map(|t| levels.iter().map(move |k| (t, k)))
+    {
         for blocks in [1, 2, 7] {
             let n = blocks * ty.block_len();
             for _ in 0..20 {
@@ -210,6 +213,19 @@ fn f16_widening_is_exact_for_every_half() {
         // `+ 0.0`: the sum starts from +0, so a lone -0 product comes back as +0.
         let want = h.to_f32() + 0.0;
         assert_eq!(dot(&w, &a).to_bits(), want.to_bits(), "half {bits:#06x}");
+    }
+}
+
+#[test]
+fn scalar_half_conversion_is_the_crates_for_every_half() {
+    // Against both of the crate's paths: the hardware one (taken under qemu, whose CPU
+    // has FEAT_FP16) and the software one (taken on CPUs without it).
+    for bits in 0..=u16::MAX {
+        let h = half::f16::from_bits(bits);
+        let got = super::simd::f16_le(bits.to_le_bytes());
+        for want in [h.to_f32(), h.to_f32_const()] {
+            assert_eq!(got.to_bits(), want.to_bits(), "half {bits:#06x}");
+        }
     }
 }
 

@@ -135,19 +135,20 @@ macro_rules! body {
                 let lanes_at = |j: usize| (t0 + j) * rows.lane_stride;
                 // SAFETY: `check` verified that every token's row, at its stride, holds
                 // the layout; `sum` is only offset (and read) when the weights have mins.
-                let (a, a_scale, a_sum): ([*const u8; NR], [*const f32; NR], [*const f32; NR]) = unsafe {
-                    (
-                        std::array::from_fn(|j| rows.a.as_ptr().add((t0 + j) * rows.a_stride)),
-                        std::array::from_fn(|j| rows.scale.as_ptr().add(lanes_at(j))),
-                        std::array::from_fn(|j| {
-                            if MIN {
-                                rows.sum.as_ptr().add(lanes_at(j))
-                            } else {
-                                rows.sum.as_ptr()
-                            }
-                        }),
-                    )
-                };
+                let a: [*const u8; NR] = std::array::from_fn(|j| unsafe {
+                    rows.a.as_ptr().add((t0 + j) * rows.a_stride)
+                });
+                // SAFETY: as above.
+                let a_scale: [*const f32; NR] =
+                    std::array::from_fn(|j| unsafe { rows.scale.as_ptr().add(lanes_at(j)) });
+                // SAFETY: as above.
+                let a_sum: [*const f32; NR] = std::array::from_fn(|j| {
+                    if MIN {
+                        unsafe { rows.sum.as_ptr().add(lanes_at(j)) }
+                    } else {
+                        rows.sum.as_ptr()
+                    }
+                });
                 // Per row, token and quarter: four lanes' f32 accumulators.
                 let mut acc = [[[vdupq_n_f32(0.0); QUARTERS]; NR]; MR];
                 let mut base = 0;
@@ -217,7 +218,14 @@ body!(
     crate::arm::simd::sdot,
     false
 );
-body!(body_usdot, "neon,dotprod,i8mm", uint8x16_t, unsigned, usdot, true);
+body!(
+    body_usdot,
+    "neon,dotprod,i8mm",
+    uint8x16_t,
+    unsigned,
+    usdot,
+    true
+);
 
 #[cfg(test)]
 mod tests {
