@@ -18,18 +18,30 @@
 //! vector registers beside the 16 integer ones, so they live in a stack array that each
 //! segment's scaling (once per 8 chunks of a full segment) reads and writes.
 //!
-//! Per 64 values and (row, token) pair, in a 4 × 4 block (loads left out):
-//! scalar (`reference.rs`) 64 multiply-adds; plain NEON (`smull`/`smull2` + two
-//! `sadalp` per 16 bytes, the dots' `dot_i8`) 16; `sdot` 4, plus one `eor` per token and
-//! quarter shared by the four rows (1 per pair); `usdot` 4. Per segment and pair, both
-//! add 4 `scvtf`, 4 `fmul`, 4 `fmla` (4 `fmls` with mins) and 8 accumulator loads/stores.
+//! Instructions per 64 values and (row, token) pair, counted in the release build's
+//! loops (aarch64, Rust 1.95; loads and loop control included):
+//! - scalar (`reference.rs`): 288 (18 per lane of 4 values);
+//! - plain NEON: no micro-kernel at that level, whose row path spends 50 (two Q8_0
+//!   blocks of `block32::dot_q8_0`); `smull`/`smull2` + two `sadalp` per 16 bytes would
+//!   make a micro-kernel's arithmetic 16 before loads;
+//! - `usdot`: 8.5 (a 4 × 4 block's 16-byte quarter of a chunk is 34 instructions: 16
+//!   `usdot`, 8 loads, loop control);
+//! - `sdot`: 9.5 (38: the same plus 4 `eor`).
 //!
-//! Not `usmmla` (FEAT_I8MM's 2 × 8 by 8 × 2 matrix multiply, twice the products per
-//! instruction): its 8-byte dots would have to take two chunks of one lane (a lane's
-//! four values share a scale only with the same lane in other chunks), and the layout
-//! keeps those 64 bytes apart; gathering them is a 4 × 4 transpose of 32-bit elements per
-//! two tokens, two rows and two chunks (8 `trn` for 4 `usmmla` that replace 8 `usdot`), so
-//! it would only pay with a layout interleaved for it, which the x86 kernels do not want.
+//! Plus, per segment (8 chunks in the full segments of 16 runs) and pair, ≈ 41 for the
+//! f32 side (166 per quarter for the block with mins: `scvtf`, the scale product, `fmla`,
+//! `fmls`, and the accumulators' loads and stores), so a full segment costs ≈ 109 per
+//! pair with `usdot` against ≈ 2300 in the reference.
+//!
+//! Not `usmmla` (FEAT_I8MM's 2 × 8 by 8 × 2 matrix multiply, 32 products per
+//! instruction against `usdot`'s 16): its 8-byte dots would have to take one lane from
+//! two chunks (a lane's four values share a scale only with the same lane of the
+//! segment's other chunks), and the layout keeps those 64 bytes apart. Gathering them is
+//! a 4 × 4 transpose of 32-bit elements (8 `trn1`/`trn2`) per quarter, two chunks and
+//! two tokens, shared by the block's two pairs of rows; the weights' transposes could be
+//! done once per call into a buffer, but the activations' 8 then buy 8 `usmmla` in place
+//! of 16 `usdot`: no fewer instructions. It would pay with a panel laid out for it,
+//! which is a change to the shared layout (`gemm/mod.rs`, `panel.rs`), not to this file.
 //!
 //! [`Level::NeonDot`]: crate::dispatch::Level::NeonDot
 
