@@ -9,9 +9,9 @@
 //! Two levels. [`Level::Neon`] uses the widening multiplies of base NEON (`smull` +
 //! `sadalp`), which every aarch64 CPU has. [`Level::NeonDot`] adds, over those, the
 //! kernels of `dot` for CPUs with FEAT_DotProd: `sdot` (four byte products into each
-//! 32-bit lane in one instruction) for the 32-element formats, with several-rows kernels
-//! for them. The k-quants keep their NEON kernels: `sdot` cannot compute their
-//! reference's lane sums more cheaply (see `dot`).
+//! 32-bit lane in one instruction) for the 32-element formats, with several-rows and
+//! several-tokens kernels for them. The k-quants keep their NEON kernels: `sdot` cannot
+//! compute their reference's lane sums more cheaply (see `dot`).
 //!
 //! `sdot` is written as inline assembly (`simd::sdot`): its intrinsic, `vdotq_s32`, is
 //! still unstable in Rust 1.95 (feature `stdarch_neon_dotprod`). The GEMM micro-kernels
@@ -147,15 +147,59 @@ pub fn register_neon_dot(k: &mut Kernels) {
     }
     use TensorType::*;
     macro_rules! dot {
-        ($ty:expr, $kernel:path, $rows:path) => {
+        ($ty:expr, $kernel:path, $rows:path, $tokens:path) => {
             k.set_dot($ty, dot_fn!($kernel, (w: &[u8], a: &[u8]) -> f32));
             k.set_dot_rows($ty, rows_fn!($rows, $kernel));
+            k.set_dot_tokens(
+                $ty,
+                dot_fn!(
+                    $tokens,
+                    (
+                        w: &[u8],
+                        row_bytes: usize,
+                        a: &[u8],
+                        a_stride: usize,
+                        n_tokens: usize,
+                        out: &mut [f32]
+                    ) -> ()
+                ),
+            );
         };
     }
-    dot!(Q4_0, dot::dot_q4_0, dot::dot_rows_q4_0);
-    dot!(Q4_1, dot::dot_q4_1, dot::dot_rows_q4_1);
-    dot!(Q5_0, dot::dot_q5_0, dot::dot_rows_q5_0);
-    dot!(Q5_1, dot::dot_q5_1, dot::dot_rows_q5_1);
-    dot!(Q8_0, dot::dot_q8_0, dot::dot_rows_q8_0);
-    dot!(IQ4_NL, dot::dot_iq4_nl, dot::dot_rows_iq4_nl);
+    dot!(
+        Q4_0,
+        dot::dot_q4_0,
+        dot::dot_rows_q4_0,
+        dot::dot_tokens_q4_0
+    );
+    dot!(
+        Q4_1,
+        dot::dot_q4_1,
+        dot::dot_rows_q4_1,
+        dot::dot_tokens_q4_1
+    );
+    dot!(
+        Q5_0,
+        dot::dot_q5_0,
+        dot::dot_rows_q5_0,
+        dot::dot_tokens_q5_0
+    );
+    dot!(
+        Q5_1,
+        dot::dot_q5_1,
+        dot::dot_rows_q5_1,
+        dot::dot_tokens_q5_1
+    );
+    dot!(
+        Q8_0,
+        dot::dot_q8_0,
+        dot::dot_rows_q8_0,
+        dot::dot_tokens_q8_0
+    );
+    dot!(
+        IQ4_NL,
+        dot::dot_iq4_nl,
+        dot::dot_rows_iq4_nl,
+        dot::dot_tokens_iq4_nl
+    );
 }
