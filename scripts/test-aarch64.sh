@@ -4,7 +4,12 @@
 # hardware:
 #   1. `cargo check --workspace --all-targets` for aarch64-unknown-linux-gnu;
 #   2. `cargo test -p hearth-kernels --release` for aarch64, run under qemu user-mode
-#      emulation (its default `max` CPU: NEON, FP16, dotprod, ...).
+#      emulation (its default `max` CPU: NEON, FP16, dotprod, i8mm, ...). The suite
+#      builds every level's table itself (neon and neondot); HEARTH_EXPECT_DOTPROD makes
+#      it fail if the CPU model ever stops offering the extensions, so that the neondot
+#      kernels cannot silently go untested;
+#   3. the tests that use the process-wide table again with HEARTH_CPU=neon, so that
+#      matrix products also run end to end on the plain NEON level.
 # Non-interactive and idempotent: installs the Debian 12 cross linker, arm64 libc and qemu
 # only when they are missing (as root, or through sudo), and the Rust target only when
 # rustup lacks it. Builds go to their own target dir (target/aarch64-cross, or
@@ -43,6 +48,11 @@ echo "test-aarch64: cargo check --target $TARGET --workspace --all-targets"
 cargo check --target "$TARGET" --workspace --all-targets --quiet
 
 echo "test-aarch64: cargo test -p hearth-kernels --release --target $TARGET (under qemu)"
-cargo test -p hearth-kernels --release --target "$TARGET"
+HEARTH_EXPECT_DOTPROD=1 cargo test -p hearth-kernels --release --target "$TARGET"
+
+echo "test-aarch64: the process-wide table forced to plain NEON (HEARTH_CPU=neon)"
+HEARTH_CPU=neon cargo test -p hearth-kernels --release --target "$TARGET" \
+    --test matmul --test matmul_noalloc --test ops --test attention \
+    -- --skip every_format_every_level
 
 echo "test-aarch64: passed in $((SECONDS - start)) s"

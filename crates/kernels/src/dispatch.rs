@@ -6,13 +6,23 @@
 //! scalar references first, then each SIMD level overwrites the entries it implements, so
 //! a format without a SIMD kernel silently keeps its scalar one.
 //!
-//! `HEARTH_CPU=scalar|avx2|avx512|neon` forces a level (lower than the machine's best), so
-//! that tests and benchmarks can exercise every level on one machine.
+//! `HEARTH_CPU=scalar|avx2|avx512|neon|neondot` forces a level (lower than the machine's
+//! best), so that tests and benchmarks can exercise every level on one machine.
 
 use std::sync::OnceLock;
 
 use crate::gemm::MicroKernel;
 use crate::quant::TensorType;
+
+/// Every level, lowest first (on one architecture, each supported level's kernels are at
+/// least as fast as the ones before it).
+const ALL_LEVELS: [Level; 5] = [
+    Level::Scalar,
+    Level::Avx2,
+    Level::Avx512,
+    Level::Neon,
+    Level::NeonDot,
+];
 
 /// An instruction-set level that kernels are written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -23,8 +33,12 @@ pub enum Level {
     Avx2,
     /// x86-64 with AVX-512 F/BW/VL (and VNNI used where present).
     Avx512,
-    /// aarch64 with NEON (and the dot-product extension used where present).
+    /// aarch64 with NEON only: the widening multiplies of base ARMv8 (every aarch64 CPU).
     Neon,
+    /// aarch64 with NEON and the dot-product extension (FEAT_DotProd: `sdot`, ARMv8.4, and
+    /// most ARMv8.2 cores since Cortex-A75/Neoverse N1); its GEMM also uses FEAT_I8MM
+    /// (`usdot`) where present.
+    NeonDot,
 }
 
 impl Level {
@@ -35,12 +49,13 @@ impl Level {
             Level::Avx2 => "avx2",
             Level::Avx512 => "avx512",
             Level::Neon => "neon",
+            Level::NeonDot => "neondot",
         }
     }
 
     /// Parses a `HEARTH_CPU` value.
     pub fn parse(s: &str) -> Option<Level> {
-        [Level::Scalar, Level::Avx2, Level::Avx512, Level::Neon]
+        ALL_LEVELS
             .into_iter()
             .find(|l| l.name().eq_ignore_ascii_case(s.trim()))
     }
@@ -64,6 +79,10 @@ impl Level {
             }
             #[cfg(target_arch = "aarch64")]
             Level::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "aarch64")]
+            Level::NeonDot => {
+                Level::Neon.is_supported() && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -71,7 +90,7 @@ impl Level {
 
     /// Every level this CPU supports, lowest first.
     pub fn supported() -> Vec<Level> {
-        [Level::Scalar, Level::Avx2, Level::Avx512, Level::Neon]
+        ALL_LEVELS
             .into_iter()
             .filter(|l| l.is_supported())
             .collect()
@@ -183,6 +202,11 @@ impl Kernels {
             }
             #[cfg(target_arch = "aarch64")]
             Level::Neon => crate::arm::register_neon(&mut k),
+            #[cfg(target_arch = "aarch64")]
+            Level::NeonDot => {
+                crate::arm::register_neon(&mut k);
+                crate::arm::register_neon_dot(&mut k);
+            }
             #[allow(unreachable_patterns)]
             _ => return None,
         }

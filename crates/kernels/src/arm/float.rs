@@ -9,8 +9,7 @@
 
 use std::arch::aarch64::*;
 
-use super::simd::{arr, bf16x4_to_f32, f16x4_to_f32, load_f32_le, load_u8x8};
-use crate::quant::blocks::f16_le;
+use super::simd::{arr, bf16x4_to_f32, f16_le, f16x4_to_f32, load_f32_le, load_u8x8};
 
 /// Elements per loop iteration: four vectors of four.
 const STEP: usize = 16;

@@ -16,8 +16,8 @@
 
 use std::arch::aarch64::*;
 
-use super::simd::{arr, dot_i8, load_i8, load_u8, load_u8_as_i8};
-use crate::quant::blocks::{f16_le, KVALUES_IQ4NL};
+use super::simd::{arr, dot_i8, f16_le, load_i8, load_u8, load_u8_as_i8};
+use crate::quant::blocks::KVALUES_IQ4NL;
 use crate::quant::QK_K;
 
 /// Bytes of the blocks read here.

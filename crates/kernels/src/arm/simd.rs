@@ -68,6 +68,39 @@ pub fn dot_i8(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     vpadalq_s16(acc, vmull_high_s8(a, b))
 }
 
+/// `acc + Σ a[i]·b[i]` with each lane of `acc` taking four neighbouring products, as
+/// [`dot_i8`] computes it, in one `sdot` (FEAT_DotProd).
+///
+/// Written as inline assembly because the intrinsic (`vdotq_s32`) is unstable in Rust
+/// 1.95. `sdot` adds each lane's four 16-bit-exact products into its 32-bit lane without
+/// saturating, so the sums equal `dot_i8`'s for any bytes.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+pub fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: `sdot` only reads and writes the named vector registers; it touches no
+    // memory, stack or flags, and this function's `dotprod` feature means the CPU has it.
+    unsafe {
+        std::arch::asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// Sum of the 32 products of two 32-byte halves (`a0·b0 + a1·b1`), as one i32, with
+/// [`sdot`]: two `sdot` and an `addv` where [`dot_i8x32`] needs four `smull` and four
+/// `sadalp`.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+pub fn sdot_i8x32(a0: int8x16_t, a1: int8x16_t, b0: int8x16_t, b1: int8x16_t) -> i32 {
+    vaddvq_s32(sdot(sdot(vdupq_n_s32(0), a0, b0), a1, b1))
+}
+
 /// Sum of the 32 products of two 32-byte halves (`a0·b0 + a1·b1`), as one i32.
 #[inline]
 #[target_feature(enable = "neon")]
@@ -86,6 +119,29 @@ pub fn f16x4_to_f32(h: uint16x4_t) -> float32x4_t {
     unsafe {
         std::arch::asm!(
             "fcvtl {r:v}.4s, {h:v}.4h",
+            r = lateout(vreg) r,
+            h = in(vreg) h,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    r
+}
+
+/// Reads a little-endian IEEE half stored as two bytes, as `quant::blocks::f16_le` does,
+/// with one `fcvt` (base ARMv8 floating point; FEAT_FP16 is only needed for arithmetic
+/// on halves). The `half` crate tests for FEAT_FP16 at every call and converts in
+/// software without it; the kernels convert two or three scales per block, which that
+/// made cost more than the block's integer dot. Exact, as the crate's conversion is, for
+/// every half (NaNs stay NaNs, quieted, with their payload).
+#[inline(always)]
+pub fn f16_le(b: [u8; 2]) -> f32 {
+    let h = f32::from_bits(u16::from_le_bytes(b) as u32);
+    let r: f32;
+    // SAFETY: `fcvt` only reads and writes the named registers; it touches no memory,
+    // stack or flags, and every aarch64 CPU has it.
+    unsafe {
+        std::arch::asm!(
+            "fcvt {r:s}, {h:h}",
             r = lateout(vreg) r,
             h = in(vreg) h,
             options(pure, nomem, nostack, preserves_flags)

@@ -1,5 +1,6 @@
-//! NEON against scalar, bit for bit, on this machine (run under qemu by
-//! `scripts/test-aarch64.sh`). `tests/simd_vs_scalar.rs` checks every level the same
+//! NEON (both aarch64 levels: plain, and with the dot-product extension when the CPU
+//! has it, as qemu's `max` CPU does) against scalar, bit for bit, on this machine (run
+//! under qemu by `scripts/test-aarch64.sh`). `tests/simd_vs_scalar.rs` checks every level the same
 //! way; these add the cases the NEON kernels are most likely to get wrong: arbitrary
 //! bytes (quants of -128, odd scales, every high bit pattern), float tails shorter than a
 //! vector, and ties in the quantizers' rounding and maximum search.
@@ -35,10 +36,29 @@ impl Rng {
     }
 }
 
-fn tables() -> (Kernels, Kernels) {
+/// The scalar table and every aarch64 level's this CPU runs.
+fn tables() -> (Kernels, Vec<Kernels>) {
     let scalar = Kernels::for_level(Level::Scalar).expect("scalar");
     let neon = Kernels::for_level(Level::Neon).expect("aarch64 always has NEON");
-    (scalar, neon)
+    let levels = [neon]
+        .into_iter()
+        .chain(Kernels::for_level(Level::NeonDot))
+        .collect();
+    (scalar, levels)
+}
+
+#[test]
+fn qemu_runs_the_dot_product_level() {
+    // qemu-user's default `max` CPU has FEAT_DotProd and FEAT_I8MM: under
+    // scripts/test-aarch64.sh every kernel of both levels must be exercised. On real
+    // hardware without the extension this test has nothing to check.
+    if std::env::var_os("HEARTH_EXPECT_DOTPROD").is_some() {
+        assert!(Level::NeonDot.is_supported(), "dotprod not detected");
+        assert!(
+            std::arch::is_aarch64_feature_detected!("i8mm"),
+            "i8mm not detected"
+        );
+    }
 }
 
 /// Makes every f16 scale at byte offsets `at` of each `bytes`-long block finite and
@@ -89,9 +109,12 @@ const QUANT_DOTS: [TensorType; 13] = {
 
 #[test]
 fn quantized_dots_match_scalar_bits_on_random_bytes() {
-    let (scalar, neon) = tables();
+    let (scalar, levels) = tables();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for ty in QUANT_DOTS {
+    for (ty, neon) in QUANT_DOTS
+        .into_iter()
+        .flat_map(|t| levels.iter().map(move |k| (t, k)))
+    {
         for blocks in [1, 2, 7] {
             let n = blocks * ty.block_len();
             for _ in 0..20 {
@@ -105,15 +128,55 @@ fn quantized_dots_match_scalar_bits_on_random_bytes() {
                 let a = activations(ty, n, &mut rng);
                 let want = scalar.dot(ty).unwrap()(&w, &a);
                 let got = neon.dot(ty).unwrap()(&w, &a);
-                assert_eq!(got.to_bits(), want.to_bits(), "{ty} n={n}: {got} vs {want}");
+                let level = neon.level().name();
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{ty} {level} n={n}: {got} vs {want}"
+                );
             }
         }
     }
 }
 
 #[test]
+fn several_rows_match_scalar_bits_on_random_bytes() {
+    let (scalar, levels) = tables();
+    let mut rng = Rng(0x5eed);
+    let mut checked = 0;
+    for neon in &levels {
+        for ty in QUANT_DOTS {
+            let Some(dot_rows) = neon.dot_rows(ty) else {
+                continue;
+            };
+            for (blocks, n_rows) in [(1, 4), (3, 9), (2, 5), (1, 0)] {
+                let n = blocks * ty.block_len();
+                let row_bytes = ty.row_bytes(n as u64).unwrap() as usize;
+                let mut w = rng.bytes(n_rows * row_bytes);
+                tame_f16(&mut w, ty.block_bytes(), f16_fields(ty), &mut rng);
+                let a = activations(ty, n, &mut rng);
+                let mut got = vec![f32::NAN; n_rows];
+                dot_rows(&w, row_bytes, &a, &mut got);
+                for (r, got) in got.iter().enumerate() {
+                    let want = scalar.dot(ty).unwrap()(&w[r * row_bytes..][..row_bytes], &a);
+                    let level = neon.level().name();
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{ty} {level} row {r} of {n_rows}, n={n}: {got} vs {want}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "no several-rows kernel was checked");
+}
+
+#[test]
 fn float_dots_match_scalar_with_tails() {
-    let (scalar, neon) = tables();
+    let (scalar, levels) = tables();
+    let neon = &levels[0];
     let mut rng = Rng(42);
     for ty in [TensorType::F32, TensorType::F16, TensorType::BF16] {
         for n in [1, 3, 4, 15, 16, 17, 64, 100, 4096] {
@@ -132,8 +195,8 @@ fn float_dots_match_scalar_with_tails() {
 fn f16_widening_is_exact_for_every_half() {
     // Every finite half (subnormals included) through the NEON F16 dot with a one-hot
     // activation must come back as the half crate's value.
-    let (_, neon) = tables();
-    let dot = neon.dot(TensorType::F16).unwrap();
+    let (_, levels) = tables();
+    let dot = levels[0].dot(TensorType::F16).unwrap();
     let mut w = Vec::with_capacity(2 * 16);
     let a: Vec<u8> = (0..16)
         .flat_map(|i| if i == 5 { 1f32 } else { 0f32 }.to_le_bytes())
@@ -154,8 +217,22 @@ fn f16_widening_is_exact_for_every_half() {
 }
 
 #[test]
+fn scalar_half_conversion_is_the_crates_for_every_half() {
+    // Against both of the crate's paths: the hardware one (taken under qemu, whose CPU
+    // has FEAT_FP16) and the software one (taken on CPUs without it).
+    for bits in 0..=u16::MAX {
+        let h = half::f16::from_bits(bits);
+        let got = super::simd::f16_le(bits.to_le_bytes());
+        for want in [h.to_f32(), h.to_f32_const()] {
+            assert_eq!(got.to_bits(), want.to_bits(), "half {bits:#06x}");
+        }
+    }
+}
+
+#[test]
 fn quantizers_match_scalar_bytes() {
-    let (scalar, neon) = tables();
+    let (scalar, levels) = tables();
+    let neon = &levels[0];
     let mut rng = Rng(7);
     for act in [TensorType::Q8_0, TensorType::Q8_1, TensorType::Q8_K] {
         let len = act.block_len();

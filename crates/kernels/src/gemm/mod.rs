@@ -30,6 +30,8 @@ mod avx2;
 pub(crate) mod float;
 #[cfg(target_arch = "x86_64")]
 mod float_x86;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod panel;
 mod reference;
 pub(crate) mod unpack;
@@ -184,7 +186,8 @@ pub struct Micro<'a> {
     pub(crate) a: ActRows<'a>,
     pub(crate) segs: Segments,
     /// The largest `|v|` the weights' format can hold ([`unpack::v_max`]): kernels whose
-    /// byte products saturate pick their path by it.
+    /// byte products saturate pick their path by it (only AVX2's, so far).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) v_max: u32,
 }
 
@@ -270,6 +273,8 @@ impl MicroKernel {
                 float: Some(float_x86::micro_avx2),
                 level,
             }),
+            #[cfg(target_arch = "aarch64")]
+            Level::NeonDot => neon::for_level(level),
             _ => None,
         }
     }

@@ -99,8 +99,9 @@ impl Ops {
                 crate::x86::ops::register_avx2(&mut ops);
                 crate::x86::ops::register_avx512(&mut ops);
             }
+            // The ops gain nothing from the dot-product extension.
             #[cfg(target_arch = "aarch64")]
-            Level::Neon => crate::arm::ops::register_neon(&mut ops),
+            Level::Neon | Level::NeonDot => crate::arm::ops::register_neon(&mut ops),
             #[allow(unreachable_patterns)]
             _ => return None,
         }
