@@ -7,6 +7,7 @@ pub(super) mod q32;
 mod quantize;
 mod rows_k;
 mod rows_q32;
+mod tokens_k;
 pub(super) mod util;
 
 use super::{block_count, quant_block_count};
@@ -144,6 +145,33 @@ dot_tokens_fn!(
     18,
     34
 );
+dot_tokens_fn!(
+    dot_tokens_q4_k,
+    tokens_k::dot_tokens_q4_k,
+    kquants::dot_q4_k,
+    tokens_k::TILE_ROWS,
+    tokens_k::TOKENS,
+    144,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q5_k,
+    tokens_k::dot_tokens_q5_k,
+    kquants::dot_q5_k,
+    tokens_k::TILE_ROWS,
+    tokens_k::TOKENS,
+    176,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q6_k,
+    tokens_k::dot_tokens_q6_k,
+    kquants::dot_q6_k,
+    tokens_k::TILE_ROWS,
+    tokens_k::TOKENS,
+    210,
+    292
+);
 quantize_fn!(quantize_q8_0, quantize::quantize_q8_0, 32, 34);
 quantize_fn!(quantize_q8_1, quantize::quantize_q8_1, 32, 36);
 quantize_fn!(quantize_q8_k, quantize::quantize_q8_k, 256, 292);
@@ -173,6 +201,9 @@ pub(super) fn register(k: &mut Kernels) {
     k.set_dot_tokens(Q5_0, dot_tokens_q5_0);
     k.set_dot_tokens(Q8_0, dot_tokens_q8_0);
     k.set_dot_tokens(IQ4_NL, dot_tokens_iq4_nl);
+    k.set_dot_tokens(Q4_K, dot_tokens_q4_k);
+    k.set_dot_tokens(Q5_K, dot_tokens_q5_k);
+    k.set_dot_tokens(Q6_K, dot_tokens_q6_k);
     k.set_dot(IQ4_NL, dot_iq4_nl);
     k.set_dot(Q4_1, dot_q4_1);
     k.set_dot(Q5_1, dot_q5_1);

@@ -20,7 +20,9 @@
 
 use core::arch::x86_64::*;
 
-use super::kquants::{hsum_ps128, q8k_d, unpack_scales_mins, Q8K, Q8K_BSUMS, Q8K_QS};
+use super::kquants::{
+    hsum_ps128, q8k_d, splat_i16_lane, unpack_scales_mins, Q8K, Q8K_BSUMS, Q8K_QS,
+};
 use super::util::{f16_at, hsum_ps, nibbles_32};
 use crate::quant::blocks::KVALUES_IQ4NL;
 
@@ -68,20 +70,11 @@ unsafe fn prefetch_group_ahead(w: *const u8, stride: usize, bytes: usize, i: usi
     prefetch_ahead(ahead, ROWS * bytes, stride);
 }
 
-/// A vector holding i16 lane `k` of `v` (within each 128-bit half) in every i16 lane, as
-/// `kquants::splat_i16_lane` forms it.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn splat_i16_lane(v: __m256i, k: usize) -> __m256i {
-    let lo = (2 * k) as i16;
-    _mm256_shuffle_epi8(v, _mm256_set1_epi16(lo | ((lo + 1) << 8)))
-}
-
 /// Q8_K's sixteen per-16 `bsums` added in pairs into the eight per-32 sums (as i16),
 /// as `kquants::mins_term` forms them.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn bsums_per32(y: *const u8) -> __m128i {
+pub(super) unsafe fn bsums_per32(y: *const u8) -> __m128i {
     let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS) as *const __m256i);
     _mm_hadd_epi16(
         _mm256_castsi256_si128(bsums),
