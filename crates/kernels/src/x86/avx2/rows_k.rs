@@ -2,13 +2,24 @@
 //! IQ4_XS) at the AVX2 level: the decode-time matrix-vector products, where each
 //! activation vector meets every row of a weight matrix.
 //!
-//! Each kernel here is the single-row kernel of `kquants` for [`ROWS`] rows side by side,
-//! with what depends on the activations only done once per super-block for all of them:
-//! the activation quants are loaded once per 32 (or 64) weights and kept in registers
-//! while each row's quants meet them, and the activation scale and the per-32 `bsums`
-//! are read once. Lines of the rows two groups ahead are prefetched: a group's rows are
-//! read side by side, four interleaved streams that hardware prefetchers follow badly
-//! (the same finding as `q32`'s multi-row kernels and the AVX-512 ones).
+//! Each kernel here is the single-row kernel of `kquants` for [`ROWS`] rows, which take
+//! turns on each super-block: what depends on the activations only (their scale, and the
+//! per-32 `bsums` the minimum terms need) is read once for all of them, each row keeps
+//! its own accumulator, and the lines of the rows two groups ahead are prefetched. A
+//! group's rows are read side by side, four interleaved streams that hardware
+//! prefetchers follow badly: without the prefetches these kernels read 2-3 GiB/s from
+//! DRAM instead of 7-18 (`examples/dot_speed --dram`, a shared Zen 4).
+//!
+//! What that buys at this level is small: the per-row work is the single-row kernel's,
+//! which at 15-23 GiB/s in cache is near the DRAM rate. On 1536 columns the kernels read
+//! DRAM about as fast as row-by-row calls (Q4_K and IQ4_XS a few per cent faster, Q6_K a
+//! few slower); on 8960 columns (ffn_down) 5-10 % slower. Sharing more (the activation
+//! quants across rows, below) cost more than it saved.
+//!
+//! Each row reads the activation quants from L1 itself (memory operands of `maddubs`):
+//! holding them in registers across the rows, 64 weights at a time, left too few
+//! registers for the rows' scales and sums, and the spills made the kernels 17-34 %
+//! slower in cache (`examples/dot_speed`, Zen 4).
 //!
 //! The contract is exact: `out[r]` equals the single-row kernel's dot of row `r` bit for
 //! bit. Each row's i32 lanes receive the same products as in the single-row kernel (with
@@ -26,9 +37,8 @@ use super::kquants::{
 use super::util::{f16_at, hsum_ps, nibbles_32};
 use crate::quant::blocks::KVALUES_IQ4NL;
 
-/// Rows per multi-row call, as for the 32-element formats (`q32::ROWS`): four rows'
-/// accumulators and sub-block scales, with the shared activations, fill the sixteen
-/// 256-bit registers.
+/// Rows per multi-row call, as for the 32-element formats (`q32::ROWS`) and the AVX-512
+/// k-quant kernels.
 pub const ROWS: usize = 4;
 
 /// How many groups of [`ROWS`] rows ahead the kernels prefetch.
@@ -40,15 +50,16 @@ const PREFETCH_GROUPS: usize = 2;
 /// before they are read.
 const L1_AHEAD: usize = 8 << 10;
 
-/// Prefetches `bytes` (plus one line) from `ahead`: into L1 when the rows are `stride`
-/// bytes apart and short enough for the lines to stay there until read ([`L1_AHEAD`]),
-/// into L2 otherwise.
+/// Prefetches `bytes` (plus one line) from `ahead`: into L1 when groups of [`ROWS`] rows
+/// `stride` bytes apart, fetched [`PREFETCH_GROUPS`] groups ahead, are short enough for
+/// the lines to stay there until read ([`L1_AHEAD`]), into L2 otherwise. Shared with the
+/// 32-element multi-row kernels (`rows_q32`).
 ///
 /// # Safety
-/// None beyond the target features: `ahead` may lie past the matrix, as a prefetch never
-/// dereferences (or faults on) its address.
+/// Nothing to uphold: `ahead` may lie past the matrix, as a prefetch never dereferences
+/// (or faults on) its address.
 #[inline(always)]
-unsafe fn prefetch_ahead(ahead: *const u8, bytes: usize, stride: usize) {
+pub(super) unsafe fn prefetch_ahead(ahead: *const u8, bytes: usize, stride: usize) {
     let near = ROWS * stride * PREFETCH_GROUPS <= L1_AHEAD;
     for k in 0..bytes.div_ceil(64) + 1 {
         let p = ahead.wrapping_add(64 * k) as *const i8;
@@ -85,10 +96,9 @@ pub(super) unsafe fn bsums_per32(y: *const u8) -> __m128i {
 /// [`kquants::dot_q4_k`] (`Q5 = false`) or [`kquants::dot_q5_k`] (`Q5 = true`) for
 /// [`ROWS`] rows `stride` bytes apart.
 ///
-/// Per super-block, each row's scales and mins are unpacked and its min term formed
-/// against the shared per-32 `bsums`; then, 64 weights at a time, the two activation
-/// vectors are loaded once and each row's quants are decoded, scaled and summed into
-/// that row's i32 lanes exactly as the single-row kernel does.
+/// Per super-block, each row in turn unpacks its scales and mins, forms its min term
+/// against the shared per-32 `bsums`, and decodes, scales and sums its quants into its
+/// i32 lanes exactly as the single-row kernel does.
 ///
 /// [`kquants::dot_q4_k`]: super::kquants::dot_q4_k
 /// [`kquants::dot_q5_k`]: super::kquants::dot_q5_k
@@ -158,8 +168,7 @@ unsafe fn dot_rows_q4_q5<const Q5: bool>(
                     lo = _mm256_or_si256(lo, h_lo);
                     hi = _mm256_or_si256(hi, h_hi);
                 }
-                // The activations are read from L1 by each row (memory operands): held in
-                // registers across the rows, they left too few for the rows' own values.
+                // Read from L1 by each row (see the module doc).
                 let y_lo = _mm256_loadu_si256(yq.add(64 * j) as *const __m256i);
                 let y_hi = _mm256_loadu_si256(yq.add(64 * j + 32) as *const __m256i);
                 let p_lo = _mm256_madd_epi16(
@@ -185,10 +194,8 @@ unsafe fn dot_rows_q4_q5<const Q5: bool>(
 
 /// [`kquants::dot_q6_k`] for [`ROWS`] rows `stride` bytes apart.
 ///
-/// Per super-block, each row's `- 32` offset is formed against the shared `bsums`; then,
-/// 32 weights at a time, the activation vector is loaded once and each row's 6-bit
-/// quants are rebuilt from `ql` and `qh` (the same values the single-row kernel builds
-/// for its four vectors per half), scaled and summed into that row's i32 lanes.
+/// Per super-block, each row in turn forms its `- 32` offset against the shared `bsums`
+/// and rebuilds, scales and sums its 6-bit quants as the single-row kernel does.
 ///
 /// [`kquants::dot_q6_k`]: super::kquants::dot_q6_k
 ///
@@ -240,7 +247,7 @@ unsafe fn dot_rows_q6(w: *const u8, stride: usize, a: *const u8, nb: usize) -> [
                 ];
                 let yq = y.add(Q8K_QS + 128 * h);
                 for (k, &qk) in q.iter().enumerate() {
-                    // Read by each row from L1, as in `dot_rows_q4_q5`.
+                    // Read from L1 by each row (see the module doc).
                     let yk = _mm256_loadu_si256(yq.add(32 * k) as *const __m256i);
                     // Elements 0..16 of these 32 use scale 8h+2k, elements 16..32 the next.
                     let s = (8 * h + 2 * k) as i64;
@@ -258,9 +265,9 @@ unsafe fn dot_rows_q6(w: *const u8, stride: usize, a: *const u8, nb: usize) -> [
     acc.map(|acc| hsum_ps(acc))
 }
 
-/// [`kquants::dot_iq4_xs`] for [`ROWS`] rows `stride` bytes apart: 32 weights at a
-/// time, the activation vector is loaded once and each row's codebook values meet it
-/// with the single-row kernel's sign trick and sub-block scale.
+/// [`kquants::dot_iq4_xs`] for [`ROWS`] rows `stride` bytes apart: each row in turn
+/// looks up its codebook values and meets the activations with the single-row kernel's
+/// sign trick and sub-block scales.
 ///
 /// [`kquants::dot_iq4_xs`]: super::kquants::dot_iq4_xs
 ///
