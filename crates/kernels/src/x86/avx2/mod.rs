@@ -103,14 +103,6 @@ dot_rows_fn!(
     292
 );
 dot_rows_fn!(
-    dot_rows_q6_k,
-    rows_k::dot_rows_q6_k,
-    kquants::dot_q6_k,
-    rows_k::ROWS,
-    210,
-    292
-);
-dot_rows_fn!(
     dot_rows_iq4_xs,
     rows_k::dot_rows_iq4_xs,
     kquants::dot_iq4_xs,
@@ -188,12 +180,12 @@ pub(super) fn register(k: &mut Kernels) {
     k.set_dot_rows(Q5_0, dot_rows_q5_0);
     k.set_dot(Q8_0, dot_q8_0);
     // Several rows per activation vector (decode): the rows share each activation
-    // block's loads and scale, and are prefetched ahead.
+    // block's loads and scale, and are prefetched ahead. Not Q6_K: its multi-row kernel
+    // was slower than the single-row one row by row (see `rows_k`).
     k.set_dot_rows(Q8_0, dot_rows_q8_0);
     k.set_dot_rows(IQ4_NL, dot_rows_iq4_nl);
     k.set_dot_rows(Q4_K, dot_rows_q4_k);
     k.set_dot_rows(Q5_K, dot_rows_q5_k);
-    k.set_dot_rows(Q6_K, dot_rows_q6_k);
     k.set_dot_rows(IQ4_XS, dot_rows_iq4_xs);
     // Several tokens: each weight block decoded once for all of them. Q4_0 keeps its
     // four-row kernel per token, which was as fast as the 2x2 tile (benches/batch_shapes,

@@ -1,5 +1,5 @@
-//! Several weight rows at once for the Q8_K-activation formats (Q4_K, Q5_K, Q6_K,
-//! IQ4_XS) at the AVX2 level: the decode-time matrix-vector products, where each
+//! Several weight rows at once for the Q8_K-activation formats Q4_K, Q5_K and IQ4_XS at
+//! the AVX2 level: the decode-time matrix-vector products, where each
 //! activation vector meets every row of a weight matrix.
 //!
 //! Each kernel here is the single-row kernel of `kquants` for [`ROWS`] rows, which take
@@ -11,10 +11,13 @@
 //! DRAM instead of 7-18 (`examples/dot_speed --dram`, a shared Zen 4).
 //!
 //! What that buys at this level is small: the per-row work is the single-row kernel's,
-//! which at 15-23 GiB/s in cache is near the DRAM rate. On 1536 columns the kernels read
-//! DRAM about as fast as row-by-row calls (Q4_K and IQ4_XS a few per cent faster, Q6_K a
-//! few slower); on 8960 columns (ffn_down) 5-10 % slower. Sharing more (the activation
-//! quants across rows, below) cost more than it saved.
+//! which at 15-23 GiB/s in cache is near the DRAM rate. On 1536 columns Q4_K and IQ4_XS
+//! read DRAM 5-10 % faster than row-by-row calls and Q5_K as fast; on 8960 columns
+//! (ffn_down) Q4_K and Q5_K are 5-10 % slower (`dot_speed --dram`, medians of three on
+//! a shared Zen 4). Q6_K has no kernel here: the same scheme (commit 2489fcf) was 6-12 %
+//! slower in cache and up to 10 % slower from DRAM at both widths, so its rows go to the
+//! single-row kernel one by one. Sharing more (the activation quants across rows, below)
+//! cost more than it saved.
 //!
 //! Each row reads the activation quants from L1 itself (memory operands of `maddubs`):
 //! holding them in registers across the rows, 64 weights at a time, left too few
@@ -192,79 +195,6 @@ unsafe fn dot_rows_q4_q5<const Q5: bool>(
     out
 }
 
-/// [`kquants::dot_q6_k`] for [`ROWS`] rows `stride` bytes apart.
-///
-/// Per super-block, each row in turn forms its `- 32` offset against the shared `bsums`
-/// and rebuilds, scales and sums its 6-bit quants as the single-row kernel does.
-///
-/// [`kquants::dot_q6_k`]: super::kquants::dot_q6_k
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C; each of the [`ROWS`] rows at `w + r·stride`
-/// must hold `nb` Q6_K blocks (210 bytes), and `a` `nb` Q8_K blocks.
-#[inline(always)]
-unsafe fn dot_rows_q6(w: *const u8, stride: usize, a: *const u8, nb: usize) -> [f32; ROWS] {
-    const BYTES: usize = 210;
-    let m4 = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); ROWS];
-    for i in 0..nb {
-        prefetch_group_ahead(w, stride, BYTES, i);
-        let y = a.add(Q8K * i);
-        let yd = q8k_d(y);
-        let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS) as *const __m256i);
-        let x = w.add(BYTES * i);
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let xr = x.add(r * stride);
-            let scales = _mm_loadu_si128(xr.add(192) as *const __m128i);
-            let offset = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), bsums);
-            let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(offset));
-            for h in 0..2 {
-                // Each half of 128 weights: ql[64h..64h+64] and qh[32h..32h+32].
-                let ql = xr.add(64 * h);
-                let qh = _mm256_loadu_si256(xr.add(128 + 32 * h) as *const __m256i);
-                let ql0 = _mm256_loadu_si256(ql as *const __m256i);
-                let ql1 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
-                let q = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql0, m4),
-                        _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(0x03))),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql1, m4),
-                        _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C))),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                        _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                        _mm256_srli_epi16::<2>(_mm256_and_si256(
-                            qh,
-                            _mm256_set1_epi8(0xC0u8 as i8),
-                        )),
-                    ),
-                ];
-                let yq = y.add(Q8K_QS + 128 * h);
-                for (k, &qk) in q.iter().enumerate() {
-                    // Read from L1 by each row (see the module doc).
-                    let yk = _mm256_loadu_si256(yq.add(32 * k) as *const __m256i);
-                    // Elements 0..16 of these 32 use scale 8h+2k, elements 16..32 the next.
-                    let s = (8 * h + 2 * k) as i64;
-                    let pick =
-                        _mm_set_epi64x((s + 1) * 0x0101_0101_0101_0101, s * 0x0101_0101_0101_0101);
-                    let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
-                    let p = _mm256_madd_epi16(sc, _mm256_maddubs_epi16(qk, yk));
-                    sumi = _mm256_add_epi32(sumi, p);
-                }
-            }
-            let d = _mm256_set1_ps(yd * f16_at(xr.add(208)));
-            *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), *acc);
-        }
-    }
-    acc.map(|acc| hsum_ps(acc))
-}
-
 /// [`kquants::dot_iq4_xs`] for [`ROWS`] rows `stride` bytes apart: each row in turn
 /// looks up its codebook values and meets the activations with the single-row kernel's
 /// sign trick and sub-block scales.
@@ -330,18 +260,6 @@ pub unsafe fn dot_rows_q4_k(w: *const u8, stride: usize, a: *const u8, nb: usize
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_rows_q5_k(w: *const u8, stride: usize, a: *const u8, nb: usize) -> [f32; ROWS] {
     dot_rows_q4_q5::<true>(w, stride, a, nb)
-}
-
-/// [`kquants::dot_q6_k`] for [`ROWS`] rows `stride` bytes apart; `out[r]` equals its dot
-/// of row `r` bit for bit.
-///
-/// [`kquants::dot_q6_k`]: super::kquants::dot_q6_k
-///
-/// # Safety
-/// As [`kquants::dot_q6_k`], for each of the rows at `w + r·stride`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_rows_q6_k(w: *const u8, stride: usize, a: *const u8, nb: usize) -> [f32; ROWS] {
-    dot_rows_q6(w, stride, a, nb)
 }
 
 /// [`kquants::dot_iq4_xs`] for [`ROWS`] rows `stride` bytes apart; `out[r]` equals its
