@@ -46,6 +46,8 @@ fn main() {
         TensorType::Q4_K,
         TensorType::Q5_K,
         TensorType::Q6_K,
+        TensorType::IQ4_NL,
+        TensorType::IQ4_XS,
     ] {
         let (Some(row_bytes), Some(dot)) = (ty.row_bytes(n_cols as u64), kernels.dot(ty)) else {
             continue;

@@ -6,7 +6,7 @@
 //! rows were grouped). Rows are checked in every count from 0 to 9 (whole groups and every
 //! leftover), with even and odd block counts (the kernels take two blocks per step), on
 //! quantized random values and on random quant bytes under finite random scales (every
-//! quant value, -128 for Q8_0 included; Q6_K's sub-block scales too).
+//! quant value, -128 for Q8_0 included; the k-quants' sub-block scales and mins too).
 
 use half::f16;
 use hearth_kernels::dispatch::{Kernels, Level};
@@ -32,29 +32,33 @@ impl Rng {
     }
 }
 
-/// Byte offset of the f16 block scale `d`, for the formats whose other bytes (quants,
-/// and Q6_K's i8 sub-block scales) take any value.
-fn scale_offset(ty: TensorType) -> Option<usize> {
+/// Byte offsets of the f16 scales that must stay finite, for the formats whose other
+/// bytes (quants, 6-bit scales and mins, Q6_K's i8 sub-block scales) take any value.
+fn scale_offsets(ty: TensorType) -> Option<&'static [usize]> {
     use TensorType::*;
     match ty {
-        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | Q4_1 | Q5_1 => Some(0),
-        Q6_K => Some(208),
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL => Some(&[0]),
+        Q4_1 | Q5_1 | Q4_K | Q5_K => Some(&[0, 2]),
+        Q6_K => Some(&[208]),
+        IQ4_XS => Some(&[0]),
         _ => None,
     }
 }
 
 /// `n_rows` rows of `nb` blocks of `ty`: quantized values, or (`raw`) random bytes whose
-/// leading scales are replaced by finite random halves.
+/// f16 scales are replaced by finite random halves.
 fn rows(ty: TensorType, n_rows: usize, nb: usize, raw: bool, rng: &mut Rng) -> Vec<u8> {
     let n_cols = nb * ty.block_len();
     let row_bytes = ty.row_bytes(n_cols as u64).unwrap() as usize;
     let mut out = vec![0u8; n_rows * row_bytes];
     for row in out.chunks_exact_mut(row_bytes.max(1)) {
-        if let (true, Some(at)) = (raw, scale_offset(ty)) {
+        if let (true, Some(offsets)) = (raw, scale_offsets(ty)) {
             row.iter_mut().for_each(|b| *b = rng.next() as u8);
             for block in row.chunks_exact_mut(ty.block_bytes()) {
-                let d = f16::from_f32(rng.normal() * 0.01);
-                block[at..at + 2].copy_from_slice(&d.to_le_bytes());
+                for &at in offsets {
+                    let d = f16::from_f32(rng.normal() * 0.01);
+                    block[at..at + 2].copy_from_slice(&d.to_le_bytes());
+                }
             }
         } else {
             let x: Vec<f32> = (0..n_cols).map(|_| rng.normal()).collect();
@@ -104,4 +108,24 @@ fn dot_rows_equals_dot_row_by_row_at_every_level() {
         }
     }
     eprintln!("{checked} multi-row calls checked");
+}
+
+/// The formats decode spends its time on have a multi-row kernel at every SIMD level of
+/// this machine, so that a matrix-vector product reads each activation once for several
+/// weight rows (AVX2-only CPUs included: issue 13).
+#[test]
+fn multi_row_kernels_cover_the_decode_formats() {
+    use TensorType::*;
+    for level in Level::supported() {
+        let k = Kernels::for_level(level).unwrap();
+        let formats: &[TensorType] = match level {
+            // Not Q6_K: at AVX2 its rows go to the single-row kernel (`x86::avx2::rows_k`).
+            Level::Avx2 => &[Q4_0, Q5_0, Q8_0, IQ4_NL, Q4_K, Q5_K, IQ4_XS],
+            Level::Avx512 => &[Q4_K, Q5_K, Q6_K],
+            _ => &[],
+        };
+        for &ty in formats {
+            assert!(k.dot_rows(ty).is_some(), "{ty} {}", level.name());
+        }
+    }
 }

@@ -153,5 +153,11 @@ fn several_token_kernels_cover_the_decode_formats() {
                 assert!(k.dot_tokens(ty).is_some(), "{ty} avx512");
             }
         }
+        if level == Level::Avx2 {
+            use TensorType::*;
+            for ty in [Q5_0, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K] {
+                assert!(k.dot_tokens(ty).is_some(), "{ty} avx2");
+            }
+        }
     }
 }

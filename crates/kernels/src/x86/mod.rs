@@ -65,6 +65,8 @@ macro_rules! dot_tokens_fn {
         $w_block:expr,
         $a_block:expr
     ) => {
+        // A tile may be one row wide (the AVX2 k-quant ones), which leaves no rows over.
+        #[allow(clippy::modulo_one)]
         fn $name(
             w: &[u8],
             row_bytes: usize,

@@ -46,7 +46,7 @@ pub(in crate::x86) unsafe fn q8k_d(y: *const u8) -> f32 {
 /// A vector holding i16 lane `k` of `v` (within each 128-bit half) in every i16 lane.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn splat_i16_lane(v: __m256i, k: usize) -> __m256i {
+pub(super) unsafe fn splat_i16_lane(v: __m256i, k: usize) -> __m256i {
     let lo = (2 * k) as i16;
     _mm256_shuffle_epi8(v, _mm256_set1_epi16(lo | ((lo + 1) << 8)))
 }

@@ -5,6 +5,9 @@ mod float;
 pub(super) mod kquants;
 pub(super) mod q32;
 mod quantize;
+mod rows_k;
+mod rows_q32;
+mod tokens_k;
 pub(super) mod util;
 
 use super::{block_count, quant_block_count};
@@ -67,6 +70,46 @@ dot_rows_fn!(
     22,
     34
 );
+dot_rows_fn!(
+    dot_rows_q8_0,
+    rows_q32::dot_rows_q8_0,
+    q32::dot_q8_0,
+    q32::ROWS,
+    34,
+    34
+);
+dot_rows_fn!(
+    dot_rows_iq4_nl,
+    rows_q32::dot_rows_iq4_nl,
+    q32::dot_iq4_nl,
+    q32::ROWS,
+    18,
+    34
+);
+dot_rows_fn!(
+    dot_rows_q4_k,
+    rows_k::dot_rows_q4_k,
+    kquants::dot_q4_k,
+    rows_k::ROWS,
+    144,
+    292
+);
+dot_rows_fn!(
+    dot_rows_q5_k,
+    rows_k::dot_rows_q5_k,
+    kquants::dot_q5_k,
+    rows_k::ROWS,
+    176,
+    292
+);
+dot_rows_fn!(
+    dot_rows_iq4_xs,
+    rows_k::dot_rows_iq4_xs,
+    kquants::dot_iq4_xs,
+    rows_k::ROWS,
+    136,
+    292
+);
 dot_tokens_fn!(
     dot_tokens_q5_0,
     q32::dot_tokens_q5_0,
@@ -94,6 +137,33 @@ dot_tokens_fn!(
     18,
     34
 );
+dot_tokens_fn!(
+    dot_tokens_q4_k,
+    tokens_k::dot_tokens_q4_k,
+    kquants::dot_q4_k,
+    tokens_k::TILE_ROWS,
+    tokens_k::TOKENS,
+    144,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q5_k,
+    tokens_k::dot_tokens_q5_k,
+    kquants::dot_q5_k,
+    tokens_k::TILE_ROWS,
+    tokens_k::TOKENS,
+    176,
+    292
+);
+dot_tokens_fn!(
+    dot_tokens_q6_k,
+    tokens_k::dot_tokens_q6_k,
+    kquants::dot_q6_k,
+    tokens_k::TILE_ROWS,
+    tokens_k::TOKENS,
+    210,
+    292
+);
 quantize_fn!(quantize_q8_0, quantize::quantize_q8_0, 32, 34);
 quantize_fn!(quantize_q8_1, quantize::quantize_q8_1, 32, 36);
 quantize_fn!(quantize_q8_k, quantize::quantize_q8_k, 256, 292);
@@ -109,12 +179,23 @@ pub(super) fn register(k: &mut Kernels) {
     k.set_dot_rows(Q4_0, dot_rows_q4_0);
     k.set_dot_rows(Q5_0, dot_rows_q5_0);
     k.set_dot(Q8_0, dot_q8_0);
+    // Several rows per activation vector (decode): the rows share each activation
+    // block's loads and scale, and are prefetched ahead. Not Q6_K: its multi-row kernel
+    // was slower than the single-row one row by row (see `rows_k`).
+    k.set_dot_rows(Q8_0, dot_rows_q8_0);
+    k.set_dot_rows(IQ4_NL, dot_rows_iq4_nl);
+    k.set_dot_rows(Q4_K, dot_rows_q4_k);
+    k.set_dot_rows(Q5_K, dot_rows_q5_k);
+    k.set_dot_rows(IQ4_XS, dot_rows_iq4_xs);
     // Several tokens: each weight block decoded once for all of them. Q4_0 keeps its
     // four-row kernel per token, which was as fast as the 2x2 tile (benches/batch_shapes,
     // Zen 4: the decode it saves is two ops per block).
     k.set_dot_tokens(Q5_0, dot_tokens_q5_0);
     k.set_dot_tokens(Q8_0, dot_tokens_q8_0);
     k.set_dot_tokens(IQ4_NL, dot_tokens_iq4_nl);
+    k.set_dot_tokens(Q4_K, dot_tokens_q4_k);
+    k.set_dot_tokens(Q5_K, dot_tokens_q5_k);
+    k.set_dot_tokens(Q6_K, dot_tokens_q6_k);
     k.set_dot(IQ4_NL, dot_iq4_nl);
     k.set_dot(Q4_1, dot_q4_1);
     k.set_dot(Q5_1, dot_q5_1);

@@ -11,7 +11,7 @@ use super::util::{bytes_from_bits, dot_i8, dot_u8_i8, f16_at, f16_splat, hsum_ps
 use crate::quant::blocks::KVALUES_IQ4NL;
 
 /// Bytes of a Q8_0 activation block: f16 `d`, then 32 quants.
-const Q8_0: usize = 34;
+pub(super) const Q8_0: usize = 34;
 /// Bytes of a Q8_1 activation block: f16 `d`, f16 `s`, then 32 quants.
 const Q8_1: usize = 36;
 
@@ -109,7 +109,7 @@ pub const ROWS: usize = 4;
 
 /// How many groups of [`ROWS`] rows ahead the multi-row kernels prefetch (four rows read
 /// side by side are four interleaved streams, which hardware prefetchers follow badly).
-const PREFETCH_GROUPS: usize = 2;
+pub(super) const PREFETCH_GROUPS: usize = 2;
 
 /// A Q8_0-activation format whose weights are `q - OFFSET` with small unsigned quants
 /// `q` (at most 31, so `maddubs` pair sums stay far from saturating): the multi-row
@@ -242,7 +242,7 @@ trait TileQuants {
 struct Signed<B>(core::marker::PhantomData<B>);
 
 /// A format with signed quants, for [`Signed`].
-trait SignedQuants {
+pub(super) trait SignedQuants {
     /// Bytes per weight block.
     const BYTES: usize;
     /// One block's 32 signed quants in element order.
@@ -252,8 +252,8 @@ trait SignedQuants {
     unsafe fn quants(x: *const u8) -> __m256i;
 }
 
-struct Q8_0Weights;
-struct Iq4Nl;
+pub(super) struct Q8_0Weights;
+pub(super) struct Iq4Nl;
 
 impl SignedQuants for Q8_0Weights {
     const BYTES: usize = 34;
