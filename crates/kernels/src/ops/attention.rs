@@ -435,6 +435,13 @@ pub fn f16_to_f32(h: u16) -> f32 {
     half::f16::from_bits(h).to_f32()
 }
 
+/// `x` rounded to the nearest f16 (ties to even, as F16C's `vcvtps2ph` and ggml's
+/// `GGML_FP32_TO_FP16`), as bits.
+#[inline]
+pub fn f32_to_f16(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
+}
+
 /// The scalar reference of [`QkF16Fn`]: each key widened to f32, then as [`qk`].
 pub fn qk_f16(q: &[f32], k: &[u16], scale: f32, s: &mut [f32]) {
     const T: usize = KV_TILE;
