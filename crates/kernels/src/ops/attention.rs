@@ -837,9 +837,13 @@ mod x86 {
                 qk_rows::<K, RB>(q, k, hd, r, scale, s);
                 r += RB;
             }
-            while r < n_rows {
-                qk_rows::<K, 1>(q, k, hd, r, scale, s);
-                r += 1;
+            // The rest in one block, so that each key vector is loaded (and widened)
+            // once more, not once per row.
+            match n_rows - r {
+                3 => qk_rows::<K, 3>(q, k, hd, r, scale, s),
+                2 => qk_rows::<K, 2>(q, k, hd, r, scale, s),
+                1 => qk_rows::<K, 1>(q, k, hd, r, scale, s),
+                _ => {}
             }
         }
 
@@ -968,11 +972,15 @@ mod x86 {
             let n_cols = hd_v / 8 * 8;
             let mut r = 0;
             while r < n_rows {
-                let rows = if r + 4 <= n_rows { 4 } else { 1 };
+                // Blocks of 4 rows, and the rest in one (each value vector is loaded
+                // and widened once per block).
+                let rows = (n_rows - r).min(4);
                 let mut c = 0;
                 while c + 16 <= n_cols {
                     match rows {
                         4 => pv_block::<V, 4, 2>(p, alpha, v, lanes, o, hd_v, r, c),
+                        3 => pv_block::<V, 3, 2>(p, alpha, v, lanes, o, hd_v, r, c),
+                        2 => pv_block::<V, 2, 2>(p, alpha, v, lanes, o, hd_v, r, c),
                         _ => pv_block::<V, 1, 2>(p, alpha, v, lanes, o, hd_v, r, c),
                     }
                     c += 16;
@@ -980,6 +988,8 @@ mod x86 {
                 while c < n_cols {
                     match rows {
                         4 => pv_block::<V, 4, 1>(p, alpha, v, lanes, o, hd_v, r, c),
+                        3 => pv_block::<V, 3, 1>(p, alpha, v, lanes, o, hd_v, r, c),
+                        2 => pv_block::<V, 2, 1>(p, alpha, v, lanes, o, hd_v, r, c),
                         _ => pv_block::<V, 1, 1>(p, alpha, v, lanes, o, hd_v, r, c),
                     }
                     c += 8;
@@ -1165,7 +1175,7 @@ mod x86 {
             qk_all(q, Q8Keys(qs.as_ptr(), d.as_ptr()), n_rows, hd, scale, s);
         }
 
-        /// Scores of every row, in blocks of [`RB`], then 4, then 1 rows.
+        /// Scores of every row, in blocks of [`RB`] rows and one of the rest.
         #[inline]
         #[target_feature(enable = "avx512f,f16c")]
         fn qk_all<K: Keys>(q: &[f32], k: K, n_rows: usize, hd: usize, scale: f32, s: &mut [f32]) {
@@ -1174,13 +1184,17 @@ mod x86 {
                 qk_rows::<K, RB>(q, k, hd, r, scale, s);
                 r += RB;
             }
-            while r + 4 <= n_rows {
-                qk_rows::<K, 4>(q, k, hd, r, scale, s);
-                r += 4;
-            }
-            while r < n_rows {
-                qk_rows::<K, 1>(q, k, hd, r, scale, s);
-                r += 1;
+            // The rest in one block (R1-Distill-Qwen's 6 query heads per KV head: one
+            // pass over the keys, not 4 + 1 + 1).
+            match n_rows - r {
+                7 => qk_rows::<K, 7>(q, k, hd, r, scale, s),
+                6 => qk_rows::<K, 6>(q, k, hd, r, scale, s),
+                5 => qk_rows::<K, 5>(q, k, hd, r, scale, s),
+                4 => qk_rows::<K, 4>(q, k, hd, r, scale, s),
+                3 => qk_rows::<K, 3>(q, k, hd, r, scale, s),
+                2 => qk_rows::<K, 2>(q, k, hd, r, scale, s),
+                1 => qk_rows::<K, 1>(q, k, hd, r, scale, s),
+                _ => {}
             }
         }
 
@@ -1308,11 +1322,15 @@ mod x86 {
             let n_cols = hd_v / 16 * 16;
             let mut r = 0;
             while r < n_rows {
-                let rows = if r + 4 <= n_rows { 4 } else { 1 };
+                // Blocks of 4 rows, and the rest in one (each value vector is loaded
+                // and widened once per block).
+                let rows = (n_rows - r).min(4);
                 let mut c = 0;
                 while c + 64 <= n_cols {
                     match rows {
                         4 => pv_block::<V, 4, 4>(p, alpha, v, lanes, o, hd_v, r, c),
+                        3 => pv_block::<V, 3, 4>(p, alpha, v, lanes, o, hd_v, r, c),
+                        2 => pv_block::<V, 2, 4>(p, alpha, v, lanes, o, hd_v, r, c),
                         _ => pv_block::<V, 1, 4>(p, alpha, v, lanes, o, hd_v, r, c),
                     }
                     c += 64;
@@ -1320,6 +1338,8 @@ mod x86 {
                 while c < n_cols {
                     match rows {
                         4 => pv_block::<V, 4, 1>(p, alpha, v, lanes, o, hd_v, r, c),
+                        3 => pv_block::<V, 3, 1>(p, alpha, v, lanes, o, hd_v, r, c),
+                        2 => pv_block::<V, 2, 1>(p, alpha, v, lanes, o, hd_v, r, c),
                         _ => pv_block::<V, 1, 1>(p, alpha, v, lanes, o, hd_v, r, c),
                     }
                     c += 16;
