@@ -41,6 +41,8 @@ def collect(directory):
         for row in read_rows(path):
             n_prompt, n_gen = row["n_prompt"], row["n_gen"]
             test = f"pp{n_prompt}" if n_prompt > 0 else f"tg{n_gen}"
+            if row.get("n_depth", 0) > 0:
+                test += f" @ d{row['n_depth']}"
             key = (model, row["n_threads"], test)
             table[key][engine].extend(row["samples_ts"])
             if engine == "hearth" and n_gen > 0:

@@ -2,15 +2,18 @@
 # Hearth against llama.cpp on the same GGUF files, same thread counts, alternating runs in
 # one session, then one side-by-side table (bench/compare/compare.py).
 #
-#   bench/compare/run.sh [MODEL.gguf|gemma|r1-1.5b|r1-7b ...] [-t 1,2] [-r 5] [-p 512] [-n 128] [-a 3]
-#                        [-l native|avx2]
+#   bench/compare/run.sh [MODEL.gguf|gemma|r1-1.5b|r1-7b ...] [-t 1,2] [-r 5] [-p 512] [-n 128]
+#       [-d 0] [-ctk f16] [-ctv f16] [-a 3] [-l native|avx2]
 #
 # Models: a GGUF path, or a name: gemma (Gemma 3 270M Q4_K_M, scripts/fetch-model.sh),
 # r1-1.5b and r1-7b (random-weight files with the exact shapes and Q4_K_M type mix of
 # DeepSeek-R1-Distill-Qwen-1.5B / -7B, made once by the shape_model example into
 # ~/.cache/hearth/models/bench/). Default: gemma.
 # -t thread counts, -r repetitions per run, -p/-n prompt and generation lengths (as in
-# llama-bench), -a alternations: each (model, threads) pair is measured -a times, Hearth
+# llama-bench), -d tokens already in the cache when each test starts (llama-bench's
+# -d/--n-depth; filled untimed), -ctk/-ctv the KV cache types of both engines (f32, f16,
+# q8_0; default f16, llama.cpp's default), -a alternations: each (model, threads) pair is
+# measured -a times, Hearth
 # and llama.cpp taking turns (who goes first flips each time, so drift in the machine's
 # load falls on both). Raw results stay in a temporary directory, printed at the end.
 # -l the instruction-set level of both engines: native (default: every extension this CPU
@@ -28,7 +31,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 
-threads=1,2 reps=5 n_prompt=512 n_gen=128 alternations=3 level=native
+threads=1,2 reps=5 n_prompt=512 n_gen=128 n_depth=0 type_k=f16 type_v=f16 alternations=3
+level=native
 models=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -36,9 +40,12 @@ while [ $# -gt 0 ]; do
         -r) reps="$2"; shift 2 ;;
         -p) n_prompt="$2"; shift 2 ;;
         -n) n_gen="$2"; shift 2 ;;
+        -d) n_depth="$2"; shift 2 ;;
+        -ctk) type_k="$2"; shift 2 ;;
+        -ctv) type_v="$2"; shift 2 ;;
         -a) alternations="$2"; shift 2 ;;
         -l) level="$2"; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
         *) models+=("$1"); shift ;;
     esac
@@ -79,12 +86,14 @@ for name in "${models[@]}"; do
     for a in $(seq 1 "$alternations"); do
         for t in "${thread_list[@]}"; do
             run_hearth() {
-                "$hearth" bench "$model" -p "$n_prompt" -n "$n_gen" -t "$t" -r "$reps" --json \
+                "$hearth" bench "$model" -p "$n_prompt" -n "$n_gen" -d "$n_depth" -t "$t" -r "$reps" \
+                    --cache-type-k "$type_k" --cache-type-v "$type_v" --json \
                     > "$out/hearth-$label-t$t-$a.json"
             }
             run_llama() {
                 "$llama_python" "$root/bench/llama/llama_cpp_bench.py" "$model" \
-                    -p "$n_prompt" -n "$n_gen" -t "$t" -r "$reps" \
+                    -p "$n_prompt" -n "$n_gen" -d "$n_depth" -t "$t" -r "$reps" \
+                    --cache-type-k "$type_k" --cache-type-v "$type_v" \
                     > "$out/llama-$label-t$t-$a.json" 2> "$out/llama-$label-t$t-$a.log"
             }
             echo "run.sh: $label, $t threads, alternation $a/$alternations" >&2

@@ -3,15 +3,23 @@
 
 Uses llama-cpp-python's low-level API only: `llama_decode` on batches of token ids, no
 logits copied into Python, flash attention on, `swa_full` off, a context of exactly
-n_prompt + n_gen cells. One pp test decodes `n_prompt` tokens in one batch from an empty
-cache; one tg test decodes `n_gen` single tokens from an empty cache (llama-bench's
-tg128). Each test runs once as warm-up, then `reps` timed times.
+n_depth + n_prompt + n_gen cells. One pp test decodes `n_prompt` tokens in one batch; one
+tg test decodes `n_gen` single tokens (llama-bench's tg128). Each test runs once as
+warm-up, then `reps` timed times.
+
+With `-d N` (llama-bench's `-d/--n-depth`) each test starts with N random tokens in the
+cache: they are decoded once per context, in batches of up to 512, untimed, and before
+each run the cache is cut back to them (`llama_memory_seq_rm` from position N), as
+llama-bench restores its saved depth state before each run. Without it, every run
+starts from an empty cache. `--cache-type-k/-v` set the cache types (f32, f16, q8_0;
+llama.cpp's default is f16).
 
 Prints one JSON object per line per (test, threads), with llama-bench's field names
-(model_filename, n_batch, n_ubatch, n_threads, n_prompt, n_gen, avg_ns, stddev_ns,
-avg_ts, stddev_ts, samples_ns, samples_ts) and "engine": "llama.cpp".
+(model_filename, n_batch, n_ubatch, n_threads, n_prompt, n_gen, n_depth, type_k, type_v,
+avg_ns, stddev_ns, avg_ts, stddev_ts, samples_ns, samples_ts) and "engine": "llama.cpp".
 
-    python3 llama_cpp_bench.py MODEL.gguf [-p 512] [-n 128] [-t 1,2] [-r 5]
+    python3 llama_cpp_bench.py MODEL.gguf [-p 512] [-n 128] [-d 0] [-t 1,2] [-r 5]
+        [--cache-type-k f16] [--cache-type-v f16]
 
 OMP_WAIT_POLICY is left as the caller sets it; unset is what llama-bench runs with (its
 OpenMP threads spin a while between graph nodes, then sleep). On a quiet 2-core Zen 5
@@ -41,7 +49,14 @@ def _QUIET(level, text, user_data):
     """Drops llama.cpp's log lines: this script's output is its JSON lines."""
 
 
-def make_context(model, n_ctx, n_batch, threads):
+# ggml's type ids (ggml.h `enum ggml_type`) of the cache types this script offers.
+CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}
+
+# Most tokens per decode call when filling the depth (llama.cpp's default n_ubatch).
+DEPTH_BATCH = 512
+
+
+def make_context(model, n_ctx, n_batch, threads, type_k, type_v):
     p = L.llama_context_default_params()
     p.n_ctx = n_ctx
     p.n_batch = n_batch
@@ -50,6 +65,8 @@ def make_context(model, n_ctx, n_batch, threads):
     p.n_threads_batch = threads
     p.flash_attn_type = 1  # LLAMA_FLASH_ATTN_TYPE_ENABLED
     p.swa_full = False
+    p.type_k = CACHE_TYPES[type_k]
+    p.type_v = CACHE_TYPES[type_v]
     p.no_perf = True
     ctx = L.llama_init_from_model(model, p)
     if not ctx:
@@ -71,11 +88,34 @@ def make_batch(tokens, pos0):
     return batch
 
 
-def run_pp(ctx, n_prompt, n_vocab, rng):
+def fill_depth(ctx, n_depth, n_vocab, rng):
+    """Empties the cache and decodes `n_depth` random tokens into sequence 0."""
     L.llama_memory_clear(L.llama_get_memory(ctx), True)
+    tokens = [rng.randrange(n_vocab) for _ in range(n_depth)]
+    for start in range(0, n_depth, DEPTH_BATCH):
+        batch = make_batch(tokens[start:start + DEPTH_BATCH], start)
+        try:
+            if L.llama_decode(ctx, batch) != 0:
+                sys.exit("llama_decode failed while filling the depth")
+        finally:
+            L.llama_batch_free(batch)
+    L.llama_synchronize(ctx)
+
+
+def to_depth(ctx, n_depth):
+    """Cuts the cache back to the depth tokens (empty for depth 0)."""
+    mem = L.llama_get_memory(ctx)
+    if n_depth == 0:
+        L.llama_memory_clear(mem, True)
+    elif not L.llama_memory_seq_rm(mem, 0, n_depth, -1):
+        sys.exit("llama_memory_seq_rm failed")
+
+
+def run_pp(ctx, n_prompt, n_depth, n_vocab, rng):
+    to_depth(ctx, n_depth)
     # Built before the clock starts: filling 512 tokens through ctypes is not llama.cpp's
     # time (llama-bench fills a std::vector in C++).
-    batch = make_batch([rng.randrange(n_vocab) for _ in range(n_prompt)], 0)
+    batch = make_batch([rng.randrange(n_vocab) for _ in range(n_prompt)], n_depth)
     try:
         t = time.perf_counter()
         if L.llama_decode(ctx, batch) != 0:
@@ -86,14 +126,14 @@ def run_pp(ctx, n_prompt, n_vocab, rng):
         L.llama_batch_free(batch)
 
 
-def run_tg(ctx, n_gen, n_vocab, rng):
-    L.llama_memory_clear(L.llama_get_memory(ctx), True)
+def run_tg(ctx, n_gen, n_depth, n_vocab, rng):
+    to_depth(ctx, n_depth)
     # Batches are built before the clock starts, as llama-bench's loop only calls decode.
     batches = []
     for i in range(n_gen):
         b = L.llama_batch_init(1, 0, 1)
         b.token[0] = rng.randrange(n_vocab)
-        b.pos[0] = i
+        b.pos[0] = n_depth + i
         b.n_seq_id[0] = 1
         b.seq_id[0][0] = 0
         b.logits[0] = 1
@@ -115,6 +155,9 @@ def main():
     ap.add_argument("model")
     ap.add_argument("-p", type=int, default=512)
     ap.add_argument("-n", type=int, default=128)
+    ap.add_argument("-d", type=int, default=0, help="tokens in the cache before each test")
+    ap.add_argument("--cache-type-k", choices=sorted(CACHE_TYPES), default="f16")
+    ap.add_argument("--cache-type-v", choices=sorted(CACHE_TYPES), default="f16")
     ap.add_argument("-t", default="1,2")
     ap.add_argument("-r", type=int, default=5)
     ap.add_argument("--only", choices=["pp", "tg"], default=None)
@@ -124,8 +167,8 @@ def main():
         threads = [int(t) for t in a.t.split(",")]
     except ValueError:
         sys.exit(f"-t {a.t!r}: expected thread counts like 1,2")
-    if a.r < 1 or min(threads) < 1 or (a.p <= 0 and a.n <= 0):
-        sys.exit("need -r >= 1, thread counts >= 1, and -p or -n > 0")
+    if a.r < 1 or min(threads) < 1 or (a.p <= 0 and a.n <= 0) or a.d < 0:
+        sys.exit("need -r >= 1, thread counts >= 1, -d >= 0, and -p or -n > 0")
     L.llama_backend_init()
     L.llama_log_set(_QUIET, ctypes.c_void_p())
     print("llama.cpp system info:", L.llama_print_system_info().decode().strip(), file=sys.stderr)
@@ -143,10 +186,15 @@ def main():
         if a.n > 0 and a.only in (None, "tg"):
             tests.append(("tg", 0, a.n))
         for kind, n_prompt, n_gen in tests:
-            n_batch = max(n_prompt, 1)
-            ctx = make_context(model, max(n_prompt + n_gen, 16), n_batch, n_threads)
-            run = (lambda: run_pp(ctx, n_prompt, n_vocab, rng)) if kind == "pp" else (
-                lambda: run_tg(ctx, n_gen, n_vocab, rng))
+            # The depth is decoded in batches of up to DEPTH_BATCH, so the context
+            # takes batches that large even for tg (whose own batches are 1 token).
+            n_batch = max(n_prompt, min(a.d, DEPTH_BATCH), 1)
+            ctx = make_context(model, max(a.d + n_prompt + n_gen, 16), n_batch, n_threads,
+                               a.cache_type_k, a.cache_type_v)
+            if a.d > 0:
+                fill_depth(ctx, a.d, n_vocab, rng)
+            run = (lambda: run_pp(ctx, n_prompt, a.d, n_vocab, rng)) if kind == "pp" else (
+                lambda: run_tg(ctx, n_gen, a.d, n_vocab, rng))
             run()  # warm-up
             samples_s = [run() for _ in range(a.r)]
             L.llama_free(ctx)
@@ -161,6 +209,9 @@ def main():
                 "n_threads": n_threads,
                 "n_prompt": n_prompt,
                 "n_gen": n_gen,
+                "n_depth": a.d,
+                "type_k": a.cache_type_k,
+                "type_v": a.cache_type_v,
                 "avg_ns": round(statistics.mean(samples_ns)),
                 "stddev_ns": round(sd(samples_ns)),
                 "avg_ts": statistics.mean(samples),

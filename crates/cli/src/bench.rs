@@ -1,6 +1,6 @@
-//! `hearth bench MODEL [-p 512] [-n 128] [-t 1,2] [-r 5] [--json]`: prompt-processing and
-//! generation speed as llama-bench measures them, and how close generation comes to the
-//! memory-bandwidth limit.
+//! `hearth bench MODEL [-p 512] [-n 128] [-d 0] [-t 1,2] [-r 5] [--cache-type-k f16]
+//! [--cache-type-v f16] [--json]`: prompt-processing and generation speed as llama-bench
+//! measures them, and how close generation comes to the memory-bandwidth limit.
 //!
 //! # What is measured (llama-bench's semantics, `tools/llama-bench/llama-bench.cpp`)
 //! For each thread count:
@@ -9,6 +9,11 @@
 //!   at most 512 tokens, as llama.cpp does with its default `n_ubatch`.
 //! - **tg** (`tg128`): `n_gen` single-token decode steps from an empty cache, each with
 //!   logits (tokens are random, not sampled, as in llama-bench).
+//! - **depth** (`-d N`, llama-bench's `-d/--n-depth`; the tests are then named
+//!   `pp512 @ d4096`, `tg128 @ d4096`): both tests start with `N` random tokens already
+//!   in the cache. The depth is filled once per thread count, untimed, and each run
+//!   truncates the sequence back to it, so every run sees the same `N` cached tokens
+//!   (llama-bench fills it once and restores that state before each run).
 //!
 //! Each test runs once as warm-up, then `-r` timed repetitions; t/s is reported as the
 //! mean ± sample standard deviation of the per-repetition rates.
@@ -30,7 +35,8 @@
 //! ```text
 //! [ { "model_filename": str, "model_type": str, "model_size": int (bytes),
 //!     "model_n_params": int, "n_batch": int, "n_ubatch": int, "n_threads": int,
-//!     "n_prompt": int, "n_gen": int, "n_depth": 0, "backends": "CPU",
+//!     "n_prompt": int, "n_gen": int, "n_depth": int, "backends": "CPU",
+//!     "type_k": str, "type_v": str,                 // "f32", "f16", "q8_0"
 //!     "avg_ns": int, "stddev_ns": int, "avg_ts": float, "stddev_ts": float,
 //!     "samples_ns": [int], "samples_ts": [float],
 //!     // ours:
@@ -51,7 +57,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use hearth_gguf::GgufFile;
 use hearth_kernels::pool::ThreadPool;
-use hearth_models::{Batch, KvCache, Model, Scratch};
+use hearth_models::{Batch, KvCache, KvTypes, Model, Scratch, SeqId};
 use memmap2::MmapMut;
 use serde_json::{json, Value as Json};
 
@@ -86,6 +92,9 @@ pub struct BenchArgs {
     /// Decode steps of the tg test (0 skips it).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
+    /// Tokens already in the cache when each test starts (filled untimed).
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    pub n_depth: usize,
     /// Thread counts to measure, comma-separated.
     #[arg(short = 't', long = "threads", default_value = "1,2")]
     pub threads: String,
@@ -95,6 +104,8 @@ pub struct BenchArgs {
     /// Print llama-bench's JSON (an array of objects) instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub cache: crate::run::CacheTypeArgs,
 }
 
 /// Runs `hearth bench`.
@@ -114,13 +125,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let n_ctx = args
         .n_prompt
         .checked_add(args.n_gen)
+        .and_then(|n| n.checked_add(args.n_depth))
         .filter(|&n| n <= hp.n_ctx_train)
         .with_context(|| {
             format!(
-                "-p {} and -n {} need more than the model's {} positions of context",
-                args.n_prompt, args.n_gen, hp.n_ctx_train
+                "-p {}, -n {} and -d {} need more than the model's {} positions of context",
+                args.n_prompt, args.n_gen, args.n_depth, hp.n_ctx_train
             )
         })?;
+    let types = args.cache.types();
     let info = ModelInfo::of(&file, &args.model.display().to_string());
 
     // The bandwidth first, while no model pages are being streamed.
@@ -131,16 +144,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     for (&n_threads, bw) in threads.iter().zip(&bandwidth) {
         let pool = ThreadPool::new(n_threads).context("cannot start the compute threads")?;
-        let mut kv = KvCache::new(hp, n_ctx).context("cannot allocate the KV cache")?;
-        let mut scratch = Scratch::new(&model, args.n_prompt.clamp(1, N_UBATCH), 1)
-            .context("cannot allocate the scratch buffers")?;
+        let mut kv =
+            KvCache::with_types(hp, n_ctx, types).context("cannot allocate the KV cache")?;
+        let ubatch = args.n_prompt.max(args.n_depth).clamp(1, N_UBATCH);
+        let mut scratch =
+            Scratch::new(&model, ubatch, 1).context("cannot allocate the scratch buffers")?;
         let mut bench = Bench {
             model: &model,
             pool: &pool,
             kv: &mut kv,
             scratch: &mut scratch,
-            batch: Batch::with_capacity(args.n_prompt.max(1)),
+            batch: Batch::with_capacity(args.n_prompt.max(args.n_depth).max(1)),
+            seq: None,
+            n_depth: args.n_depth,
         };
+        let depth_tokens: Vec<u32> = (0..args.n_depth)
+            .map(|_| rng.below(hp.n_vocab as u64) as u32)
+            .collect();
+        bench.fill_depth(&depth_tokens)?;
         let tests = [(args.n_prompt, 0), (0, args.n_gen)];
         for (n_prompt, n_gen) in tests.into_iter().filter(|&(p, g)| p + g > 0) {
             let tokens: Vec<u32> = (0..n_prompt + n_gen)
@@ -161,6 +182,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 n_threads,
                 n_prompt,
                 n_gen,
+                n_depth: args.n_depth,
+                types,
                 samples_ns,
             };
             table.print_row(&info, &row);
@@ -293,15 +316,39 @@ struct Bench<'a, 'm> {
     kv: &'a mut KvCache,
     scratch: &'a mut Scratch,
     batch: Batch,
+    /// The sequence holding the depth tokens (set by [`Bench::fill_depth`]).
+    seq: Option<SeqId>,
+    n_depth: usize,
 }
 
 impl Bench<'_, '_> {
-    /// Nanoseconds to process `tokens` as one prompt from an empty cache.
-    fn prompt(&mut self, tokens: &[u32]) -> anyhow::Result<u64> {
+    /// Starts the one sequence the tests run in, with `tokens` (the depth) in the cache.
+    fn fill_depth(&mut self, tokens: &[u32]) -> anyhow::Result<()> {
         self.kv.clear();
         let seq = self.kv.new_sequence();
+        self.seq = Some(seq);
+        if !tokens.is_empty() {
+            self.batch.clear();
+            self.batch.push_seq(tokens, 0, seq, false);
+            self.model
+                .forward(self.pool, self.kv, self.scratch, &self.batch)
+                .context("cannot fill the cache to the depth")?;
+        }
+        Ok(())
+    }
+
+    /// The test sequence with only the depth tokens cached, and the next position.
+    fn at_depth(&mut self) -> (SeqId, usize) {
+        let seq = self.seq.expect("fill_depth runs before any test");
+        self.kv.truncate_sequence(seq, self.n_depth);
+        (seq, self.n_depth)
+    }
+
+    /// Nanoseconds to process `tokens` as one prompt after the depth.
+    fn prompt(&mut self, tokens: &[u32]) -> anyhow::Result<u64> {
+        let (seq, pos0) = self.at_depth();
         self.batch.clear();
-        self.batch.push_seq(tokens, 0, seq, false);
+        self.batch.push_seq(tokens, pos0 as u32, seq, false);
         let t = Instant::now();
         let logits = self
             .model
@@ -310,12 +357,11 @@ impl Bench<'_, '_> {
         Ok(elapsed_ns(t))
     }
 
-    /// Nanoseconds to decode `tokens` one at a time from an empty cache.
+    /// Nanoseconds to decode `tokens` one at a time after the depth.
     fn generate(&mut self, tokens: &[u32]) -> anyhow::Result<u64> {
-        self.kv.clear();
-        let seq = self.kv.new_sequence();
+        let (seq, pos0) = self.at_depth();
         let t = Instant::now();
-        for (pos, &token) in tokens.iter().enumerate() {
+        for (pos, &token) in (pos0..).zip(tokens) {
             self.batch.clear();
             self.batch.push(token, pos as u32, seq, true);
             let logits = self
@@ -349,6 +395,8 @@ struct Row {
     n_threads: usize,
     n_prompt: usize,
     n_gen: usize,
+    n_depth: usize,
+    types: KvTypes,
     samples_ns: Vec<u64>,
 }
 
@@ -357,12 +405,16 @@ impl Row {
         self.n_prompt + self.n_gen
     }
 
-    /// llama-bench's test name: `pp512`, `tg128`.
+    /// llama-bench's test name: `pp512`, `tg128`, `tg128 @ d4096`.
     fn test_name(&self) -> String {
-        if self.n_prompt > 0 {
+        let test = if self.n_prompt > 0 {
             format!("pp{}", self.n_prompt)
         } else {
             format!("tg{}", self.n_gen)
+        };
+        match self.n_depth {
+            0 => test,
+            d => format!("{test} @ d{d}"),
         }
     }
 
@@ -390,8 +442,10 @@ impl Row {
             "n_threads": self.n_threads,
             "n_prompt": self.n_prompt,
             "n_gen": self.n_gen,
-            "n_depth": 0,
+            "n_depth": self.n_depth,
             "backends": "CPU",
+            "type_k": self.types.k.name(),
+            "type_v": self.types.v.name(),
             "avg_ns": avg_ns.round() as u64,
             "stddev_ns": stddev_ns.round() as u64,
             "avg_ts": avg_ts,
@@ -443,23 +497,25 @@ impl Table {
             self.header_done = true;
             let _ = writeln!(
                 out,
-                "| {:<30} | {:>10} | {:>10} | {:>7} | {:>8} | {:>20} |",
-                "model", "size", "params", "threads", "test", "t/s"
+                "| {:<30} | {:>10} | {:>10} | {:>7} | {:>6} | {:>6} | {:>15} | {:>20} |",
+                "model", "size", "params", "threads", "type_k", "type_v", "test", "t/s"
             );
             let _ = writeln!(
                 out,
-                "| {:-<30} | {:->9}: | {:->9}: | {:->6}: | {:->7}: | {:->19}: |",
-                "", "", "", "", "", ""
+                "| {:-<30} | {:->9}: | {:->9}: | {:->6}: | {:->5}: | {:->5}: | {:->14}: | {:->19}: |",
+                "", "", "", "", "", "", "", ""
             );
         }
         let (avg, sd) = mean_sd(&row.samples_ts());
         let _ = writeln!(
             out,
-            "| {:<30} | {:>10} | {:>10} | {:>7} | {:>8} | {:>20} |",
+            "| {:<30} | {:>10} | {:>10} | {:>7} | {:>6} | {:>6} | {:>15} | {:>20} |",
             info.model_type,
             human_bytes(info.size),
             human_params(info.n_params),
             row.n_threads,
+            row.types.k.name(),
+            row.types.v.name(),
             row.test_name(),
             format!("{avg:.2} ± {sd:.2}"),
         );

@@ -65,6 +65,8 @@ pub struct PerplexityArgs {
     /// Keep the model file mapped instead of copying it onto huge pages.
     #[arg(long)]
     pub mmap: bool,
+    #[command(flatten)]
+    pub cache: crate::run::CacheTypeArgs,
 }
 
 /// Runs `hearth perplexity`.
@@ -132,7 +134,8 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
     );
 
     let pool = ThreadPool::new(n_threads).context("cannot start the compute threads")?;
-    let mut kv = KvCache::new(hp, n_seq * n_ctx).context("cannot create the KV cache")?;
+    let mut kv = KvCache::with_types(hp, n_seq * n_ctx, args.cache.types())
+        .context("cannot create the KV cache")?;
     let mut scratch = Scratch::new(&model, n_ubatch, rows_per_call)
         .context("cannot allocate the scratch buffers")?;
     let mut dump = match &args.dump_logprobs {

@@ -22,6 +22,7 @@ use hearth_engine::chat_template::Message;
 use hearth_engine::sampler::{Penalties, Sampler, SamplerParams};
 use hearth_engine::scheduler::{self, EngineConfig, Event, Finish, Job, Prompt, Request};
 use hearth_gguf::{GgufFile, Residency};
+use hearth_models::{KvType, KvTypes};
 
 /// Prompt tokens per forward call by default (llama.cpp's default `n_ubatch`).
 const PROMPT_BATCH: usize = scheduler::DEFAULT_BATCH;
@@ -74,6 +75,31 @@ pub struct RunArgs {
     /// `open_model_with`): less memory, slower decoding.
     #[arg(long)]
     pub mmap: bool,
+    #[command(flatten)]
+    pub cache: CacheTypeArgs,
+}
+
+/// `--cache-type-k` / `--cache-type-v`, as llama.cpp names them; shared by every
+/// command that builds a KV cache.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct CacheTypeArgs {
+    /// How the KV cache stores keys: f32, f16 or q8_0 (q8_0 needs head sizes that are
+    /// multiples of 32).
+    #[arg(long = "cache-type-k", value_name = "TYPE", default_value_t = KvTypes::default().k)]
+    pub k: KvType,
+    /// How the KV cache stores values: f32, f16 or q8_0.
+    #[arg(long = "cache-type-v", value_name = "TYPE", default_value_t = KvTypes::default().v)]
+    pub v: KvType,
+}
+
+impl CacheTypeArgs {
+    /// The types as the cache takes them.
+    pub fn types(&self) -> KvTypes {
+        KvTypes {
+            k: self.k,
+            v: self.v,
+        }
+    }
 }
 
 /// Runs `hearth run`: one request through the engine (the same scheduler `hearth serve`
@@ -94,6 +120,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         parallel: Some(1),
         queue: 1,
         batch: args.batch,
+        kv_types: args.cache.types(),
         ..EngineConfig::new(
             args.model.clone(),
             n_threads,

@@ -46,6 +46,8 @@ pub struct ServeArgs {
     /// slower decoding.
     #[arg(long)]
     pub mmap: bool,
+    #[command(flatten)]
+    pub cache: crate::run::CacheTypeArgs,
 }
 
 /// Runs `hearth serve`.
@@ -74,6 +76,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             parallel: args.parallel,
             queue: args.queue,
             batch: args.batch,
+            kv_types: args.cache.types(),
         },
         addr: SocketAddr::new(args.host, args.port),
         api_key,

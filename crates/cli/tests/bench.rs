@@ -165,7 +165,7 @@ fn table_like_llama_bench() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0].replace(' ', ""),
-        "|model|size|params|threads|test|t/s|",
+        "|model|size|params|threads|type_k|type_v|test|t/s|",
         "llama-bench's columns (less backend)"
     );
     for test in ["| pp8 |", "| tg2 |"] {
@@ -197,4 +197,45 @@ fn bad_input_is_refused_in_one_line() {
     refused(&["bench", m, "-p", "0", "-n", "0"], "nothing to measure");
     // The tiny models are trained on 128 positions.
     refused(&["bench", m, "-p", "120", "-n", "16"], "context");
+    refused(&["bench", m, "-p", "8", "-n", "8", "-d", "120"], "-d 120");
+    // Argument errors are clap's (`error: invalid value ...`), with our message.
+    let out = hearth(&["bench", m, "--cache-type-k", "q4_0"]);
+    let err = stderr(&out);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("unknown KV cache type \"q4_0\" (valid: f32, f16, q8_0)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn depth_and_cache_types_reach_the_report() {
+    let model = scratch_file("bench_depth.gguf", &spec("llama_f32").to_bytes());
+    let m = model.to_str().unwrap();
+    let args = ["-p", "8", "-n", "2", "-d", "40", "-t", "1", "-r", "1"];
+    let mut with_types = args.to_vec();
+    with_types.extend(["--cache-type-k", "q8_0", "--cache-type-v", "f32"]);
+    for (args, (k, v)) in [
+        (args.to_vec(), ("f16", "f16")),
+        (with_types, ("q8_0", "f32")),
+    ] {
+        let rows = bench_json(&model, &args);
+        assert_eq!(rows.len(), 2);
+        for r in &rows {
+            assert_eq!(u(r, "n_depth"), 40, "{r}");
+            assert_eq!(
+                (r["type_k"].as_str(), r["type_v"].as_str()),
+                (Some(k), Some(v))
+            );
+            assert!(f(r, "avg_ts") > 0.0);
+        }
+    }
+    let out = hearth(&[
+        "bench", m, "-p", "8", "-n", "2", "-d", "40", "-t", "1", "-r", "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for test in ["pp8 @ d40", "tg2 @ d40"] {
+        assert!(text.contains(test), "no {test} row in:\n{text}");
+    }
 }

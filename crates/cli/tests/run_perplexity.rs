@@ -13,7 +13,7 @@ use common::{gemma, hearth, refused, scratch_file, stderr, tiny_model};
 
 use hearth_gguf::GgufFile;
 use hearth_kernels::pool::ThreadPool;
-use hearth_models::{Batch, KvCache, Model, Scratch};
+use hearth_models::{Batch, KvCache, KvTypes, Model, Scratch};
 use hearth_tokenizer::Tokenizer;
 
 /// A text of 652 tiny-vocabulary tokens: words and byte-spelled characters.
@@ -63,7 +63,8 @@ fn reference_ppl(model_path: &Path, text: &Path, n_ctx: usize) -> (Vec<f64>, Vec
     let tok = Tokenizer::from_gguf(&file).unwrap();
     let model = Model::load(&file).unwrap();
     let pool = ThreadPool::new(1).unwrap();
-    let mut kv = KvCache::new(model.hparams(), n_ctx).unwrap();
+    // The CLI's default cache types, which the commands below run with.
+    let mut kv = KvCache::with_types(model.hparams(), n_ctx, KvTypes::default()).unwrap();
     let mut scratch = Scratch::new(&model, 1, 1).unwrap();
     let text = std::fs::read_to_string(text).unwrap();
     let tokens = tok.encode(&text, true, false).unwrap();

@@ -45,7 +45,7 @@ use std::time::Instant;
 
 use hearth_gguf::{GgufFile, Residency};
 use hearth_kernels::pool::ThreadPool;
-use hearth_models::{Batch, KvCache, Model, Scratch, BLOCK_CELLS};
+use hearth_models::{Batch, KvCache, KvTypes, Model, Scratch, BLOCK_CELLS};
 use hearth_tokenizer::Tokenizer;
 
 use crate::chat_template::{ChatTemplate, TemplateConfig};
@@ -89,6 +89,8 @@ pub struct EngineConfig {
     pub queue: usize,
     /// Most tokens per forward step.
     pub batch: usize,
+    /// How the KV cache stores keys and values.
+    pub kv_types: KvTypes,
 }
 
 impl EngineConfig {
@@ -102,6 +104,7 @@ impl EngineConfig {
             parallel: None,
             queue: DEFAULT_QUEUE,
             batch: DEFAULT_BATCH,
+            kv_types: KvTypes::default(),
         }
     }
 }
@@ -265,7 +268,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
         if config.parallel == Some(0) {
             return Err("--parallel must be at least 1".into());
         }
-        let kv_bytes_per_token = hp.n_layer * (hp.n_embd_k_gqa() + hp.n_embd_v_gqa()) * 4;
+        let kv_bytes_per_token = config.kv_types.bytes_per_token(hp);
         let (n_pool, n_ctx) = plan_context(
             config.ctx,
             config.parallel,
@@ -292,8 +295,8 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 .ok();
         let pool = ThreadPool::new(config.threads)
             .map_err(|e| format!("cannot start the compute threads: {e}"))?;
-        let kv =
-            KvCache::new(hp, n_pool).map_err(|e| format!("cannot create the KV cache: {e}"))?;
+        let kv = KvCache::with_types(hp, n_pool, config.kv_types)
+            .map_err(|e| format!("cannot create the KV cache: {e}"))?;
         let batch = config.batch.min(n_pool);
         let scratch = Scratch::new(model, batch, parallel.max(1))
             .map_err(|e| format!("cannot allocate the scratch buffers: {e}"))?;

@@ -12,10 +12,20 @@
 //!
 //! Masked keys past the end of the cached ones hold NaN, so a kernel that reads a key or
 //! value no row may see fails the comparison.
+//!
+//! Every stored type ([`KvType`]) is checked the same way: the f64 reference computes
+//! with the stored keys and values widened back to f32 (an f16 exactly, a Q8_0 element
+//! as `q·d`), so the bound is the kernels' own error, not the storage's rounding (that is
+//! the fidelity gates' business). The SIMD kernels widen each element exactly as the
+//! scalar ones do, so the f32 bound holds unchanged.
 
 use hearth_kernels::dispatch::Level;
-use hearth_kernels::ops::attention::{flash_finish, FlashRows, KvTile, KV_TILE};
+use hearth_kernels::ops::attention::{
+    f16_to_f32, flash_finish, FlashRows, KvData, KvTile, KvType, KV_TILE, Q8_0_BLOCK,
+};
 use hearth_kernels::ops::Ops;
+use hearth_kernels::quant::blocks::BlockQ8_0;
+use hearth_kernels::quant::q8_0;
 
 const TOL: f64 = 2e-6;
 
@@ -52,6 +62,52 @@ struct Case {
     v_stride: usize,
     n_keys: usize,
     vis: Vec<(usize, usize)>,
+    k_store: Stored,
+    v_store: Stored,
+}
+
+/// Keys or values in a stored type (for f32, the `Case`'s own arrays are used).
+#[derive(Default)]
+struct Stored {
+    ty: Option<KvType>,
+    half: Vec<u16>,
+    qs: Vec<i8>,
+    d: Vec<u16>,
+}
+
+/// f16 bits of a NaN: the scale of a Q8_0 block of unused cells, so that reading one
+/// shows up as NaN like an unused f32 cell.
+const F16_NAN: u16 = 0x7e00;
+
+impl Stored {
+    fn data<'a>(&'a self, f32s: &'a [f32]) -> KvData<'a> {
+        match self.ty {
+            None | Some(KvType::F32) => KvData::F32(f32s),
+            Some(KvType::F16) => KvData::F16(&self.half),
+            Some(KvType::Q8_0) => KvData::Q8_0 {
+                qs: &self.qs,
+                d: &self.d,
+            },
+        }
+    }
+}
+
+/// Quantizes 32 values as ggml does, or marks them unused (NaN scale) when any is NaN.
+fn q8_block(x: &[f32]) -> BlockQ8_0 {
+    let mut b = [BlockQ8_0 {
+        d: [0; 2],
+        qs: [0; Q8_0_BLOCK],
+    }];
+    if x.iter().any(|v| v.is_nan()) {
+        b[0].d = F16_NAN.to_le_bytes();
+    } else {
+        q8_0::quantize(x, &mut b);
+    }
+    b[0]
+}
+
+fn to_f16(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
 }
 
 impl Case {
@@ -62,10 +118,16 @@ impl Case {
         per_tok: usize,
         n_tok: usize,
         n_keys: usize,
+        (kt, vt): (KvType, KvType),
     ) -> Case {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let n_tiles = n_keys.div_ceil(KV_TILE);
-        let v_stride = hd_v + 3;
+        // A stride past the row (as the cache's rows of all heads), a multiple of 32
+        // for Q8_0.
+        let v_stride = match vt {
+            KvType::Q8_0 => hd_v + Q8_0_BLOCK,
+            _ => hd_v + 3,
+        };
         // Queries and keys large enough that the scores spread over a few units.
         let q = (0..n_tok * per_tok * hd_k)
             .map(|_| 2.0 * rng.next())
@@ -94,6 +156,10 @@ impl Case {
                 }
             })
             .collect();
+        let (k_store, v_store) = (
+            store_keys(kt, &mut k, hd_k),
+            store_values(vt, &mut v, v_stride),
+        );
         Case {
             hd_k,
             hd_v,
@@ -105,7 +171,31 @@ impl Case {
             v_stride,
             n_keys,
             vis,
+            k_store,
+            v_store,
         }
+    }
+
+    /// Tile `b` in the stored types.
+    fn tile(&self, b: usize) -> KvTile<'_> {
+        let (hd_k, vs) = (self.hd_k, self.v_stride);
+        let k = match self.k_store.data(&self.k) {
+            KvData::F32(k) => KvData::F32(&k[b * KV_TILE * hd_k..][..KV_TILE * hd_k]),
+            KvData::F16(k) => KvData::F16(&k[b * KV_TILE * hd_k..][..KV_TILE * hd_k]),
+            KvData::Q8_0 { qs, d } => KvData::Q8_0 {
+                qs: &qs[b * KV_TILE * hd_k..][..KV_TILE * hd_k],
+                d: &d[b * KV_TILE * hd_k / Q8_0_BLOCK..][..KV_TILE * hd_k / Q8_0_BLOCK],
+            },
+        };
+        let v = match self.v_store.data(&self.v) {
+            KvData::F32(v) => KvData::F32(&v[b * KV_TILE * vs..]),
+            KvData::F16(v) => KvData::F16(&v[b * KV_TILE * vs..]),
+            KvData::Q8_0 { qs, d } => KvData::Q8_0 {
+                qs: &qs[b * KV_TILE * vs..],
+                d: &d[b * KV_TILE * vs / Q8_0_BLOCK..],
+            },
+        };
+        KvTile { k, v, v_stride: vs }
     }
 
     fn n_rows(&self) -> usize {
@@ -157,11 +247,7 @@ impl Case {
             };
             st.reset();
             for b in n_tiles * split / n_split..n_tiles * (split + 1) / n_split {
-                let tile = KvTile {
-                    k: &self.k[b * KV_TILE * self.hd_k..][..KV_TILE * self.hd_k],
-                    v: &self.v[b * KV_TILE * self.v_stride..],
-                    v_stride: self.v_stride,
-                };
+                let tile = self.tile(b);
                 let j0 = b * KV_TILE;
                 let vis: Vec<(usize, usize)> = self
                     .vis
@@ -183,6 +269,102 @@ impl Case {
     }
 }
 
+/// Stores transposed key tiles `k` (`[n_tiles][hd_k, KV_TILE]`) as `ty`, as the KV
+/// cache does (Q8_0 in blocks of 32 dimensions of one key), and replaces `k` by the
+/// stored values widened back to f32.
+fn store_keys(ty: KvType, k: &mut [f32], hd_k: usize) -> Stored {
+    const T: usize = KV_TILE;
+    let mut st = Stored {
+        ty: Some(ty),
+        ..Stored::default()
+    };
+    match ty {
+        KvType::F32 => {}
+        KvType::F16 => {
+            st.half = k.iter().map(|&x| to_f16(x)).collect();
+            for (x, &h) in k.iter_mut().zip(&st.half) {
+                *x = f16_to_f32(h);
+            }
+        }
+        KvType::Q8_0 => {
+            st.qs = vec![0; k.len()];
+            st.d = vec![0; k.len() / Q8_0_BLOCK];
+            for (tile, (qs, d)) in k.chunks_exact_mut(hd_k * T).zip(
+                st.qs
+                    .chunks_exact_mut(hd_k * T)
+                    .zip(st.d.chunks_exact_mut(hd_k / Q8_0_BLOCK * T)),
+            ) {
+                for lane in 0..T {
+                    for blk in 0..hd_k / Q8_0_BLOCK {
+                        let dims = blk * Q8_0_BLOCK..(blk + 1) * Q8_0_BLOCK;
+                        let x: Vec<f32> = dims.clone().map(|dd| tile[dd * T + lane]).collect();
+                        let b = q8_block(&x);
+                        let h = u16::from_le_bytes(b.d);
+                        d[blk * T + lane] = h;
+                        for (dd, &q) in dims.zip(&b.qs) {
+                            qs[dd * T + lane] = q;
+                            tile[dd * T + lane] = q as f32 * f16_to_f32(h);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    st
+}
+
+/// Stores value rows `v` (`[n, v_stride]`) as `ty` (Q8_0 in blocks of 32 along a row)
+/// and replaces `v` by the stored values widened back to f32.
+fn store_values(ty: KvType, v: &mut [f32], v_stride: usize) -> Stored {
+    let mut st = Stored {
+        ty: Some(ty),
+        ..Stored::default()
+    };
+    match ty {
+        KvType::F32 => {}
+        KvType::F16 => {
+            st.half = v.iter().map(|&x| to_f16(x)).collect();
+            for (x, &h) in v.iter_mut().zip(&st.half) {
+                *x = f16_to_f32(h);
+            }
+        }
+        KvType::Q8_0 => {
+            assert_eq!(v_stride % Q8_0_BLOCK, 0);
+            st.qs = vec![0; v.len()];
+            st.d = vec![0; v.len() / Q8_0_BLOCK];
+            for ((x, qs), d) in v
+                .chunks_exact_mut(Q8_0_BLOCK)
+                .zip(st.qs.chunks_exact_mut(Q8_0_BLOCK))
+                .zip(&mut st.d)
+            {
+                // The padding past a row's `hd_v` columns is NaN; a block of it is never
+                // read, and quantizes to a NaN scale like an unused cell's.
+                let b = q8_block(x);
+                *d = u16::from_le_bytes(b.d);
+                qs.copy_from_slice(&b.qs);
+                for (x, &q) in x.iter_mut().zip(&b.qs) {
+                    *x = q as f32 * f16_to_f32(*d);
+                }
+            }
+        }
+    }
+    st
+}
+
+/// The stored `(key, value)` types checked: each alone, and mixed.
+const TYPES: &[(KvType, KvType)] = &[
+    (KvType::F32, KvType::F32),
+    (KvType::F16, KvType::F16),
+    (KvType::Q8_0, KvType::Q8_0),
+    (KvType::F16, KvType::Q8_0),
+    (KvType::Q8_0, KvType::F32),
+];
+
+/// Whether the head sizes suit the types (Q8_0 needs whole blocks).
+fn fits((kt, vt): (KvType, KvType), hd_k: usize, hd_v: usize) -> bool {
+    hd_k.is_multiple_of(kt.block_size()) && hd_v.is_multiple_of(vt.block_size())
+}
+
 /// `(hd_k, hd_v, rows per token, tokens, keys)`: Gemma 3 270M (4 query heads on one KV
 /// head, 256), DeepSeek-R1-Distill-Qwen 1.5B and 7B (6 and 7 per KV head, 128), a decode
 /// step, and odd sizes for the kernels' row and column tails.
@@ -195,6 +377,7 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (64, 64, 1, 13, 45),
     (40, 24, 3, 5, 33),
     (8, 8, 2, 3, 16),
+    (32, 96, 5, 3, 40),
 ];
 
 fn max_err(got: &[f32], want: &[f64]) -> f64 {
@@ -220,13 +403,21 @@ fn check(what: &str, err: f64) {
 fn every_level_matches_f64_softmax_attention() {
     for level in Level::supported() {
         let ops = Ops::for_level(level).expect("supported level");
-        for (i, &(hd_k, hd_v, per_tok, n_tok, n_keys)) in SHAPES.iter().enumerate() {
-            let case = Case::new(i as u64 + 1, hd_k, hd_v, per_tok, n_tok, n_keys);
-            let want = case.reference();
-            for n_split in [1, 2, 3] {
-                let got = case.flash(&ops, n_split);
-                let err = max_err(&got, &want);
-                check(&format!("{level:?} shape {i} split {n_split} vs f64"), err);
+        for &types in TYPES {
+            for (i, &(hd_k, hd_v, per_tok, n_tok, n_keys)) in SHAPES.iter().enumerate() {
+                if !fits(types, hd_k, hd_v) {
+                    continue;
+                }
+                let case = Case::new(i as u64 + 1, hd_k, hd_v, per_tok, n_tok, n_keys, types);
+                let want = case.reference();
+                for n_split in [1, 2, 3] {
+                    let got = case.flash(&ops, n_split);
+                    let err = max_err(&got, &want);
+                    check(
+                        &format!("{level:?} {types:?} shape {i} split {n_split} vs f64"),
+                        err,
+                    );
+                }
             }
         }
     }
@@ -240,11 +431,16 @@ fn simd_levels_match_scalar() {
         .filter(|&l| l != Level::Scalar)
     {
         let ops = Ops::for_level(level).expect("supported level");
-        for (i, &(hd_k, hd_v, per_tok, n_tok, n_keys)) in SHAPES.iter().enumerate() {
-            let case = Case::new(100 + i as u64, hd_k, hd_v, per_tok, n_tok, n_keys);
-            let want: Vec<f64> = case.flash(&scalar, 1).iter().map(|&x| x as f64).collect();
-            let err = max_err(&case.flash(&ops, 1), &want);
-            check(&format!("{level:?} shape {i} vs scalar"), err);
+        for &types in TYPES {
+            for (i, &(hd_k, hd_v, per_tok, n_tok, n_keys)) in SHAPES.iter().enumerate() {
+                if !fits(types, hd_k, hd_v) {
+                    continue;
+                }
+                let case = Case::new(100 + i as u64, hd_k, hd_v, per_tok, n_tok, n_keys, types);
+                let want: Vec<f64> = case.flash(&scalar, 1).iter().map(|&x| x as f64).collect();
+                let err = max_err(&case.flash(&ops, 1), &want);
+                check(&format!("{level:?} {types:?} shape {i} vs scalar"), err);
+            }
         }
     }
 }
@@ -252,8 +448,23 @@ fn simd_levels_match_scalar() {
 #[test]
 fn rows_that_see_nothing_are_zero() {
     let ops = Ops::get();
-    let mut case = Case::new(7, 16, 16, 2, 3, 20);
-    case.vis = vec![(0, 0), (5, 5), (20, 20)];
-    let got = case.flash(ops, 2);
-    assert!(got.iter().all(|&x| x == 0.0), "{got:?}");
+    for &types in TYPES {
+        let mut case = Case::new(7, 32, 32, 2, 3, 20, types);
+        case.vis = vec![(0, 0), (5, 5), (20, 20)];
+        let got = case.flash(ops, 2);
+        assert!(got.iter().all(|&x| x == 0.0), "{types:?}: {got:?}");
+    }
+}
+
+#[test]
+fn cache_type_names_parse_and_unknown_ones_list_the_valid() {
+    for t in KvType::ALL {
+        assert_eq!(t.name().parse::<KvType>(), Ok(t));
+    }
+    assert_eq!("F16".parse::<KvType>(), Ok(KvType::F16));
+    let err = "q4_0".parse::<KvType>().unwrap_err().to_string();
+    assert!(
+        err.contains("\"q4_0\"") && err.contains("f32, f16, q8_0"),
+        "{err}"
+    );
 }

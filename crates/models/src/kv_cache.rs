@@ -1,7 +1,9 @@
 //! The KV cache: a pool of cells owned by the caller (the engine), shared by sequences.
 //!
 //! Each cell holds, for every layer, one token's keys (`[n_head_kv, n_embd_head_k]`) and
-//! values (`[n_head_kv, n_embd_head_v]`) in f32, and the token's position. Within a
+//! values (`[n_head_kv, n_embd_head_v]`), and the token's position. Keys and values are
+//! stored as f32, f16 or Q8_0, each chosen on its own ([`KvTypes`], llama.cpp's
+//! `--cache-type-k` / `--cache-type-v`); attention reads the stored type directly. Within a
 //! block, keys are stored transposed (`[n_embd_k_gqa, BLOCK_CELLS]`: dimension-major, the
 //! block's cells as the fastest index), so that a block of one KV head is the key tile
 //! attention's kernels take (`hearth_kernels::ops::attention`: scores of 16 cells are one
@@ -28,10 +30,20 @@
 //! another's tokens. Full shared blocks are never written again, since a sequence only
 //! appends after its last token.
 //!
-//! Not here yet: f16 or quantized storage, and a latent (MLA) layout; the block table is
-//! the seam for both (a block index addresses whatever a cell holds).
+//! Q8_0 (ggml's blocks of 32 int8 with an f16 scale) quantizes each cell's keys and
+//! values along the head dimension, in blocks of 32 that never straddle two heads (the
+//! head sizes must be multiples of 32, as llama.cpp requires of a quantized cache). In a
+//! block of keys the int8 values are transposed like f32 keys and the scales are
+//! `[n_embd_k_gqa / 32, BLOCK_CELLS]`, so that one block of dimensions' scales for the
+//! block's 16 cells is one vector; value rows keep their scales in a row beside them.
+//! Quantization follows ggml's reference bit for bit ([`hearth_kernels::quant::q8_0`]).
+//!
+//! Not here yet: a latent (MLA) layout; the block table is the seam for it (a block
+//! index addresses whatever a cell holds).
 
-use hearth_kernels::ops::attention::{KvTile, KV_TILE};
+use hearth_kernels::ops::attention::{f32_to_f16, KvData, KvTile, KvType, KV_TILE, Q8_0_BLOCK};
+use hearth_kernels::quant::blocks::BlockQ8_0;
+use hearth_kernels::quant::q8_0;
 
 use crate::batch::Batch;
 use crate::error::ModelError;
@@ -40,6 +52,136 @@ use crate::hparams::HParams;
 /// Cells per block: small enough that a short sequence wastes little, large enough that
 /// the block table stays short; and the attention kernels' key tile.
 pub const BLOCK_CELLS: usize = KV_TILE;
+
+/// The stored types of the cache's keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvTypes {
+    pub k: KvType,
+    pub v: KvType,
+}
+
+impl KvTypes {
+    /// Both in f32: exact, what the reference comparisons use.
+    pub const F32: KvTypes = KvTypes {
+        k: KvType::F32,
+        v: KvType::F32,
+    };
+
+    /// Both in `t`.
+    pub fn both(t: KvType) -> KvTypes {
+        KvTypes { k: t, v: t }
+    }
+
+    /// Bytes one token takes in every layer of a cache for these hyper-parameters.
+    pub fn bytes_per_token(&self, hp: &HParams) -> usize {
+        hp.n_layer * (self.k.bytes(hp.n_embd_k_gqa()) + self.v.bytes(hp.n_embd_v_gqa()))
+    }
+}
+
+impl Default for KvTypes {
+    /// What `hearth` uses when not told otherwise: f16 keys and values, as llama.cpp
+    /// does. Half the bytes of f32, and measured no worse: on Gemma 3 270M the fidelity
+    /// gates against llama.cpp (`tests/fixtures/fidelity/check.py`, whose references
+    /// ran with llama.cpp's f16 cache) give, at context 512, mean KL 5.55e-3 (f32:
+    /// 5.55e-3), top-1 agreement 96.2 % (f32: 95.7 %), perplexity ×1.0024 (f32:
+    /// ×0.9971); at 1024, KL 5.48e-3 (f32: 5.38e-3), perplexity ×1.0016 (f32: ×0.9993);
+    /// and decoding at depth 4096 is faster (fewer bytes streamed; README, *Performance*).
+    fn default() -> KvTypes {
+        KvTypes::both(KvType::F16)
+    }
+}
+
+/// One layer's keys or values, in the stored type.
+enum Store {
+    F32(Vec<f32>),
+    /// IEEE half bits.
+    F16(Vec<u16>),
+    /// Int8 values laid out as f32 ones would be, and one f16 scale per 32 of them
+    /// (see the module doc for the order of each).
+    Q8_0 {
+        qs: Vec<i8>,
+        d: Vec<u16>,
+    },
+}
+
+/// A zeroed vector of `n` elements, or `None` when the memory cannot be had.
+fn zeroed<T: Clone + Default>(n: usize) -> Option<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, T::default());
+    Some(v)
+}
+
+impl Store {
+    /// `n` elements of type `t` (`n` a multiple of 32 for Q8_0).
+    fn new(t: KvType, n: usize) -> Option<Store> {
+        Some(match t {
+            KvType::F32 => Store::F32(zeroed(n)?),
+            KvType::F16 => Store::F16(zeroed(n)?),
+            KvType::Q8_0 => Store::Q8_0 {
+                qs: zeroed(n)?,
+                d: zeroed(n / Q8_0_BLOCK)?,
+            },
+        })
+    }
+
+    /// The elements `start..start + len` (both multiples of 32 for Q8_0).
+    fn data(&self, start: usize, len: usize) -> KvData<'_> {
+        match self {
+            Store::F32(x) => KvData::F32(&x[start..][..len]),
+            Store::F16(x) => KvData::F16(&x[start..][..len]),
+            Store::Q8_0 { qs, d } => KvData::Q8_0 {
+                qs: &qs[start..][..len],
+                d: &d[start / Q8_0_BLOCK..][..len / Q8_0_BLOCK],
+            },
+        }
+    }
+
+    /// Copies the elements `from..from + len` to `to..` (all multiples of 32 for Q8_0).
+    fn copy_within(&mut self, from: usize, len: usize, to: usize) {
+        match self {
+            Store::F32(x) => x.copy_within(from..from + len, to),
+            Store::F16(x) => x.copy_within(from..from + len, to),
+            Store::Q8_0 { qs, d } => {
+                qs.copy_within(from..from + len, to);
+                let b = Q8_0_BLOCK;
+                d.copy_within(from / b..(from + len) / b, to / b);
+            }
+        }
+    }
+
+    /// Writes `x` as the elements `start + i·step` (a key column of a block when `step`
+    /// is `BLOCK_CELLS`, a value row when it is 1). For Q8_0, `x` is quantized in blocks
+    /// of 32 consecutive elements of `x`, block `b`'s scale going to
+    /// `scale_start + b·step`.
+    fn write(&mut self, x: &[f32], start: usize, step: usize, scale_start: usize) {
+        match self {
+            Store::F32(dst) => {
+                for (i, &v) in x.iter().enumerate() {
+                    dst[start + i * step] = v;
+                }
+            }
+            Store::F16(dst) => {
+                for (i, &v) in x.iter().enumerate() {
+                    dst[start + i * step] = f32_to_f16(v);
+                }
+            }
+            Store::Q8_0 { qs, d } => {
+                let mut blk = [BlockQ8_0 {
+                    d: [0; 2],
+                    qs: [0; Q8_0_BLOCK],
+                }];
+                for (b, xb) in x.chunks_exact(Q8_0_BLOCK).enumerate() {
+                    q8_0::quantize(xb, &mut blk);
+                    d[scale_start + b * step] = u16::from_le_bytes(blk[0].d);
+                    for (i, &q) in blk[0].qs.iter().enumerate() {
+                        qs[start + (b * Q8_0_BLOCK + i) * step] = q;
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// A handle to a sequence of the cache, from [`KvCache::new_sequence`].
 ///
@@ -79,10 +221,11 @@ pub struct KvCache {
     n_embd_k: usize,
     n_embd_v: usize,
     n_cells: usize,
+    types: KvTypes,
     /// `[n_layer][n_blocks][n_embd_k, BLOCK_CELLS]` (transposed within a block)
-    k: Vec<Vec<f32>>,
+    k: Vec<Store>,
     /// `[n_layer][n_cells, n_embd_v]`
-    v: Vec<Vec<f32>>,
+    v: Vec<Store>,
     /// `[n_cells]`: the position of the token in each cell.
     pos: Vec<u32>,
     /// Free block indices (their reference count is 0).
@@ -101,6 +244,7 @@ impl std::fmt::Debug for KvCache {
         f.debug_struct("KvCache")
             .field("n_layer", &self.n_layer)
             .field("n_cells", &self.n_cells)
+            .field("types", &self.types)
             .field("free_cells", &self.n_free_cells())
             .field("sequences", &self.seqs.iter().flatten().count())
             .finish()
@@ -109,15 +253,38 @@ impl std::fmt::Debug for KvCache {
 
 impl KvCache {
     /// A cache of at least `n_cells` cells (rounded up to whole blocks) for a model with
-    /// these hyper-parameters: `n_layer · n_cells · (n_embd_k_gqa + n_embd_v_gqa)` f32s.
+    /// these hyper-parameters, keys and values in f32: `n_layer · n_cells ·
+    /// (n_embd_k_gqa + n_embd_v_gqa)` f32s. See [`KvCache::with_types`].
+    pub fn new(hp: &HParams, n_cells: usize) -> Result<KvCache, ModelError> {
+        KvCache::with_types(hp, n_cells, KvTypes::F32)
+    }
+
+    /// A cache of at least `n_cells` cells (rounded up to whole blocks) storing keys and
+    /// values as `types`: [`KvTypes::bytes_per_token`] per cell.
     ///
     /// The memory is reserved here, and refused with [`ModelError::CacheAlloc`] rather
-    /// than aborting when the system cannot provide it.
-    pub fn new(hp: &HParams, n_cells: usize) -> Result<KvCache, ModelError> {
+    /// than aborting when the system cannot provide it. A Q8_0 type needs head sizes
+    /// that are multiples of 32 ([`ModelError::Config`] otherwise).
+    pub fn with_types(hp: &HParams, n_cells: usize, types: KvTypes) -> Result<KvCache, ModelError> {
         let bad = |reason: String| ModelError::Config {
             what: "KV cache size",
             reason,
         };
+        for (what, t, hd) in [
+            ("keys", types.k, hp.n_embd_head_k),
+            ("values", types.v, hp.n_embd_head_v),
+        ] {
+            if !hd.is_multiple_of(t.block_size()) {
+                return Err(ModelError::Config {
+                    what: "KV cache type",
+                    reason: format!(
+                        "{t} {what} need a head size that is a multiple of {}; this \
+                         model's is {hd}",
+                        t.block_size()
+                    ),
+                });
+            }
+        }
         if n_cells == 0 {
             return Err(bad("zero cells".into()));
         }
@@ -127,22 +294,18 @@ impl KvCache {
         }
         let n_cells = n_blocks * BLOCK_CELLS;
         let (n_embd_k, n_embd_v) = (hp.n_embd_k_gqa(), hp.n_embd_v_gqa());
-        let bytes = hp.n_layer as u128 * n_cells as u128 * (n_embd_k + n_embd_v) as u128 * 4;
-        let alloc = |n: usize| -> Result<Vec<f32>, ModelError> {
-            let n = n_cells
+        let bytes = n_cells as u128 * types.bytes_per_token(hp) as u128;
+        let alloc = |t: KvType, n: usize| -> Result<Store, ModelError> {
+            n_cells
                 .checked_mul(n)
-                .ok_or(ModelError::CacheAlloc { bytes })?;
-            let mut v = Vec::new();
-            v.try_reserve_exact(n)
-                .map_err(|_| ModelError::CacheAlloc { bytes })?;
-            v.resize(n, 0.0);
-            Ok(v)
+                .and_then(|n| Store::new(t, n))
+                .ok_or(ModelError::CacheAlloc { bytes })
         };
         let mut k = Vec::with_capacity(hp.n_layer);
         let mut v = Vec::with_capacity(hp.n_layer);
         for _ in 0..hp.n_layer {
-            k.push(alloc(n_embd_k)?);
-            v.push(alloc(n_embd_v)?);
+            k.push(alloc(types.k, n_embd_k)?);
+            v.push(alloc(types.v, n_embd_v)?);
         }
         let mut pos = Vec::new();
         pos.try_reserve_exact(n_cells)
@@ -153,6 +316,7 @@ impl KvCache {
             n_embd_k,
             n_embd_v,
             n_cells,
+            types,
             k,
             v,
             pos,
@@ -281,7 +445,14 @@ impl KvCache {
 
     /// Bytes of K and V storage.
     pub fn size_bytes(&self) -> usize {
-        self.n_layer * self.n_cells * (self.n_embd_k + self.n_embd_v) * 4
+        self.n_layer
+            * self.n_cells
+            * (self.types.k.bytes(self.n_embd_k) + self.types.v.bytes(self.n_embd_v))
+    }
+
+    /// The stored types of keys and values.
+    pub fn types(&self) -> KvTypes {
+        self.types
     }
 
     /// Whether the cache fits a model with these hyper-parameters.
@@ -477,12 +648,16 @@ impl KvCache {
     /// Writes one token's keys and values of layer `il` into `cell`.
     pub(crate) fn store(&mut self, il: usize, cell: usize, k: &[f32], v: &[f32]) {
         let (block, lane) = (cell / BLOCK_CELLS, cell % BLOCK_CELLS);
-        let kb =
-            &mut self.k[il][block * BLOCK_CELLS * self.n_embd_k..][..BLOCK_CELLS * self.n_embd_k];
-        for (col, &x) in kb.chunks_exact_mut(BLOCK_CELLS).zip(&k[..self.n_embd_k]) {
-            col[lane] = x;
-        }
-        self.v[il][cell * self.n_embd_v..][..self.n_embd_v].copy_from_slice(v);
+        let (nk, nv) = (self.n_embd_k, self.n_embd_v);
+        // Key dimension `d` of the cell goes to `block·T·nk + d·T + lane`; the scale of
+        // its 32-dimension block `b` to `block·T·nk / 32 + b·T + lane`.
+        self.k[il].write(
+            &k[..nk],
+            block * BLOCK_CELLS * nk + lane,
+            BLOCK_CELLS,
+            block * BLOCK_CELLS * nk / Q8_0_BLOCK + lane,
+        );
+        self.v[il].write(&v[..nv], cell * nv, 1, cell * nv / Q8_0_BLOCK);
     }
 
     /// The cells of `seq`, for attention.
@@ -507,12 +682,17 @@ impl KvCache {
         hd_k: usize,
         hd_v: usize,
     ) -> KvTile<'_> {
-        let k = &self.k[il][block * BLOCK_CELLS * self.n_embd_k + g * hd_k * BLOCK_CELLS..];
-        let v = &self.v[il][block * BLOCK_CELLS * self.n_embd_v + g * hd_v..];
+        let (nk, nv) = (self.n_embd_k, self.n_embd_v);
         KvTile {
-            k: &k[..hd_k * BLOCK_CELLS],
-            v: &v[..(BLOCK_CELLS - 1) * self.n_embd_v + hd_v],
-            v_stride: self.n_embd_v,
+            k: self.k[il].data(
+                block * BLOCK_CELLS * nk + g * hd_k * BLOCK_CELLS,
+                hd_k * BLOCK_CELLS,
+            ),
+            v: self.v[il].data(
+                block * BLOCK_CELLS * nv + g * hd_v,
+                (BLOCK_CELLS - 1) * nv + hd_v,
+            ),
+            v_stride: nv,
         }
     }
 }
@@ -530,8 +710,8 @@ fn release(refs: &mut [u32], free: &mut Vec<u32>, block: u32) {
 fn copy_block(kv: &mut KvCache, from: usize, to: usize) {
     let (nk, nv) = (BLOCK_CELLS * kv.n_embd_k, BLOCK_CELLS * kv.n_embd_v);
     for il in 0..kv.n_layer {
-        kv.k[il].copy_within(from * nk..(from + 1) * nk, to * nk);
-        kv.v[il].copy_within(from * nv..(from + 1) * nv, to * nv);
+        kv.k[il].copy_within(from * nk, nk, to * nk);
+        kv.v[il].copy_within(from * nv, nv, to * nv);
     }
     kv.pos.copy_within(
         from * BLOCK_CELLS..(from + 1) * BLOCK_CELLS,

@@ -56,7 +56,8 @@ mod weights;
 
 pub use batch::Batch;
 pub use error::ModelError;
+pub use hearth_kernels::ops::attention::{KvType, UnknownKvType};
 pub use hparams::{Arch, HParams};
-pub use kv_cache::{KvCache, SeqId, BLOCK_CELLS};
+pub use kv_cache::{KvCache, KvTypes, SeqId, BLOCK_CELLS};
 pub use model::Model;
 pub use scratch::Scratch;

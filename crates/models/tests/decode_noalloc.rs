@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hearth_gguf::GgufFile;
 use hearth_kernels::pool::ThreadPool;
-use hearth_models::{tiny, Batch, KvCache, Model, Scratch};
+use hearth_models::{tiny, Batch, KvCache, KvType, KvTypes, Model, Scratch};
 
 struct Counting;
 
@@ -38,11 +38,18 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn decoding_does_not_allocate_after_warm_up() {
     let pool = ThreadPool::new(2).unwrap();
-    for name in ["llama_q4_k", "qwen2_q8_0", "qwen3_mixed", "gemma3_q"] {
+    // Each model with another stored KV type (all of which the cache writes in place).
+    for (name, kv_type) in [
+        ("llama_q4_k", KvType::F32),
+        ("qwen2_q8_0", KvType::F16),
+        ("qwen3_mixed", KvType::Q8_0),
+        ("gemma3_q", KvType::F16),
+    ] {
         let spec = tiny::specs().into_iter().find(|s| s.name == name).unwrap();
         let file = GgufFile::from_bytes(spec.to_bytes()).unwrap();
         let model = Model::load(&file).unwrap();
-        let mut kv = KvCache::new(model.hparams(), 128).unwrap();
+        let types = KvTypes::both(kv_type);
+        let mut kv = KvCache::with_types(model.hparams(), 128, types).unwrap();
         let mut scratch = Scratch::new(&model, 16, 2).unwrap();
         let (a, b) = (kv.new_sequence(), kv.new_sequence());
         let mut batch = Batch::with_capacity(16);

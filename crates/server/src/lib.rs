@@ -89,16 +89,19 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
     let engine_state = state.clone();
     let engine_config = config.engine.clone();
+    let kv_types = engine_config.kv_types;
     std::thread::Builder::new()
         .name("hearth-engine".into())
         .spawn(move || {
             scheduler::run(engine_config, jobs_rx, move |loaded| match loaded {
                 Ok(info) => {
                     eprintln!(
-                        "hearth: model {} ready; KV pool {} tokens ({:.0} MiB), up to {} tokens per sequence; {} sequences at once, {} waiting at most",
+                        "hearth: model {} ready; KV pool {} tokens ({:.0} MiB, keys {}, values {}), up to {} tokens per sequence; {} sequences at once, {} waiting at most",
                         info.id,
                         info.n_ctx_pool,
                         (info.n_ctx_pool * info.kv_bytes_per_token) as f64 / (1 << 20) as f64,
+                        kv_types.k,
+                        kv_types.v,
                         info.n_ctx,
                         info.parallel,
                         info.queue

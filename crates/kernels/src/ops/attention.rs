@@ -17,6 +17,18 @@
 //! of broadcast-query FMAs into [`KV_TILE`] lanes with no horizontal sums; values come as
 //! rows. The KV cache stores its blocks in exactly this layout.
 //!
+//! Keys and values may be stored as f32, f16 or Q8_0 ([`KvType`], llama.cpp's
+//! `--cache-type-k` / `--cache-type-v`). The kernels read the stored type and widen it in
+//! registers (F16C `vcvtph2ps`, sign-extend and convert for Q8_0), so a reduced cache
+//! moves fewer bytes and no f32 copy of it is ever made. Q8_0 is ggml's block of 32
+//! int8 with one f16 scale (`quantize_row_q8_0_ref`), laid out to fit the tile: a key's
+//! blocks run along its head dimension (per cell, as ggml quantizes a cache row), with
+//! int8 values transposed like f32 keys and the scales as `[head_dim_k / 32, KV_TILE]`,
+//! so that the 16 scales of one block of dimensions are one vector; value rows are
+//! int8 rows with a row of scales beside them. Every kernel first widens an element
+//! exactly as the scalar reference does (an f16 is exact in f32; a Q8_0 element is
+//! `q as f32 · d`, one rounding), so the error bounds of the f32 kernels carry over.
+//!
 //! Kernels: [`qk`] and [`pv`] here are the scalar references (the `Scalar` level's and
 //! NEON's entries; written lane-inner so compilers vectorise them without changing any
 //! rounding), with AVX2+FMA and AVX-512F versions below, selected per level by
@@ -30,6 +42,117 @@ use crate::ops::Ops;
 /// Keys (and values) per tile: one KV cache block, and one AVX-512 vector of scores.
 pub const KV_TILE: usize = 16;
 
+/// Elements of a Q8_0 block (ggml's `QK8_0`).
+pub const Q8_0_BLOCK: usize = 32;
+
+/// How a KV cache stores keys or values. The names are llama.cpp's `--cache-type-k` /
+/// `--cache-type-v` values; only the types the attention kernels read are here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvType {
+    /// 4 bytes an element.
+    F32,
+    /// IEEE half, 2 bytes an element (rounded to nearest even, as F16C and ggml do).
+    F16,
+    /// Blocks of [`Q8_0_BLOCK`] int8 with an f16 scale: 34 bytes per 32 elements.
+    Q8_0,
+}
+
+impl KvType {
+    /// Every type, in the order error messages list them.
+    pub const ALL: [KvType; 3] = [KvType::F32, KvType::F16, KvType::Q8_0];
+
+    /// llama.cpp's name: `f32`, `f16`, `q8_0`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+        }
+    }
+
+    /// Elements that share a scale, which a head dimension must be a multiple of.
+    pub fn block_size(self) -> usize {
+        match self {
+            KvType::F32 | KvType::F16 => 1,
+            KvType::Q8_0 => Q8_0_BLOCK,
+        }
+    }
+
+    /// Bytes of `n` stored elements (`n` a multiple of [`KvType::block_size`]).
+    pub fn bytes(self, n: usize) -> usize {
+        match self {
+            KvType::F32 => 4 * n,
+            KvType::F16 => 2 * n,
+            KvType::Q8_0 => n + 2 * (n / Q8_0_BLOCK),
+        }
+    }
+}
+
+impl std::fmt::Display for KvType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A KV cache type name that is none of [`KvType::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKvType(pub String);
+
+impl std::fmt::Display for UnknownKvType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown KV cache type {:?} (valid: ", self.0)?;
+        for (i, t) in KvType::ALL.iter().enumerate() {
+            write!(f, "{}{t}", if i > 0 { ", " } else { "" })?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl std::error::Error for UnknownKvType {}
+
+impl std::str::FromStr for KvType {
+    type Err = UnknownKvType;
+
+    /// Parses llama.cpp's names (case-insensitive).
+    fn from_str(s: &str) -> Result<KvType, UnknownKvType> {
+        KvType::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownKvType(s.to_owned()))
+    }
+}
+
+/// Stored keys or values of one tile, in the cache's own type.
+#[derive(Debug, Clone, Copy)]
+pub enum KvData<'a> {
+    F32(&'a [f32]),
+    /// IEEE half bit patterns.
+    F16(&'a [u16]),
+    /// `qs` laid out as the f32 elements would be; `d` holds the f16 scale bits of each
+    /// block of [`Q8_0_BLOCK`] (for keys `[head_dim_k / 32, KV_TILE]`, for values a row
+    /// of `head_dim_v / 32` per value row, `v_stride / 32` apart).
+    Q8_0 {
+        qs: &'a [i8],
+        d: &'a [u16],
+    },
+}
+
+impl KvData<'_> {
+    /// Stored elements (without Q8_0's scales).
+    pub fn len(&self) -> usize {
+        match self {
+            KvData::F32(x) => x.len(),
+            KvData::F16(x) => x.len(),
+            KvData::Q8_0 { qs, .. } => qs.len(),
+        }
+    }
+
+    /// Whether no element is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Scores of one tile: `s[r·KV_TILE + j] = scale · q[r]·k[j]` for query rows `r` of `q`
 /// (`[n_rows, head_dim]`) and keys `j` of the transposed tile `k` (`[head_dim, KV_TILE]`);
 /// `s` is `[n_rows, KV_TILE]`. Lengths are checked by [`Ops::attn_tile`].
@@ -42,14 +165,37 @@ pub(crate) type QkFn = fn(q: &[f32], k: &[f32], scale: f32, s: &mut [f32]);
 pub(crate) type PvFn =
     fn(p: &[f32], alpha: &[f32], v: &[f32], v_stride: usize, lanes: (usize, usize), o: &mut [f32]);
 
+/// [`QkFn`] over f16 keys.
+pub(crate) type QkF16Fn = fn(q: &[f32], k: &[u16], scale: f32, s: &mut [f32]);
+
+/// [`QkFn`] over Q8_0 keys (`qs` `[head_dim, KV_TILE]`, `d` `[head_dim / 32, KV_TILE]`).
+pub(crate) type QkQ8Fn = fn(q: &[f32], qs: &[i8], d: &[u16], scale: f32, s: &mut [f32]);
+
+/// [`PvFn`] over f16 values.
+pub(crate) type PvF16Fn =
+    fn(p: &[f32], alpha: &[f32], v: &[u16], v_stride: usize, lanes: (usize, usize), o: &mut [f32]);
+
+/// [`PvFn`] over Q8_0 values: row `j` is `qs[j·v_stride..]` with scales
+/// `d[j·v_stride / 32..]`.
+pub(crate) type PvQ8Fn = fn(
+    p: &[f32],
+    alpha: &[f32],
+    qs: &[i8],
+    d: &[u16],
+    v_stride: usize,
+    lanes: (usize, usize),
+    o: &mut [f32],
+);
+
 /// One tile of one KV head's cached keys and values.
 #[derive(Debug, Clone, Copy)]
 pub struct KvTile<'a> {
     /// `[head_dim_k, KV_TILE]`: `k[d·KV_TILE + j]` is dimension `d` of key `j`.
-    pub k: &'a [f32],
+    pub k: KvData<'a>,
     /// Value row `j` is `v[j·v_stride..][..head_dim_v]` (rows past the visible keys of
     /// every query row are never read).
-    pub v: &'a [f32],
+    pub v: KvData<'a>,
+    /// Elements from one value row to the next (a multiple of 32 for Q8_0).
     pub v_stride: usize,
 }
 
@@ -98,8 +244,15 @@ impl Ops {
         st: &mut FlashRows<'_>,
     ) {
         const T: usize = KV_TILE;
+        const B: usize = Q8_0_BLOCK;
         let n_rows = st.m.len();
         let hd_k = tile.k.len() / T;
+        if let KvData::Q8_0 { d, .. } = tile.k {
+            assert!(
+                hd_k.is_multiple_of(B) && d.len() == hd_k / B * T,
+                "attn_tile: Q8_0 key scales"
+            );
+        }
         assert!(
             n_rows > 0
                 && tile.k.len() == hd_k * T
@@ -128,8 +281,20 @@ impl Ops {
             (hi_all - 1) * tile.v_stride + hd_v <= tile.v.len(),
             "attn_tile: value rows"
         );
+        if let KvData::Q8_0 { d, .. } = tile.v {
+            assert!(
+                hd_v.is_multiple_of(B)
+                    && tile.v_stride.is_multiple_of(B)
+                    && ((hi_all - 1) * tile.v_stride + hd_v) / B <= d.len(),
+                "attn_tile: Q8_0 value scales"
+            );
+        }
 
-        (self.attn_qk)(q, tile.k, scale, st.s);
+        match tile.k {
+            KvData::F32(k) => (self.attn_qk)(q, k, scale, st.s),
+            KvData::F16(k) => (self.attn_qk_f16)(q, k, scale, st.s),
+            KvData::Q8_0 { qs, d } => (self.attn_qk_q8_0)(q, qs, d, scale, st.s),
+        }
         for (r, s) in st.s.chunks_exact_mut(T).enumerate() {
             // Whole-tile loops over a fixed-size row, which compilers vectorise.
             let s: &mut [f32; T] = s.try_into().expect("chunks_exact yields whole tiles");
@@ -163,14 +328,12 @@ impl Ops {
         {
             *l = *l * a + s.iter().sum::<f32>();
         }
-        (self.attn_pv)(
-            st.s,
-            st.alpha,
-            tile.v,
-            tile.v_stride,
-            (lo_all, hi_all),
-            st.o,
-        );
+        let (p, alpha, lanes, o) = (&*st.s, &*st.alpha, (lo_all, hi_all), &mut *st.o);
+        match tile.v {
+            KvData::F32(v) => (self.attn_pv)(p, alpha, v, tile.v_stride, lanes, o),
+            KvData::F16(v) => (self.attn_pv_f16)(p, alpha, v, tile.v_stride, lanes, o),
+            KvData::Q8_0 { qs, d } => (self.attn_pv_q8_0)(p, alpha, qs, d, tile.v_stride, lanes, o),
+        }
     }
 }
 
@@ -266,6 +429,138 @@ fn pv_cols(
     }
 }
 
+/// An f16 bit pattern widened to f32 (exact).
+#[inline]
+pub fn f16_to_f32(h: u16) -> f32 {
+    half::f16::from_bits(h).to_f32()
+}
+
+/// `x` rounded to the nearest f16 (ties to even, as F16C's `vcvtps2ph` and ggml's
+/// `GGML_FP32_TO_FP16`), as bits.
+#[inline]
+pub fn f32_to_f16(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
+}
+
+/// The scalar reference of [`QkF16Fn`]: each key widened to f32, then as [`qk`].
+pub fn qk_f16(q: &[f32], k: &[u16], scale: f32, s: &mut [f32]) {
+    const T: usize = KV_TILE;
+    qk_cols(q, k.len() / T, scale, s, |d, col| {
+        for (c, &h) in col.iter_mut().zip(&k[d * T..][..T]) {
+            *c = f16_to_f32(h);
+        }
+    });
+}
+
+/// The scalar reference of [`QkQ8Fn`]: each key element dequantized (`q as f32 · d`,
+/// one rounding), then as [`qk`].
+pub fn qk_q8_0(q: &[f32], qs: &[i8], d: &[u16], scale: f32, s: &mut [f32]) {
+    const T: usize = KV_TILE;
+    qk_cols(q, qs.len() / T, scale, s, |dim, col| {
+        let x = &qs[dim * T..][..T];
+        let sc = &d[dim / Q8_0_BLOCK * T..][..T];
+        for ((c, &x), &h) in col.iter_mut().zip(x).zip(sc) {
+            *c = x as f32 * f16_to_f32(h);
+        }
+    });
+}
+
+/// [`qk`] with dimension `d` of the tile's keys written into `col` by `key`.
+fn qk_cols(
+    q: &[f32],
+    hd: usize,
+    scale: f32,
+    s: &mut [f32],
+    key: impl Fn(usize, &mut [f32; KV_TILE]),
+) {
+    const T: usize = KV_TILE;
+    let mut col = [0.0f32; T];
+    for (qr, sr) in q.chunks_exact(hd).zip(s.chunks_exact_mut(T)) {
+        let mut acc = [0.0f32; T];
+        for (d, &qd) in qr.iter().enumerate() {
+            key(d, &mut col);
+            for (a, &kj) in acc.iter_mut().zip(&col) {
+                *a += qd * kj;
+            }
+        }
+        for (s, a) in sr.iter_mut().zip(acc) {
+            *s = a * scale;
+        }
+    }
+}
+
+/// The scalar reference of [`PvF16Fn`]: each value widened to f32, then as [`pv`].
+pub fn pv_f16(
+    p: &[f32],
+    alpha: &[f32],
+    v: &[u16],
+    v_stride: usize,
+    lanes: (usize, usize),
+    o: &mut [f32],
+) {
+    let hd_v = o.len() / alpha.len();
+    pv_cols_f16(p, alpha, v, v_stride, lanes, o, hd_v, 0);
+}
+
+/// [`pv_f16`] on the columns `c0..hd_v` of every row only (the SIMD versions' tails).
+#[allow(clippy::too_many_arguments)]
+fn pv_cols_f16(
+    p: &[f32],
+    alpha: &[f32],
+    v: &[u16],
+    v_stride: usize,
+    lanes: (usize, usize),
+    o: &mut [f32],
+    hd_v: usize,
+    c0: usize,
+) {
+    pv_cols_with(p, alpha, lanes, o, hd_v, c0, |j, c| {
+        f16_to_f32(v[j * v_stride + c])
+    });
+}
+
+/// The scalar reference of [`PvQ8Fn`]: each value dequantized (`q as f32 · d`), then as
+/// [`pv`].
+pub fn pv_q8_0(
+    p: &[f32],
+    alpha: &[f32],
+    qs: &[i8],
+    d: &[u16],
+    v_stride: usize,
+    lanes: (usize, usize),
+    o: &mut [f32],
+) {
+    let hd_v = o.len() / alpha.len();
+    let d_stride = v_stride / Q8_0_BLOCK;
+    pv_cols_with(p, alpha, lanes, o, hd_v, 0, |j, c| {
+        qs[j * v_stride + c] as f32 * f16_to_f32(d[j * d_stride + c / Q8_0_BLOCK])
+    });
+}
+
+/// [`pv_cols`] with value `(j, c)` (key `j`, column `c`) given by `val`.
+fn pv_cols_with(
+    p: &[f32],
+    alpha: &[f32],
+    (lo, hi): (usize, usize),
+    o: &mut [f32],
+    hd_v: usize,
+    c0: usize,
+    val: impl Fn(usize, usize) -> f32,
+) {
+    const T: usize = KV_TILE;
+    for ((orow, &a), pr) in o.chunks_exact_mut(hd_v).zip(alpha).zip(p.chunks_exact(T)) {
+        let orow = &mut orow[c0..];
+        if a != 1.0 {
+            orow.iter_mut().for_each(|y| *y *= a);
+        }
+        for (j, &w) in pr.iter().enumerate().take(hi).skip(lo) {
+            for (c, y) in (c0..).zip(orow.iter_mut()) {
+                *y += w * val(j, c);
+            }
+        }
+    }
+}
+
 /// Installs the kernels of `level` over the scalar ones (called by `Ops::for_level`
 /// after checking that the CPU supports the level).
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
@@ -275,26 +570,40 @@ pub(crate) fn register(ops: &mut Ops, level: Level) {
         Level::Avx2 => {
             ops.attn_qk = x86::qk_avx2;
             ops.attn_pv = x86::pv_avx2;
+            ops.attn_qk_f16 = x86::qk_f16_avx2;
+            ops.attn_pv_f16 = x86::pv_f16_avx2;
+            ops.attn_qk_q8_0 = x86::qk_q8_0_avx2;
+            ops.attn_pv_q8_0 = x86::pv_q8_0_avx2;
         }
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => {
             ops.attn_qk = x86::qk_avx512;
             ops.attn_pv = x86::pv_avx512;
+            ops.attn_qk_f16 = x86::qk_f16_avx512;
+            ops.attn_pv_f16 = x86::pv_f16_avx512;
+            ops.attn_qk_q8_0 = x86::qk_q8_0_avx512;
+            ops.attn_pv_q8_0 = x86::pv_q8_0_avx512;
         }
         _ => {}
     }
 }
 
-/// The x86-64 versions: AVX2+FMA (a tile's 16 scores in two vectors) and AVX-512F (one).
+/// The x86-64 versions: AVX2+FMA+F16C (a tile's 16 scores in two vectors) and AVX-512F
+/// (one).
 ///
 /// Both keep a block of query rows' accumulators in registers across a whole head
 /// dimension (QK) or a block of rows × output columns across the tile's keys (PV), so
 /// that each key or value vector loaded serves several rows. Raw-pointer loads are used
 /// in the inner loops (bounds are checked once per kernel call, as the `SAFETY` notes
 /// say): per-element slice checks there cost as much as the arithmetic.
+///
+/// One generic kernel per level serves every stored type: a loader (`Keys`, `Vals`)
+/// reads a vector of keys or values in the stored type and widens it to f32 in
+/// registers, so the f16 and Q8_0 kernels do the same fused operations in the same order
+/// as the f32 ones on the same (widened) numbers.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{pv_cols, KV_TILE as T};
+    use super::{pv_cols, pv_cols_f16, KV_TILE as T, Q8_0_BLOCK as B};
 
     /// Defines the plain-`fn` wrappers the `Ops` table stores.
     macro_rules! wrappers {
@@ -303,7 +612,7 @@ mod x86 {
                 // SAFETY: a `#[target_feature]` kernel only needs a CPU with its
                 // features. These wrappers reach an `Ops` table only through
                 // `register`, which `Ops::for_level` calls only after
-                // `Level::is_supported` confirmed AVX2+FMA (resp. AVX-512F).
+                // `Level::is_supported` confirmed AVX2+FMA+F16C (resp. AVX-512F on top).
                 unsafe { $kernel($($arg),*) }
             }
         )*};
@@ -313,26 +622,52 @@ mod x86 {
         qk_avx2 = avx2::qk, (q: &[f32], k: &[f32], scale: f32, s: &mut [f32]);
         pv_avx2 = avx2::pv, (p: &[f32], alpha: &[f32], v: &[f32], v_stride: usize,
             lanes: (usize, usize), o: &mut [f32]);
+        qk_f16_avx2 = avx2::qk_f16, (q: &[f32], k: &[u16], scale: f32, s: &mut [f32]);
+        pv_f16_avx2 = avx2::pv_f16, (p: &[f32], alpha: &[f32], v: &[u16], v_stride: usize,
+            lanes: (usize, usize), o: &mut [f32]);
+        qk_q8_0_avx2 = avx2::qk_q8_0, (q: &[f32], qs: &[i8], d: &[u16], scale: f32,
+            s: &mut [f32]);
+        pv_q8_0_avx2 = avx2::pv_q8_0, (p: &[f32], alpha: &[f32], qs: &[i8], d: &[u16],
+            v_stride: usize, lanes: (usize, usize), o: &mut [f32]);
         qk_avx512 = avx512::qk, (q: &[f32], k: &[f32], scale: f32, s: &mut [f32]);
         pv_avx512 = avx512::pv, (p: &[f32], alpha: &[f32], v: &[f32], v_stride: usize,
             lanes: (usize, usize), o: &mut [f32]);
+        qk_f16_avx512 = avx512::qk_f16, (q: &[f32], k: &[u16], scale: f32, s: &mut [f32]);
+        pv_f16_avx512 = avx512::pv_f16, (p: &[f32], alpha: &[f32], v: &[u16],
+            v_stride: usize, lanes: (usize, usize), o: &mut [f32]);
+        qk_q8_0_avx512 = avx512::qk_q8_0, (q: &[f32], qs: &[i8], d: &[u16], scale: f32,
+            s: &mut [f32]);
+        pv_q8_0_avx512 = avx512::pv_q8_0, (p: &[f32], alpha: &[f32], qs: &[i8], d: &[u16],
+            v_stride: usize, lanes: (usize, usize), o: &mut [f32]);
     }
 
-    /// Checks the shapes the kernels' raw loads rely on; returns `(n_rows, hd_k)`.
-    fn qk_shape(q: &[f32], k: &[f32], s: &[f32]) -> (usize, usize) {
-        let (n_rows, hd) = (s.len() / T, k.len() / T);
+    /// Checks the shapes the kernels' raw loads rely on (`k_len` stored key elements);
+    /// returns `(n_rows, hd_k)`.
+    fn qk_shape(q: &[f32], k_len: usize, s: &[f32]) -> (usize, usize) {
+        let (n_rows, hd) = (s.len() / T, k_len / T);
         assert!(
-            s.len() == n_rows * T && k.len() == hd * T && q.len() >= n_rows * hd,
+            s.len() == n_rows * T && k_len == hd * T && q.len() >= n_rows * hd,
             "attention qk: shapes"
         );
         (n_rows, hd)
     }
 
-    /// Checks the shapes the kernels' raw loads rely on; returns `(n_rows, hd_v)`.
+    /// [`qk_shape`] for Q8_0 keys, with their scales.
+    fn qk_shape_q8(q: &[f32], qs: &[i8], d: &[u16], s: &[f32]) -> (usize, usize) {
+        let (n_rows, hd) = qk_shape(q, qs.len(), s);
+        assert!(
+            hd.is_multiple_of(B) && d.len() == hd / B * T,
+            "attention qk: Q8_0 scales"
+        );
+        (n_rows, hd)
+    }
+
+    /// Checks the shapes the kernels' raw loads rely on (`v_len` stored value
+    /// elements); returns `(n_rows, hd_v)`.
     fn pv_shape(
         p: &[f32],
         alpha: &[f32],
-        v: &[f32],
+        v_len: usize,
         v_stride: usize,
         (lo, hi): (usize, usize),
         o: &[f32],
@@ -343,8 +678,28 @@ mod x86 {
             o.len() == n_rows * hd_v
                 && p.len() >= n_rows * T
                 && hi <= T
-                && (lo >= hi || (hi - 1) * v_stride + hd_v <= v.len()),
+                && (lo >= hi || (hi - 1) * v_stride + hd_v <= v_len),
             "attention pv: shapes"
+        );
+        (n_rows, hd_v)
+    }
+
+    /// [`pv_shape`] for Q8_0 values, with their scales.
+    fn pv_shape_q8(
+        p: &[f32],
+        alpha: &[f32],
+        qs: &[i8],
+        d: &[u16],
+        v_stride: usize,
+        (lo, hi): (usize, usize),
+        o: &[f32],
+    ) -> (usize, usize) {
+        let (n_rows, hd_v) = pv_shape(p, alpha, qs.len(), v_stride, (lo, hi), o);
+        assert!(
+            hd_v.is_multiple_of(B)
+                && v_stride.is_multiple_of(B)
+                && (lo >= hi || ((hi - 1) * v_stride + hd_v) / B <= d.len()),
+            "attention pv: Q8_0 scales"
         );
         (n_rows, hd_v)
     }
@@ -352,19 +707,143 @@ mod x86 {
     mod avx2 {
         use std::arch::x86_64::*;
 
-        use super::{pv_cols, pv_shape, qk_shape, T};
+        use super::{pv_cols, pv_cols_f16, pv_shape, pv_shape_q8, qk_shape, qk_shape_q8, B, T};
 
-        #[target_feature(enable = "avx2,fma")]
+        /// Keys of a tile as [`qk_rows`] reads them.
+        trait Keys: Copy {
+            /// Keys `8j..8j + 8` of dimension `d`, as f32.
+            ///
+            /// # Safety
+            /// `d < hd` and `8j + 8 <= T` for the tile the loader was made from, whose
+            /// shape the kernel checked; the CPU has AVX2 and F16C.
+            unsafe fn load(self, d: usize, j: usize) -> __m256;
+        }
+
+        /// Values of a tile as [`pv_block`] reads them.
+        trait Vals: Copy {
+            /// Columns `c..c + 8` of value row `l`, as f32.
+            ///
+            /// # Safety
+            /// `l` is a row the kernel's shape check covers and `c + 8 <= hd_v`; the
+            /// CPU has AVX2 and F16C.
+            unsafe fn load(self, l: usize, c: usize) -> __m256;
+        }
+
+        #[derive(Clone, Copy)]
+        struct F32Keys(*const f32);
+        #[derive(Clone, Copy)]
+        struct F16Keys(*const u16);
+        #[derive(Clone, Copy)]
+        struct Q8Keys(*const i8, *const u16);
+        #[derive(Clone, Copy)]
+        struct F32Vals(*const f32, usize);
+        #[derive(Clone, Copy)]
+        struct F16Vals(*const u16, usize);
+        #[derive(Clone, Copy)]
+        struct Q8Vals(*const i8, *const u16, usize);
+
+        impl Keys for F32Keys {
+            #[inline(always)]
+            unsafe fn load(self, d: usize, j: usize) -> __m256 {
+                // SAFETY: in bounds by the caller's contract; `loadu` needs no alignment.
+                unsafe { _mm256_loadu_ps(self.0.add(d * T + 8 * j)) }
+            }
+        }
+
+        impl Keys for F16Keys {
+            #[inline(always)]
+            unsafe fn load(self, d: usize, j: usize) -> __m256 {
+                // SAFETY: 8 halves (16 bytes) in bounds by the caller's contract.
+                unsafe { _mm256_cvtph_ps(_mm_loadu_si128(self.0.add(d * T + 8 * j).cast())) }
+            }
+        }
+
+        impl Keys for Q8Keys {
+            #[inline(always)]
+            unsafe fn load(self, d: usize, j: usize) -> __m256 {
+                // SAFETY: 8 int8 at `d·T + 8j` and 8 scales at `(d / 32)·T + 8j`, in
+                // bounds by the caller's contract (`qk_shape_q8`).
+                unsafe {
+                    let x = _mm_loadl_epi64(self.0.add(d * T + 8 * j).cast());
+                    let x = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x));
+                    let sc = _mm256_cvtph_ps(_mm_loadu_si128(self.1.add(d / B * T + 8 * j).cast()));
+                    _mm256_mul_ps(x, sc)
+                }
+            }
+        }
+
+        impl Vals for F32Vals {
+            #[inline(always)]
+            unsafe fn load(self, l: usize, c: usize) -> __m256 {
+                // SAFETY: in bounds by the caller's contract.
+                unsafe { _mm256_loadu_ps(self.0.add(l * self.1 + c)) }
+            }
+        }
+
+        impl Vals for F16Vals {
+            #[inline(always)]
+            unsafe fn load(self, l: usize, c: usize) -> __m256 {
+                // SAFETY: in bounds by the caller's contract.
+                unsafe { _mm256_cvtph_ps(_mm_loadu_si128(self.0.add(l * self.1 + c).cast())) }
+            }
+        }
+
+        impl Vals for Q8Vals {
+            #[inline(always)]
+            unsafe fn load(self, l: usize, c: usize) -> __m256 {
+                // SAFETY: 8 int8 of row `l` and its scale of block `c / 32`, in bounds
+                // by the caller's contract (`pv_shape_q8`: `hd_v` and the stride are
+                // multiples of 32, so the 8 columns share one block).
+                unsafe {
+                    let x = _mm_loadl_epi64(self.0.add(l * self.2 + c).cast());
+                    let x = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x));
+                    let h = *self.1.add((l * self.2 + c) / B);
+                    let sc = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))));
+                    _mm256_mul_ps(x, _mm256_set1_ps(sc))
+                }
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
         pub(in super::super) fn qk(q: &[f32], k: &[f32], scale: f32, s: &mut [f32]) {
-            let (n_rows, hd) = qk_shape(q, k, s);
+            let (n_rows, hd) = qk_shape(q, k.len(), s);
+            qk_all(q, F32Keys(k.as_ptr()), n_rows, hd, scale, s);
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(in super::super) fn qk_f16(q: &[f32], k: &[u16], scale: f32, s: &mut [f32]) {
+            let (n_rows, hd) = qk_shape(q, k.len(), s);
+            qk_all(q, F16Keys(k.as_ptr()), n_rows, hd, scale, s);
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(in super::super) fn qk_q8_0(
+            q: &[f32],
+            qs: &[i8],
+            d: &[u16],
+            scale: f32,
+            s: &mut [f32],
+        ) {
+            let (n_rows, hd) = qk_shape_q8(q, qs, d, s);
+            qk_all(q, Q8Keys(qs.as_ptr(), d.as_ptr()), n_rows, hd, scale, s);
+        }
+
+        /// Scores of every row, in blocks of [`RB`] rows.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn qk_all<K: Keys>(q: &[f32], k: K, n_rows: usize, hd: usize, scale: f32, s: &mut [f32]) {
             let mut r = 0;
             while r + RB <= n_rows {
-                qk_rows::<RB>(q, k, hd, r, scale, s);
+                qk_rows::<K, RB>(q, k, hd, r, scale, s);
                 r += RB;
             }
-            while r < n_rows {
-                qk_rows::<1>(q, k, hd, r, scale, s);
-                r += 1;
+            // The rest in one block, so that each key vector is loaded (and widened)
+            // once more, not once per row.
+            match n_rows - r {
+                3 => qk_rows::<K, 3>(q, k, hd, r, scale, s),
+                2 => qk_rows::<K, 2>(q, k, hd, r, scale, s),
+                1 => qk_rows::<K, 1>(q, k, hd, r, scale, s),
+                _ => {}
             }
         }
 
@@ -376,24 +855,24 @@ mod x86 {
 
         /// Scores of rows `r0..r0 + R`: `R·NK` accumulators of 8 keys.
         #[inline]
-        #[target_feature(enable = "avx2,fma")]
-        fn qk_rows<const R: usize>(
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn qk_rows<K: Keys, const R: usize>(
             q: &[f32],
-            k: &[f32],
+            k: K,
             hd: usize,
             r0: usize,
             scale: f32,
             s: &mut [f32],
         ) {
             let q = &q[r0 * hd..(r0 + R) * hd];
-            let (qp, kp) = (q.as_ptr(), k.as_ptr());
+            let qp = q.as_ptr();
             let mut acc = [[_mm256_setzero_ps(); NK]; R];
             for d in 0..hd {
                 let mut kv = [_mm256_setzero_ps(); NK];
                 for (j, x) in kv.iter_mut().enumerate() {
-                    // SAFETY: `k.len() == hd·T` (qk_shape) and `d < hd`: the T floats at
-                    // `d·T` are readable; `loadu` needs no alignment.
-                    *x = unsafe { _mm256_loadu_ps(kp.add(d * T + 8 * j)) };
+                    // SAFETY: `d < hd` and `8j + 8 <= T`, the tile's shape checked by
+                    // the entry point; AVX2 and F16C are enabled here.
+                    *x = unsafe { k.load(d, j) };
                 }
                 for (i, a) in acc.iter_mut().enumerate() {
                     // SAFETY: `i·hd + d < R·hd == q.len()` (the slice taken above).
@@ -413,7 +892,7 @@ mod x86 {
             }
         }
 
-        #[target_feature(enable = "avx2,fma")]
+        #[target_feature(enable = "avx2,fma,f16c")]
         pub(in super::super) fn pv(
             p: &[f32],
             alpha: &[f32],
@@ -422,42 +901,112 @@ mod x86 {
             lanes: (usize, usize),
             o: &mut [f32],
         ) {
-            let (n_rows, hd_v) = pv_shape(p, alpha, v, v_stride, lanes, o);
-            let n_cols = hd_v / 8 * 8;
-            let mut r = 0;
-            while r < n_rows {
-                let rows = if r + 4 <= n_rows { 4 } else { 1 };
-                let mut c = 0;
-                while c + 16 <= n_cols {
-                    match rows {
-                        4 => pv_block::<4, 2>(p, alpha, v, v_stride, lanes, o, hd_v, r, c),
-                        _ => pv_block::<1, 2>(p, alpha, v, v_stride, lanes, o, hd_v, r, c),
-                    }
-                    c += 16;
-                }
-                while c < n_cols {
-                    match rows {
-                        4 => pv_block::<4, 1>(p, alpha, v, v_stride, lanes, o, hd_v, r, c),
-                        _ => pv_block::<1, 1>(p, alpha, v, v_stride, lanes, o, hd_v, r, c),
-                    }
-                    c += 8;
-                }
-                r += rows;
-            }
+            let (n_rows, hd_v) = pv_shape(p, alpha, v.len(), v_stride, lanes, o);
+            let n_cols = pv_all(
+                p,
+                alpha,
+                F32Vals(v.as_ptr(), v_stride),
+                lanes,
+                o,
+                n_rows,
+                hd_v,
+            );
             if n_cols < hd_v {
                 pv_cols(p, alpha, v, v_stride, lanes, o, hd_v, n_cols);
             }
         }
 
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(in super::super) fn pv_f16(
+            p: &[f32],
+            alpha: &[f32],
+            v: &[u16],
+            v_stride: usize,
+            lanes: (usize, usize),
+            o: &mut [f32],
+        ) {
+            let (n_rows, hd_v) = pv_shape(p, alpha, v.len(), v_stride, lanes, o);
+            let n_cols = pv_all(
+                p,
+                alpha,
+                F16Vals(v.as_ptr(), v_stride),
+                lanes,
+                o,
+                n_rows,
+                hd_v,
+            );
+            if n_cols < hd_v {
+                pv_cols_f16(p, alpha, v, v_stride, lanes, o, hd_v, n_cols);
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(in super::super) fn pv_q8_0(
+            p: &[f32],
+            alpha: &[f32],
+            qs: &[i8],
+            d: &[u16],
+            v_stride: usize,
+            lanes: (usize, usize),
+            o: &mut [f32],
+        ) {
+            let (n_rows, hd_v) = pv_shape_q8(p, alpha, qs, d, v_stride, lanes, o);
+            // `hd_v` is a multiple of 32, so every column is in a whole vector.
+            let vals = Q8Vals(qs.as_ptr(), d.as_ptr(), v_stride);
+            pv_all(p, alpha, vals, lanes, o, n_rows, hd_v);
+        }
+
+        /// Every row's columns in whole vectors; returns how many columns that is (the
+        /// caller does the rest).
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn pv_all<V: Vals>(
+            p: &[f32],
+            alpha: &[f32],
+            v: V,
+            lanes: (usize, usize),
+            o: &mut [f32],
+            n_rows: usize,
+            hd_v: usize,
+        ) -> usize {
+            let n_cols = hd_v / 8 * 8;
+            let mut r = 0;
+            while r < n_rows {
+                // Blocks of 4 rows, and the rest in one (each value vector is loaded
+                // and widened once per block).
+                let rows = (n_rows - r).min(4);
+                let mut c = 0;
+                while c + 16 <= n_cols {
+                    match rows {
+                        4 => pv_block::<V, 4, 2>(p, alpha, v, lanes, o, hd_v, r, c),
+                        3 => pv_block::<V, 3, 2>(p, alpha, v, lanes, o, hd_v, r, c),
+                        2 => pv_block::<V, 2, 2>(p, alpha, v, lanes, o, hd_v, r, c),
+                        _ => pv_block::<V, 1, 2>(p, alpha, v, lanes, o, hd_v, r, c),
+                    }
+                    c += 16;
+                }
+                while c < n_cols {
+                    match rows {
+                        4 => pv_block::<V, 4, 1>(p, alpha, v, lanes, o, hd_v, r, c),
+                        3 => pv_block::<V, 3, 1>(p, alpha, v, lanes, o, hd_v, r, c),
+                        2 => pv_block::<V, 2, 1>(p, alpha, v, lanes, o, hd_v, r, c),
+                        _ => pv_block::<V, 1, 1>(p, alpha, v, lanes, o, hd_v, r, c),
+                    }
+                    c += 8;
+                }
+                r += rows;
+            }
+            n_cols
+        }
+
         /// Rows `r0..r0 + R`, columns `c0..c0 + 8·NV`.
         #[inline]
         #[allow(clippy::too_many_arguments)]
-        #[target_feature(enable = "avx2,fma")]
-        fn pv_block<const R: usize, const NV: usize>(
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn pv_block<V: Vals, const R: usize, const NV: usize>(
             p: &[f32],
             alpha: &[f32],
-            v: &[f32],
-            v_stride: usize,
+            v: V,
             (lo, hi): (usize, usize),
             o: &mut [f32],
             hd_v: usize,
@@ -465,7 +1014,7 @@ mod x86 {
             c0: usize,
         ) {
             let p = &p[r0 * T..(r0 + R) * T];
-            let (pp, vp, op) = (p.as_ptr(), v.as_ptr(), o.as_mut_ptr());
+            let (pp, op) = (p.as_ptr(), o.as_mut_ptr());
             let mut acc = [[_mm256_setzero_ps(); NV]; R];
             for (i, a) in acc.iter_mut().enumerate() {
                 let al = _mm256_set1_ps(alpha[r0 + i]);
@@ -480,9 +1029,9 @@ mod x86 {
             for l in lo..hi {
                 let mut vv = [_mm256_setzero_ps(); NV];
                 for (j, x) in vv.iter_mut().enumerate() {
-                    // SAFETY: `l < hi` and `(hi - 1)·v_stride + hd_v <= v.len()`
-                    // (pv_shape), `c0 + 8j + 8 <= hd_v`.
-                    *x = unsafe { _mm256_loadu_ps(vp.add(l * v_stride + c0 + 8 * j)) };
+                    // SAFETY: `l < hi`, a row the entry point's shape check covers, and
+                    // `c0 + 8j + 8 <= hd_v`; AVX2 and F16C are enabled here.
+                    *x = unsafe { v.load(l, c0 + 8 * j) };
                 }
                 for (i, a) in acc.iter_mut().enumerate() {
                     // SAFETY: `i·T + l < R·T == p.len()` (the slice taken above).
@@ -504,23 +1053,148 @@ mod x86 {
     mod avx512 {
         use std::arch::x86_64::*;
 
-        use super::{pv_cols, pv_shape, qk_shape, T};
+        use super::{pv_cols, pv_cols_f16, pv_shape, pv_shape_q8, qk_shape, qk_shape_q8, B, T};
 
-        #[target_feature(enable = "avx512f")]
+        /// Keys of a tile as [`qk_rows`] reads them.
+        trait Keys: Copy {
+            /// Keys `16j..16j + 16` of dimension `d`, as f32.
+            ///
+            /// # Safety
+            /// `d < hd` and `16j + 16 <= T` for the tile the loader was made from, whose
+            /// shape the kernel checked; the CPU has AVX-512F and F16C.
+            unsafe fn load(self, d: usize, j: usize) -> __m512;
+        }
+
+        /// Values of a tile as [`pv_block`] reads them.
+        trait Vals: Copy {
+            /// Columns `c..c + 16` of value row `l`, as f32.
+            ///
+            /// # Safety
+            /// `l` is a row the kernel's shape check covers and `c + 16 <= hd_v`; the
+            /// CPU has AVX-512F and F16C.
+            unsafe fn load(self, l: usize, c: usize) -> __m512;
+        }
+
+        #[derive(Clone, Copy)]
+        struct F32Keys(*const f32);
+        #[derive(Clone, Copy)]
+        struct F16Keys(*const u16);
+        #[derive(Clone, Copy)]
+        struct Q8Keys(*const i8, *const u16);
+        #[derive(Clone, Copy)]
+        struct F32Vals(*const f32, usize);
+        #[derive(Clone, Copy)]
+        struct F16Vals(*const u16, usize);
+        #[derive(Clone, Copy)]
+        struct Q8Vals(*const i8, *const u16, usize);
+
+        impl Keys for F32Keys {
+            #[inline(always)]
+            unsafe fn load(self, d: usize, j: usize) -> __m512 {
+                // SAFETY: in bounds by the caller's contract; `loadu` needs no alignment.
+                unsafe { _mm512_loadu_ps(self.0.add(d * T + 16 * j)) }
+            }
+        }
+
+        impl Keys for F16Keys {
+            #[inline(always)]
+            unsafe fn load(self, d: usize, j: usize) -> __m512 {
+                // SAFETY: 16 halves (32 bytes) in bounds by the caller's contract.
+                unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(self.0.add(d * T + 16 * j).cast())) }
+            }
+        }
+
+        impl Keys for Q8Keys {
+            #[inline(always)]
+            unsafe fn load(self, d: usize, j: usize) -> __m512 {
+                // SAFETY: 16 int8 at `d·T + 16j` and 16 scales at `(d / 32)·T + 16j`,
+                // in bounds by the caller's contract (`qk_shape_q8`).
+                unsafe {
+                    let x = _mm_loadu_si128(self.0.add(d * T + 16 * j).cast());
+                    let x = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(x));
+                    let sc =
+                        _mm512_cvtph_ps(_mm256_loadu_si256(self.1.add(d / B * T + 16 * j).cast()));
+                    _mm512_mul_ps(x, sc)
+                }
+            }
+        }
+
+        impl Vals for F32Vals {
+            #[inline(always)]
+            unsafe fn load(self, l: usize, c: usize) -> __m512 {
+                // SAFETY: in bounds by the caller's contract.
+                unsafe { _mm512_loadu_ps(self.0.add(l * self.1 + c)) }
+            }
+        }
+
+        impl Vals for F16Vals {
+            #[inline(always)]
+            unsafe fn load(self, l: usize, c: usize) -> __m512 {
+                // SAFETY: in bounds by the caller's contract.
+                unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(self.0.add(l * self.1 + c).cast())) }
+            }
+        }
+
+        impl Vals for Q8Vals {
+            #[inline(always)]
+            unsafe fn load(self, l: usize, c: usize) -> __m512 {
+                // SAFETY: 16 int8 of row `l` and its scale of block `c / 32`, in bounds
+                // by the caller's contract (`pv_shape_q8`: `hd_v` and the stride are
+                // multiples of 32, so the 16 columns share one block).
+                unsafe {
+                    let x = _mm_loadu_si128(self.0.add(l * self.2 + c).cast());
+                    let x = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(x));
+                    let h = *self.1.add((l * self.2 + c) / B);
+                    let sc = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))));
+                    _mm512_mul_ps(x, _mm512_set1_ps(sc))
+                }
+            }
+        }
+
+        #[target_feature(enable = "avx512f,f16c")]
         pub(in super::super) fn qk(q: &[f32], k: &[f32], scale: f32, s: &mut [f32]) {
-            let (n_rows, hd) = qk_shape(q, k, s);
+            let (n_rows, hd) = qk_shape(q, k.len(), s);
+            qk_all(q, F32Keys(k.as_ptr()), n_rows, hd, scale, s);
+        }
+
+        #[target_feature(enable = "avx512f,f16c")]
+        pub(in super::super) fn qk_f16(q: &[f32], k: &[u16], scale: f32, s: &mut [f32]) {
+            let (n_rows, hd) = qk_shape(q, k.len(), s);
+            qk_all(q, F16Keys(k.as_ptr()), n_rows, hd, scale, s);
+        }
+
+        #[target_feature(enable = "avx512f,f16c")]
+        pub(in super::super) fn qk_q8_0(
+            q: &[f32],
+            qs: &[i8],
+            d: &[u16],
+            scale: f32,
+            s: &mut [f32],
+        ) {
+            let (n_rows, hd) = qk_shape_q8(q, qs, d, s);
+            qk_all(q, Q8Keys(qs.as_ptr(), d.as_ptr()), n_rows, hd, scale, s);
+        }
+
+        /// Scores of every row, in blocks of [`RB`] rows and one of the rest.
+        #[inline]
+        #[target_feature(enable = "avx512f,f16c")]
+        fn qk_all<K: Keys>(q: &[f32], k: K, n_rows: usize, hd: usize, scale: f32, s: &mut [f32]) {
             let mut r = 0;
             while r + RB <= n_rows {
-                qk_rows::<RB>(q, k, hd, r, scale, s);
+                qk_rows::<K, RB>(q, k, hd, r, scale, s);
                 r += RB;
             }
-            while r + 4 <= n_rows {
-                qk_rows::<4>(q, k, hd, r, scale, s);
-                r += 4;
-            }
-            while r < n_rows {
-                qk_rows::<1>(q, k, hd, r, scale, s);
-                r += 1;
+            // The rest in one block (R1-Distill-Qwen's 6 query heads per KV head: one
+            // pass over the keys, not 4 + 1 + 1).
+            match n_rows - r {
+                7 => qk_rows::<K, 7>(q, k, hd, r, scale, s),
+                6 => qk_rows::<K, 6>(q, k, hd, r, scale, s),
+                5 => qk_rows::<K, 5>(q, k, hd, r, scale, s),
+                4 => qk_rows::<K, 4>(q, k, hd, r, scale, s),
+                3 => qk_rows::<K, 3>(q, k, hd, r, scale, s),
+                2 => qk_rows::<K, 2>(q, k, hd, r, scale, s),
+                1 => qk_rows::<K, 1>(q, k, hd, r, scale, s),
+                _ => {}
             }
         }
 
@@ -531,24 +1205,24 @@ mod x86 {
 
         /// Scores of rows `r0..r0 + R`: `R·NK` accumulators of 16 keys.
         #[inline]
-        #[target_feature(enable = "avx512f")]
-        fn qk_rows<const R: usize>(
+        #[target_feature(enable = "avx512f,f16c")]
+        fn qk_rows<K: Keys, const R: usize>(
             q: &[f32],
-            k: &[f32],
+            k: K,
             hd: usize,
             r0: usize,
             scale: f32,
             s: &mut [f32],
         ) {
             let q = &q[r0 * hd..(r0 + R) * hd];
-            let (qp, kp) = (q.as_ptr(), k.as_ptr());
+            let qp = q.as_ptr();
             let mut acc = [[_mm512_setzero_ps(); NK]; R];
             for d in 0..hd {
                 let mut kv = [_mm512_setzero_ps(); NK];
                 for (j, x) in kv.iter_mut().enumerate() {
-                    // SAFETY: `k.len() == hd·T` (qk_shape) and `d < hd`: the T floats at
-                    // `d·T` are readable; `loadu` needs no alignment.
-                    *x = unsafe { _mm512_loadu_ps(kp.add(d * T + 16 * j)) };
+                    // SAFETY: `d < hd` and `16j + 16 <= T`, the tile's shape checked by
+                    // the entry point; AVX-512F and F16C are enabled here.
+                    *x = unsafe { k.load(d, j) };
                 }
                 for (i, a) in acc.iter_mut().enumerate() {
                     // SAFETY: `i·hd + d < R·hd == q.len()` (the slice taken above).
@@ -568,7 +1242,7 @@ mod x86 {
             }
         }
 
-        #[target_feature(enable = "avx512f")]
+        #[target_feature(enable = "avx512f,f16c")]
         pub(in super::super) fn pv(
             p: &[f32],
             alpha: &[f32],
@@ -577,42 +1251,112 @@ mod x86 {
             lanes: (usize, usize),
             o: &mut [f32],
         ) {
-            let (n_rows, hd_v) = pv_shape(p, alpha, v, v_stride, lanes, o);
-            let n_cols = hd_v / 16 * 16;
-            let mut r = 0;
-            while r < n_rows {
-                let rows = if r + 4 <= n_rows { 4 } else { 1 };
-                let mut c = 0;
-                while c + 64 <= n_cols {
-                    match rows {
-                        4 => pv_block::<4, 4>(p, alpha, v, v_stride, lanes, o, hd_v, r, c),
-                        _ => pv_block::<1, 4>(p, alpha, v, v_stride, lanes, o, hd_v, r, c),
-                    }
-                    c += 64;
-                }
-                while c < n_cols {
-                    match rows {
-                        4 => pv_block::<4, 1>(p, alpha, v, v_stride, lanes, o, hd_v, r, c),
-                        _ => pv_block::<1, 1>(p, alpha, v, v_stride, lanes, o, hd_v, r, c),
-                    }
-                    c += 16;
-                }
-                r += rows;
-            }
+            let (n_rows, hd_v) = pv_shape(p, alpha, v.len(), v_stride, lanes, o);
+            let n_cols = pv_all(
+                p,
+                alpha,
+                F32Vals(v.as_ptr(), v_stride),
+                lanes,
+                o,
+                n_rows,
+                hd_v,
+            );
             if n_cols < hd_v {
                 pv_cols(p, alpha, v, v_stride, lanes, o, hd_v, n_cols);
             }
         }
 
+        #[target_feature(enable = "avx512f,f16c")]
+        pub(in super::super) fn pv_f16(
+            p: &[f32],
+            alpha: &[f32],
+            v: &[u16],
+            v_stride: usize,
+            lanes: (usize, usize),
+            o: &mut [f32],
+        ) {
+            let (n_rows, hd_v) = pv_shape(p, alpha, v.len(), v_stride, lanes, o);
+            let n_cols = pv_all(
+                p,
+                alpha,
+                F16Vals(v.as_ptr(), v_stride),
+                lanes,
+                o,
+                n_rows,
+                hd_v,
+            );
+            if n_cols < hd_v {
+                pv_cols_f16(p, alpha, v, v_stride, lanes, o, hd_v, n_cols);
+            }
+        }
+
+        #[target_feature(enable = "avx512f,f16c")]
+        pub(in super::super) fn pv_q8_0(
+            p: &[f32],
+            alpha: &[f32],
+            qs: &[i8],
+            d: &[u16],
+            v_stride: usize,
+            lanes: (usize, usize),
+            o: &mut [f32],
+        ) {
+            let (n_rows, hd_v) = pv_shape_q8(p, alpha, qs, d, v_stride, lanes, o);
+            // `hd_v` is a multiple of 32, so every column is in a whole vector.
+            let vals = Q8Vals(qs.as_ptr(), d.as_ptr(), v_stride);
+            pv_all(p, alpha, vals, lanes, o, n_rows, hd_v);
+        }
+
+        /// Every row's columns in whole vectors; returns how many columns that is (the
+        /// caller does the rest).
+        #[inline]
+        #[target_feature(enable = "avx512f,f16c")]
+        fn pv_all<V: Vals>(
+            p: &[f32],
+            alpha: &[f32],
+            v: V,
+            lanes: (usize, usize),
+            o: &mut [f32],
+            n_rows: usize,
+            hd_v: usize,
+        ) -> usize {
+            let n_cols = hd_v / 16 * 16;
+            let mut r = 0;
+            while r < n_rows {
+                // Blocks of 4 rows, and the rest in one (each value vector is loaded
+                // and widened once per block).
+                let rows = (n_rows - r).min(4);
+                let mut c = 0;
+                while c + 64 <= n_cols {
+                    match rows {
+                        4 => pv_block::<V, 4, 4>(p, alpha, v, lanes, o, hd_v, r, c),
+                        3 => pv_block::<V, 3, 4>(p, alpha, v, lanes, o, hd_v, r, c),
+                        2 => pv_block::<V, 2, 4>(p, alpha, v, lanes, o, hd_v, r, c),
+                        _ => pv_block::<V, 1, 4>(p, alpha, v, lanes, o, hd_v, r, c),
+                    }
+                    c += 64;
+                }
+                while c < n_cols {
+                    match rows {
+                        4 => pv_block::<V, 4, 1>(p, alpha, v, lanes, o, hd_v, r, c),
+                        3 => pv_block::<V, 3, 1>(p, alpha, v, lanes, o, hd_v, r, c),
+                        2 => pv_block::<V, 2, 1>(p, alpha, v, lanes, o, hd_v, r, c),
+                        _ => pv_block::<V, 1, 1>(p, alpha, v, lanes, o, hd_v, r, c),
+                    }
+                    c += 16;
+                }
+                r += rows;
+            }
+            n_cols
+        }
+
         /// Rows `r0..r0 + R`, columns `c0..c0 + 16·NV`.
         #[inline]
         #[allow(clippy::too_many_arguments)]
-        #[target_feature(enable = "avx512f")]
-        fn pv_block<const R: usize, const NV: usize>(
+        #[target_feature(enable = "avx512f,f16c")]
+        fn pv_block<V: Vals, const R: usize, const NV: usize>(
             p: &[f32],
             alpha: &[f32],
-            v: &[f32],
-            v_stride: usize,
+            v: V,
             (lo, hi): (usize, usize),
             o: &mut [f32],
             hd_v: usize,
@@ -620,7 +1364,7 @@ mod x86 {
             c0: usize,
         ) {
             let p = &p[r0 * T..(r0 + R) * T];
-            let (pp, vp, op) = (p.as_ptr(), v.as_ptr(), o.as_mut_ptr());
+            let (pp, op) = (p.as_ptr(), o.as_mut_ptr());
             let mut acc = [[_mm512_setzero_ps(); NV]; R];
             for (i, a) in acc.iter_mut().enumerate() {
                 let al = _mm512_set1_ps(alpha[r0 + i]);
@@ -635,9 +1379,9 @@ mod x86 {
             for l in lo..hi {
                 let mut vv = [_mm512_setzero_ps(); NV];
                 for (j, x) in vv.iter_mut().enumerate() {
-                    // SAFETY: `l < hi` and `(hi - 1)·v_stride + hd_v <= v.len()`
-                    // (pv_shape), `c0 + 16j + 16 <= hd_v`.
-                    *x = unsafe { _mm512_loadu_ps(vp.add(l * v_stride + c0 + 16 * j)) };
+                    // SAFETY: `l < hi`, a row the entry point's shape check covers, and
+                    // `c0 + 16j + 16 <= hd_v`; AVX-512F and F16C are enabled here.
+                    *x = unsafe { v.load(l, c0 + 16 * j) };
                 }
                 for (i, a) in acc.iter_mut().enumerate() {
                     // SAFETY: `i·T + l < R·T == p.len()` (the slice taken above).

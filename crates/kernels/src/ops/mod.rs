@@ -67,6 +67,10 @@ pub struct Ops {
     pub(crate) softmax: SoftmaxFn,
     pub(crate) attn_qk: attention::QkFn,
     pub(crate) attn_pv: attention::PvFn,
+    pub(crate) attn_qk_f16: attention::QkF16Fn,
+    pub(crate) attn_pv_f16: attention::PvF16Fn,
+    pub(crate) attn_qk_q8_0: attention::QkQ8Fn,
+    pub(crate) attn_pv_q8_0: attention::PvQ8Fn,
 }
 
 impl std::fmt::Debug for Ops {
@@ -127,6 +131,10 @@ impl Ops {
             softmax: softmax::softmax,
             attn_qk: attention::qk,
             attn_pv: attention::pv,
+            attn_qk_f16: attention::qk_f16,
+            attn_pv_f16: attention::pv_f16,
+            attn_qk_q8_0: attention::qk_q8_0,
+            attn_pv_q8_0: attention::pv_q8_0,
         }
     }
 
