@@ -5,26 +5,22 @@
 #
 #   bench/llama/install-llama-cpp.sh [native|avx2]      (default: native)
 #
-# Variants (the same cmake flags as bench/server/build-llama-server.sh):
+# Variants (bench/llama/llama-cpp-source.sh, the same as bench/server/build-llama-server.sh's):
 #   native  GGML_NATIVE=ON: -march=native, every ISA extension of this CPU.
 #   avx2    GGML_NATIVE=OFF, AVX2/FMA/F16C/BMI2 on, every AVX-512 and AVX-VNNI flag off:
 #           llama.cpp at the level Hearth runs at with HEARTH_CPU=avx2, so that an
 #           AVX-512 machine also measures the comparison most users' CPUs would see.
 # Environments: ~/.cache/hearth/llama-py/<variant> (HEARTH_CACHE to move). Compiling
-# takes 5-10 minutes on a 2-core VM. bench/compare/run.sh --level calls this itself.
+# takes 5-10 minutes on a 2-core VM. bench/compare/run.sh (-l) calls this itself.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 . "$root/scripts/python-env.sh"
+. "$here/llama-cpp-source.sh"
 
 variant="${1:-native}"
-version=0.3.36
-sdist_sha256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
-case "$variant" in
-    native) cmake_args="-DGGML_NATIVE=ON" ;;
-    avx2) cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF" ;;
-    *) echo "install-llama-cpp: unknown variant '$variant' (native or avx2)" >&2; exit 2 ;;
-esac
+llama_cpp_isa_flags "$variant" >/dev/null || exit 2
+cmake_args="$(llama_cpp_isa_flags "$variant" | tr '\n' ' ' | sed 's/ $//')"
 
 venv="$HEARTH_CACHE/llama-py/$variant"
 if "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null \
@@ -33,18 +29,7 @@ if "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null \
     exit 0
 fi
 
-# The sdist, in the same place the other llama.cpp scripts keep it.
-src="$HEARTH_CACHE/src"
-sdist="$src/llama_cpp_python-$version.tar.gz"
-mkdir -p "$src"
-if ! echo "$sdist_sha256  $sdist" | sha256sum --check --status 2>/dev/null; then
-    "$HEARTH_PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps \
-        --no-binary llama-cpp-python "llama-cpp-python==$version" -d "$src" >&2
-    echo "$sdist_sha256  $sdist" | sha256sum --check --status || {
-        echo "install-llama-cpp: $sdist does not have the expected sha256" >&2
-        exit 1
-    }
-fi
+sdist="$(llama_cpp_sdist)"
 
 echo "install-llama-cpp: compiling llama.cpp ($variant) into $venv (5-10 minutes)" >&2
 rm -rf "$venv"

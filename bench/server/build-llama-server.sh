@@ -22,19 +22,14 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 . "$root/scripts/python-env.sh"
+. "$root/bench/llama/llama-cpp-source.sh"
 
 variant="${1:-native}"
-version=0.3.36
-sdist_sha256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+version="$LLAMA_CPP_VERSION"
 jobs="${JOBS:-2}"
 
-case "$variant" in
-    native) isa_flags=(-DGGML_NATIVE=ON) ;;
-    avx2) isa_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
-                     -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF
-                     -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF) ;;
-    *) echo "build-llama-server: unknown variant '$variant' (native or avx2)" >&2; exit 2 ;;
-esac
+llama_cpp_isa_flags "$variant" >/dev/null || exit 2
+mapfile -t isa_flags < <(llama_cpp_isa_flags "$variant")
 
 out="$HEARTH_CACHE/llama-server/$variant"
 if [ -x "$out/llama-server" ]; then
@@ -42,18 +37,7 @@ if [ -x "$out/llama-server" ]; then
     exit 0
 fi
 
-# The sdist, in the same place tests/fixtures/tokenizer/fetch-vocabs.sh keeps it.
-src="$HEARTH_CACHE/src"
-sdist="$src/llama_cpp_python-$version.tar.gz"
-mkdir -p "$src"
-if ! echo "$sdist_sha256  $sdist" | sha256sum --check --status 2>/dev/null; then
-    "$HEARTH_PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps \
-        --no-binary llama-cpp-python "llama-cpp-python==$version" -d "$src" >&2
-    echo "$sdist_sha256  $sdist" | sha256sum --check --status || {
-        echo "build-llama-server: $sdist does not have the expected sha256" >&2
-        exit 1
-    }
-fi
+sdist="$(llama_cpp_sdist)"
 
 # cmake (and ninja, which only saves a little) from PyPI when the machine lacks them.
 tools="$HEARTH_CACHE/llama-server/tools"
