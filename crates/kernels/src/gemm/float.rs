@@ -174,6 +174,9 @@ pub(crate) fn matmul(
                     );
                 }
                 // The last columns (fewer than STEP) in plain Rust.
+                if whole == n {
+                    continue;
+                }
                 for (t, sums) in sums.chunks_exact_mut(TILE_ROWS).enumerate() {
                     let a = &a[t * n_cols..][whole..n];
                     for (i, w) in rows_w.iter().enumerate() {
