@@ -14,15 +14,11 @@
 //! Memory: per thread, one tile of f32 weights (`TILE_ROWS · KC · 4` bytes, 128 KiB, in
 //! L2 while every token passes over it), in the caller's [`super::GemmScratch`].
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use super::{prefetch, MR};
-use crate::matmul::{SharedSlice, WeightMatrix};
+use super::{for_each_tile, MR, TILE_ROWS};
+use crate::matmul::WeightMatrix;
 use crate::pool::ThreadPool;
 use crate::quant::{dequantize_row, TensorType};
 
-/// Weight rows a thread widens at once: a multiple of [`MR`].
-const TILE_ROWS: usize = 16;
 /// Columns a tile holds.
 const KC: usize = 2048;
 /// Columns the micro-kernels take per step (a multiple of every level's vector width):
@@ -128,70 +124,58 @@ pub(crate) fn matmul(
     }
     // Bytes per value: the float formats have blocks of one value.
     let elem = w.row_bytes() / n_cols.max(1);
-    let n_tiles = n_rows.div_ceil(TILE_ROWS);
-    let next_tile = AtomicUsize::new(0);
-    let out = SharedSlice::new(out);
-    let out = &out;
-    pool.run_with(&mut tiles[..nth], &|_, _, tile| loop {
-        // Relaxed: the counter only hands out tile numbers.
-        let ti = next_tile.fetch_add(1, Ordering::Relaxed);
-        if ti >= n_tiles {
-            return;
-        }
-        let r0 = ti * TILE_ROWS;
-        let rows = (n_rows - r0).min(TILE_ROWS);
-        for t in 0..n_tokens {
-            prefetch(out.addr(t * n_rows + r0));
-        }
-        let sums = &mut tile.sums[..n_tokens * TILE_ROWS];
-        sums.fill(0.0);
-        for k0 in (0..n_cols).step_by(KC) {
-            let k1 = (k0 + KC).min(n_cols);
-            let n = k1 - k0;
-            // Rows past the last are zero, so every micro-kernel call takes MR rows.
-            for i in 0..rows.next_multiple_of(MR) {
-                let dst = &mut tile.w[i * KC..][..n];
-                if i < rows {
-                    let src = &w.row(r0 + i)[k0 * elem..k1 * elem];
-                    dequantize_row(ty, src, dst).expect("float rows widen");
-                } else {
-                    dst.fill(0.0);
+    for_each_tile(
+        pool,
+        &mut tiles[..nth],
+        n_rows,
+        n_tokens,
+        out,
+        &|tile, r0, rows| {
+            let sums = &mut tile.sums[..n_tokens * TILE_ROWS];
+            sums.fill(0.0);
+            for k0 in (0..n_cols).step_by(KC) {
+                let k1 = (k0 + KC).min(n_cols);
+                let n = k1 - k0;
+                // Rows past the last are zero, so every micro-kernel call takes MR rows.
+                for i in 0..rows.next_multiple_of(MR) {
+                    let dst = &mut tile.w[i * KC..][..n];
+                    if i < rows {
+                        let src = &w.row(r0 + i)[k0 * elem..k1 * elem];
+                        dequantize_row(ty, src, dst).expect("float rows widen");
+                    } else {
+                        dst.fill(0.0);
+                    }
                 }
-            }
-            let a = &x[k0..];
-            let whole = n - n % STEP;
-            for i0 in (0..rows).step_by(MR) {
-                let rows_w: [&[f32]; MR] = std::array::from_fn(|i| &tile.w[(i0 + i) * KC..][..n]);
-                if whole > 0 {
-                    micro(
-                        rows_w,
-                        a,
-                        n_cols,
-                        n_tokens,
-                        whole,
-                        &mut sums[i0..],
-                        TILE_ROWS,
-                    );
-                }
-                // The last columns (fewer than STEP) in plain Rust.
-                if whole == n {
-                    continue;
-                }
-                for (t, sums) in sums.chunks_exact_mut(TILE_ROWS).enumerate() {
-                    let a = &a[t * n_cols..][whole..n];
-                    for (i, w) in rows_w.iter().enumerate() {
-                        sums[i0 + i] += w[whole..].iter().zip(a).map(|(w, a)| w * a).sum::<f32>();
+                let a = &x[k0..];
+                let whole = n - n % STEP;
+                for i0 in (0..rows).step_by(MR) {
+                    let rows_w: [&[f32]; MR] =
+                        std::array::from_fn(|i| &tile.w[(i0 + i) * KC..][..n]);
+                    if whole > 0 {
+                        micro(
+                            rows_w,
+                            a,
+                            n_cols,
+                            n_tokens,
+                            whole,
+                            &mut sums[i0..],
+                            TILE_ROWS,
+                        );
+                    }
+                    // The last columns (fewer than STEP) in plain Rust.
+                    if whole == n {
+                        continue;
+                    }
+                    for (t, sums) in sums.chunks_exact_mut(TILE_ROWS).enumerate() {
+                        let a = &a[t * n_cols..][whole..n];
+                        for (i, w) in rows_w.iter().enumerate() {
+                            sums[i0 + i] +=
+                                w[whole..].iter().zip(a).map(|(w, a)| w * a).sum::<f32>();
+                        }
                     }
                 }
             }
-        }
-        for (t, sums) in tile.sums.chunks_exact(TILE_ROWS).take(n_tokens).enumerate() {
-            // SAFETY: rows r0..r0 + rows belong to tile `ti`, which the counter hands to
-            // this thread alone; no other thread writes them.
-            let o = unsafe { out.piece(t * n_rows + r0, rows) };
-            for (o, &v) in o.iter_mut().zip(sums) {
-                *o = v;
-            }
-        }
-    });
+            &tile.sums
+        },
+    );
 }

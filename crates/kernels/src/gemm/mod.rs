@@ -369,11 +369,55 @@ pub(crate) fn matmul(
         tile.reserve(n_tokens.next_multiple_of(NR));
     }
 
+    for_each_tile(
+        pool,
+        &mut scratch.tiles[..nth],
+        n_rows,
+        n_tokens,
+        out,
+        &|tile, r0, rows| {
+            for k0 in (0..n_cols).step_by(KC) {
+                let k1 = (k0 + KC).min(n_cols);
+                let segs = tile.unpack(w, r0, rows, k0, k1);
+                let a = panel.rows(k0, segs);
+                // Moved out (not copied) while the tile's rows are borrowed.
+                let mut sums = std::mem::take(&mut tile.sums);
+                if k0 == 0 {
+                    sums.fill(0.0);
+                }
+                for i0 in (0..rows).step_by(MR) {
+                    let m = Micro {
+                        w: std::array::from_fn(|i| tile.row(i0 + i)),
+                        a,
+                        segs,
+                        v_max,
+                    };
+                    (micro.f)(&m, has_min, &mut sums[i0..], TILE_ROWS);
+                }
+                tile.sums = sums;
+            }
+            &tile.sums
+        },
+    );
+}
+
+/// Hands the tiles of [`TILE_ROWS`] rows out to the pool's threads from one counter;
+/// `compute(tile, r0, rows)` fills the thread's `tile` for rows `r0..r0 + rows` and
+/// returns their sums (per token, `TILE_ROWS` apart), which are copied into
+/// `out` (`[n_tokens, n_rows]`). `tiles` holds one per thread.
+fn for_each_tile<T: Send>(
+    pool: &ThreadPool,
+    tiles: &mut [T],
+    n_rows: usize,
+    n_tokens: usize,
+    out: &mut [f32],
+    compute: &(dyn for<'t> Fn(&'t mut T, usize, usize) -> &'t [f32] + Sync),
+) {
     let n_tiles = n_rows.div_ceil(TILE_ROWS);
     let next_tile = AtomicUsize::new(0);
     let out = SharedSlice::new(out);
     let out = &out;
-    pool.run_with(&mut scratch.tiles[..nth], &|_, _, tile| loop {
+    pool.run_with(tiles, &|_, _, tile| loop {
         // Relaxed: the counter only hands out tile numbers.
         let ti = next_tile.fetch_add(1, Ordering::Relaxed);
         if ti >= n_tiles {
@@ -387,28 +431,9 @@ pub(crate) fn matmul(
         for t in 0..n_tokens {
             prefetch(out.addr(t * n_rows + r0));
         }
-        for k0 in (0..n_cols).step_by(KC) {
-            let k1 = (k0 + KC).min(n_cols);
-            let segs = tile.unpack(w, r0, rows, k0, k1);
-            let a = panel.rows(k0, segs);
-            // Moved out (not copied) while the tile's rows are borrowed.
-            let mut sums = std::mem::take(&mut tile.sums);
-            if k0 == 0 {
-                sums.fill(0.0);
-            }
-            for i0 in (0..rows).step_by(MR) {
-                let m = Micro {
-                    w: std::array::from_fn(|i| tile.row(i0 + i)),
-                    a,
-                    segs,
-                    v_max,
-                };
-                (micro.f)(&m, has_min, &mut sums[i0..], TILE_ROWS);
-            }
-            tile.sums = sums;
-        }
+        let sums = compute(tile, r0, rows);
         // One contiguous stretch per token: the tile's rows of the output.
-        for (t, sums) in tile.sums.chunks_exact(TILE_ROWS).take(n_tokens).enumerate() {
+        for (t, sums) in sums.chunks_exact(TILE_ROWS).take(n_tokens).enumerate() {
             // SAFETY: rows r0..r0 + rows belong to tile `ti`, which the counter hands to
             // this thread alone; no other thread writes them.
             let o = unsafe { out.piece(t * n_rows + r0, rows) };
