@@ -16,14 +16,22 @@ fn main() -> std::io::Result<()> {
         std::process::exit(2)
     }));
     std::fs::create_dir_all(&dir)?;
-    let tokens = tiny::test_tokens();
+    // The fixtures' shared token list; a model that wants more lists its own.
+    let tokens = tiny::test_tokens(20);
     let mut entries = Vec::new();
     for spec in tiny::specs() {
         let bytes = spec.to_bytes();
         let file = format!("{}.gguf", spec.name);
         std::fs::write(dir.join(&file), &bytes)?;
+        let own_tokens = match spec.n_tokens {
+            20 => String::new(),
+            n => {
+                let t: Vec<String> = tiny::test_tokens(n).iter().map(u32::to_string).collect();
+                format!(", \"tokens\": [{}]", t.join(", "))
+            }
+        };
         entries.push(format!(
-            "    {{\"name\": \"{}\", \"file\": \"{file}\", \"fnv1a64\": \"{:016x}\", \"bytes\": {}}}",
+            "    {{\"name\": \"{}\", \"file\": \"{file}\", \"fnv1a64\": \"{:016x}\", \"bytes\": {}{own_tokens}}}",
             spec.name,
             tiny::fnv1a64(&bytes),
             bytes.len()

@@ -8,7 +8,9 @@
 //! kernel.
 
 use hearth_kernels::matmul::{matmul, matvec_many, GemmTokens, MatmulScratch, WeightMatrix};
-use hearth_kernels::ops::attention::{flash_finish, FlashRows, KV_TILE};
+use hearth_kernels::ops::attention::{
+    f16_to_f32, flash_finish, FlashRows, KvData, KV_TILE, Q8_0_BLOCK,
+};
 use hearth_kernels::ops::{Ops, RopeCache};
 use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::dequantize_row;
@@ -16,6 +18,7 @@ use hearth_kernels::quant::dequantize_row;
 use crate::batch::UBatch;
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
+use crate::moe::MoeScratch;
 use crate::scratch::{AttnPart, Scratch};
 use crate::weights::Linear;
 
@@ -55,6 +58,7 @@ pub(crate) struct Bufs<'s> {
     pub(crate) rope: &'s mut [RopeCache],
     pub(crate) matmul: &'s mut MatmulScratch,
     pub(crate) attn_parts: &'s mut [AttnPart],
+    pub(crate) moe: &'s mut MoeScratch,
 }
 
 impl Scratch {
@@ -76,6 +80,7 @@ impl Scratch {
             rope: &mut self.rope,
             matmul: &mut self.matmul,
             attn_parts: &mut self.attn_parts,
+            moe: &mut self.moe,
         }
     }
 }
@@ -238,10 +243,11 @@ pub(crate) fn ffn(
 
 /// Writes the keys and values of a slice's tokens (`k`: `[n, n_embd_k_gqa]`, `v`:
 /// `[n, n_embd_v_gqa]`) into their cache cells for layer `il`.
+/// With Multi-head Latent Attention `v` is empty: the values are part of the key row.
 pub(crate) fn store_kv(kv: &mut KvCache, il: usize, cells: &[usize], k: &[f32], v: &[f32]) {
     let (nk, nv) = (k.len() / cells.len(), v.len() / cells.len());
-    for ((&c, k), v) in cells.iter().zip(k.chunks_exact(nk)).zip(v.chunks_exact(nv)) {
-        kv.store(il, c, k, v);
+    for (t, (&c, k)) in cells.iter().zip(k.chunks_exact(nk)).enumerate() {
+        kv.store(il, c, k, &v[t * nv..][..nv]);
     }
 }
 
@@ -256,6 +262,10 @@ pub(crate) struct Attention {
     pub(crate) kq_scale: f32,
     /// Sliding window: a query at `p` sees keys at `p' > p - n_swa` only.
     pub(crate) n_swa: Option<u32>,
+    /// Multi-head Latent Attention: the cache holds no values; a key's first
+    /// `head_dim_v` dimensions are its value (the compressed latent, which the absorbed
+    /// queries and the output projection `attn_v_b` turn into per-head values).
+    pub(crate) v_in_k: bool,
 }
 
 /// Query rows one work unit of [`attention`] holds at most (tokens × the query heads of
@@ -306,14 +316,17 @@ pub(crate) fn attention(
     pool.run_with(parts, &|ith, nth, part: &mut AttnPart| {
         let count = u.owned(ith, nth).count();
         (part.ith, part.nth, part.count) = (ith, nth, count);
-        let need = count * rec + u.rows * (a.head_dim_k + KV_TILE + 1);
+        let v_tile = if a.v_in_k { KV_TILE * hd_v } else { 0 };
+        let need = count * rec + u.rows * (a.head_dim_k + KV_TILE + 1) + v_tile;
         if part.out.len() < need {
             // Only when a dispatch needs more than any before (warm-up).
             part.out.resize(need, 0.0);
         }
         let (recs, work) = part.out.split_at_mut(count * rec);
         let (qbuf, work) = work.split_at_mut(u.rows * a.head_dim_k);
-        let (s, alpha) = work.split_at_mut(u.rows * KV_TILE);
+        let (s, work) = work.split_at_mut(u.rows * KV_TILE);
+        let (alpha, work) = work.split_at_mut(u.rows);
+        let vbuf = &mut work[..v_tile];
         for (unit, r) in u.owned(ith, nth).zip(recs.chunks_exact_mut(rec)) {
             let (o, ml) = r.split_at_mut(u.rows * hd_v);
             let (m, l) = ml.split_at_mut(u.rows);
@@ -343,6 +356,7 @@ pub(crate) fn attention(
                     g,
                     (split, u.n_split),
                     qbuf,
+                    vbuf,
                     &mut st,
                 );
                 ta = tb;
@@ -439,7 +453,8 @@ impl Units {
 /// One pass of [`attention`]: the query heads of KV head `g` of tokens `toks` (one
 /// sequence's, at most [`Q_TILE_ROWS`] rows) over part `split.0` of `split.1` of the
 /// cache blocks any of them may see, into `st` (reset here). `qbuf` receives the
-/// queries, packed `[rows, head_dim_k]`.
+/// queries, packed `[rows, head_dim_k]`; `vbuf` (`[KV_TILE, head_dim_v]`, empty unless
+/// `a.v_in_k`) a tile's values taken from its keys.
 #[allow(clippy::too_many_arguments)]
 fn attend_run(
     ops: &Ops,
@@ -452,6 +467,7 @@ fn attend_run(
     g: usize,
     (split, n_split): (usize, usize),
     qbuf: &mut [f32],
+    vbuf: &mut [f32],
     st: &mut FlashRows<'_>,
 ) {
     let gqa = a.n_head / a.n_head_kv;
@@ -482,8 +498,33 @@ fn attend_run(
         for (v, s) in vis.iter_mut().zip(seen.iter()) {
             *v = (s.0.saturating_sub(j0), s.1.saturating_sub(j0));
         }
-        let tile = kv.tile(il, seq.block(jb), g, a.head_dim_k, a.head_dim_v);
+        let hd_v_cached = if a.v_in_k { 0 } else { a.head_dim_v };
+        let mut tile = kv.tile(il, seq.block(jb), g, a.head_dim_k, hd_v_cached);
+        if a.v_in_k {
+            keys_to_values(&tile.k, a.head_dim_v, vbuf);
+            tile.v = KvData::F32(vbuf);
+            tile.v_stride = a.head_dim_v;
+        }
         ops.attn_tile(qbuf, a.kq_scale, &tile, vis, st);
+    }
+}
+
+/// Writes the first `n_dims` dimensions of a tile of keys (`[head_dim_k, KV_TILE]`,
+/// dimension-major) as value rows `out[j·n_dims + d]` (`[KV_TILE, n_dims]`) in f32: the
+/// latent rows of Multi-head Latent Attention serve as both. One transpose per tile,
+/// shared by every query row of the unit (all heads of up to a few tokens).
+fn keys_to_values(k: &KvData<'_>, n_dims: usize, out: &mut [f32]) {
+    const T: usize = KV_TILE;
+    for d in 0..n_dims {
+        for j in 0..T {
+            out[j * n_dims + d] = match *k {
+                KvData::F32(x) => x[d * T + j],
+                KvData::F16(x) => f16_to_f32(x[d * T + j]),
+                KvData::Q8_0 { qs, d: scales } => {
+                    f16_to_f32(scales[(d / Q8_0_BLOCK) * T + j]) * qs[d * T + j] as f32
+                }
+            };
+        }
     }
 }
 
@@ -578,6 +619,7 @@ mod tests {
             head_dim_v: 256,
             kq_scale: 0.0625,
             n_swa: None,
+            v_in_k: false,
         };
         let u = Units::new(&a, 1, 2);
         assert_eq!((u.n_split, u.n_units), (2, 2));

@@ -26,7 +26,7 @@
 
 use hearth_gguf::Value;
 use hearth_kernels::matmul::WeightMatrix;
-use hearth_kernels::ops::{RopeCache, RopeParams};
+use hearth_kernels::ops::RopeCache;
 
 use crate::batch::UBatch;
 use crate::blocks::{self, Attention, Ffn, Gate, Pass};
@@ -125,9 +125,9 @@ impl<'a> Gemma3<'a> {
             1.0 / (head_dim as f32).sqrt()
         };
 
-        let mut global = RopeParams::new(hp.n_rot, hp.arch.rope_mode(), hp.rope_freq_base);
-        global.freq_scale = hp.rope_freq_scale;
-        let local = RopeParams::new(hp.n_rot, hp.arch.rope_mode(), freq_base_swa);
+        let global = hp.rope_params(hp.n_rot, hp.rope_freq_base, hp.rope_freq_scale);
+        // Sliding-window layers are not scaled (llama.cpp's `rope_freq_scale_train_swa`).
+        let local = hp.rope_params(hp.n_rot, freq_base_swa, 1.0);
         let rope = [RopeCache::new(global, None)?, RopeCache::new(local, None)?];
 
         let tok_embd = w.embedding("token_embd.weight", n_embd, hp.n_vocab)?;
@@ -163,6 +163,7 @@ impl<'a> Gemma3<'a> {
             head_dim_v: head_dim,
             kq_scale: 1.0,
             n_swa: None,
+            v_in_k: false,
         };
         Ok(Gemma3 {
             tok_embd,

@@ -270,10 +270,8 @@ impl KvCache {
             what: "KV cache size",
             reason,
         };
-        for (what, t, hd) in [
-            ("keys", types.k, hp.n_embd_head_k),
-            ("values", types.v, hp.n_embd_head_v),
-        ] {
+        let (hd_k, hd_v) = hp.kv_head_dims();
+        for (what, t, hd) in [("keys", types.k, hd_k), ("values", types.v, hd_v)] {
             if !hd.is_multiple_of(t.block_size()) {
                 return Err(ModelError::Config {
                     what: "KV cache type",

@@ -42,12 +42,14 @@
 
 mod batch;
 mod blocks;
+mod deepseek2;
 mod error;
 mod gemma3;
 mod hparams;
 mod kv_cache;
 mod llama;
 mod model;
+mod moe;
 mod qwen2;
 mod qwen3;
 mod scratch;

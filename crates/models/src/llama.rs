@@ -10,7 +10,7 @@
 //! Qwen2 runs this same graph with required Q/K/V biases (see `qwen2.rs`).
 
 use hearth_kernels::matmul::WeightMatrix;
-use hearth_kernels::ops::{RopeCache, RopeParams};
+use hearth_kernels::ops::RopeCache;
 
 use crate::batch::UBatch;
 use crate::blocks::{self, Attention, Ffn, Gate, Pass};
@@ -85,8 +85,7 @@ impl<'a> Llama<'a> {
             None => w.matrix("token_embd.weight", n_embd, hp.n_vocab)?,
         };
         let rope_freqs = w.vector_opt("rope_freqs.weight", hp.n_rot / 2)?;
-        let mut rope = RopeParams::new(hp.n_rot, hp.arch.rope_mode(), hp.rope_freq_base);
-        rope.freq_scale = hp.rope_freq_scale;
+        let rope = hp.rope_params(hp.n_rot, hp.rope_freq_base, hp.rope_freq_scale);
         let rope = RopeCache::new(rope, rope_freqs.as_deref())?;
 
         let mut layers = Vec::with_capacity(hp.n_layer);
@@ -116,6 +115,7 @@ impl<'a> Llama<'a> {
                 head_dim_v: head_dim,
                 kq_scale: 1.0 / (head_dim as f32).sqrt(),
                 n_swa: None,
+                v_in_k: false,
             },
             rope,
         })

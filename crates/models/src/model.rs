@@ -7,6 +7,7 @@ use hearth_kernels::pool::ThreadPool;
 
 use crate::batch::{Batch, UBatch};
 use crate::blocks::Pass;
+use crate::deepseek2::Deepseek2;
 use crate::error::ModelError;
 use crate::gemma3::Gemma3;
 use crate::hparams::{Arch, HParams, Keys};
@@ -30,8 +31,10 @@ pub struct Model<'a> {
 enum Net<'a> {
     /// `llama` and `qwen2` (the same graph).
     Llama(Llama<'a>),
+    /// `qwen3` and `qwen3moe` (the same block, dense or with experts).
     Qwen3(Qwen3<'a>),
     Gemma3(Gemma3<'a>),
+    Deepseek2(Deepseek2<'a>),
 }
 
 impl std::fmt::Debug for Model<'_> {
@@ -63,8 +66,9 @@ impl<'a> Model<'a> {
         let net = match arch {
             Arch::Llama => Net::Llama(Llama::load(&mut w, &hparams)?),
             Arch::Qwen2 => Net::Llama(crate::qwen2::load(&mut w, &hparams)?),
-            Arch::Qwen3 => Net::Qwen3(Qwen3::load(&mut w, &hparams)?),
+            Arch::Qwen3 | Arch::Qwen3Moe => Net::Qwen3(Qwen3::load(&mut w, &hparams, &keys)?),
             Arch::Gemma3 => Net::Gemma3(Gemma3::load(&mut w, &hparams, &keys)?),
+            Arch::Deepseek2 => Net::Deepseek2(Deepseek2::load(&mut w, &hparams, &keys)?),
         };
         w.finish()?;
         Ok(Model { hparams, net })
@@ -83,15 +87,10 @@ impl<'a> Model<'a> {
     /// The widths a scratch for this model needs.
     pub(crate) fn dims(&self) -> Dims {
         let hp = &self.hparams;
-        Dims {
-            n_embd: hp.n_embd,
-            n_q: hp.n_head * hp.n_embd_head_k,
-            n_k: hp.n_embd_k_gqa(),
-            n_v: hp.n_embd_v_gqa(),
-            n_attn: hp.n_head * hp.n_embd_head_v,
-            n_ff: hp.n_ff,
-            n_vocab: hp.n_vocab,
-            n_row: hp.n_embd.max(hp.n_embd_head_k).max(hp.n_embd_head_v),
+        match &self.net {
+            Net::Deepseek2(m) => m.dims(hp),
+            Net::Qwen3(m) => Dims::standard(hp, m.n_ff_max),
+            Net::Llama(_) | Net::Gemma3(_) => Dims::standard(hp, hp.n_ff),
         }
     }
 
@@ -101,6 +100,7 @@ impl<'a> Model<'a> {
             Net::Llama(m) => m.rope_caches(),
             Net::Qwen3(m) => m.rope_caches(),
             Net::Gemma3(m) => m.rope_caches(),
+            Net::Deepseek2(m) => m.rope_caches(),
         }
     }
 
@@ -205,6 +205,7 @@ impl<'a> Model<'a> {
                 Net::Llama(m) => m.forward(&self.hparams, &mut pass, &ub, out_row)?,
                 Net::Qwen3(m) => m.forward(&self.hparams, &mut pass, &ub, out_row)?,
                 Net::Gemma3(m) => m.forward(&self.hparams, &mut pass, &ub, out_row)?,
+                Net::Deepseek2(m) => m.forward(&self.hparams, &mut pass, &ub, out_row)?,
             }
             out_row += ub.n_outputs();
         }

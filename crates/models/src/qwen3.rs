@@ -1,4 +1,8 @@
-//! `qwen3`: Qwen3 (dense; the DeepSeek-R1 distills onto Qwen3 too).
+//! `qwen3`: Qwen3 (dense; the DeepSeek-R1 distills onto Qwen3 too), and `qwen3moe`
+//! (Qwen3-30B-A3B, 235B-A22B), the same block with routed experts in place of the
+//! feed-forward network (llama.cpp's `src/models/qwen3moe.cpp`: softmax over the
+//! experts, top `expert_used_count`, weights renormalised, no shared expert; see
+//! [`crate::moe`]).
 //!
 //! As llama.cpp's `src/models/qwen3.cpp`: the Llama block without biases, plus an
 //! RMSNorm of every query and key head (`attn_q_norm`, `attn_k_norm`, one weight of the
@@ -7,13 +11,18 @@
 //! `n_embd / n_head` (Qwen3's 128-wide heads).
 
 use hearth_kernels::matmul::WeightMatrix;
-use hearth_kernels::ops::{RopeCache, RopeParams};
+use hearth_kernels::ops::RopeCache;
 
 use crate::batch::UBatch;
-use crate::blocks::{self, Attention, Ffn, Gate, Pass};
+use hearth_kernels::ops::Ops;
+use hearth_kernels::pool::ThreadPool;
+
+use crate::blocks::{self, Attention, Bufs, Pass};
 use crate::error::ModelError;
-use crate::hparams::HParams;
+use crate::hparams::{Arch, HParams, Keys};
+use crate::kv_cache::KvCache;
 use crate::llama::uniform_head_dim;
+use crate::moe::{Gating, LayerFfn, Moe, Routing};
 use crate::weights::{Linear, Weights};
 
 /// A Qwen3 model.
@@ -27,10 +36,20 @@ pub(crate) struct Qwen3<'a> {
     output: WeightMatrix<'a>,
     attn: Attention,
     rope: RopeCache,
+    /// The feed-forward width: `n_ff`, or the experts' in `qwen3moe`.
+    pub(crate) n_ff_max: usize,
 }
 
 /// One transformer block.
 struct Layer<'a> {
+    attn: SelfAttention<'a>,
+    /// `[n_embd]`
+    ffn_norm: Vec<f32>,
+    ffn: LayerFfn<'a>,
+}
+
+/// The attention half of a block.
+struct SelfAttention<'a> {
     /// `[n_embd]`
     attn_norm: Vec<f32>,
     /// `[n_head · head_dim, n_embd]`
@@ -45,22 +64,84 @@ struct Layer<'a> {
     attn_k_norm: Vec<f32>,
     /// `[n_embd, n_head · head_dim]`
     attn_output: Linear<'a>,
-    /// `[n_embd]`
-    ffn_norm: Vec<f32>,
-    /// `[n_ff, n_embd]`
-    ffn_gate: Linear<'a>,
-    /// `[n_ff, n_embd]`
-    ffn_up: Linear<'a>,
-    /// `[n_embd, n_ff]`
-    ffn_down: Linear<'a>,
+}
+
+impl<'a> SelfAttention<'a> {
+    /// Loads layer `il`'s attention weights.
+    fn load(
+        w: &mut Weights<'a>,
+        hp: &HParams,
+        il: usize,
+        head_dim: usize,
+    ) -> Result<SelfAttention<'a>, ModelError> {
+        let n_embd = hp.n_embd;
+        let (n_q, n_kv) = (hp.n_head * head_dim, hp.n_head_kv * head_dim);
+        let p = |name: &str| format!("blk.{il}.{name}");
+        Ok(SelfAttention {
+            attn_norm: w.vector(&p("attn_norm.weight"), n_embd)?,
+            attn_q: w.linear(&p("attn_q"), n_embd, n_q, false)?,
+            attn_k: w.linear(&p("attn_k"), n_embd, n_kv, false)?,
+            attn_v: w.linear(&p("attn_v"), n_embd, n_kv, false)?,
+            attn_q_norm: w.vector(&p("attn_q_norm.weight"), head_dim)?,
+            attn_k_norm: w.vector(&p("attn_k_norm.weight"), head_dim)?,
+            attn_output: w.linear(&p("attn_output"), n_q, n_embd, false)?,
+        })
+    }
+
+    /// `x += attn_output(attention(...))` for layer `il`: the block's first residual
+    /// branch. `b.cur` ends holding the branch's output.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        pool: &ThreadPool,
+        ops: &Ops,
+        kv: &mut KvCache,
+        il: usize,
+        ub: &UBatch<'_>,
+        a: &Attention,
+        eps: f32,
+        b: &mut Bufs<'_>,
+    ) -> Result<(), ModelError> {
+        blocks::rms_norm(ops, b.x, &self.attn_norm, eps, b.cur); // attn_norm
+        let qkv = &mut [
+            (&self.attn_q, &mut *b.q),
+            (&self.attn_k, &mut *b.k),
+            (&self.attn_v, &mut *b.v),
+        ];
+        blocks::linear_many(pool, qkv, b.cur, b.matmul)?; // Qcur, Kcur, Vcur
+        blocks::rms_norm_inplace(ops, b.q, &self.attn_q_norm, eps, b.row); // Qcur_normed
+        blocks::rms_norm_inplace(ops, b.k, &self.attn_k_norm, eps, b.row); // Kcur_normed
+        blocks::rope(ops, b.q, b.k, a.head_dim_k, ub.pos, &mut b.rope[0]);
+        blocks::store_kv(kv, il, ub.cells, b.k, b.v);
+        blocks::attention(pool, ops, kv, il, ub, b.q, a, b.attn, b.attn_parts);
+        blocks::linear(pool, &self.attn_output, b.attn, b.cur, b.matmul)?; // attn_out
+        blocks::add(b.x, b.cur); // ffn_inp
+        Ok(())
+    }
 }
 
 impl<'a> Qwen3<'a> {
-    /// Loads a `qwen3` file.
-    pub(crate) fn load(w: &mut Weights<'a>, hp: &HParams) -> Result<Qwen3<'a>, ModelError> {
+    /// Loads a `qwen3` or `qwen3moe` file.
+    pub(crate) fn load(
+        w: &mut Weights<'a>,
+        hp: &HParams,
+        k: &Keys<'_>,
+    ) -> Result<Qwen3<'a>, ModelError> {
         let head_dim = uniform_head_dim(hp)?;
         let (n_embd, n_ff) = (hp.n_embd, hp.n_ff);
-        let (n_q, n_kv) = (hp.n_head * head_dim, hp.n_head_kv * head_dim);
+        // qwen3moe: experts of `expert_feed_forward_length` (llama.cpp's fallback when
+        // absent: `n_ff / n_expert_used`), softmax routing, always renormalised.
+        let moe = match hp.arch {
+            Arch::Qwen3Moe => {
+                let n_ff_exp = match k.opt_count("expert_feed_forward_length", 1, u64::MAX)? {
+                    Some(n) => n,
+                    None if n_ff >= hp.n_expert_used => n_ff / hp.n_expert_used,
+                    None => return Err(k.bad("expert_feed_forward_length", "missing".into())),
+                };
+                Some((n_ff_exp, Routing::read(k, hp, Gating::Softmax, true)?))
+            }
+            _ => None,
+        };
 
         let tok_embd = w.embedding("token_embd.weight", n_embd, hp.n_vocab)?;
         let output_norm = w.vector("output_norm.weight", n_embd)?;
@@ -68,25 +149,25 @@ impl<'a> Qwen3<'a> {
             Some(m) => m,
             None => w.matrix("token_embd.weight", n_embd, hp.n_vocab)?,
         };
-        let mut rope = RopeParams::new(hp.n_rot, hp.arch.rope_mode(), hp.rope_freq_base);
-        rope.freq_scale = hp.rope_freq_scale;
+        let rope = hp.rope_params(hp.n_rot, hp.rope_freq_base, hp.rope_freq_scale);
         let rope = RopeCache::new(rope, None)?;
 
         let mut layers = Vec::with_capacity(hp.n_layer);
         for il in 0..hp.n_layer {
             let p = |name: &str| format!("blk.{il}.{name}");
             layers.push(Layer {
-                attn_norm: w.vector(&p("attn_norm.weight"), n_embd)?,
-                attn_q: w.linear(&p("attn_q"), n_embd, n_q, false)?,
-                attn_k: w.linear(&p("attn_k"), n_embd, n_kv, false)?,
-                attn_v: w.linear(&p("attn_v"), n_embd, n_kv, false)?,
-                attn_q_norm: w.vector(&p("attn_q_norm.weight"), head_dim)?,
-                attn_k_norm: w.vector(&p("attn_k_norm.weight"), head_dim)?,
-                attn_output: w.linear(&p("attn_output"), n_q, n_embd, false)?,
+                attn: SelfAttention::load(w, hp, il, head_dim)?,
                 ffn_norm: w.vector(&p("ffn_norm.weight"), n_embd)?,
-                ffn_gate: w.linear(&p("ffn_gate"), n_embd, n_ff, false)?,
-                ffn_up: w.linear(&p("ffn_up"), n_embd, n_ff, false)?,
-                ffn_down: w.linear(&p("ffn_down"), n_ff, n_embd, false)?,
+                ffn: match moe {
+                    Some((n_ff_exp, routing)) => {
+                        LayerFfn::Moe(Moe::load(w, il, n_embd, n_ff_exp, None, routing)?)
+                    }
+                    None => LayerFfn::Dense([
+                        w.linear(&p("ffn_gate"), n_embd, n_ff, false)?,
+                        w.linear(&p("ffn_up"), n_embd, n_ff, false)?,
+                        w.linear(&p("ffn_down"), n_ff, n_embd, false)?,
+                    ]),
+                },
             });
         }
         Ok(Qwen3 {
@@ -101,8 +182,10 @@ impl<'a> Qwen3<'a> {
                 head_dim_v: head_dim,
                 kq_scale: 1.0 / (head_dim as f32).sqrt(),
                 n_swa: None,
+                v_in_k: false,
             },
             rope,
+            n_ff_max: moe.map_or(n_ff, |(n_ff_exp, _)| n_ff_exp),
         })
     }
 
@@ -125,40 +208,12 @@ impl<'a> Qwen3<'a> {
 
         blocks::get_rows(&self.tok_embd, ub.tokens, b.x); // inpL
         for (il, l) in self.layers.iter().enumerate() {
-            blocks::rms_norm(ops, b.x, &l.attn_norm, eps, b.cur); // attn_norm
-                                                                  // Qcur, Kcur, Vcur
-            let qkv = &mut [
-                (&l.attn_q, &mut *b.q),
-                (&l.attn_k, &mut *b.k),
-                (&l.attn_v, &mut *b.v),
-            ];
-            blocks::linear_many(pool, qkv, b.cur, b.matmul)?;
-            blocks::rms_norm_inplace(ops, b.q, &l.attn_q_norm, eps, b.row); // Qcur_normed
-            blocks::rms_norm_inplace(ops, b.k, &l.attn_k_norm, eps, b.row); // Kcur_normed
-            blocks::rope(ops, b.q, b.k, self.attn.head_dim_k, ub.pos, &mut b.rope[0]);
-            blocks::store_kv(p.kv, il, ub.cells, b.k, b.v);
-            blocks::attention(
-                pool,
-                ops,
-                p.kv,
-                il,
-                ub,
-                b.q,
-                &self.attn,
-                b.attn,
-                b.attn_parts,
-            );
-            blocks::linear(pool, &l.attn_output, b.attn, b.cur, b.matmul)?; // attn_out
-            blocks::add(b.x, b.cur); // ffn_inp
+            l.attn
+                .forward(pool, ops, p.kv, il, ub, &self.attn, eps, b)?;
 
             blocks::rms_norm(ops, b.x, &l.ffn_norm, eps, b.cur); // ffn_norm
-            let ffn = Ffn {
-                gate: &l.ffn_gate,
-                up: &l.ffn_up,
-                down: &l.ffn_down,
-                act: Gate::Silu,
-            };
-            blocks::ffn(pool, ops, &ffn, b.cur, b.gate, b.up, b.matmul)?; // ffn_out
+            l.ffn
+                .forward(pool, ops, b.cur, b.gate, b.up, b.moe, b.matmul)?; // ffn_out
             blocks::add(b.x, b.cur); // l_out
         }
         blocks::output(

@@ -9,7 +9,9 @@ use hearth_kernels::matmul::MatmulScratch;
 use hearth_kernels::ops::RopeCache;
 
 use crate::error::ModelError;
+use crate::hparams::HParams;
 use crate::model::Model;
+use crate::moe::MoeScratch;
 
 /// Working memory for [`Model::forward`].
 pub struct Scratch {
@@ -45,6 +47,8 @@ pub struct Scratch {
     pub(crate) rope: Vec<RopeCache>,
     /// One slot per part of a parallel attention.
     pub(crate) attn_parts: Vec<AttnPart>,
+    /// Mixture-of-experts routing and gathering (empty for a dense model).
+    pub(crate) moe: MoeScratch,
 }
 
 /// The widths a scratch was sized for; a forward pass checks that its model has them.
@@ -58,6 +62,27 @@ pub(crate) struct Dims {
     pub(crate) n_ff: usize,
     pub(crate) n_vocab: usize,
     pub(crate) n_row: usize,
+    pub(crate) n_expert: usize,
+    pub(crate) n_expert_used: usize,
+}
+
+impl Dims {
+    /// The widths of a model whose attention is the standard one (queries, keys and
+    /// values of the head sizes) and whose widest feed-forward network is `n_ff`.
+    pub(crate) fn standard(hp: &HParams, n_ff: usize) -> Dims {
+        Dims {
+            n_embd: hp.n_embd,
+            n_q: hp.n_head * hp.n_embd_head_k,
+            n_k: hp.n_embd_k_gqa(),
+            n_v: hp.n_embd_v_gqa(),
+            n_attn: hp.n_head * hp.n_embd_head_v,
+            n_ff,
+            n_vocab: hp.n_vocab,
+            n_row: hp.n_embd.max(hp.n_embd_head_k).max(hp.n_embd_head_v),
+            n_expert: hp.n_expert,
+            n_expert_used: hp.n_expert_used,
+        }
+    }
 }
 
 /// One part's share of a parallel attention: the rows (query heads of tokens) it
@@ -119,6 +144,7 @@ impl Scratch {
             matmul: MatmulScratch::new(),
             rope: model.rope_caches(),
             attn_parts: Vec::new(),
+            moe: MoeScratch::new(n_ubatch, dims.n_embd, dims.n_expert, dims.n_expert_used),
         })
     }
 

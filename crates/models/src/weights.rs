@@ -91,6 +91,48 @@ impl<'a> Weights<'a> {
             .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
     }
 
+    /// The 3-D expert tensor `name` (GGUF shape `[n_in, n_out, n_expert]`) as one matrix
+    /// `[n_out, n_in]` per expert, each borrowing its slice of the tensor; `None` if
+    /// absent.
+    pub(crate) fn experts_opt(
+        &mut self,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+        n_expert: usize,
+    ) -> Result<Option<Vec<WeightMatrix<'a>>>, ModelError> {
+        let Some(info) = self.info(name, &[n_in, n_out, n_expert])? else {
+            return Ok(None);
+        };
+        let ty = info.ty();
+        if Kernels::get().dot(ty).is_none() {
+            return Err(ModelError::TensorType {
+                tensor: name.to_string(),
+                ty,
+                reason: "has no matrix product kernel",
+            });
+        }
+        let data = self.file.tensor_data(info);
+        let per_expert = data.len() / n_expert.max(1);
+        data.chunks_exact(per_expert.max(1))
+            .take(n_expert)
+            .map(|d| Ok(WeightMatrix::new(ty, n_out, n_in, d)?))
+            .collect::<Result<Vec<_>, ModelError>>()
+            .map(Some)
+    }
+
+    /// As [`Weights::experts_opt`], required.
+    pub(crate) fn experts(
+        &mut self,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+        n_expert: usize,
+    ) -> Result<Vec<WeightMatrix<'a>>, ModelError> {
+        self.experts_opt(name, n_in, n_out, n_expert)?
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
+    }
+
     /// The linear layer `{prefix}.weight` (`[n_in, n_out]`) with its bias
     /// `{prefix}.bias` (`[n_out]`), which must be present when `bias_required`.
     pub(crate) fn linear(

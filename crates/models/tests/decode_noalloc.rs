@@ -55,7 +55,7 @@ fn decoding_does_not_allocate_after_warm_up() {
         let mut batch = Batch::with_capacity(16);
 
         // Warm-up: a prompt, then one step of each shape decoded below.
-        batch.push_seq(&tiny::test_tokens()[..10], 0, a, false);
+        batch.push_seq(&tiny::test_tokens(20)[..10], 0, a, false);
         model.forward(&pool, &mut kv, &mut scratch, &batch).unwrap();
         batch.clear();
         batch.push(7, 10, a, true);

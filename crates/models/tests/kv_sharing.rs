@@ -52,7 +52,7 @@ fn decode(
 
 /// 40 tokens: two full blocks and a partial one.
 fn tokens() -> Vec<u32> {
-    let base = tiny::test_tokens();
+    let base = tiny::test_tokens(20);
     (0..40).map(|i| base[i % base.len()]).collect()
 }
 

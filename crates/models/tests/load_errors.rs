@@ -116,7 +116,7 @@ fn inconsistent_hyper_parameters() {
             Value::F32(-1.0),
             "epsilon",
         ),
-        ("llama.rope.scaling.type", "yarn".into(), "yarn"),
+        ("llama.rope.scaling.type", "longrope".into(), "longrope"),
         (
             "llama.rope.scaling.factor",
             Value::F32(-2.0),
@@ -149,6 +149,118 @@ fn inconsistent_hyper_parameters() {
     assert!(load_err(&f).to_string().contains("sliding_window_pattern"));
 }
 
+/// DeepSeek's and Qwen3-MoE's own keys: an unknown gating function, groups that do not
+/// split the experts, more experts used than exist, MLA head sizes that contradict the
+/// latent ranks, a latent rank the tensors do not have.
+#[test]
+fn inconsistent_expert_and_latent_parameters() {
+    let cases: &[(&str, &str, Value, &str)] = &[
+        (
+            "ds3_f32",
+            "deepseek2.expert_gating_func",
+            Value::U32(7),
+            "expert_gating_func",
+        ),
+        (
+            "ds3_f32",
+            "deepseek2.expert_group_count",
+            Value::U32(3),
+            "expert_group_count",
+        ),
+        (
+            "ds3_f32",
+            "deepseek2.expert_used_count",
+            Value::U32(9),
+            "expert_used_count",
+        ),
+        (
+            "ds3_f32",
+            "deepseek2.expert_count",
+            Value::U32(0),
+            "expert_count",
+        ),
+        (
+            "ds3_f32",
+            "deepseek2.expert_weights_scale",
+            Value::F32(-1.0),
+            "expert_weights_scale",
+        ),
+        (
+            "ds3_f32",
+            "deepseek2.attention.key_length",
+            Value::U32(150),
+            "key_length",
+        ),
+        (
+            "ds3_f32",
+            "deepseek2.leading_dense_block_count",
+            Value::U32(4),
+            "leading_dense_block_count",
+        ),
+        (
+            "ds3_f32",
+            "deepseek2.rope.scaling.yarn_log_multiplier",
+            Value::F32(-0.1),
+            "yarn_log_multiplier",
+        ),
+        (
+            "ds2legacy_f32",
+            "deepseek2.attention.key_length_mla",
+            Value::U32(96),
+            "key_length_mla",
+        ),
+        (
+            "ds2legacy_f32",
+            "deepseek2.rope.dimension_count",
+            Value::U32(96),
+            "rope.dimension_count",
+        ),
+        (
+            "qwen3moe_f32",
+            "qwen3moe.expert_used_count",
+            Value::U32(0),
+            "expert_used_count",
+        ),
+        (
+            "qwen3moe_f32",
+            "qwen3moe.expert_gating_func",
+            Value::U32(3),
+            "expert_gating_func",
+        ),
+    ];
+    for (model, key, value, needle) in cases {
+        let f = edited(model, &[(key, value.clone())], keep);
+        let e = load_err(&f);
+        assert!(
+            e.to_string().contains(needle),
+            "{model}: {key} = {value:?}: {e}"
+        );
+    }
+    // A latent rank the tensors do not have: the first tensor shaped by it is named.
+    let f = edited(
+        "ds2lite_f32",
+        &[("deepseek2.attention.kv_lora_rank", Value::U32(96))],
+        keep,
+    );
+    let e = load_err(&f);
+    assert!(e.to_string().contains("key_length"), "{e}");
+    let f = edited(
+        "ds2legacy_f32",
+        &[("deepseek2.attention.kv_lora_rank", Value::U32(96))],
+        keep,
+    );
+    assert!(
+        matches!(load_err(&f), ModelError::TensorShape { tensor, .. } if tensor.starts_with("blk.0.")),
+    );
+    // Without the fused experts, the separate ones are looked for, and named.
+    let f = edited("ds2lite_f32", &[], |n, ty, s, d| {
+        (n != "blk.1.ffn_gate_up_exps.weight").then(|| (ty, s.to_vec(), d.to_vec()))
+    });
+    assert!(
+        matches!(load_err(&f), ModelError::MissingTensor(t) if t == "blk.1.ffn_gate_exps.weight")
+    );
+}
+
 #[test]
 fn missing_tensors() {
     for name in [
@@ -169,6 +281,14 @@ fn missing_tensors() {
         ("qwen2_q8_0", "blk.0.attn_k.bias"),
         ("qwen3_f32", "blk.1.attn_q_norm.weight"),
         ("gemma3_q", "blk.5.post_ffw_norm.weight"),
+        // DeepSeek's latent attention, experts, shared experts and dense lead.
+        ("ds3_q", "blk.2.attn_k_b.weight"),
+        ("ds3_q", "blk.1.attn_q_a_norm.weight"),
+        ("ds3_f32", "blk.1.ffn_down_exps.weight"),
+        ("ds3_f32", "blk.2.ffn_up_shexp.weight"),
+        ("ds3_f32", "blk.0.ffn_gate.weight"),
+        ("ds2legacy_q", "blk.0.attn_kv_b.weight"),
+        ("qwen3moe_q", "blk.1.ffn_gate_inp.weight"),
     ] {
         let f = edited(model, &[], |n, ty, s, d| {
             (n != name).then(|| (ty, s.to_vec(), d.to_vec()))

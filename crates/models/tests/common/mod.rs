@@ -35,7 +35,7 @@ pub fn logits_batch(
     tokens: &[u32],
     n_ubatch: usize,
 ) -> Vec<f32> {
-    let mut kv = KvCache::new(model.hparams(), 64).unwrap();
+    let mut kv = KvCache::new(model.hparams(), tokens.len().max(64)).unwrap();
     let mut scratch = Scratch::new(model, n_ubatch, tokens.len()).unwrap();
     let seq = kv.new_sequence();
     let mut batch = Batch::new();
@@ -48,7 +48,7 @@ pub fn logits_batch(
 
 /// Logits of every token of `tokens`, fed one token per forward call (decoding).
 pub fn logits_decode(model: &Model<'_>, pool: &ThreadPool, tokens: &[u32]) -> Vec<f32> {
-    let mut kv = KvCache::new(model.hparams(), 64).unwrap();
+    let mut kv = KvCache::new(model.hparams(), tokens.len().max(64)).unwrap();
     let mut scratch = Scratch::new(model, 1, 1).unwrap();
     let seq = kv.new_sequence();
     let mut batch = Batch::new();
