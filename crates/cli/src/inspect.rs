@@ -34,6 +34,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use hearth_gguf::{Array, GgufError, GgufFile, TensorInfo, TensorType, Value};
+use hearth_models::{HParams, KvType, KvTypes};
 use serde_json::{json, Map, Value as Json};
 
 /// How many items of an array the JSON output includes.
@@ -233,6 +234,30 @@ fn write_text(out: &mut impl Write, path: &Path, file: &GgufFile) -> std::io::Re
             format!("{:?}", t.shape()),
             t.n_bytes()
         )?;
+    }
+
+    writeln!(out, "\nmodel:")?;
+    match HParams::from_file(file) {
+        Ok(hp) => {
+            let (k, v) = (hp.n_embd_k_gqa(), hp.n_embd_v_gqa());
+            let what = match hp.kv_latent {
+                Some(w) => format!("one latent row of {w} values per layer"),
+                None => format!("{k} key and {v} value values per layer"),
+            };
+            writeln!(
+                out,
+                "  {}, {} layers{}; KV cache per token: {what}, {} bytes in f16 ({} in f32)",
+                hp.arch.name(),
+                hp.n_layer,
+                match hp.n_expert {
+                    0 => String::new(),
+                    n => format!(", {} of {n} experts per token", hp.n_expert_used),
+                },
+                KvTypes::both(KvType::F16).bytes_per_token(&hp),
+                KvTypes::F32.bytes_per_token(&hp),
+            )?;
+        }
+        Err(e) => writeln!(out, "  not loadable by Hearth: {e}")?,
     }
 
     writeln!(out, "\nbytes per type:")?;

@@ -148,11 +148,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     eprintln!(
-        "hearth: {} loaded in {:.2} s; seed {}; context {}; {n_threads} threads",
+        "hearth: {} loaded in {:.2} s; seed {}; context {}; KV cache {} bytes per token; \
+         {n_threads} threads",
         args.model.display(),
         t_load.elapsed().as_secs_f64(),
         params.seed,
-        info.n_ctx
+        info.n_ctx,
+        info.kv_bytes_per_token
     );
 
     let prompt = if args.chat {

@@ -209,6 +209,16 @@ impl HParams {
         p
     }
 
+    /// Reads and checks the hyper-parameters of `file`, its architecture named by
+    /// `general.architecture`, without touching the weights (what `hearth inspect`
+    /// reports; [`crate::Model::load`] checks the tensors against them too).
+    pub fn from_file(file: &GgufFile) -> Result<HParams, ModelError> {
+        let name = file.metadata().get_str("general.architecture")?;
+        let arch =
+            Arch::parse(name).ok_or_else(|| ModelError::UnsupportedArchitecture(name.into()))?;
+        HParams::read(file, arch)
+    }
+
     /// Reads and checks the shared hyper-parameters of an `arch` file. `n_vocab` comes
     /// from the `token_embd.weight` tensor, which must exist.
     pub(crate) fn read(file: &GgufFile, arch: Arch) -> Result<HParams, ModelError> {

@@ -54,10 +54,8 @@ impl<'a> Model<'a> {
     /// is refused (it would mean a variant this code does not implement). Nothing is
     /// copied but norm weights and biases (converted to f32).
     pub fn load(file: &'a GgufFile) -> Result<Model<'a>, ModelError> {
-        let name = file.metadata().get_str("general.architecture")?;
-        let arch =
-            Arch::parse(name).ok_or_else(|| ModelError::UnsupportedArchitecture(name.into()))?;
-        let hparams = HParams::read(file, arch)?;
+        let hparams = HParams::from_file(file)?;
+        let arch = hparams.arch;
         let keys = Keys {
             md: file.metadata(),
             arch: arch.name(),

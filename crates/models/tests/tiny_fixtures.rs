@@ -29,6 +29,15 @@ use hearth_models::{tiny, Model};
 /// (The SIMD levels agree with llama.cpp's x86 build to ~1e-7 on quantized models: same
 /// activation quantization and block arithmetic; the scalar level sums Q8_0 blocks in
 /// another order, and the difference grows through the layers.)
+/// The models with experts, over 256 tokens: ds3_f32 1.5e-6 / 1.6e-6, ds3_q 1.0e-1 /
+/// 2.4e-2, ds2lite_f32 1.4e-6 / 1.0e-6, ds2lite_q 3.3e-2 / 1.9e-2, ds2legacy_f32 5.9e-7 /
+/// 6.7e-7, ds2legacy_q 2.9e-2 / 2.8e-2, qwen3moe_f32 6.6e-7 / 4.4e-7, qwen3moe_q 2.6e-2 /
+/// 1.1e-2. In the quantized ones, a position whose choice of experts is a near tie in the
+/// numpy reference (`route_gap` < [`MIN_ROUTE_GAP`]) is not compared: an 8-bit rounding
+/// of an activation flips such a choice, and then the logits differ by tenths (Hearth's
+/// own CPU levels disagree there too). The tokens after a flip in an early layer still
+/// see it through attention, which is why ds3_q is further from numpy, whose activations
+/// are not quantized at all; the F32 models compare every position.
 const TOLERANCES: &[(&str, f64, f64)] = &[
     ("llama_f32", 2e-6, 2e-6),
     ("llama_q4_k", 7e-2, 3e-2),
@@ -39,7 +48,20 @@ const TOLERANCES: &[(&str, f64, f64)] = &[
     ("gemma3_f32", 2e-6, 6e-5),
     ("gemma3_q", 6e-3, 6e-3),
     ("gemma3_softcap", 2e-6, 2e-4),
+    ("ds3_f32", 5e-6, 5e-6),
+    ("ds3_q", 0.3, 7e-2),
+    ("ds2lite_f32", 5e-6, 5e-6),
+    ("ds2lite_q", 0.1, 6e-2),
+    ("ds2legacy_f32", 2e-6, 2e-6),
+    ("ds2legacy_q", 9e-2, 8e-2),
+    ("qwen3moe_f32", 2e-6, 2e-6),
+    ("qwen3moe_q", 8e-2, 3e-2),
 ];
+
+/// The smallest margin, in the numpy reference, between a position's last chosen expert
+/// (or group) and its first rejected one, for the position to be compared in a quantized
+/// model with experts (`route_gap` in the fixtures, per position).
+const MIN_ROUTE_GAP: f64 = 0.02;
 
 #[test]
 fn logits_match_numpy_and_llama_cpp() {
@@ -89,9 +111,31 @@ fn logits_match_numpy_and_llama_cpp() {
         let model = Model::load(&file).unwrap();
         let ours = logits_batch(&model, &pool, &tokens, 64);
 
+        let n_vocab = model.hparams().n_vocab;
+        // Quantized models with experts: positions where the reference's own choice of
+        // experts is a near tie are left out (see the module doc).
+        let checked: Vec<usize> = match (m.get("route_gap"), name.ends_with("_f32")) {
+            (Some(gaps), false) => gaps
+                .as_array()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.as_f64().unwrap() >= MIN_ROUTE_GAP)
+                .map(|(t, _)| t)
+                .collect(),
+            _ => (0..tokens.len()).collect(),
+        };
+        assert!(checked.len() * 4 >= tokens.len(), "{name}: most positions left out");
+        let rows = |x: &[f32]| -> Vec<f32> {
+            checked
+                .iter()
+                .flat_map(|&t| x[t * n_vocab..][..n_vocab].iter().copied())
+                .collect()
+        };
+        let ours = rows(&ours);
         for source in m["sources"].as_array().unwrap() {
             let source = source.as_str().unwrap();
-            let reference = read_f32(&dir.join(format!("{name}.{source}.bin")));
+            let reference = rows(&read_f32(&dir.join(format!("{name}.{source}.bin"))));
             let err = rel_max_err(&ours, &reference);
             let tol = if source == "ref" { tol_ref } else { tol_llama };
             report.push(format!(
@@ -102,7 +146,6 @@ fn logits_match_numpy_and_llama_cpp() {
                 "{name} vs {source}: error {err:.3e} > {tol:.0e}"
             );
             // The most likely token agrees wherever the reference is not near a tie.
-            let n_vocab = model.hparams().n_vocab;
             for (t, (a, b)) in ours
                 .chunks_exact(n_vocab)
                 .zip(reference.chunks_exact(n_vocab))
@@ -110,6 +153,7 @@ fn logits_match_numpy_and_llama_cpp() {
             {
                 let (ia, ib) = (argmax(a), argmax(b));
                 let gap = b[ib] - b[ia];
+                let t = checked[t];
                 assert!(
                     ia == ib || gap <= 2.0 * tol as f32 * max_abs(b),
                     "{name} vs {source}: position {t}: argmax {ia}, reference {ib} (gap {gap})"
