@@ -58,10 +58,18 @@ if [ ! -f "$r1_vocab" ]; then
     echo "hearth: $r1_vocab is missing; run tests/fixtures/tokenizer/fetch-vocabs.sh" >&2
     exit 1
 fi
-# The file stem is the model id the tests ask for.
-"$HEARTH_PYTHON" tests/server/test_reasoning.py --make-model "$r1_vocab" "$r1_dir/tiny-r1.gguf"
-r1_port="$("$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-HEARTH_API_KEY="$key" "$bin" serve "$r1_dir/tiny-r1.gguf" --port "$r1_port" --ctx 512 -t 2 >"$r1_log" 2>&1 &
-r1_pid=$!
-HEARTH_R1_URL="http://127.0.0.1:$r1_port" HEARTH_TEST_API_KEY="$key" HEARTH_R1_VOCAB="$r1_vocab" \
-    "$HEARTH_PYTHON" tests/server/test_reasoning.py -v || { echo "--- server log:"; cat "$r1_log"; exit 1; }
+# The file stem is the model id the tests ask for. Once with the distills' architecture
+# (qwen2), once with R1's own (deepseek2: latent attention and experts).
+for arch in qwen2 deepseek2; do
+    mkdir -p "$r1_dir/$arch"
+    "$HEARTH_PYTHON" tests/server/test_reasoning.py --make-model "$r1_vocab" "$r1_dir/$arch/tiny-r1.gguf" "$arch"
+    r1_port="$("$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    HEARTH_API_KEY="$key" "$bin" serve "$r1_dir/$arch/tiny-r1.gguf" --port "$r1_port" --ctx 512 -t 2 >"$r1_log" 2>&1 &
+    r1_pid=$!
+    echo "hearth: the reasoning split with a tiny $arch model"
+    HEARTH_R1_URL="http://127.0.0.1:$r1_port" HEARTH_TEST_API_KEY="$key" HEARTH_R1_VOCAB="$r1_vocab" \
+        "$HEARTH_PYTHON" tests/server/test_reasoning.py -v || { echo "--- server log:"; cat "$r1_log"; exit 1; }
+    kill "$r1_pid" 2>/dev/null || true
+    wait "$r1_pid" 2>/dev/null || true
+    r1_pid=""
+done

@@ -2,14 +2,15 @@
 """The `<think>…</think>` split of `hearth serve`, end to end through the `openai` client,
 with DeepSeek-R1-Distill-Qwen's real tokenizer and chat template.
 
-The model is a tiny random-weight `qwen2` carrying every `tokenizer.*` key (vocabulary,
+The model is a tiny random-weight `qwen2` (the distills' architecture) or `deepseek2`
+(R1's own: latent attention and experts) carrying every `tokenizer.*` key (vocabulary,
 merges, special ids, chat template) of the vocab-only GGUF that
 tests/fixtures/tokenizer/fetch-vocabs.sh fetches. Make it, then test a server running it:
 
-    python3 test_reasoning.py --make-model VOCAB.gguf OUT.gguf
+    python3 test_reasoning.py --make-model VOCAB.gguf OUT.gguf [qwen2|deepseek2]
     HEARTH_R1_URL=http://127.0.0.1:PORT HEARTH_TEST_API_KEY=KEY python3 test_reasoning.py
 
-scripts/test-server.sh does both. Random weights say nothing useful, so the output is
+scripts/test-server.sh does both, for each architecture. Random weights say nothing useful, so the output is
 steered: greedy decoding with `logit_bias` in tiers 10 apart (far more than the tiny
 model's logit spread) and `repeat_penalty` 10 (a used token's ~+100 logit drops to ~10,
 below every unused tier) make the model emit the biased tokens once each, in tier order.
@@ -37,16 +38,18 @@ MODEL_ID = "tiny-r1"
 QUESTION = "What is 2+2?"
 
 
-def make_model(vocab_path, out_path):
-    """A 2-layer qwen2 (n_embd 32) with the vocab file's tokenizer; weights from a fixed seed."""
+def make_model(vocab_path, out_path, arch="qwen2"):
+    """A 2-layer model (n_embd 32) with the vocab file's tokenizer; weights from a fixed
+    seed. `arch` qwen2 is the distills' own; deepseek2 is DeepSeek-R1's (latent attention,
+    a dense block then a block of experts with a shared one)."""
     import numpy as np
 
     r = gguf.GGUFReader(vocab_path)
     n_vocab = len(r.fields["tokenizer.ggml.tokens"].data)
     n_embd, n_head, n_head_kv, n_ff, n_layer = 32, 2, 1, 64, 2
     hd = n_embd // n_head
-    w = gguf.GGUFWriter(out_path, "qwen2")
-    w.add_name("hearth tiny r1 (random weights)")
+    w = gguf.GGUFWriter(out_path, arch)
+    w.add_name(f"hearth tiny r1 {arch} (random weights)")
     w.add_context_length(4096)
     w.add_embedding_length(n_embd)
     w.add_block_count(n_layer)
@@ -70,6 +73,9 @@ def make_model(vocab_path, out_path):
     w.add_tensor("token_embd.weight", u((n_vocab, n_embd), 1.0).astype(np.float16))
     w.add_tensor("output_norm.weight", 1 + u((n_embd,), 0.25))
     w.add_tensor("output.weight", u((n_vocab, n_embd), a).astype(np.float16))
+    if arch == "deepseek2":
+        deepseek2_layers(w, u, n_embd, n_head, n_ff, n_layer)
+        n_layer = 0
     for il in range(n_layer):
         p = f"blk.{il}."
         w.add_tensor(p + "attn_norm.weight", 1 + u((n_embd,), 0.25))
@@ -85,6 +91,52 @@ def make_model(vocab_path, out_path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def deepseek2_layers(w, u, n_embd, n_head, n_ff, n_layer):
+    """DeepSeek-V3/R1's block layout at toy size: queries through a low-rank bottleneck,
+    a 48-value latent cache row (kv_lora_rank 32 + 16 rotated), block 0 dense, block 1
+    four experts (two per token, sigmoid gating with a selection bias, two groups) and
+    one shared expert."""
+    q_lora, kv_lora, nope, rope, v_mla = 16, 32, 16, 16, 16
+    n_expert, n_ff_exp = 4, 32
+    a = (3 / n_embd) ** 0.5
+    for key, v in (("attention.q_lora_rank", q_lora), ("attention.kv_lora_rank", kv_lora),
+                   ("attention.key_length", kv_lora + rope), ("attention.value_length", kv_lora),
+                   ("attention.key_length_mla", nope + rope), ("attention.value_length_mla", v_mla),
+                   ("rope.dimension_count", rope), ("leading_dense_block_count", 1),
+                   ("expert_count", n_expert), ("expert_used_count", 2),
+                   ("expert_shared_count", 1), ("expert_feed_forward_length", n_ff_exp),
+                   ("expert_group_count", 2), ("expert_group_used_count", 1),
+                   ("expert_gating_func", 2)):
+        w.add_uint32(f"deepseek2.{key}", v)
+    w.add_bool("deepseek2.expert_weights_norm", True)
+    w.add_float32("deepseek2.expert_weights_scale", 2.5)
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        w.add_tensor(p + "attn_norm.weight", 1 + u((n_embd,), 0.25))
+        w.add_tensor(p + "attn_q_a.weight", u((q_lora, n_embd), a))
+        w.add_tensor(p + "attn_q_a_norm.weight", 1 + u((q_lora,), 0.25))
+        w.add_tensor(p + "attn_q_b.weight", u((n_head * (nope + rope), q_lora), (3 / q_lora) ** 0.5))
+        w.add_tensor(p + "attn_kv_a_mqa.weight", u((kv_lora + rope, n_embd), a))
+        w.add_tensor(p + "attn_kv_a_norm.weight", 1 + u((kv_lora,), 0.25))
+        w.add_tensor(p + "attn_k_b.weight", u((n_head, kv_lora, nope), (3 / nope) ** 0.5))
+        w.add_tensor(p + "attn_v_b.weight", u((n_head, v_mla, kv_lora), (3 / kv_lora) ** 0.5))
+        w.add_tensor(p + "attn_output.weight", u((n_embd, n_head * v_mla), (3 / (n_head * v_mla)) ** 0.5))
+        w.add_tensor(p + "ffn_norm.weight", 1 + u((n_embd,), 0.25))
+        if il == 0:
+            w.add_tensor(p + "ffn_gate.weight", u((n_ff, n_embd), a))
+            w.add_tensor(p + "ffn_up.weight", u((n_ff, n_embd), a))
+            w.add_tensor(p + "ffn_down.weight", u((n_embd, n_ff), (3 / n_ff) ** 0.5))
+            continue
+        w.add_tensor(p + "ffn_gate_inp.weight", u((n_expert, n_embd), a))
+        w.add_tensor(p + "exp_probs_b.bias", u((n_expert,), 0.2))
+        w.add_tensor(p + "ffn_gate_exps.weight", u((n_expert, n_ff_exp, n_embd), a))
+        w.add_tensor(p + "ffn_up_exps.weight", u((n_expert, n_ff_exp, n_embd), a))
+        w.add_tensor(p + "ffn_down_exps.weight", u((n_expert, n_embd, n_ff_exp), (3 / n_ff_exp) ** 0.5))
+        w.add_tensor(p + "ffn_gate_shexp.weight", u((n_ff_exp, n_embd), a))
+        w.add_tensor(p + "ffn_up_shexp.weight", u((n_ff_exp, n_embd), a))
+        w.add_tensor(p + "ffn_down_shexp.weight", u((n_embd, n_ff_exp), (3 / n_ff_exp) ** 0.5))
 
 
 def byte_decoder():
@@ -205,7 +257,7 @@ class ReasoningTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--make-model":
-        make_model(sys.argv[2], sys.argv[3])
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--make-model":
+        make_model(*sys.argv[2:])
     else:
         unittest.main()
