@@ -2,13 +2,14 @@
 # Hearth against llama.cpp on the same GGUF files, same thread counts, alternating runs in
 # one session, then one side-by-side table (bench/compare/compare.py).
 #
-#   bench/compare/run.sh [MODEL.gguf|gemma|r1-1.5b|r1-7b ...] [-t 1,2] [-r 5] [-p 512] [-n 128]
-#       [-d 0] [-ctk f16] [-ctv f16] [-a 3] [-l native|avx2]
+#   bench/compare/run.sh [MODEL.gguf|gemma|r1-1.5b|r1-7b|v2-lite|qwen3-30b-a3b ...] [-t 1,2]
+#       [-r 5] [-p 512] [-n 128] [-d 0] [-ctk f16] [-ctv f16] [-a 3] [-l native|avx2]
 #
 # Models: a GGUF path, or a name: gemma (Gemma 3 270M Q4_K_M, scripts/fetch-model.sh),
-# r1-1.5b and r1-7b (random-weight files with the exact shapes and Q4_K_M type mix of
-# DeepSeek-R1-Distill-Qwen-1.5B / -7B, made once by the shape_model example into
-# ~/.cache/hearth/models/bench/). Default: gemma.
+# r1-1.5b, r1-7b, v2-lite and qwen3-30b-a3b (random-weight files with the exact shapes and
+# Q4_K_M type mix of DeepSeek-R1-Distill-Qwen-1.5B / -7B, DeepSeek-V2-Lite and
+# Qwen3-30B-A3B, made once by the shape_model example into ~/.cache/hearth/models/bench/;
+# qwen3-30b-a3b has 16 of the model's 48 layers, see the example's doc). Default: gemma.
 # -t thread counts, -r repetitions per run, -p/-n prompt and generation lengths (as in
 # llama-bench), -d tokens already in the cache when each test starts (llama-bench's
 # -d/--n-depth; filled untimed), -ctk/-ctv the KV cache types of both engines (f32, f16,
@@ -45,7 +46,7 @@ while [ $# -gt 0 ]; do
         -ctv) type_v="$2"; shift 2 ;;
         -a) alternations="$2"; shift 2 ;;
         -l) level="$2"; shift 2 ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
         *) models+=("$1"); shift ;;
     esac
@@ -71,7 +72,7 @@ hearth="${CARGO_TARGET_DIR:-$root/target}/release/hearth"
 resolve() {
     case "$1" in
         gemma) "$root/scripts/fetch-model.sh" ;;
-        r1-1.5b|r1-7b)
+        r1-1.5b|r1-7b|v2-lite|qwen3-30b-a3b)
             "$root/tests/fixtures/tokenizer/fetch-vocabs.sh" >/dev/null
             (cd "$root" && cargo run --quiet --release -p hearth-models --example shape_model -- "$1") ;;
         *) [ -f "$1" ] || { echo "run.sh: $1: no such file" >&2; exit 1; }; echo "$1" ;;
