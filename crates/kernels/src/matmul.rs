@@ -42,7 +42,9 @@ use crate::pool::ThreadPool;
 use crate::quant::{activation_type, TensorType};
 
 mod group;
-pub use group::{matvec_many, matvec_many_with, MAX_PRODUCTS};
+pub use group::{
+    matvec_batch, matvec_batch_with, matvec_many, matvec_many_with, MAX_BATCH, MAX_PRODUCTS,
+};
 
 /// Bytes of weights in one tile: small enough to stay in a core's L2 (1–2 MiB on current
 /// x86 and Apple cores, 512 KiB on older ones) while every token of the call passes over

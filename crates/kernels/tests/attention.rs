@@ -468,3 +468,29 @@ fn cache_type_names_parse_and_unknown_ones_list_the_valid() {
         "{err}"
     );
 }
+
+/// Multi-head Latent Attention's values are its cached keys transposed: every stored
+/// type gives exactly the stored keys, widened, as value rows (`[KV_TILE, n_dims]`), for
+/// the first `n_dims` of the tile's dimensions.
+#[test]
+fn keys_to_values_is_the_stored_keys_transposed() {
+    use hearth_kernels::ops::attention::keys_to_values;
+    const T: usize = KV_TILE;
+    let (hd_k, n_dims) = (576, 512);
+    let mut rng = Rng(0x4b2f);
+    for ty in [KvType::F32, KvType::F16, KvType::Q8_0] {
+        let mut k: Vec<f32> = (0..hd_k * T).map(|_| rng.next() * 3.0).collect();
+        let st = store_keys(ty, &mut k, hd_k);
+        let (mut tmp, mut out) = (vec![0.0; n_dims * T], vec![f32::NAN; n_dims * T]);
+        keys_to_values(&st.data(&k), n_dims, &mut tmp, &mut out);
+        for j in 0..T {
+            for d in 0..n_dims {
+                assert_eq!(
+                    out[j * n_dims + d].to_bits(),
+                    k[d * T + j].to_bits(),
+                    "{ty}: key {j}, dimension {d}"
+                );
+            }
+        }
+    }
+}

@@ -603,3 +603,97 @@ fn batched_tokens_equal_each_token_alone() {
         }
     }
 }
+
+/// `matvec_batch` must give each product exactly what `matvec` gives it alone, each with
+/// its own input, at every level, on 1 and 2 threads: mixed formats and widths (the
+/// per-head latent matrices are 128 and 512 wide), a product with no rows, one without
+/// a row kernel (F16: the one-by-one path), and more products than one dispatch takes.
+/// A bad shape anywhere is an error before anything is computed.
+#[test]
+fn matvec_batch_equals_matvec_bit_for_bit() {
+    use hearth_kernels::matmul::{matvec_batch_with, MAX_BATCH};
+    use TensorType::*;
+    let many: Vec<(TensorType, usize, usize)> = (0..MAX_BATCH + 3)
+        .map(|i| ([Q4_K, Q8_0, Q5_0, Q6_K][i % 4], 8 + i, 256))
+        .collect();
+    let groups: [&[(TensorType, usize, usize)]; 4] = [
+        &[
+            (Q4_K, 96, 256),
+            (Q5_0, 64, 128),
+            (Q4_K, 16, 512),
+            (Q6_K, 0, 256),
+        ],
+        &[(Q8_0, 5, 128), (F16, 9, 64)],
+        &[(Q5_0, 512, 128); 16],
+        &many,
+    ];
+    let mut rng = Rng(0x5EED_BA7C);
+    for level in Level::supported() {
+        let k = Kernels::for_level(level).unwrap();
+        for n_threads in [1, 2] {
+            let pool = ThreadPool::new(n_threads).unwrap();
+            for group in groups {
+                let data: Vec<Vec<u8>> = group
+                    .iter()
+                    .map(|&(ty, rows, cols)| weights(ty, rows, cols, &mut rng))
+                    .collect();
+                let ws: Vec<WeightMatrix<'_>> = group
+                    .iter()
+                    .zip(&data)
+                    .map(|(&(ty, rows, cols), d)| WeightMatrix::new(ty, rows, cols, d).unwrap())
+                    .collect();
+                let xs: Vec<Vec<f32>> = group.iter().map(|&(_, _, c)| rng.vec(c)).collect();
+                let mut want: Vec<Vec<f32>> = group.iter().map(|&(_, r, _)| vec![0.0; r]).collect();
+                for ((w, x), out) in ws.iter().zip(&xs).zip(&mut want) {
+                    matmul_with(&k, &pool, w, x, 1, out, &mut MatmulScratch::new()).unwrap();
+                }
+                let products: Vec<(&WeightMatrix<'_>, &[f32])> =
+                    ws.iter().zip(&xs).map(|(w, x)| (w, x.as_slice())).collect();
+                let mut got = vec![f32::NAN; want.iter().map(Vec::len).sum()];
+                matvec_batch_with(&k, &pool, &products, &mut got, &mut MatmulScratch::new())
+                    .unwrap();
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want.concat()),
+                    "{level:?}, {n_threads} threads, {} products",
+                    group.len()
+                );
+            }
+        }
+    }
+    // A wrong input length in the last product: nothing computed, an error.
+    let pool = ThreadPool::new(2).unwrap();
+    let a = weights(Q4_K, 4, 256, &mut rng);
+    let wa = WeightMatrix::new(Q4_K, 4, 256, &a).unwrap();
+    let mut out = [f32::NAN; 8];
+    let products: Vec<(&WeightMatrix<'_>, &[f32])> = vec![(&wa, &[0.5; 256]), (&wa, &[0.5; 255])];
+    let err = matvec_batch_with(
+        Kernels::get(),
+        &pool,
+        &products,
+        &mut out,
+        &mut MatmulScratch::new(),
+    );
+    assert!(
+        matches!(err, Err(MatmulError::Activations { actual: 255, .. })),
+        "{err:?}"
+    );
+    assert!(
+        out.iter().all(|v| v.is_nan()),
+        "the first product was computed"
+    );
+    // An output of the wrong total length.
+    let products: Vec<(&WeightMatrix<'_>, &[f32])> = vec![(&wa, &[0.5; 256])];
+    let err = matvec_batch_with(
+        Kernels::get(),
+        &pool,
+        &products,
+        &mut out,
+        &mut MatmulScratch::new(),
+    );
+    assert!(
+        matches!(err, Err(MatmulError::Output { actual: 8, .. })),
+        "{err:?}"
+    );
+}

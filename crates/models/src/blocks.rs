@@ -8,9 +8,7 @@
 //! kernel.
 
 use hearth_kernels::matmul::{matmul, matvec_many, GemmTokens, MatmulScratch, WeightMatrix};
-use hearth_kernels::ops::attention::{
-    f16_to_f32, flash_finish, FlashRows, KvData, KV_TILE, Q8_0_BLOCK,
-};
+use hearth_kernels::ops::attention::{flash_finish, keys_to_values, FlashRows, KvData, KV_TILE};
 use hearth_kernels::ops::{Ops, RopeCache};
 use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::dequantize_row;
@@ -316,7 +314,8 @@ pub(crate) fn attention(
     pool.run_with(parts, &|ith, nth, part: &mut AttnPart| {
         let count = u.owned(ith, nth).count();
         (part.ith, part.nth, part.count) = (ith, nth, count);
-        let v_tile = if a.v_in_k { KV_TILE * hd_v } else { 0 };
+        // MLA: a tile's values (its keys transposed), and room to widen the keys first.
+        let v_tile = if a.v_in_k { 2 * KV_TILE * hd_v } else { 0 };
         let need = count * rec + u.rows * (a.head_dim_k + KV_TILE + 1) + v_tile;
         if part.out.len() < need {
             // Only when a dispatch needs more than any before (warm-up).
@@ -453,7 +452,7 @@ impl Units {
 /// One pass of [`attention`]: the query heads of KV head `g` of tokens `toks` (one
 /// sequence's, at most [`Q_TILE_ROWS`] rows) over part `split.0` of `split.1` of the
 /// cache blocks any of them may see, into `st` (reset here). `qbuf` receives the
-/// queries, packed `[rows, head_dim_k]`; `vbuf` (`[KV_TILE, head_dim_v]`, empty unless
+/// queries, packed `[rows, head_dim_k]`; `vbuf` (`2 · KV_TILE · head_dim_v`, empty unless
 /// `a.v_in_k`) a tile's values taken from its keys.
 #[allow(clippy::too_many_arguments)]
 fn attend_run(
@@ -501,30 +500,12 @@ fn attend_run(
         let hd_v_cached = if a.v_in_k { 0 } else { a.head_dim_v };
         let mut tile = kv.tile(il, seq.block(jb), g, a.head_dim_k, hd_v_cached);
         if a.v_in_k {
-            keys_to_values(&tile.k, a.head_dim_v, vbuf);
-            tile.v = KvData::F32(vbuf);
+            let (tmp, values) = vbuf.split_at_mut(KV_TILE * a.head_dim_v);
+            keys_to_values(&tile.k, a.head_dim_v, tmp, values);
+            tile.v = KvData::F32(values);
             tile.v_stride = a.head_dim_v;
         }
         ops.attn_tile(qbuf, a.kq_scale, &tile, vis, st);
-    }
-}
-
-/// Writes the first `n_dims` dimensions of a tile of keys (`[head_dim_k, KV_TILE]`,
-/// dimension-major) as value rows `out[j·n_dims + d]` (`[KV_TILE, n_dims]`) in f32: the
-/// latent rows of Multi-head Latent Attention serve as both. One transpose per tile,
-/// shared by every query row of the unit (all heads of up to a few tokens).
-fn keys_to_values(k: &KvData<'_>, n_dims: usize, out: &mut [f32]) {
-    const T: usize = KV_TILE;
-    for d in 0..n_dims {
-        for j in 0..T {
-            out[j * n_dims + d] = match *k {
-                KvData::F32(x) => x[d * T + j],
-                KvData::F16(x) => f16_to_f32(x[d * T + j]),
-                KvData::Q8_0 { qs, d: scales } => {
-                    f16_to_f32(scales[(d / Q8_0_BLOCK) * T + j]) * qs[d * T + j] as f32
-                }
-            };
-        }
     }
 }
 

@@ -31,8 +31,11 @@
 //!   ([`crate::moe`]) plus `expert_shared_count` shared experts.
 
 use hearth_gguf::TensorType;
-use hearth_kernels::matmul::{matmul, WeightMatrix};
+use hearth_kernels::matmul::{
+    matmul, matvec_batch, GemmTokens, MatmulScratch, WeightMatrix, MAX_BATCH,
+};
 use hearth_kernels::ops::RopeCache;
+use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::dequantize_row;
 
 use crate::batch::UBatch;
@@ -358,6 +361,8 @@ impl<'a> Deepseek2<'a> {
 
             // q: [n, n_head, k_mla], in `gate` until absorbed.
             let q = &mut b.gate[..n * n_head * m.k_mla()];
+            // kv_cmpr_pe: [n, kv_lora + n_rot] = [c | k_pe] in `k`, from the same input
+            // as the queries (one dispatch for both when decoding).
             match &l.q {
                 Queries::Lora {
                     attn_q_a,
@@ -365,14 +370,17 @@ impl<'a> Deepseek2<'a> {
                     attn_q_b,
                 } => {
                     let qa = &mut b.up[..n * m.q_lora];
-                    blocks::linear(pool, attn_q_a, b.cur, qa, b.matmul)?;
+                    let products = &mut [(attn_q_a, &mut *qa), (&l.attn_kv_a_mqa, &mut *b.k)];
+                    blocks::linear_many(pool, products, b.cur, b.matmul)?;
                     blocks::rms_norm_inplace(ops, qa, attn_q_a_norm, eps, b.row);
                     blocks::linear(pool, attn_q_b, qa, q, b.matmul)?;
                 }
-                Queries::Direct(attn_q) => blocks::linear(pool, attn_q, b.cur, q, b.matmul)?,
+                Queries::Direct(attn_q) => {
+                    let products = &mut [(attn_q, &mut *q), (&l.attn_kv_a_mqa, &mut *b.k)];
+                    blocks::linear_many(pool, products, b.cur, b.matmul)?;
+                }
             }
-            // kv_cmpr_pe: [n, kv_lora + n_rot] = [c | k_pe], normed and rotated in place.
-            blocks::linear(pool, &l.attn_kv_a_mqa, b.cur, b.k, b.matmul)?;
+            // The latent row normed, and RoPE on k_pe and on each head's q_pe.
             for (t, row) in b.k.chunks_exact_mut(lat).enumerate() {
                 let (c, k_pe) = row.split_at_mut(m.kv_lora);
                 b.row[..m.kv_lora].copy_from_slice(c);
@@ -387,24 +395,29 @@ impl<'a> Deepseek2<'a> {
             }
 
             // Absorbed queries [n, n_head, kv_lora + n_rot] in `q`: per head, q_nope
-            // gathered into `up` and turned into the latent space in `attn` (head-major
-            // `[n_head][n, kv_lora]` until copied).
-            for h in 0..n_head {
-                let q_nope = &mut b.up[..n * m.qk_nope];
-                for (t, dst) in q_nope.chunks_exact_mut(m.qk_nope).enumerate() {
-                    dst.copy_from_slice(&q[(t * n_head + h) * m.k_mla()..][..m.qk_nope]);
+            // turned into the latent space in `attn` (head-major `[n_head][n, kv_lora]`
+            // until copied).
+            let k_mla = m.k_mla();
+            if one_token(n, b.matmul) {
+                let x = |h: usize| &q[h * k_mla..][..m.qk_nope];
+                per_head(pool, &l.attn_k_b, n_head, x, b.attn, b.matmul)?;
+            } else {
+                for h in 0..n_head {
+                    let q_nope = &mut b.up[..n * m.qk_nope];
+                    for (t, dst) in q_nope.chunks_exact_mut(m.qk_nope).enumerate() {
+                        dst.copy_from_slice(&q[(t * n_head + h) * k_mla..][..m.qk_nope]);
+                    }
+                    let absorbed = &mut b.attn[h * n * m.kv_lora..][..n * m.kv_lora];
+                    matmul(pool, &l.attn_k_b.head(h)?, q_nope, n, absorbed, b.matmul)?;
                 }
-                let absorbed = &mut b.attn[h * n * m.kv_lora..][..n * m.kv_lora];
-                matmul(pool, &l.attn_k_b.head(h)?, q_nope, n, absorbed, b.matmul)?;
             }
             for t in 0..n {
                 for h in 0..n_head {
                     let dst = &mut b.q[(t * n_head + h) * lat..][..lat];
                     dst[..m.kv_lora]
                         .copy_from_slice(&b.attn[(h * n + t) * m.kv_lora..][..m.kv_lora]);
-                    dst[m.kv_lora..].copy_from_slice(
-                        &q[(t * n_head + h) * m.k_mla() + m.qk_nope..][..m.qk_rope],
-                    );
+                    dst[m.kv_lora..]
+                        .copy_from_slice(&q[(t * n_head + h) * k_mla + m.qk_nope..][..m.qk_rope]);
                 }
             }
 
@@ -424,19 +437,25 @@ impl<'a> Deepseek2<'a> {
 
             // Per head: latent output → value (`attn_v_b`), head-major in `q`, then
             // token-major in `gate` for `attn_output`.
-            for h in 0..n_head {
-                let lat_out = &mut b.up[..n * m.kv_lora];
-                for (t, dst) in lat_out.chunks_exact_mut(m.kv_lora).enumerate() {
-                    dst.copy_from_slice(&b.attn[(t * n_head + h) * m.kv_lora..][..m.kv_lora]);
-                }
-                let v = &mut b.q[h * n * m.v_mla..][..n * m.v_mla];
-                matmul(pool, &l.attn_v_b.head(h)?, lat_out, n, v, b.matmul)?;
-            }
             let kqv = &mut b.gate[..n * n_head * m.v_mla]; // [n, n_head · v_mla]
-            for t in 0..n {
+            if one_token(n, b.matmul) {
+                let attn = &*b.attn;
+                let x = |h: usize| &attn[h * m.kv_lora..][..m.kv_lora];
+                per_head(pool, &l.attn_v_b, n_head, x, kqv, b.matmul)?;
+            } else {
                 for h in 0..n_head {
-                    kqv[(t * n_head + h) * m.v_mla..][..m.v_mla]
-                        .copy_from_slice(&b.q[(h * n + t) * m.v_mla..][..m.v_mla]);
+                    let lat_out = &mut b.up[..n * m.kv_lora];
+                    for (t, dst) in lat_out.chunks_exact_mut(m.kv_lora).enumerate() {
+                        dst.copy_from_slice(&b.attn[(t * n_head + h) * m.kv_lora..][..m.kv_lora]);
+                    }
+                    let v = &mut b.q[h * n * m.v_mla..][..n * m.v_mla];
+                    matmul(pool, &l.attn_v_b.head(h)?, lat_out, n, v, b.matmul)?;
+                }
+                for t in 0..n {
+                    for h in 0..n_head {
+                        kqv[(t * n_head + h) * m.v_mla..][..m.v_mla]
+                            .copy_from_slice(&b.q[(h * n + t) * m.v_mla..][..m.v_mla]);
+                    }
                 }
             }
             blocks::linear(pool, &l.attn_output, kqv, b.cur, b.matmul)?; // attn_out
@@ -459,6 +478,43 @@ impl<'a> Deepseek2<'a> {
         )?;
         Ok(())
     }
+}
+
+/// Whether a slice is one decoding token, whose per-head products go in one dispatch
+/// ([`per_head`]); a lone prompt token takes the GEMM like any other (`GemmTokens`).
+fn one_token(n: usize, mm: &MatmulScratch) -> bool {
+    n == 1 && mm.gemm_tokens != GemmTokens::From(0)
+}
+
+/// `out[h] = mats[h] · x(h)` for every head of one token, the heads' outputs one after
+/// another in `out`, in as few dispatches as [`matvec_batch`] takes (one for up to
+/// [`MAX_BATCH`] heads) and without allocating.
+fn per_head<'x>(
+    pool: &ThreadPool,
+    mats: &HeadMats<'_>,
+    n_head: usize,
+    x: impl Fn(usize) -> &'x [f32],
+    out: &mut [f32],
+    mm: &mut MatmulScratch,
+) -> Result<(), ModelError> {
+    let mut out = out;
+    for h0 in (0..n_head).step_by(MAX_BATCH) {
+        let h1 = (h0 + MAX_BATCH).min(n_head);
+        let first = mats.head(h0)?;
+        let mut heads = [first; MAX_BATCH];
+        for (h, m) in (h0..h1).zip(heads.iter_mut()) {
+            *m = mats.head(h)?;
+        }
+        let mut products = [(&first, x(h0)); MAX_BATCH];
+        for ((h, p), m) in (h0..h1).zip(products.iter_mut()).zip(&heads) {
+            *p = (m, x(h));
+        }
+        let rows = (h1 - h0) * first.n_rows();
+        let (o, rest) = std::mem::take(&mut out).split_at_mut(rows);
+        out = rest;
+        matvec_batch(pool, &products[..h1 - h0], o, mm)?;
+    }
+    Ok(())
 }
 
 /// DeepSeek's attention scale, as llama.cpp's graph computes it: `attn_factor` undone

@@ -23,7 +23,7 @@
 //! over all of its tokens (a GEMM for a prompt); a single decoding token reads only the
 //! weights of its chosen experts.
 
-use hearth_kernels::matmul::{GemmTokens, MatmulScratch, WeightMatrix};
+use hearth_kernels::matmul::{matvec_batch, GemmTokens, MatmulScratch, WeightMatrix, MAX_BATCH};
 use hearth_kernels::ops::Ops;
 use hearth_kernels::pool::ThreadPool;
 
@@ -343,6 +343,7 @@ impl<'a> Moe<'a> {
         let n_embd = self.gate_inp.n_cols();
         let n = x.len() / n_embd;
         let n_ff = self.experts[0].gate.n_rows();
+        let n_products = 2 * (r.n_used + usize::from(self.shared.is_some()));
 
         // Router logits and each token's chosen experts.
         let logits = &mut s.logits[..n * r.n_expert]; // [n, n_expert]
@@ -362,6 +363,12 @@ impl<'a> Moe<'a> {
             .zip(chosen.chunks_exact_mut(r.n_used))
         {
             r.route(ops, l, self.probs_b.as_deref(), &mut s.select, c);
+        }
+
+        // One decoding token (not a lone prompt token, which must take the GEMM like any
+        // other, see `GemmTokens`): every chosen expert's products in two dispatches.
+        if n == 1 && mm.gemm_tokens != GemmTokens::From(0) && n_products <= MAX_BATCH {
+            return self.decode_one(pool, ops, x, s, mm);
         }
 
         // Tokens grouped by expert, in token order within each (a counting sort).
@@ -486,6 +493,91 @@ impl LayerFfn<'_> {
     }
 }
 
+impl Moe<'_> {
+    /// [`Moe::forward`] of one token whose experts are chosen (`s.chosen[..n_used]`):
+    /// the gate and up products of every chosen expert and of the shared experts in one
+    /// dispatch, their down products in another (`matvec_batch`), instead of two
+    /// dispatches per expert.
+    fn decode_one(
+        &self,
+        pool: &ThreadPool,
+        ops: &Ops,
+        x: &mut [f32],
+        s: &mut MoeScratch,
+        mm: &mut MatmulScratch,
+    ) -> Result<(), ModelError> {
+        let n_embd = x.len();
+        let n_ff = self.experts[0].gate.n_rows();
+        let chosen = &s.chosen[..self.routing.n_used];
+        let shared = self.shared.as_ref();
+        let n_sh = shared.map_or(0, |[g, _, _]| g.w.n_rows());
+        let dummy = self.gate_inp;
+        let mut products = [(&dummy, &x[..]); MAX_BATCH];
+        let mut k = 0;
+        for &(e, _) in chosen {
+            let ex = &self.experts[e as usize];
+            products[k] = (&ex.gate, x);
+            products[k + 1] = (&ex.up, x);
+            k += 2;
+        }
+        if let Some([gate, up, _]) = shared {
+            products[k] = (&gate.w, x);
+            products[k + 1] = (&up.w, x);
+            k += 2;
+        }
+        // [gate_0 | up_0 | gate_1 | up_1 | ... | gate_shared | up_shared]
+        let gu = &mut s.gate_up[..2 * (chosen.len() * n_ff + n_sh)];
+        matvec_batch(pool, &products[..k], gu, mm)?;
+        for pair in gu[..2 * chosen.len() * n_ff].chunks_exact_mut(2 * n_ff) {
+            let (g, u) = pair.split_at_mut(n_ff);
+            ops.silu_mul(g, u);
+        }
+        let (g_sh, u_sh) = gu[2 * chosen.len() * n_ff..].split_at_mut(n_sh);
+        ops.silu_mul(g_sh, u_sh);
+
+        let gu = &*gu;
+        let mut k = 0;
+        for (i, &(e, _)) in chosen.iter().enumerate() {
+            products[k] = (&self.experts[e as usize].down, &gu[2 * i * n_ff..][..n_ff]);
+            k += 1;
+        }
+        if let Some([_, _, down]) = shared {
+            products[k] = (&down.w, &gu[2 * chosen.len() * n_ff..][..n_sh]);
+            k += 1;
+        }
+        let ys = &mut s.ys[..k * n_embd]; // [n_used (+ 1), n_embd]
+        matvec_batch(pool, &products[..k], ys, mm)?;
+        // Summed as `forward` sums a batch (routed experts by ascending index, then added
+        // to the shared experts' output), so that a token's result does not depend on
+        // whether it decodes alone.
+        let (routed, sh) = ys.split_at(chosen.len() * n_embd);
+        let out = &mut s.out[..n_embd];
+        out.fill(0.0);
+        for e in 0..self.experts.len() as u32 {
+            for (&(_, wgt), y) in chosen
+                .iter()
+                .zip(routed.chunks_exact(n_embd))
+                .filter(|((c, _), _)| *c == e)
+            {
+                for (o, &y) in out.iter_mut().zip(y) {
+                    *o += wgt * y;
+                }
+            }
+        }
+        match shared {
+            Some([_, _, down]) => {
+                x.copy_from_slice(sh);
+                if let Some(b) = &down.b {
+                    blocks::add(x, b);
+                }
+                blocks::add(x, out);
+            }
+            None => x.copy_from_slice(out),
+        }
+        Ok(())
+    }
+}
+
 /// `ys = down(silu(gate(xs)) · up(xs))` for one expert's tokens.
 #[allow(clippy::too_many_arguments)]
 fn expert_ffn(
@@ -534,8 +626,11 @@ pub(crate) struct MoeScratch {
     order: Vec<(u32, f32)>,
     /// `[n_ubatch, n_embd]`: one expert's tokens, gathered.
     xs: Vec<f32>,
-    /// `[n_ubatch, n_embd]`: one expert's outputs.
+    /// `[max(n_ubatch, n_used + 1), n_embd]`: one expert's outputs, or (decoding) every
+    /// chosen expert's.
     ys: Vec<f32>,
+    /// `[2 · (n_used + 1), n_ff]`: decoding, every chosen expert's gate and up outputs.
+    gate_up: Vec<f32>,
     /// `[n_ubatch, n_embd]`: the weighted sum of the routed experts' outputs.
     out: Vec<f32>,
 }
@@ -546,6 +641,7 @@ impl MoeScratch {
     pub(crate) fn new(
         n_ubatch: usize,
         n_embd: usize,
+        n_ff: usize,
         n_expert: usize,
         n_used: usize,
     ) -> MoeScratch {
@@ -560,7 +656,8 @@ impl MoeScratch {
             fill: vec![0; n_expert],
             order: vec![(0, 0.0); n_ubatch * n_used],
             xs: vec![0.0; n_ubatch * n_embd],
-            ys: vec![0.0; n_ubatch * n_embd],
+            ys: vec![0.0; n_ubatch.max(n_used + 1) * n_embd],
+            gate_up: vec![0.0; 2 * (n_used + 1) * n_ff],
             out: vec![0.0; n_ubatch * n_embd],
         }
     }

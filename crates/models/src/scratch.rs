@@ -144,7 +144,13 @@ impl Scratch {
             matmul: MatmulScratch::new(),
             rope: model.rope_caches(),
             attn_parts: Vec::new(),
-            moe: MoeScratch::new(n_ubatch, dims.n_embd, dims.n_expert, dims.n_expert_used),
+            moe: MoeScratch::new(
+                n_ubatch,
+                dims.n_embd,
+                dims.n_ff,
+                dims.n_expert,
+                dims.n_expert_used,
+            ),
         })
     }
 

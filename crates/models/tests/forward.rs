@@ -62,7 +62,7 @@ fn sequences_in_one_batch_are_independent() {
         .rev()
         .map(|&t| (t * 7) % tiny::N_VOCAB as u32)
         .collect();
-    for name in ["llama_q4_k", "gemma3_q", "qwen3_f32"] {
+    for name in ["llama_q4_k", "gemma3_q", "qwen3_f32", "ds3_q", "qwen3moe_q"] {
         let file = tiny_file(name);
         let model = Model::load(&file).unwrap();
         let n_vocab = model.hparams().n_vocab;

@@ -125,7 +125,10 @@ fn logits_match_numpy_and_llama_cpp() {
                 .collect(),
             _ => (0..tokens.len()).collect(),
         };
-        assert!(checked.len() * 4 >= tokens.len(), "{name}: most positions left out");
+        assert!(
+            checked.len() * 4 >= tokens.len(),
+            "{name}: most positions left out"
+        );
         let rows = |x: &[f32]| -> Vec<f32> {
             checked
                 .iter()

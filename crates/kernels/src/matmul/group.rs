@@ -1,4 +1,5 @@
-//! Several matrix-vector products of the same input in one dispatch of the pool.
+//! Several matrix-vector products in one dispatch of the pool: of the same input
+//! ([`matvec_many`]), or each of its own ([`matvec_batch`]).
 //!
 //! Decoding a token multiplies one normalized hidden state by Q, K and V, and another by
 //! the feed-forward gate and up matrices. As separate calls, each quantizes the input
@@ -9,6 +10,13 @@
 //! shared counter, so the pool is dispatched once and a thread done with Q's chunks goes
 //! on with K's. Each output is the same multi-row kernel on the same activation bytes as
 //! in [`matvec`](super::matvec), so the results are equal bit for bit.
+//!
+//! Mixture-of-experts and latent-attention models decode through many small products of
+//! different inputs: each chosen expert's down matrix takes that expert's own hidden
+//! vector, and DeepSeek's per-head `attn_k_b` / `attn_v_b` each take one head. One call
+//! per product would pay a dispatch each (32 per layer for DeepSeek-V2-Lite's heads
+//! alone); [`matvec_batch`] quantizes every input once and deals all the products' chunks
+//! from one counter, the same way.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -121,7 +129,145 @@ pub fn matvec_many_with(
         });
     }
     let group = Group {
-        parts,
+        parts: &parts,
+        next_chunk: AtomicUsize::new(0),
+    };
+    if macs >= MIN_PARALLEL_MACS {
+        pool.run(&|_, _| group.run());
+    } else {
+        group.run();
+    }
+    Ok(())
+}
+
+/// The most products one dispatch of [`matvec_batch`] takes: every chosen expert's gate
+/// and up (16 for Qwen3-30B-A3B) or a layer's heads (16 for DeepSeek-V2-Lite); a longer
+/// list goes in several dispatches.
+pub const MAX_BATCH: usize = 32;
+
+/// `w · x` for each `(w, x)` of `products`, one token, each product with its own input
+/// (`x` is `[w.n_cols]`), written one after another to `out` (`[Σ w.n_rows]`: product
+/// `i`'s rows follow product `i - 1`'s). The results equal [`matvec`](super::matvec) on
+/// each product bit for bit; the products go in dispatches of up to [`MAX_BATCH`] (see
+/// the module documentation for why). Taking the products as a shared slice and the
+/// outputs as one lets a caller build the list in a fixed array, without allocating.
+///
+/// Every product's shapes are checked before anything is computed; a mismatch is an
+/// error, not a panic, and leaves `out` untouched.
+pub fn matvec_batch(
+    pool: &ThreadPool,
+    products: &[(&WeightMatrix<'_>, &[f32])],
+    out: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    matvec_batch_with(Kernels::get(), pool, products, out, scratch)
+}
+
+/// As [`matvec_batch`], with an explicit kernel table (tests use every level's).
+pub fn matvec_batch_with(
+    kernels: &Kernels,
+    pool: &ThreadPool,
+    products: &[(&WeightMatrix<'_>, &[f32])],
+    out: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    let mut n_out = 0usize;
+    for (w, x) in products {
+        check(kernels, w, x.len(), 1, w.n_rows)?;
+        n_out += w.n_rows;
+    }
+    if n_out != out.len() {
+        return Err(MatmulError::Output {
+            n_tokens: 1,
+            n_rows: n_out,
+            actual: out.len(),
+        });
+    }
+    let mut rest = out;
+    for batch in products.chunks(MAX_BATCH) {
+        let rows: usize = batch.iter().map(|(w, _)| w.n_rows).sum();
+        let (out, tail) = rest.split_at_mut(rows);
+        rest = tail;
+        batch_dispatch(kernels, pool, batch, out, scratch)?;
+    }
+    Ok(())
+}
+
+/// One dispatch of [`matvec_batch_with`] (shapes already checked).
+fn batch_dispatch(
+    kernels: &Kernels,
+    pool: &ThreadPool,
+    products: &[(&WeightMatrix<'_>, &[f32])],
+    out: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    // Each input quantized onto lines of its own; a product without a row kernel or with
+    // f32 activations sends the whole batch the one-product-at-a-time way.
+    let mut kinds: [Option<Kind>; MAX_BATCH] = Default::default();
+    let mut end = 0;
+    let mut shared = true;
+    for ((w, x), kind) in products.iter().zip(kinds.iter_mut()) {
+        let c = check(kernels, w, x.len(), 1, w.n_rows)?;
+        let (Some(quantize), Some(dot_rows)) = (c.quantize, kernels.dot_rows(w.ty)) else {
+            shared = false;
+            break;
+        };
+        if c.act_ty == TensorType::F32 {
+            shared = false;
+            break;
+        }
+        *kind = Some(Kind {
+            act_ty: c.act_ty,
+            quantize: Some(quantize),
+            dot_rows,
+            len: c.act_row_bytes,
+            offset: end,
+        });
+        end += c.act_row_bytes.next_multiple_of(64);
+    }
+    if !shared {
+        let mut rest = out;
+        for (w, x) in products {
+            let (o, tail) = rest.split_at_mut(w.n_rows);
+            rest = tail;
+            matmul_with(kernels, pool, w, x, 1, o, scratch)?;
+        }
+        return Ok(());
+    }
+    let buf = line_bytes(&mut scratch.lines, end);
+    for ((_, x), k) in products.iter().zip(kinds.iter().flatten()) {
+        if let Some(quantize) = k.quantize {
+            quantize(x, &mut buf[k.offset..][..k.len]);
+        }
+    }
+    let buf: &[u8] = buf;
+
+    let nth = pool.n_threads();
+    let mut parts: [Option<Part<'_>>; MAX_BATCH] = Default::default();
+    let mut n_chunks = 0;
+    let mut macs = 0usize;
+    let mut rest = out;
+    for ((w, _), (part, kind)) in products.iter().zip(parts.iter_mut().zip(&kinds)) {
+        let Some(kind) = kind else { continue };
+        let (o, tail) = std::mem::take(&mut rest).split_at_mut(w.n_rows);
+        rest = tail;
+        let chunk_rows = w.n_rows.div_ceil(nth * CHUNKS_PER_THREAD).max(1);
+        let first_chunk = n_chunks;
+        n_chunks += w.n_rows.div_ceil(chunk_rows);
+        macs = macs.saturating_add(w.n_rows.saturating_mul(w.n_cols));
+        *part = Some(Part {
+            data: w.data,
+            row_bytes: w.row_bytes,
+            n_rows: w.n_rows,
+            dot_rows: kind.dot_rows,
+            act: &buf[kind.offset..][..kind.len],
+            out: SharedSlice::new(o),
+            chunk_rows,
+            first_chunk,
+        });
+    }
+    let group = Group {
+        parts: &parts,
         next_chunk: AtomicUsize::new(0),
     };
     if macs >= MIN_PARALLEL_MACS {
@@ -157,12 +303,12 @@ struct Part<'a> {
 
 /// The products of one call, claimed chunk by chunk (product after product) by whichever
 /// threads run [`Group::run`].
-struct Group<'a> {
-    parts: [Option<Part<'a>>; MAX_PRODUCTS],
+struct Group<'p, 'a> {
+    parts: &'p [Option<Part<'a>>],
     next_chunk: AtomicUsize,
 }
 
-impl Group<'_> {
+impl Group<'_, '_> {
     fn run(&self) {
         loop {
             // Relaxed: the counter only hands out chunk numbers; the data every thread

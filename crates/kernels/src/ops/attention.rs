@@ -429,6 +429,53 @@ fn pv_cols(
     }
 }
 
+/// The first `n_dims` dimensions of a tile of keys (`k`: `[head_dim_k, KV_TILE]`,
+/// dimension-major, as [`KvTile::k`]) as value rows in f32: `out[j·n_dims + d]`
+/// (`[KV_TILE, n_dims]`). Multi-head Latent Attention caches one latent row per token
+/// that serves as both key and value, so a tile's values are its keys transposed; this
+/// is done once per tile and shared by every query row that reads it. `tmp` holds
+/// `n_dims · KV_TILE` floats: the keys widened first (f16 through `half`'s converter,
+/// which uses F16C where the CPU has it), then transposed, so that both passes are
+/// plain loops the compiler vectorizes.
+///
+/// # Panics
+/// When `k` holds fewer than `n_dims` dimensions or a buffer is short.
+pub fn keys_to_values(k: &KvData<'_>, n_dims: usize, tmp: &mut [f32], out: &mut [f32]) {
+    use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+    const T: usize = KV_TILE;
+    let n = n_dims * T;
+    let (tmp, out) = (&mut tmp[..n], &mut out[..n]);
+    match *k {
+        KvData::F32(x) => tmp.copy_from_slice(&x[..n]),
+        KvData::F16(x) => {
+            let x: &[half::f16] = x[..n].reinterpret_cast();
+            x.convert_to_f32_slice(tmp);
+        }
+        KvData::Q8_0 { qs, d } => {
+            for (b, (t, q)) in tmp
+                .chunks_exact_mut(Q8_0_BLOCK * T)
+                .zip(qs[..n].chunks_exact(Q8_0_BLOCK * T))
+                .enumerate()
+            {
+                let mut scale = [0.0f32; T];
+                for (s, &h) in scale.iter_mut().zip(&d[b * T..][..T]) {
+                    *s = f16_to_f32(h);
+                }
+                for (t, q) in t.chunks_exact_mut(T).zip(q.chunks_exact(T)) {
+                    for ((t, &q), &s) in t.iter_mut().zip(q).zip(&scale) {
+                        *t = q as f32 * s;
+                    }
+                }
+            }
+        }
+    }
+    for (j, row) in out.chunks_exact_mut(n_dims).enumerate() {
+        for (d, o) in row.iter_mut().enumerate() {
+            *o = tmp[d * T + j];
+        }
+    }
+}
+
 /// An f16 bit pattern widened to f32 (exact).
 #[inline]
 pub fn f16_to_f32(h: u16) -> f32 {
