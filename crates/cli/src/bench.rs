@@ -57,7 +57,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use hearth_gguf::GgufFile;
 use hearth_kernels::pool::ThreadPool;
-use hearth_models::{Batch, KvCache, KvTypes, Model, Scratch, SeqId};
+use hearth_models::{Batch, HParams, KvCache, KvTypes, Model, Scratch, SeqId};
 use memmap2::MmapMut;
 use serde_json::{json, Value as Json};
 
@@ -257,22 +257,31 @@ impl ModelInfo {
 /// `output.weight` or, when the model ties it, `token_embd.weight` read once as a whole.
 /// Embedding rows looked up by token are a few KiB and not counted.
 ///
-/// Mixture-of-experts layers read only their routed experts, so for them this is an
-/// upper bound; none of the architectures Hearth runs today has experts.
+/// Mixture-of-experts layers read only their routed experts: an expert tensor
+/// (`*_exps`) counts for `expert_used_count / expert_count` of its bytes, the average a
+/// token reads (a given token may read a little more where its experts' rows are not
+/// cached, or less where they are).
 fn weight_bytes_per_token(file: &GgufFile) -> u64 {
-    let layers: u64 = file
+    let share = HParams::from_file(file)
+        .ok()
+        .filter(|hp| hp.n_expert > 0)
+        .map_or(1.0, |hp| hp.n_expert_used as f64 / hp.n_expert as f64);
+    let layers: f64 = file
         .tensors()
         .iter()
         .filter(|t| {
             t.name().starts_with("blk.") && t.shape().iter().filter(|&&d| d > 1).count() >= 2
         })
-        .map(|t| t.n_bytes())
+        .map(|t| match t.name().ends_with("_exps.weight") {
+            true => t.n_bytes() as f64 * share,
+            false => t.n_bytes() as f64,
+        })
         .sum();
     let head = file
         .tensor_info("output.weight")
         .or_else(|| file.tensor_info("token_embd.weight"))
         .map_or(0, |t| t.n_bytes());
-    layers + head
+    layers as u64 + head
 }
 
 /// llama.cpp's name of a `general.file_type` (`llama_model_ftype_name`), for the common
