@@ -318,6 +318,19 @@ pub fn specs() -> Vec<TinySpec> {
             ..gemma3
         },
     ];
+    // YaRN on an architecture other than DeepSeek's (Qwen2.5's long-context files):
+    // positions past `original_context_length` within 64 tokens.
+    specs.push(TinySpec {
+        name: "qwen2_yarn",
+        yarn: Some(TinyYarn {
+            factor: 4.0,
+            n_ctx_orig: 16,
+            log_mul: None,
+        }),
+        n_tokens: 64,
+        seed: 23,
+        ..qwen2.clone()
+    });
     specs.extend(moe_specs(&base));
     specs
 }
