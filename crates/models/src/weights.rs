@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use hearth_gguf::{GgufFile, TensorInfo};
+use hearth_gguf::{GgufFile, TensorInfo, TensorType};
 use hearth_kernels::dispatch::Kernels;
 use hearth_kernels::matmul::WeightMatrix;
 use hearth_kernels::quant::dequantize_row;
@@ -57,15 +57,14 @@ impl<'a> Weights<'a> {
         Ok(Some(info))
     }
 
-    /// The matrix `name` of GGUF shape `[n_in, n_out]`, in a type the kernels can
-    /// multiply with; `None` if absent.
-    pub(crate) fn matrix_opt(
+    /// The type and bytes of tensor `name` of shape `dims`, which must be a type the
+    /// kernels can multiply with; `None` if absent.
+    fn multipliable(
         &mut self,
         name: &str,
-        n_in: usize,
-        n_out: usize,
-    ) -> Result<Option<WeightMatrix<'a>>, ModelError> {
-        let Some(info) = self.info(name, &[n_in, n_out])? else {
+        dims: &[usize],
+    ) -> Result<Option<(TensorType, &'a [u8])>, ModelError> {
+        let Some(info) = self.info(name, dims)? else {
             return Ok(None);
         };
         let ty = info.ty();
@@ -76,7 +75,20 @@ impl<'a> Weights<'a> {
                 reason: "has no matrix product kernel",
             });
         }
-        let data = self.file.tensor_data(info);
+        Ok(Some((ty, self.file.tensor_data(info))))
+    }
+
+    /// The matrix `name` of GGUF shape `[n_in, n_out]`, in a type the kernels can
+    /// multiply with; `None` if absent.
+    pub(crate) fn matrix_opt(
+        &mut self,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<Option<WeightMatrix<'a>>, ModelError> {
+        let Some((ty, data)) = self.multipliable(name, &[n_in, n_out])? else {
+            return Ok(None);
+        };
         Ok(Some(WeightMatrix::new(ty, n_out, n_in, data)?))
     }
 
@@ -101,18 +113,9 @@ impl<'a> Weights<'a> {
         n_out: usize,
         n_expert: usize,
     ) -> Result<Option<Vec<WeightMatrix<'a>>>, ModelError> {
-        let Some(info) = self.info(name, &[n_in, n_out, n_expert])? else {
+        let Some((ty, data)) = self.multipliable(name, &[n_in, n_out, n_expert])? else {
             return Ok(None);
         };
-        let ty = info.ty();
-        if Kernels::get().dot(ty).is_none() {
-            return Err(ModelError::TensorType {
-                tensor: name.to_string(),
-                ty,
-                reason: "has no matrix product kernel",
-            });
-        }
-        let data = self.file.tensor_data(info);
         let per_expert = data.len() / n_expert.max(1);
         data.chunks_exact(per_expert.max(1))
             .take(n_expert)

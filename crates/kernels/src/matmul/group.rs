@@ -110,33 +110,14 @@ pub fn matvec_many_with(
     let nth = pool.n_threads();
     let mut parts: [Option<Part<'_>>; MAX_PRODUCTS] = Default::default();
     let mut n_chunks = 0;
-    let mut macs = 0usize;
     for ((w, out), (part, kind)) in products.iter_mut().zip(parts.iter_mut().zip(&kinds)) {
         let Some(kind) = kind else { continue };
-        let chunk_rows = w.n_rows.div_ceil(nth * CHUNKS_PER_THREAD).max(1);
-        let first_chunk = n_chunks;
-        n_chunks += w.n_rows.div_ceil(chunk_rows);
-        macs = macs.saturating_add(w.n_rows.saturating_mul(w.n_cols));
-        *part = Some(Part {
-            data: w.data,
-            row_bytes: w.row_bytes,
-            n_rows: w.n_rows,
-            dot_rows: kind.dot_rows,
-            act: &buf[kind.offset..][..kind.len],
-            out: SharedSlice::new(out),
-            chunk_rows,
-            first_chunk,
-        });
+        let act = &buf[kind.offset..][..kind.len];
+        let p = Part::new(w, kind.dot_rows, act, out, nth, n_chunks);
+        n_chunks += p.n_chunks();
+        *part = Some(p);
     }
-    let group = Group {
-        parts: &parts,
-        next_chunk: AtomicUsize::new(0),
-    };
-    if macs >= MIN_PARALLEL_MACS {
-        pool.run(&|_, _| group.run());
-    } else {
-        group.run();
-    }
+    run_parts(pool, &parts);
     Ok(())
 }
 
@@ -245,29 +226,29 @@ fn batch_dispatch(
     let nth = pool.n_threads();
     let mut parts: [Option<Part<'_>>; MAX_BATCH] = Default::default();
     let mut n_chunks = 0;
-    let mut macs = 0usize;
     let mut rest = out;
     for ((w, _), (part, kind)) in products.iter().zip(parts.iter_mut().zip(&kinds)) {
         let Some(kind) = kind else { continue };
         let (o, tail) = std::mem::take(&mut rest).split_at_mut(w.n_rows);
         rest = tail;
-        let chunk_rows = w.n_rows.div_ceil(nth * CHUNKS_PER_THREAD).max(1);
-        let first_chunk = n_chunks;
-        n_chunks += w.n_rows.div_ceil(chunk_rows);
-        macs = macs.saturating_add(w.n_rows.saturating_mul(w.n_cols));
-        *part = Some(Part {
-            data: w.data,
-            row_bytes: w.row_bytes,
-            n_rows: w.n_rows,
-            dot_rows: kind.dot_rows,
-            act: &buf[kind.offset..][..kind.len],
-            out: SharedSlice::new(o),
-            chunk_rows,
-            first_chunk,
-        });
+        let act = &buf[kind.offset..][..kind.len];
+        let p = Part::new(w, kind.dot_rows, act, o, nth, n_chunks);
+        n_chunks += p.n_chunks();
+        *part = Some(p);
     }
+    run_parts(pool, &parts);
+    Ok(())
+}
+
+/// Runs the chunks of `parts` from one counter: on the pool, in one dispatch, when the
+/// products together are worth one ([`MIN_PARALLEL_MACS`]), else on this thread.
+fn run_parts(pool: &ThreadPool, parts: &[Option<Part<'_>>]) {
+    let macs = parts
+        .iter()
+        .flatten()
+        .fold(0usize, |m, p| m.saturating_add(p.macs));
     let group = Group {
-        parts: &parts,
+        parts,
         next_chunk: AtomicUsize::new(0),
     };
     if macs >= MIN_PARALLEL_MACS {
@@ -275,7 +256,6 @@ fn batch_dispatch(
     } else {
         group.run();
     }
-    Ok(())
 }
 
 /// How one product's activations are formed: `quantize` is set for the first product
@@ -299,6 +279,39 @@ struct Part<'a> {
     out: SharedSlice<'a, f32>,
     chunk_rows: usize,
     first_chunk: usize,
+    /// `n_rows · n_cols`, to judge whether the group is worth a dispatch.
+    macs: usize,
+}
+
+impl<'a> Part<'a> {
+    /// Product `w` with activation row `act` (for `dot_rows`) into `out`, its chunks
+    /// sized so that each of `nth` threads gets [`CHUNKS_PER_THREAD`] of them, numbered
+    /// from `first_chunk` in the group's count.
+    fn new(
+        w: &WeightMatrix<'a>,
+        dot_rows: DotRowsFn,
+        act: &'a [u8],
+        out: &'a mut [f32],
+        nth: usize,
+        first_chunk: usize,
+    ) -> Part<'a> {
+        Part {
+            data: w.data,
+            row_bytes: w.row_bytes,
+            n_rows: w.n_rows,
+            dot_rows,
+            act,
+            out: SharedSlice::new(out),
+            chunk_rows: w.n_rows.div_ceil(nth * CHUNKS_PER_THREAD).max(1),
+            first_chunk,
+            macs: w.n_rows.saturating_mul(w.n_cols),
+        }
+    }
+
+    /// How many chunks the product is cut into.
+    fn n_chunks(&self) -> usize {
+        self.n_rows.div_ceil(self.chunk_rows)
+    }
 }
 
 /// The products of one call, claimed chunk by chunk (product after product) by whichever
