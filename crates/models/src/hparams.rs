@@ -100,8 +100,13 @@ pub struct HParams {
     pub n_ctx_train: usize,
     /// Width of the residual stream (`embedding_length`).
     pub n_embd: usize,
-    /// Transformer blocks (`block_count`).
+    /// Transformer blocks a forward pass runs: `block_count` less the
+    /// multi-token-prediction blocks.
     pub n_layer: usize,
+    /// Multi-token-prediction blocks after the trunk (`nextn_predict_layers`, DeepSeek-V3's
+    /// MTP module): their tensors are in the file but not used (speculative decoding
+    /// could use them later).
+    pub n_layer_nextn: usize,
     /// Query heads (`attention.head_count`).
     pub n_head: usize,
     /// Key/value heads (`attention.head_count_kv`); divides `n_head`.
@@ -229,7 +234,13 @@ impl HParams {
         let n_embd = k.count("embedding_length", 1, MAX_EMBD)?;
         // Every block has at least one tensor, so a count above the file's tensor count
         // is corrupt; checked before anything is allocated per layer.
-        let n_layer = k.count("block_count", 1, file.tensors().len() as u64)?;
+        let n_layer_all = k.count("block_count", 1, file.tensors().len() as u64)?;
+        // Multi-token-prediction blocks (DeepSeek-V3's `nextn`) come after the trunk; a
+        // forward pass does not run them.
+        let n_layer_nextn = k
+            .opt_count("nextn_predict_layers", 0, n_layer_all as u64 - 1)?
+            .unwrap_or(0);
+        let n_layer = n_layer_all - n_layer_nextn;
         let n_head = k.count("attention.head_count", 1, MAX_HEADS)?;
         let n_head_kv = k
             .opt_count("attention.head_count_kv", 1, MAX_HEADS)?
@@ -361,6 +372,7 @@ impl HParams {
             n_ctx_train,
             n_embd,
             n_layer,
+            n_layer_nextn,
             n_head,
             n_head_kv,
             n_embd_head_k,

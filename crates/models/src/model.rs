@@ -68,6 +68,9 @@ impl<'a> Model<'a> {
             Arch::Gemma3 => Net::Gemma3(Gemma3::load(&mut w, &hparams, &keys)?),
             Arch::Deepseek2 => Net::Deepseek2(Deepseek2::load(&mut w, &hparams, &keys)?),
         };
+        for il in hparams.n_layer..hparams.n_layer + hparams.n_layer_nextn {
+            w.skip_prefix(&format!("blk.{il}."));
+        }
         w.finish()?;
         Ok(Model { hparams, net })
     }

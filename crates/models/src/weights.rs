@@ -210,6 +210,16 @@ impl<'a> Weights<'a> {
         )?)
     }
 
+    /// Marks every tensor whose name starts with `prefix` as deliberately unused (a
+    /// block the forward pass does not run), so that [`Weights::finish`] accepts it.
+    pub(crate) fn skip_prefix(&mut self, prefix: &str) {
+        for t in self.file.tensors() {
+            if t.name().starts_with(prefix) {
+                self.used.insert(t.name());
+            }
+        }
+    }
+
     /// Refuses the file if it holds a tensor nothing asked for.
     pub(crate) fn finish(self) -> Result<(), ModelError> {
         match self

@@ -17,6 +17,7 @@ fn v3() -> HParams {
         n_ctx_train: 163840,
         n_embd: 7168,
         n_layer: 61,
+        n_layer_nextn: 1,
         n_head: 128,
         n_head_kv: 1,
         n_embd_head_k: 576,

@@ -364,3 +364,57 @@ fn unused_tensors_are_refused() {
         matches!(load_err(&f), ModelError::UnusedTensor(t) if t == "blk.0.ffn_gate_inp.weight")
     );
 }
+
+/// DeepSeek-V3's multi-token-prediction block (`nextn_predict_layers`) sits after the
+/// trunk, counted in `block_count`: it is loaded past, not run and not refused, and the
+/// logits are the trunk's. Without the key, its tensors are a block like any other, and
+/// the unknown `nextn.*` ones are refused.
+#[test]
+fn multi_token_prediction_blocks_are_skipped() {
+    use hearth_kernels::pool::ThreadPool;
+    let orig = tiny_file("ds3_f32");
+    let with_mtp = |declared: bool| {
+        let mut w = GgufWriter::new();
+        for (k, v) in orig.metadata().iter() {
+            w.set(k, v.clone());
+        }
+        w.set("deepseek2.block_count", Value::U32(4));
+        if declared {
+            w.set("deepseek2.nextn_predict_layers", Value::U32(1));
+        }
+        for t in orig.tensors() {
+            w.add_tensor(t.name(), t.ty(), t.shape(), orig.tensor_data(t).to_vec())
+                .unwrap();
+            if let Some(rest) = t.name().strip_prefix("blk.2.") {
+                let data = orig.tensor_data(t).to_vec();
+                w.add_tensor(&format!("blk.3.{rest}"), t.ty(), t.shape(), data)
+                    .unwrap();
+            }
+        }
+        w.add_tensor(
+            "blk.3.nextn.eh_proj.weight",
+            TensorType::F32,
+            &[512, 256],
+            vec![0u8; 512 * 256 * 4],
+        )
+        .unwrap();
+        GgufFile::from_bytes(w.to_bytes()).unwrap()
+    };
+    let f = with_mtp(true);
+    let model = Model::load(&f).unwrap();
+    assert_eq!(
+        (model.hparams().n_layer, model.hparams().n_layer_nextn),
+        (3, 1)
+    );
+    let pool = ThreadPool::new(2).unwrap();
+    let tokens = hearth_models::tiny::test_tokens(20);
+    let base = Model::load(&orig).unwrap();
+    assert_eq!(
+        logits_batch(&model, &pool, &tokens, 64),
+        logits_batch(&base, &pool, &tokens, 64)
+    );
+    let f = with_mtp(false);
+    assert!(
+        matches!(load_err(&f), ModelError::UnusedTensor(t) if t == "blk.3.nextn.eh_proj.weight")
+    );
+}
