@@ -387,7 +387,7 @@ fn multi_token_prediction_blocks_are_skipped() {
                 .unwrap();
             if let Some(rest) = t.name().strip_prefix("blk.2.") {
                 let data = orig.tensor_data(t).to_vec();
-                w.add_tensor(&format!("blk.3.{rest}"), t.ty(), t.shape(), data)
+                w.add_tensor(format!("blk.3.{rest}"), t.ty(), t.shape(), data)
                     .unwrap();
             }
         }
