@@ -394,30 +394,17 @@ impl<'a> Deepseek2<'a> {
                 }
             }
 
-            // Absorbed queries [n, n_head, kv_lora + n_rot] in `q`: per head, q_nope
-            // turned into the latent space in `attn` (head-major `[n_head][n, kv_lora]`
-            // until copied).
+            // q_nope_absorbed: per head into the latent space, head-major in `attn`
+            // (`[n_head][n, kv_lora]`); then Qcur `[n, n_head, kv_lora + n_rot]` in `q`.
             let k_mla = m.k_mla();
-            if one_token(n, b.matmul) {
-                let x = |h: usize| &q[h * k_mla..][..m.qk_nope];
-                per_head(pool, &l.attn_k_b, n_head, x, b.attn, b.matmul)?;
-            } else {
-                for h in 0..n_head {
-                    let q_nope = &mut b.up[..n * m.qk_nope];
-                    for (t, dst) in q_nope.chunks_exact_mut(m.qk_nope).enumerate() {
-                        dst.copy_from_slice(&q[(t * n_head + h) * k_mla..][..m.qk_nope]);
-                    }
-                    let absorbed = &mut b.attn[h * n * m.kv_lora..][..n * m.kv_lora];
-                    matmul(pool, &l.attn_k_b.head(h)?, q_nope, n, absorbed, b.matmul)?;
-                }
-            }
+            let nope = (k_mla, m.qk_nope);
+            per_head_products(pool, &l.attn_k_b, n_head, q, nope, b.up, b.attn, b.matmul)?;
             for t in 0..n {
                 for h in 0..n_head {
                     let dst = &mut b.q[(t * n_head + h) * lat..][..lat];
-                    dst[..m.kv_lora]
-                        .copy_from_slice(&b.attn[(h * n + t) * m.kv_lora..][..m.kv_lora]);
-                    dst[m.kv_lora..]
-                        .copy_from_slice(&q[(t * n_head + h) * k_mla + m.qk_nope..][..m.qk_rope]);
+                    let (absorbed, pe) = dst.split_at_mut(m.kv_lora);
+                    absorbed.copy_from_slice(&b.attn[(h * n + t) * m.kv_lora..][..m.kv_lora]);
+                    pe.copy_from_slice(&q[(t * n_head + h) * k_mla + m.qk_nope..][..m.qk_rope]);
                 }
             }
 
@@ -435,27 +422,24 @@ impl<'a> Deepseek2<'a> {
                 b.attn_parts,
             );
 
-            // Per head: latent output → value (`attn_v_b`), head-major in `q`, then
-            // token-major in `gate` for `attn_output`.
-            let kqv = &mut b.gate[..n * n_head * m.v_mla]; // [n, n_head · v_mla]
-            if one_token(n, b.matmul) {
-                let attn = &*b.attn;
-                let x = |h: usize| &attn[h * m.kv_lora..][..m.kv_lora];
-                per_head(pool, &l.attn_v_b, n_head, x, kqv, b.matmul)?;
-            } else {
+            // kqv: per head, latent output → value (`attn_v_b`), head-major in `q`, then
+            // `[n, n_head · v_mla]` in `gate` for `attn_output`.
+            let latent = (m.kv_lora, m.kv_lora);
+            per_head_products(
+                pool,
+                &l.attn_v_b,
+                n_head,
+                b.attn,
+                latent,
+                b.up,
+                b.q,
+                b.matmul,
+            )?;
+            let kqv = &mut b.gate[..n * n_head * m.v_mla];
+            for t in 0..n {
                 for h in 0..n_head {
-                    let lat_out = &mut b.up[..n * m.kv_lora];
-                    for (t, dst) in lat_out.chunks_exact_mut(m.kv_lora).enumerate() {
-                        dst.copy_from_slice(&b.attn[(t * n_head + h) * m.kv_lora..][..m.kv_lora]);
-                    }
-                    let v = &mut b.q[h * n * m.v_mla..][..n * m.v_mla];
-                    matmul(pool, &l.attn_v_b.head(h)?, lat_out, n, v, b.matmul)?;
-                }
-                for t in 0..n {
-                    for h in 0..n_head {
-                        kqv[(t * n_head + h) * m.v_mla..][..m.v_mla]
-                            .copy_from_slice(&b.q[(h * n + t) * m.v_mla..][..m.v_mla]);
-                    }
+                    kqv[(t * n_head + h) * m.v_mla..][..m.v_mla]
+                        .copy_from_slice(&b.q[(h * n + t) * m.v_mla..][..m.v_mla]);
                 }
             }
             blocks::linear(pool, &l.attn_output, kqv, b.cur, b.matmul)?; // attn_out
@@ -480,10 +464,45 @@ impl<'a> Deepseek2<'a> {
     }
 }
 
-/// Whether a slice is one decoding token, whose per-head products go in one dispatch
-/// ([`per_head`]); a lone prompt token takes the GEMM like any other (`GemmTokens`).
-fn one_token(n: usize, mm: &MatmulScratch) -> bool {
-    n == 1 && mm.gemm_tokens != GemmTokens::From(0)
+/// `out[h][t] = mats[h] · x[t, h][..width]` for every token `t` and head `h`: `x` is
+/// token-major, `stride` floats per head (`[n, n_head, stride]`), `out` head-major
+/// (`[n_head][n, rows]`). One decoding token takes one dispatch for all its heads
+/// ([`per_head`]; a lone prompt token takes the GEMM like any other, see `GemmTokens`);
+/// more tokens take one matrix product per head, over its inputs gathered in `gather`
+/// (`[n, width]`).
+#[allow(clippy::too_many_arguments)]
+fn per_head_products(
+    pool: &ThreadPool,
+    mats: &HeadMats<'_>,
+    n_head: usize,
+    x: &[f32],
+    (stride, width): (usize, usize),
+    gather: &mut [f32],
+    out: &mut [f32],
+    mm: &mut MatmulScratch,
+) -> Result<(), ModelError> {
+    let n = x.len() / (n_head * stride);
+    if n == 1 && mm.gemm_tokens != GemmTokens::From(0) {
+        let rows = n_head * mats.head(0)?.n_rows();
+        return per_head(
+            pool,
+            mats,
+            n_head,
+            |h| &x[h * stride..][..width],
+            &mut out[..rows],
+            mm,
+        );
+    }
+    for h in 0..n_head {
+        let xh = &mut gather[..n * width];
+        for (t, dst) in xh.chunks_exact_mut(width).enumerate() {
+            dst.copy_from_slice(&x[(t * n_head + h) * stride..][..width]);
+        }
+        let w = mats.head(h)?;
+        let oh = &mut out[h * n * w.n_rows()..][..n * w.n_rows()];
+        matmul(pool, &w, xh, n, oh, mm)?;
+    }
+    Ok(())
 }
 
 /// `out[h] = mats[h] · x(h)` for every head of one token, the heads' outputs one after
