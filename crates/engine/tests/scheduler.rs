@@ -56,6 +56,12 @@ impl Drop for Engine {
 }
 
 fn start(ctx: usize, parallel: usize, queue: usize) -> Engine {
+    start_with(ctx, parallel, queue, Vec::new())
+}
+
+/// As [`start`], with `pending` already queued when the engine takes its first job, so
+/// that it admits them all at once however the threads are scheduled.
+fn start_with(ctx: usize, parallel: usize, queue: usize, pending: Vec<Job>) -> Engine {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.gguf");
     let spec = tiny::specs()
@@ -63,7 +69,7 @@ fn start(ctx: usize, parallel: usize, queue: usize) -> Engine {
         .find(|s| s.name == "llama_f32")
         .unwrap();
     std::fs::write(&path, spec.to_bytes()).unwrap();
-    start_file(&path, ctx, parallel, queue, dir)
+    start_file(&path, ctx, parallel, queue, dir, pending)
 }
 
 fn start_file(
@@ -72,6 +78,7 @@ fn start_file(
     parallel: usize,
     queue: usize,
     dir: tempfile::TempDir,
+    pending: Vec<Job>,
 ) -> Engine {
     let config = EngineConfig {
         ctx: Some(ctx),
@@ -80,6 +87,9 @@ fn start_file(
         ..EngineConfig::new(path.to_owned(), 2, Residency::Mapped)
     };
     let (jobs, rx) = mpsc::channel();
+    for job in pending {
+        jobs.send(job).unwrap();
+    }
     let (ready_tx, ready_rx) = mpsc::channel();
     let thread = std::thread::spawn(move || {
         scheduler::run(config, rx, move |r| ready_tx.send(r).unwrap());
@@ -246,13 +256,23 @@ fn n_choices_fork_one_prompt_and_match_single_requests_seeded_apart() {
 fn preemption_recomputes_without_changing_the_output() {
     let texts = [prompt(4, 3), prompt(5, 4)];
     let want: Vec<Answer> = texts.iter().map(|t| alone(t, 60, 0.0, 0)).collect();
-    // 112 cells: each sequence reaches ~85 tokens, both together ~170.
-    let e = start(112, 2, 4);
+    // 112 cells: each sequence reaches ~85 tokens, both together ~170. Both queued
+    // before the engine starts, so that they run together: submitted one after the
+    // other, the first could have taken the pool before the second arrived (a busy CI
+    // machine did that), and the second would just wait.
     metrics();
-    let rxs: Vec<_> = texts
+    let (jobs, rxs): (Vec<_>, Vec<_>) = texts
         .iter()
-        .map(|t| e.submit(request(t, 60, 0.0, 0)))
-        .collect();
+        .map(|t| {
+            let (tx, rx) = unbounded_channel();
+            let job = Job {
+                request: request(t, 60, 0.0, 0),
+                events: tx,
+            };
+            (job, rx)
+        })
+        .unzip();
+    let _e = start_with(112, 2, 4, jobs);
     for (i, rx) in rxs.into_iter().enumerate() {
         assert_eq!(collect(rx, 1).unwrap().texts, want[i].texts, "request {i}");
     }
