@@ -407,12 +407,20 @@ impl<'a> Moe<'a> {
                 mm.gemm_tokens = GemmTokens::From(toks.partition_point(|&(t, _)| (t as usize) < k));
             }
             let (gm, um) = (&mut g[..m * n_ff], &mut u[..m * n_ff]);
-            let ys = &mut s.ys[..m * n_embd]; // [m, n_embd]
-            result = expert_ffn(pool, ops, ex, xs, gm, um, ys, mm);
+            // In place: xs = down(silu(gate(xs)) · up(xs)), the dense network's code.
+            let lin = |w| Linear { w, b: None };
+            let (gate, up, down) = (lin(ex.gate), lin(ex.up), lin(ex.down));
+            let ffn = Ffn {
+                gate: &gate,
+                up: &up,
+                down: &down,
+                act: Gate::Silu,
+            };
+            result = blocks::ffn(pool, ops, &ffn, xs, gm, um, mm);
             if result.is_err() {
                 break;
             }
-            for (&(t, wgt), y) in toks.iter().zip(ys.chunks_exact(n_embd)) {
+            for (&(t, wgt), y) in toks.iter().zip(xs.chunks_exact(n_embd)) {
                 for (o, &y) in out[t as usize * n_embd..][..n_embd].iter_mut().zip(y) {
                     *o += wgt * y;
                 }
@@ -578,25 +586,6 @@ impl Moe<'_> {
     }
 }
 
-/// `ys = down(silu(gate(xs)) · up(xs))` for one expert's tokens.
-#[allow(clippy::too_many_arguments)]
-fn expert_ffn(
-    pool: &ThreadPool,
-    ops: &Ops,
-    ex: &Expert<'_>,
-    xs: &[f32],
-    g: &mut [f32],
-    u: &mut [f32],
-    ys: &mut [f32],
-    mm: &mut MatmulScratch,
-) -> Result<(), ModelError> {
-    let lin = |w| Linear { w, b: None };
-    let (gate, up, down) = (lin(ex.gate), lin(ex.up), lin(ex.down));
-    blocks::linear_many(pool, &mut [(&up, &mut *u), (&gate, &mut *g)], xs, mm)?;
-    ops.silu_mul(g, u);
-    blocks::linear(pool, &down, g, ys, mm)
-}
-
 /// The gate (first `n_ff` rows) and up (the rest) halves of a fused expert matrix.
 fn split_rows<'a>(
     m: &WeightMatrix<'a>,
@@ -624,10 +613,9 @@ pub(crate) struct MoeScratch {
     fill: Vec<usize>,
     /// `[n_ubatch · n_used]`: `(token, weight)` grouped by expert.
     order: Vec<(u32, f32)>,
-    /// `[n_ubatch, n_embd]`: one expert's tokens, gathered.
+    /// `[n_ubatch, n_embd]`: one expert's tokens, gathered, then its outputs.
     xs: Vec<f32>,
-    /// `[max(n_ubatch, n_used + 1), n_embd]`: one expert's outputs, or (decoding) every
-    /// chosen expert's.
+    /// `[n_used + 1, n_embd]`: decoding, every chosen expert's outputs.
     ys: Vec<f32>,
     /// `[2 · (n_used + 1), n_ff]`: decoding, every chosen expert's gate and up outputs.
     gate_up: Vec<f32>,
@@ -656,7 +644,7 @@ impl MoeScratch {
             fill: vec![0; n_expert],
             order: vec![(0, 0.0); n_ubatch * n_used],
             xs: vec![0.0; n_ubatch * n_embd],
-            ys: vec![0.0; n_ubatch.max(n_used + 1) * n_embd],
+            ys: vec![0.0; (n_used + 1) * n_embd],
             gate_up: vec![0.0; 2 * (n_used + 1) * n_ff],
             out: vec![0.0; n_ubatch * n_embd],
         }
