@@ -36,11 +36,20 @@ step "hearth inspect agrees with the gguf package on the real model"
 step "fidelity on Gemma 3 270M: teacher-forced distributions and greedy text vs llama.cpp"
 fidelity="$(mktemp -d)"
 trap 'rm -rf "$fidelity"' EXIT
-for ctx in 512 1024; do
-    target/release/hearth perplexity "$model" -f tests/fixtures/fidelity/corpus.txt -c "$ctx" \
-        -t 2 --dump-logprobs "$fidelity/ctx$ctx.topk" | tail -1
+# At the machine's own level and at AVX2 (what most users' CPUs run, and what an AVX-512
+# machine would otherwise never check end to end).
+for level in native avx2; do
+    echo "level: $level"
+    cpu=()
+    [ "$level" = native ] || cpu=(HEARTH_CPU="$level")
+    for ctx in 512 1024; do
+        env "${cpu[@]}" target/release/hearth perplexity "$model" \
+            -f tests/fixtures/fidelity/corpus.txt -c "$ctx" -t 2 \
+            --dump-logprobs "$fidelity/ctx$ctx.topk" | tail -1
+    done
+    "$HEARTH_PYTHON" tests/fixtures/fidelity/check.py "$fidelity/ctx512.topk" "$fidelity/ctx1024.topk"
 done
-"$HEARTH_PYTHON" tests/fixtures/fidelity/check.py "$fidelity/ctx512.topk" "$fidelity/ctx1024.topk"
+HEARTH_CPU=avx2 cargo test --workspace --release --test run
 "$HEARTH_PYTHON" tests/fixtures/fidelity/greedy_compare.py target/release/hearth "$model"
 
 step "hearth serve on a loopback port, driven by the real openai Python client"

@@ -194,13 +194,44 @@ fn refused_inputs_are_messages_not_panics() {
     refused(&["run", m, "-p", "x", "-b", "0"], "-b must be at least 1");
 }
 
+/// Below this top-2 logit margin in llama.cpp's own run, two correct implementations may
+/// pick different tokens: llama.cpp's AVX2 and AVX-512 builds differ by up to 0.07 in
+/// these logits, and the AVX2 level here turns " country" (margin 0.031) into " United".
+const NEAR_TIE: f64 = 0.1;
+
+/// How many of llama.cpp's greedy tokens `text` reproduces. It may leave them only at a
+/// token whose margin in llama.cpp's run is below [`NEAR_TIE`] (after that the two
+/// continue from different histories, so nothing more is compared).
+fn agrees_until_a_near_tie(model: &Path, text: &str, want: &serde_json::Value) -> usize {
+    let tok = Tokenizer::from_gguf(&GgufFile::open(model).unwrap()).unwrap();
+    let tokens = want["tokens"].as_array().unwrap();
+    let margins = want["top2_margins"].as_array().unwrap();
+    let mut prefix = Vec::new();
+    for (k, id) in tokens.iter().enumerate() {
+        prefix.extend_from_slice(
+            tok.token_to_piece(id.as_u64().unwrap() as u32, false)
+                .unwrap(),
+        );
+        if !text.as_bytes().starts_with(&prefix) {
+            let margin = margins[k].as_f64().unwrap();
+            eprintln!("hearth:    {text:?}\nllama.cpp: {:?}", want["text"]);
+            eprintln!("they part at token {k}, where llama.cpp's margin is {margin}");
+            assert!(
+                margin < NEAR_TIE,
+                "hearth left llama.cpp's tokens at {k} (margin {margin})"
+            );
+            return k;
+        }
+    }
+    tokens.len()
+}
+
 /// The default model, greedy, against llama.cpp's continuation. Hearth's logits differ
 /// from llama.cpp's by a few hundredths (f32 vs f16 KV cache and GELU table, summation
-/// order), so greedy text agrees until a step where llama.cpp's top two are that close.
-/// Here that is the 11th token: llama.cpp's margin between " largest" and " capital" is
-/// 0.097 (tests/fixtures/fidelity/greedy_compare.py, run in CI, reports it), and which
-/// side Hearth takes has moved with kernel summation orders, so the first 10 tokens are
-/// required to agree.
+/// order), so greedy text agrees until a step where llama.cpp's top two are that close
+/// (the fixture's margins, by llama-cpp-python): the 5th token, " country" over
+/// " United" by 0.031, is the first such step, and which side Hearth takes has moved with
+/// kernel summation orders and CPU levels.
 #[test]
 fn gemma_greedy_agrees_with_llama_cpp() {
     let Some(model) = gemma() else { return };
@@ -217,17 +248,8 @@ fn gemma_greedy_agrees_with_llama_cpp() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    let want = reference()["greedy"]["text"].as_str().unwrap().to_owned();
-    let common = text
-        .chars()
-        .zip(want.chars())
-        .take_while(|(a, b)| a == b)
-        .count();
-    eprintln!("hearth:    {text:?}\nllama.cpp: {want:?}\n{common} characters agree");
-    assert!(
-        text.starts_with(" the capital of the country of France. It is"),
-        "{text:?}"
-    );
+    let agreed = agrees_until_a_near_tie(&model, &text, &reference()["greedy"]);
+    assert!(agreed >= 4, "{text:?}");
     let err = stderr(&out);
     let (n_prompt, pp) = rate(&err, "prompt");
     let (n_gen, tg) = rate(&err, "generation");
