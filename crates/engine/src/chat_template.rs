@@ -226,10 +226,10 @@ impl ChatTemplate {
         &self,
         messages: &[Message],
         tools: &[serde_json::Value],
-        add_generation_prompt: bool,
+        options: &RenderOptions,
         tokenizer_adds_bos: bool,
     ) -> Result<String, TemplateError> {
-        let rendered = self.render(messages, tools, add_generation_prompt)?;
+        let rendered = self.render_with(messages, tools, options)?;
         Ok(match rendered.strip_prefix(self.bos_token.as_str()) {
             Some(rest) if tokenizer_adds_bos && !self.bos_token.is_empty() => rest.to_owned(),
             _ => rendered,

@@ -8,10 +8,12 @@
 //! * [`scheduler`] is the engine loop that owns the model, the KV pool and the compute
 //!   pool, and batches every running request into each forward step;
 //! * [`prefix_cache`] finds prompt prefixes already in the KV pool;
-//! * [`logprobs`] computes OpenAI's token log-probabilities.
+//! * [`logprobs`] computes OpenAI's token log-probabilities;
+//! * [`grammar`] constrains a sequence's tokens to a JSON schema, grammar or regex.
 #![forbid(unsafe_code)]
 
 pub mod chat_template;
+pub mod grammar;
 pub mod logprobs;
 pub mod output;
 pub mod prefix_cache;

@@ -317,6 +317,11 @@ impl OutputStage {
         self.stops.stopped()
     }
 
+    /// Whether the text so far ends inside a reasoning block.
+    pub fn in_reasoning(&self) -> bool {
+        self.splitter.in_reasoning()
+    }
+
     /// Generated tokens that fell inside `<think>…</think>` (tags included).
     pub fn reasoning_tokens(&self) -> usize {
         self.reasoning_tokens

@@ -13,7 +13,9 @@
 //! same thing in both. A temperature of 0 is greedy: the largest logit after bias and
 //! penalties, with no random number drawn. [`Sampler::with_steps`] builds any other order.
 //!
-//! What this does not do: grammar masks (a later step), typical-p, XTC, DRY and
+//! A grammar's mask ([`Sampler::sample_masked`]) comes before every step.
+//!
+//! What this does not do: typical-p, XTC, DRY and
 //! Mirostat; token log-probabilities for clients (read them from [`Sampler::apply`]).
 //! Draws are reproducible across platforms up to the last bit of `f64::exp`, which could
 //! in principle move a draw that lands exactly on a boundary between two tokens.
@@ -226,6 +228,18 @@ impl Sampler {
     /// with their adjusted logits, in the order the draw would walk them. For a greedy
     /// sampler the truncation steps are skipped, so all tokens survive.
     pub fn apply(&mut self, logits: &[f32]) -> Result<&[Candidate], SamplerError> {
+        self.apply_masked(logits, None)
+    }
+
+    /// [`Sampler::apply`] with only the tokens set in `allowed` (bit `t % 32` of word
+    /// `t / 32`; tokens past its end are refused) able to survive: a grammar's mask, laid
+    /// over the logits before every other step, so that top-k, top-p and min-p choose
+    /// among tokens the grammar admits.
+    pub fn apply_masked(
+        &mut self,
+        logits: &[f32],
+        allowed: Option<&[u32]>,
+    ) -> Result<&[Candidate], SamplerError> {
         if logits.len() != self.n_vocab {
             return Err(SamplerError::LogitsLength {
                 expected: self.n_vocab,
@@ -234,6 +248,13 @@ impl Sampler {
         }
         let cands = &mut self.cands;
         cands.load(logits);
+        if let Some(bits) = allowed {
+            for (i, c) in cands.data[..cands.len].iter_mut().enumerate() {
+                if bits.get(i / 32).is_none_or(|w| w >> (i % 32) & 1 == 0) {
+                    c.logit = f32::NEG_INFINITY;
+                }
+            }
+        }
         for step in &self.steps {
             match step {
                 Step::LogitBias(bias) => {
@@ -260,7 +281,17 @@ impl Sampler {
     /// Runs the chain on `logits` and draws the next token. Does not accept it: call
     /// [`Sampler::accept`] with the token the sequence actually continues with.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, SamplerError> {
-        self.apply(logits)?;
+        self.sample_masked(logits, None)
+    }
+
+    /// [`Sampler::sample`] among the tokens `allowed` admits (see
+    /// [`Sampler::apply_masked`]).
+    pub fn sample_masked(
+        &mut self,
+        logits: &[f32],
+        allowed: Option<&[u32]>,
+    ) -> Result<u32, SamplerError> {
+        self.apply_masked(logits, allowed)?;
         if self.greedy {
             let best = self.cands.data[self.cands.argmax()];
             if best.logit == f32::NEG_INFINITY {

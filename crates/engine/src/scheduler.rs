@@ -37,6 +37,7 @@ pub mod job;
 pub mod metrics;
 mod sequence;
 
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -48,13 +49,14 @@ use hearth_kernels::pool::ThreadPool;
 use hearth_models::{Batch, KvCache, KvTypes, Model, Scratch, BLOCK_CELLS};
 use hearth_tokenizer::Tokenizer;
 
-use crate::chat_template::{ChatTemplate, TemplateConfig};
+use crate::chat_template::{ChatTemplate, RenderOptions, TemplateConfig};
+use crate::grammar::GrammarVocab;
 use crate::output::ReasoningSplitter;
 use crate::prefix_cache::PrefixCache;
 use crate::sampler::SamplerParams;
 pub use budget::Budget;
 pub use job::{ErrorKind, Event, Finish, Job, Prompt, Request, RequestError, Timings, Usage};
-use sequence::{Progress, Seq};
+use sequence::{Prepared, Progress, Seq};
 
 /// Most tokens a step carries by default (llama.cpp's default `n_ubatch`).
 pub const DEFAULT_BATCH: usize = 512;
@@ -249,6 +251,12 @@ struct Scheduler<'m, 'a> {
     ended: Vec<bool>,
     /// Admissions so far: the order of `Seq::admitted`.
     admissions: u64,
+    /// The vocabulary as the grammar engine sees it, built for the first constrained
+    /// request (about a second on a large vocabulary; most servers never need it).
+    grammar_vocab: OnceCell<Result<GrammarVocab, String>>,
+    /// The tokens of `</think>`, written for a model whose reasoning budget is spent
+    /// (empty when the vocabulary cannot spell it).
+    think_close: Vec<u32>,
 }
 
 impl<'m, 'a> Scheduler<'m, 'a> {
@@ -336,6 +344,8 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             plan: Vec::with_capacity(parallel + 1),
             ended: Vec::with_capacity(parallel),
             admissions: 0,
+            grammar_vocab: OnceCell::new(),
+            think_close: tok.encode("</think>", false, true).unwrap_or_default(),
         })
     }
 
@@ -427,7 +437,15 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                     param: None,
                 })?;
                 let text = template
-                    .render_prompt(messages, &[], true, self.tok.add_bos())
+                    .render_prompt(
+                        messages,
+                        &req.tools,
+                        &RenderOptions {
+                            add_generation_prompt: true,
+                            extra: req.template_kwargs.clone(),
+                        },
+                        self.tok.add_bos(),
+                    )
                     .map_err(|e| {
                         RequestError::invalid(
                             "messages",
@@ -476,15 +494,46 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                     .map(|&t| (t, f32::NEG_INFINITY)),
             );
         }
+        let grammar = match &req.constraint {
+            Some(c) => Some(self.grammar_vocab()?.compile(c).map_err(|e| {
+                RequestError::invalid(
+                    "response_format",
+                    format!("the output constraint cannot be enforced: {e}"),
+                )
+            })?),
+            None => None,
+        };
         Seq::new(
             self.tok,
             events,
             Arc::new(req),
             Arc::new(params),
-            tokens,
-            opens_reasoning,
+            Prepared {
+                tokens,
+                opens_reasoning,
+                grammar,
+            },
             n_vocab,
         )
+    }
+
+    /// The grammar engine's view of the vocabulary, built on first use.
+    fn grammar_vocab(&self) -> Result<&GrammarVocab, RequestError> {
+        self.grammar_vocab
+            .get_or_init(|| {
+                let built = GrammarVocab::new(self.tok);
+                if let Ok((_, secs)) = &built {
+                    eprintln!(
+                        "hearth: grammar vocabulary of {} tokens built in {secs:.2} s",
+                        self.tok.n_tokens()
+                    );
+                }
+                built.map(|(v, _)| v)
+            })
+            .as_ref()
+            .map_err(|e| {
+                RequestError::internal(format!("cannot build the grammar vocabulary: {e}"))
+            })
     }
 
     /// One step: drops cancelled work, admits what fits, plans a batch, runs it and
@@ -510,6 +559,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             plan,
             limits,
             ended,
+            think_close,
             ..
         } = self;
         let logits = match model.forward(pool, kv, scratch, batch) {
@@ -589,13 +639,14 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 if ended[i] {
                     continue;
                 }
-                let progress = match running[i].take_token(tok, r, n_text, limits.n_ctx) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        running[i].fail(e);
-                        Progress::Done
-                    }
-                };
+                let progress =
+                    match running[i].take_token(tok, r, (n_text, limits.n_ctx), think_close) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            running[i].fail(e);
+                            Progress::Done
+                        }
+                    };
                 if progress != Progress::Running {
                     if progress == Progress::Cancelled {
                         metrics::finished("cancelled");

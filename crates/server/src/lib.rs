@@ -10,6 +10,7 @@
 pub mod error;
 pub mod request;
 pub mod routes;
+pub mod structured;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};

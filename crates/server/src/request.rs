@@ -9,6 +9,7 @@ use hearth_engine::Message;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::structured;
 
 /// The largest number of stop strings (OpenAI's limit).
 pub const MAX_STOP: usize = 4;
@@ -84,6 +85,8 @@ pub fn parse_chat(body: &[u8]) -> Result<GenRequest, ApiError> {
             ))
         }
     };
+    req.request.reasoning_budget = structured::reasoning_budget(&obj)?;
+    req.request.template_kwargs = structured::template_kwargs(&obj)?;
     Ok(req)
 }
 
@@ -356,6 +359,10 @@ fn common(
         split_reasoning: false,
         n,
         ignore_eos,
+        constraint: structured::response_format(obj)?,
+        reasoning_budget: None,
+        tools: Vec::new(),
+        template_kwargs: Map::new(),
     };
     Ok(GenRequest {
         request,

@@ -4,6 +4,7 @@
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::chat_template::Message;
+use crate::grammar::Constraint;
 use crate::logprobs::TokenLogprob;
 use crate::sampler::SamplerParams;
 
@@ -39,6 +40,18 @@ pub struct Request {
     /// Never end at an end-of-generation token (llama.cpp's `ignore_eos`: they are banned
     /// from sampling), for benchmarks that need a fixed length.
     pub ignore_eos: bool,
+    /// What the answer must match (a JSON schema, grammar or regex). With the reasoning
+    /// split on, the constraint starts after the reasoning block.
+    pub constraint: Option<Constraint>,
+    /// The most tokens a choice may spend reasoning: when they are spent, `</think>` is
+    /// written for the model, and the answer follows.
+    pub reasoning_budget: Option<usize>,
+    /// Tools offered to a chat model, as OpenAI's `tools` entries; rendered by the
+    /// model's template.
+    pub tools: Vec<serde_json::Value>,
+    /// Extra variables for the chat template (`chat_template_kwargs`, e.g. Qwen3's
+    /// `enable_thinking`).
+    pub template_kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Request {
@@ -54,6 +67,10 @@ impl Request {
             split_reasoning: false,
             n: 1,
             ignore_eos: false,
+            constraint: None,
+            reasoning_budget: None,
+            tools: Vec::new(),
+            template_kwargs: serde_json::Map::new(),
         }
     }
 }

@@ -15,6 +15,9 @@ use hearth_models::SeqId;
 use hearth_tokenizer::{StreamDecoder, Tokenizer};
 use tokio::sync::mpsc::UnboundedSender;
 
+use std::collections::VecDeque;
+
+use crate::grammar::Grammar;
 use crate::logprobs::{LogprobScratch, TokenLogprob};
 use crate::output::{OutputStage, Split};
 use crate::sampler::{Sampler, SamplerParams};
@@ -47,6 +50,13 @@ pub(crate) struct Seq<'t> {
     /// When it was last admitted (the youngest is preempted first).
     pub(crate) admitted: u64,
     pub(crate) sampler: Sampler,
+    /// The request's constraint, started when the answer starts (after any reasoning).
+    grammar: Option<Grammar>,
+    /// Tokens written for the model instead of drawn: the end of the reasoning block once
+    /// the reasoning budget is spent.
+    forced: VecDeque<u32>,
+    /// The reasoning budget has been spent (and its closing tag forced).
+    budget_spent: bool,
     decoder: StreamDecoder<'t>,
     output: OutputStage,
     lp: LogprobScratch,
@@ -57,6 +67,16 @@ pub(crate) struct Seq<'t> {
     t_admitted: Option<Instant>,
     t_prompt_done: Option<Instant>,
     t_last_token: Option<Instant>,
+}
+
+/// What the scheduler works out for a request before its first choice exists.
+pub(crate) struct Prepared {
+    /// The prompt's tokens.
+    pub(crate) tokens: Vec<u32>,
+    /// The prompt left a `<think>` block open.
+    pub(crate) opens_reasoning: bool,
+    /// The request's constraint, compiled.
+    pub(crate) grammar: Option<Grammar>,
 }
 
 /// What happened to a sequence in a step.
@@ -71,16 +91,20 @@ pub(crate) enum Progress {
 }
 
 impl<'t> Seq<'t> {
-    /// The first choice of a request whose prompt is `tokens`.
+    /// The first choice of a request, from what the scheduler prepared.
     pub(crate) fn new(
         tok: &'t Tokenizer,
         job_events: UnboundedSender<Event>,
         req: Arc<Request>,
         params: Arc<SamplerParams>,
-        tokens: Vec<u32>,
-        opens_reasoning: bool,
+        prepared: Prepared,
         n_vocab: usize,
     ) -> Result<Seq<'t>, RequestError> {
+        let Prepared {
+            tokens,
+            opens_reasoning,
+            grammar,
+        } = prepared;
         let n_prompt = tokens.len();
         let mut seq = Seq {
             events: job_events,
@@ -88,6 +112,9 @@ impl<'t> Seq<'t> {
             output: output_stage(&req, opens_reasoning),
             lp: LogprobScratch::new(req.logprobs.unwrap_or(0)),
             sampler: sampler(&params, 0, &tokens[..n_prompt], n_vocab)?,
+            grammar,
+            forced: VecDeque::new(),
+            budget_spent: false,
             req,
             params,
             index: 0,
@@ -135,6 +162,9 @@ impl<'t> Seq<'t> {
             prompt_computed: self.prompt_computed,
             admitted: self.admitted,
             sampler: sampler(&self.params, index, &self.tokens[..self.n_prompt], n_vocab)?,
+            grammar: self.grammar.as_ref().map(Grammar::fork),
+            forced: VecDeque::new(),
+            budget_spent: false,
             decoder: tok.stream_decoder(false, false),
             output: output_stage(&self.req, self.opens_reasoning),
             lp: LogprobScratch::new(self.req.logprobs.unwrap_or(0)),
@@ -185,23 +215,47 @@ impl<'t> Seq<'t> {
     /// Draws the next token from `logits` (this sequence's row of the step), sends its
     /// text, and says whether the choice goes on. `n_text` is the tokenizer's vocabulary
     /// size (padded rows past it are no tokens), `n_ctx` the most tokens a sequence may
-    /// hold.
+    /// hold, `think_close` the tokens of `</think>`.
     pub(crate) fn take_token(
         &mut self,
         tok: &Tokenizer,
         logits: &[f32],
-        n_text: usize,
-        n_ctx: usize,
+        (n_text, n_ctx): (usize, usize),
+        think_close: &[u32],
     ) -> Result<Progress, RequestError> {
         if self.req.max_tokens.is_some_and(|m| self.n_gen >= m) {
             return Ok(self.finish(Finish::Length));
         }
-        let id = self
-            .sampler
-            .sample(logits)
-            .map_err(RequestError::internal)?;
+        let in_reasoning = self.output.in_reasoning();
+        if in_reasoning && !self.budget_spent && !think_close.is_empty() {
+            // The closing tag counts as reasoning: start it so that the tag's last token
+            // is the budget's last.
+            let spent = self.output.reasoning_tokens() + think_close.len();
+            if self.req.reasoning_budget.is_some_and(|b| spent >= b) {
+                self.budget_spent = true;
+                self.forced.extend(think_close);
+            }
+        }
+        let constrained = self.grammar.is_some() && !in_reasoning;
+        let id = match self.forced.pop_front() {
+            Some(t) => t,
+            None => {
+                let allowed = match &mut self.grammar {
+                    Some(g) if constrained => Some(g.allowed().map_err(RequestError::internal)?),
+                    _ => None,
+                };
+                self.sampler
+                    .sample_masked(logits, allowed)
+                    .map_err(RequestError::internal)?
+            }
+        };
         if tok.is_eog(id) {
             return Ok(self.finish(Finish::Stop));
+        }
+        if constrained {
+            if let Some(g) = &mut self.grammar {
+                g.accept(id).map_err(RequestError::internal)?;
+            }
         }
         self.n_gen += 1;
         let now = Instant::now();
@@ -236,7 +290,7 @@ impl<'t> Seq<'t> {
         if !self.send(step.split, logprobs) {
             return Ok(Progress::Cancelled);
         }
-        if step.stopped {
+        if step.stopped || (constrained && self.grammar.as_ref().is_some_and(Grammar::is_done)) {
             return Ok(self.finish(Finish::Stop));
         }
         if self.req.max_tokens.is_some_and(|m| self.n_gen >= m) {
