@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hearth_engine::chat_template::Message;
+use hearth_engine::grammar::Constraint;
 use hearth_engine::sampler::{Penalties, Sampler, SamplerParams};
 use hearth_engine::scheduler::{self, EngineConfig, Event, Finish, Job, Prompt, Request};
 use hearth_gguf::{GgufFile, Residency};
@@ -75,8 +76,42 @@ pub struct RunArgs {
     /// `open_model_with`): less memory, slower decoding.
     #[arg(long)]
     pub mmap: bool,
+    /// Constrain the output to JSON valid against the JSON schema in FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "grammar")]
+    pub json_schema: Option<PathBuf>,
+    /// Constrain the output to the grammar in FILE (llguidance's Lark syntax, which can
+    /// embed JSON schemas as `%json { ... }`).
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<PathBuf>,
     #[command(flatten)]
     pub cache: CacheTypeArgs,
+}
+
+/// The constraint `--json-schema` or `--grammar` asks for, read before the model loads
+/// so that a bad file fails at once.
+fn constraint(args: &RunArgs) -> anyhow::Result<Option<Constraint>> {
+    const LIMIT: u64 = 1 << 20;
+    let read = |path: &PathBuf| -> anyhow::Result<String> {
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        if len > LIMIT {
+            bail!("{} is larger than {LIMIT} bytes", path.display());
+        }
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    if let Some(path) = &args.json_schema {
+        let schema: serde_json::Value = serde_json::from_str(&read(path)?)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        if !schema.is_object() {
+            bail!("{} must hold a JSON schema object", path.display());
+        }
+        return Ok(Some(Constraint::JsonSchema(schema)));
+    }
+    match &args.grammar {
+        Some(path) => Ok(Some(Constraint::Lark(read(path)?))),
+        None => Ok(None),
+    }
 }
 
 /// `--cache-type-k` / `--cache-type-v`, as llama.cpp names them; shared by every
@@ -107,6 +142,7 @@ impl CacheTypeArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let params = sampler_params(&args)?;
     let n_threads = threads(args.threads)?;
+    let constraint = constraint(&args)?;
     if args.batch == 0 {
         bail!("-b must be at least 1");
     }
@@ -164,6 +200,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let request = Request {
         max_tokens: usize::try_from(args.n_predict).ok(),
+        constraint,
         ..Request::new(prompt, params)
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -197,6 +234,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 done = Some((finish, usage, timings));
                 break;
             }
+            // `hearth run` offers no tools.
+            Event::ToolCalls { .. } => {}
             Event::Error(e) => bail!("{e}"),
         }
     }

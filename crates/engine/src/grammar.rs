@@ -190,12 +190,12 @@ impl Grammar {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A tiny SentencePiece vocabulary: `<unk>`, `<s>`, every byte as a token, then
     /// `<eos>` (control) and the user-defined `<tool_call>`.
-    fn vocab() -> (GrammarVocab, Vec<Vec<u8>>) {
+    pub(crate) fn vocab() -> (GrammarVocab, Vec<Vec<u8>>) {
         let mut tokens = vec!["<unk>".to_string(), "<s>".into()];
         let mut types = vec![2i32, 3];
         for b in 0..=255u8 {
@@ -225,7 +225,7 @@ mod tests {
 
     /// Drives `g` greedily through `text` (one byte token at a time), checking each byte
     /// is allowed, and returns whether the end is allowed after it.
-    fn walk(g: &mut Grammar, words: &[Vec<u8>], text: &str) -> bool {
+    pub(crate) fn walk(g: &mut Grammar, words: &[Vec<u8>], text: &str) -> bool {
         for b in text.bytes() {
             let t = words.iter().position(|w| w == &[b]).unwrap();
             assert!(allows(g.allowed().unwrap(), t), "{:?} refused", b as char);

@@ -19,6 +19,7 @@ pub mod output;
 pub mod prefix_cache;
 pub mod sampler;
 pub mod scheduler;
+pub mod tools;
 
 pub use chat_template::{ChatTemplate, Message, TemplateError};
 pub use sampler::{Sampler, SamplerError, SamplerParams};

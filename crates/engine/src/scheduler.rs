@@ -49,11 +49,12 @@ use hearth_kernels::pool::ThreadPool;
 use hearth_models::{Batch, KvCache, KvTypes, Model, Scratch, BLOCK_CELLS};
 use hearth_tokenizer::Tokenizer;
 
-use crate::chat_template::{ChatTemplate, RenderOptions, TemplateConfig};
+use crate::chat_template::{ChatTemplate, Content, Message, RenderOptions, TemplateConfig};
 use crate::grammar::GrammarVocab;
 use crate::output::ReasoningSplitter;
 use crate::prefix_cache::PrefixCache;
 use crate::sampler::SamplerParams;
+use crate::tools::{ToolChoice, ToolFormat, ToolText};
 pub use budget::Budget;
 pub use job::{ErrorKind, Event, Finish, Job, Prompt, Request, RequestError, Timings, Usage};
 use sequence::{Prepared, Progress, Seq};
@@ -257,6 +258,8 @@ struct Scheduler<'m, 'a> {
     /// The tokens of `</think>`, written for a model whose reasoning budget is spent
     /// (empty when the vocabulary cannot spell it).
     think_close: Vec<u32>,
+    /// How the chat template writes tool calls.
+    tool_format: ToolFormat,
 }
 
 impl<'m, 'a> Scheduler<'m, 'a> {
@@ -346,6 +349,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             admissions: 0,
             grammar_vocab: OnceCell::new(),
             think_close: tok.encode("</think>", false, true).unwrap_or_default(),
+            tool_format: ToolFormat::detect(embedded.unwrap_or_default()),
         })
     }
 
@@ -428,6 +432,10 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 ),
             ));
         }
+        let tools = req
+            .tools
+            .as_ref()
+            .filter(|t| !t.tools.is_empty() && req.prompt_is_chat());
         let (text, opens_reasoning) = match &req.prompt {
             Prompt::Text(t) => (t.clone(), false),
             Prompt::Chat(messages) => {
@@ -436,10 +444,19 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                     message: "this model has no usable chat template; use /v1/completions".into(),
                     param: None,
                 })?;
+                // A template that knows no tools gets them described in a system message.
+                let (messages, tool_list) = match tools {
+                    Some(t) if self.tool_format == ToolFormat::Generic => (
+                        with_system_text(messages, &t.generic_instructions()),
+                        &[][..],
+                    ),
+                    Some(t) => (messages.clone(), &t.tools[..]),
+                    None => (messages.clone(), &[][..]),
+                };
                 let text = template
                     .render_prompt(
-                        messages,
-                        &req.tools,
+                        &messages,
+                        tool_list,
                         &RenderOptions {
                             add_generation_prompt: true,
                             extra: req.template_kwargs.clone(),
@@ -494,15 +511,29 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                     .map(|&t| (t, f32::NEG_INFINITY)),
             );
         }
-        let grammar = match &req.constraint {
+        // A call the request demands wins over a response format; otherwise the format,
+        // or the tools' own grammar (the generic format's JSON).
+        let tool_constraint = tools.and_then(|t| t.constraint(self.tool_format));
+        let forced_call =
+            tools.is_some_and(|t| matches!(t.choice, ToolChoice::Required | ToolChoice::Named(_)));
+        let (constraint, param) = match (&req.constraint, tool_constraint) {
+            (Some(c), None) => (Some(c.clone()), "response_format"),
+            (Some(c), Some(_)) if !forced_call => (Some(c.clone()), "response_format"),
+            (_, Some(t)) => (Some(t), "tools"),
+            (None, None) => (None, "response_format"),
+        };
+        let grammar = match &constraint {
             Some(c) => Some(self.grammar_vocab()?.compile(c).map_err(|e| {
                 RequestError::invalid(
-                    "response_format",
+                    param,
                     format!("the output constraint cannot be enforced: {e}"),
                 )
             })?),
             None => None,
         };
+        let tool_text = tools
+            .filter(|t| t.choice != ToolChoice::None)
+            .map(|_| ToolText::new(self.tool_format));
         Seq::new(
             self.tok,
             events,
@@ -512,6 +543,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 tokens,
                 opens_reasoning,
                 grammar,
+                tool_text,
             },
             n_vocab,
         )
@@ -858,4 +890,22 @@ const GEMM_MIN_PROMPT: usize = 64;
 /// decoding streams, and so rounds differently from a run alone.
 fn takes_gemm(s: &Seq<'_>, n_decode: usize) -> bool {
     n_decode == 0 && s.tokens.len() >= GEMM_MIN_PROMPT
+}
+
+/// `messages` with `text` added to the system message (one is put first if there is
+/// none).
+fn with_system_text(messages: &[Message], text: &str) -> Vec<Message> {
+    let mut out = messages.to_vec();
+    match out.first_mut() {
+        Some(m) if m.role == "system" => {
+            let old = m
+                .content
+                .as_ref()
+                .map(|c| c.joined_text())
+                .unwrap_or_default();
+            m.content = Some(Content::Text(format!("{old}\n\n{text}")));
+        }
+        _ => out.insert(0, Message::new("system", text)),
+    }
+    out
 }

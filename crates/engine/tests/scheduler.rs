@@ -174,6 +174,7 @@ fn collect(
                 a.usage[index] = usage;
                 open -= 1;
             }
+            Event::ToolCalls { .. } => panic!("no tools were offered"),
             Event::Error(e) => return Err(e),
         }
     }

@@ -1,7 +1,7 @@
 //! Request bodies: parsed from JSON by hand so that every wrong type or out-of-range value
 //! gets a 400 that names the field. Unknown fields are ignored, as OpenAI's clients expect.
 
-use hearth_engine::chat_template::{Content, ContentPart};
+use hearth_engine::chat_template::{Content, ContentPart, ToolCall};
 use hearth_engine::logprobs::{MAX_LOGPROBS_COMPLETION, MAX_TOP_LOGPROBS_CHAT};
 use hearth_engine::sampler::{Penalties, SamplerParams};
 use hearth_engine::scheduler::{Prompt, Request};
@@ -87,6 +87,7 @@ pub fn parse_chat(body: &[u8]) -> Result<GenRequest, ApiError> {
     };
     req.request.reasoning_budget = structured::reasoning_budget(&obj)?;
     req.request.template_kwargs = structured::template_kwargs(&obj)?;
+    req.request.tools = structured::tools(&obj)?;
     Ok(req)
 }
 
@@ -190,12 +191,77 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
         }
     };
     let name = obj.get("name").and_then(Value::as_str).map(str::to_owned);
+    let tool_call_id = match obj.get("tool_call_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                format!("{param}.tool_call_id"),
+                format!("'{param}.tool_call_id' must be a string"),
+            ))
+        }
+    };
+    let tool_calls = match obj.get("tool_calls") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(calls)) => Some(
+            calls
+                .iter()
+                .enumerate()
+                .map(|(j, c)| parse_tool_call(&format!("{param}.tool_calls[{j}]"), c))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                format!("{param}.tool_calls"),
+                format!("'{param}.tool_calls' must be an array"),
+            ))
+        }
+    };
     Ok(Message {
         role,
         content,
         name,
+        tool_calls,
+        tool_call_id,
         ..Message::default()
     })
+}
+
+/// One of an assistant turn's `tool_calls`: `{id, type, function: {name, arguments}}`,
+/// the arguments a JSON string as OpenAI sends them. Templates read them as an object
+/// (transformers' convention), so a string holding a JSON object is parsed.
+fn parse_tool_call(param: &str, c: &Value) -> Result<ToolCall, ApiError> {
+    let f = c
+        .get("function")
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                format!("{param}.function"),
+                format!("'{param}.function' must be an object"),
+            )
+        })?;
+    let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::invalid(
+            format!("{param}.function.name"),
+            format!("'{param}.function.name' must be a string"),
+        )
+    })?;
+    let arguments = match f.get("arguments") {
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
+            .ok()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| Value::String(s.clone())),
+        Some(v @ Value::Object(_)) => v.clone(),
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                format!("{param}.function.arguments"),
+                format!("'{param}.function.arguments' must be a JSON string"),
+            ))
+        }
+    };
+    let id = c.get("id").and_then(Value::as_str).unwrap_or_default();
+    Ok(ToolCall::function(id, name, arguments))
 }
 
 /// The fields both endpoints share.
@@ -361,7 +427,7 @@ fn common(
         ignore_eos,
         constraint: structured::response_format(obj)?,
         reasoning_budget: None,
-        tools: Vec::new(),
+        tools: None,
         template_kwargs: Map::new(),
     };
     Ok(GenRequest {

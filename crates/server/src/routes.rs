@@ -18,6 +18,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use hearth_engine::logprobs::TokenLogprob;
 use hearth_engine::scheduler::{ErrorKind, Event, Finish, Job, ModelInfo, RequestError, Usage};
+use hearth_engine::tools::ToolCall;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::error::ApiError;
@@ -324,6 +325,7 @@ struct Collected {
     content: String,
     reasoning: String,
     logprobs: Vec<TokenLogprob>,
+    tool_calls: Vec<Value>,
     finish: Option<Finish>,
 }
 
@@ -358,6 +360,11 @@ async fn whole(meta: Meta, want_logprobs: bool, mut rx: UnboundedReceiver<Event>
                     open -= 1;
                 }
             }
+            Some(Event::ToolCalls { index, calls }) => {
+                if let Some(c) = choices.get_mut(index) {
+                    c.tool_calls = meta.tool_calls(index, &calls, false);
+                }
+            }
             Some(Event::Error(e)) => return api_error(e).into_response(),
             Some(Event::Started { .. }) => {}
             None => return engine_gone().into_response(),
@@ -371,6 +378,13 @@ async fn whole(meta: Meta, want_logprobs: bool, mut rx: UnboundedReceiver<Event>
             match meta.kind {
                 Kind::Chat => {
                     let mut message = json!({"role": "assistant", "content": c.content});
+                    if !c.tool_calls.is_empty() {
+                        // OpenAI's shape for a turn that only calls: no content.
+                        if c.content.is_empty() {
+                            message["content"] = Value::Null;
+                        }
+                        message["tool_calls"] = Value::Array(c.tool_calls);
+                    }
                     if !c.reasoning.is_empty() {
                         message["reasoning_content"] = Value::String(c.reasoning);
                     }
@@ -467,6 +481,28 @@ impl Meta {
                 )
             }
         }
+    }
+
+    /// Choice `index`'s calls as OpenAI's `tool_calls` entries (with `index` each, for a
+    /// streamed delta). Ids are the response id's and the choice's and call's numbers, so
+    /// they are unique within the conversation as long as response ids are.
+    fn tool_calls(&self, index: usize, calls: &[ToolCall], streamed: bool) -> Vec<Value> {
+        let base = self.id.trim_start_matches("chatcmpl-");
+        calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut v = json!({
+                    "id": format!("call_{base}_{index}_{i}"),
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                });
+                if streamed {
+                    v["index"] = json!(i);
+                }
+                v
+            })
+            .collect()
     }
 
     fn finish(&self, index: usize, finish: Finish, include_usage: bool) -> Value {
@@ -616,6 +652,17 @@ fn stream(meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>) -> 
                     }
                     let _ = out.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
                     return;
+                }
+                Some(Event::ToolCalls { index, calls }) if index < meta.n => {
+                    let mut delta = json!({"tool_calls": meta.tool_calls(index, &calls, true)});
+                    if first[index] {
+                        delta["role"] = json!("assistant");
+                        first[index] = false;
+                    }
+                    meta.chunk(
+                        json!({"index": index, "delta": delta, "logprobs": null, "finish_reason": null}),
+                        include_usage,
+                    )
                 }
                 Some(Event::Error(e)) => {
                     let _ = out.send(Ok(sse(&api_error(e).body()))).await;

@@ -8,6 +8,7 @@
 //! names the feature.
 
 use hearth_engine::grammar::Constraint;
+use hearth_engine::tools::{ToolChoice, Tools};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -139,6 +140,131 @@ pub fn template_kwargs(obj: &Map<String, Value>) -> Result<Map<String, Value>, A
             "'chat_template_kwargs' must be an object",
         )),
     }
+}
+
+/// The most tools a request may offer.
+pub const MAX_TOOLS: usize = 128;
+
+/// `tools`, `tool_choice` and `parallel_tool_calls`: `None` when no tools are offered.
+pub fn tools(obj: &Map<String, Value>) -> Result<Option<Tools>, ApiError> {
+    let list = match obj.get("tools") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) if items.len() <= MAX_TOOLS => items,
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid(
+                "tools",
+                format!("'tools' takes at most {MAX_TOOLS} tools"),
+            ))
+        }
+        Some(_) => return Err(ApiError::invalid("tools", "'tools' must be an array")),
+    };
+    let mut names = Vec::with_capacity(list.len());
+    for (i, t) in list.iter().enumerate() {
+        let param = format!("tools[{i}]");
+        if t.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(ApiError::invalid(
+                format!("{param}.type"),
+                format!("'{param}.type' must be \"function\""),
+            ));
+        }
+        let f = t
+            .get("function")
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!("{param}.function"),
+                    format!("'{param}.function' must be an object"),
+                )
+            })?;
+        let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
+        let valid = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(ApiError::invalid(
+                format!("{param}.function.name"),
+                format!("'{param}.function.name' must be 1 to 64 letters, digits, '_' or '-'"),
+            ));
+        }
+        if names.contains(&name) {
+            return Err(ApiError::invalid(
+                format!("{param}.function.name"),
+                format!("two tools are named '{name}'"),
+            ));
+        }
+        names.push(name);
+        if !matches!(
+            f.get("parameters"),
+            None | Some(Value::Null | Value::Object(_))
+        ) {
+            return Err(ApiError::invalid(
+                format!("{param}.function.parameters"),
+                format!("'{param}.function.parameters' must be a JSON schema object"),
+            ));
+        }
+        if !matches!(
+            f.get("description"),
+            None | Some(Value::Null | Value::String(_))
+        ) {
+            return Err(ApiError::invalid(
+                format!("{param}.function.description"),
+                format!("'{param}.function.description' must be a string"),
+            ));
+        }
+    }
+    let choice = match obj.get("tool_choice") {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::String(c)) if c == "none" => ToolChoice::None,
+        Some(Value::String(c)) if c == "auto" => ToolChoice::Auto,
+        Some(Value::String(c)) if c == "required" => ToolChoice::Required,
+        Some(Value::Object(o)) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "tool_choice",
+                        "'tool_choice' as an object must be {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                    )
+                })?;
+            if !names.contains(&name) {
+                return Err(ApiError::invalid(
+                    "tool_choice",
+                    format!("'tool_choice' names '{name}', which is not in 'tools'"),
+                ));
+            }
+            ToolChoice::Named(name.to_owned())
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "tool_choice",
+                "'tool_choice' must be \"none\", \"auto\", \"required\" or a named function",
+            ))
+        }
+    };
+    if list.is_empty() && matches!(choice, ToolChoice::Required) {
+        return Err(ApiError::invalid(
+            "tool_choice",
+            "'tool_choice' is \"required\" but 'tools' is empty",
+        ));
+    }
+    let parallel = match obj.get("parallel_tool_calls") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "parallel_tool_calls",
+                "'parallel_tool_calls' must be a boolean",
+            ))
+        }
+    };
+    Ok(Some(Tools {
+        tools: list.clone(),
+        choice,
+        parallel,
+    }))
 }
 
 #[cfg(test)]

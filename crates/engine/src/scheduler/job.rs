@@ -7,6 +7,7 @@ use crate::chat_template::Message;
 use crate::grammar::Constraint;
 use crate::logprobs::TokenLogprob;
 use crate::sampler::SamplerParams;
+use crate::tools::{ToolCall, Tools};
 
 /// What to generate from.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,15 +47,21 @@ pub struct Request {
     /// The most tokens a choice may spend reasoning: when they are spent, `</think>` is
     /// written for the model, and the answer follows.
     pub reasoning_budget: Option<usize>,
-    /// Tools offered to a chat model, as OpenAI's `tools` entries; rendered by the
-    /// model's template.
-    pub tools: Vec<serde_json::Value>,
+    /// Tools offered to a chat model and how they may be used: rendered by the model's
+    /// template (or described in a system message when it knows none), calls enforced
+    /// by a grammar where the choice asks for one, and parsed out of the answer.
+    pub tools: Option<Tools>,
     /// Extra variables for the chat template (`chat_template_kwargs`, e.g. Qwen3's
     /// `enable_thinking`).
     pub template_kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Request {
+    /// Whether the prompt is a conversation (tools only apply to those).
+    pub fn prompt_is_chat(&self) -> bool {
+        matches!(self.prompt, Prompt::Chat(_))
+    }
+
     /// A request for `prompt` with the given sampler and every other setting at its
     /// default (one choice, no stop strings, no log-probabilities, no reasoning split).
     pub fn new(prompt: Prompt, sampler: SamplerParams) -> Request {
@@ -69,7 +76,7 @@ impl Request {
             ignore_eos: false,
             constraint: None,
             reasoning_budget: None,
-            tools: Vec::new(),
+            tools: None,
             template_kwargs: serde_json::Map::new(),
         }
     }
@@ -91,6 +98,8 @@ pub enum Finish {
     Stop,
     /// `max_tokens` or a full context.
     Length,
+    /// The answer called tools.
+    ToolCalls,
 }
 
 impl Finish {
@@ -99,6 +108,7 @@ impl Finish {
         match self {
             Finish::Stop => "stop",
             Finish::Length => "length",
+            Finish::ToolCalls => "tool_calls",
         }
     }
 }
@@ -159,6 +169,14 @@ pub enum Event {
         usage: Usage,
         /// Its timings.
         timings: Timings,
+    },
+    /// The tool calls of choice `index`, parsed from its answer; sent once, just before
+    /// its `Done` (the answer text they came from is not sent as content).
+    ToolCalls {
+        /// The choice.
+        index: usize,
+        /// The calls, in order.
+        calls: Vec<ToolCall>,
     },
     /// The job failed (before `Started`: the request is at fault); nothing follows.
     Error(RequestError),

@@ -23,6 +23,7 @@ use crate::output::{OutputStage, Split};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::scheduler::job::{Event, Finish, Request, RequestError, Timings, Usage};
 use crate::scheduler::metrics;
+use crate::tools::ToolText;
 
 /// One choice being generated.
 pub(crate) struct Seq<'t> {
@@ -57,6 +58,8 @@ pub(crate) struct Seq<'t> {
     forced: VecDeque<u32>,
     /// The reasoning budget has been spent (and its closing tag forced).
     budget_spent: bool,
+    /// Where the answer may call tools: holds call text back and parses it at the end.
+    tool_text: Option<ToolText>,
     decoder: StreamDecoder<'t>,
     output: OutputStage,
     lp: LogprobScratch,
@@ -77,6 +80,8 @@ pub(crate) struct Prepared {
     pub(crate) opens_reasoning: bool,
     /// The request's constraint, compiled.
     pub(crate) grammar: Option<Grammar>,
+    /// The tool-call stage, when the answer may call tools.
+    pub(crate) tool_text: Option<ToolText>,
 }
 
 /// What happened to a sequence in a step.
@@ -104,6 +109,7 @@ impl<'t> Seq<'t> {
             tokens,
             opens_reasoning,
             grammar,
+            tool_text,
         } = prepared;
         let n_prompt = tokens.len();
         let mut seq = Seq {
@@ -115,6 +121,7 @@ impl<'t> Seq<'t> {
             grammar,
             forced: VecDeque::new(),
             budget_spent: false,
+            tool_text,
             req,
             params,
             index: 0,
@@ -165,6 +172,7 @@ impl<'t> Seq<'t> {
             grammar: self.grammar.as_ref().map(Grammar::fork),
             forced: VecDeque::new(),
             budget_spent: false,
+            tool_text: self.tool_text.clone(),
             decoder: tok.stream_decoder(false, false),
             output: output_stage(&self.req, self.opens_reasoning),
             lp: LogprobScratch::new(self.req.logprobs.unwrap_or(0)),
@@ -286,7 +294,10 @@ impl<'t> Seq<'t> {
             None => Vec::new(),
         };
         let piece = self.decoder.push(id).map_err(RequestError::internal)?;
-        let step = self.output.push_token(piece);
+        let mut step = self.output.push_token(piece);
+        if let Some(t) = &mut self.tool_text {
+            step.split.content = t.push(&step.split.content);
+        }
         if !self.send(step.split, logprobs) {
             return Ok(Progress::Cancelled);
         }
@@ -321,10 +332,27 @@ impl<'t> Seq<'t> {
     }
 
     /// Sends the held text and the end of this choice.
-    fn finish(&mut self, finish: Finish) -> Progress {
+    fn finish(&mut self, mut finish: Finish) -> Progress {
         let rest = self.decoder.finish();
-        let tail = self.output.finish(&rest);
+        let mut tail = self.output.finish(&rest);
+        let mut calls = Vec::new();
+        if let Some(t) = &mut self.tool_text {
+            let mut content = t.push(&tail.content);
+            let (held, found) = t.finish();
+            content.push_str(&held);
+            tail.content = content;
+            calls = found;
+        }
         self.send(tail, Vec::new());
+        if !calls.is_empty() {
+            if finish == Finish::Stop {
+                finish = Finish::ToolCalls;
+            }
+            let _ = self.events.send(Event::ToolCalls {
+                index: self.index,
+                calls,
+            });
+        }
         let now = Instant::now();
         let since = |t: Option<Instant>| t.map_or(0.0, |t| (now - t).as_secs_f64());
         let timings = Timings {
