@@ -54,7 +54,7 @@ use crate::grammar::GrammarVocab;
 use crate::output::ReasoningSplitter;
 use crate::prefix_cache::PrefixCache;
 use crate::sampler::SamplerParams;
-use crate::tools::{ToolChoice, ToolFormat, ToolText};
+use crate::tools::{self, ToolChoice, ToolFormat, ToolText};
 pub use budget::Budget;
 pub use job::{ErrorKind, Event, Finish, Job, Prompt, Request, RequestError, Timings, Usage};
 use sequence::{Prepared, Progress, Seq};
@@ -445,13 +445,14 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                     param: None,
                 })?;
                 // A template that knows no tools gets them described in a system message.
+                let history = tools::history_for(self.tool_format, messages);
                 let (messages, tool_list) = match tools {
                     Some(t) if self.tool_format == ToolFormat::Generic => (
-                        with_system_text(messages, &t.generic_instructions()),
+                        with_system_text(&history, &t.generic_instructions()),
                         &[][..],
                     ),
-                    Some(t) => (messages.clone(), &t.tools[..]),
-                    None => (messages.clone(), &[][..]),
+                    Some(t) => (history, &t.tools[..]),
+                    None => (history, &[][..]),
                 };
                 let text = template
                     .render_prompt(

@@ -17,6 +17,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::chat_template::Message;
 use crate::grammar::Constraint;
 
 /// How a template writes tool calls.
@@ -251,6 +252,50 @@ impl Tools {
             serde_json::to_string_pretty(&list).unwrap_or_default()
         )
     }
+}
+
+/// A conversation's earlier calls and results, as the template in `format` can read
+/// them: the generic format (a template that knows no tools, and often refuses any role
+/// but user and assistant) gets the calls as the assistant's JSON answer and the results
+/// as user turns holding `{"tool_response": …}`; DeepSeek's template concatenates the
+/// arguments, so it gets them as a JSON string; the others read an object.
+pub fn history_for(format: ToolFormat, messages: &[Message]) -> Vec<Message> {
+    messages
+        .iter()
+        .map(|m| match format {
+            ToolFormat::Generic if m.role == "tool" => {
+                let text = m
+                    .content
+                    .as_ref()
+                    .map(|c| c.joined_text())
+                    .unwrap_or_default();
+                let response = json!({"tool_response": {
+                    "tool_call_id": m.tool_call_id,
+                    "content": text,
+                }});
+                Message::user(response.to_string())
+            }
+            ToolFormat::Generic if m.tool_calls.is_some() => {
+                let calls: Vec<Value> = m
+                    .tool_calls
+                    .iter()
+                    .flatten()
+                    .map(|c| json!({"name": c.function.name, "arguments": c.function.arguments}))
+                    .collect();
+                Message::assistant(json!({ "tool_calls": calls }).to_string())
+            }
+            ToolFormat::DeepSeek if m.tool_calls.is_some() => {
+                let mut m = m.clone();
+                for c in m.tool_calls.iter_mut().flatten() {
+                    if !c.function.arguments.is_string() {
+                        c.function.arguments = Value::String(c.function.arguments.to_string());
+                    }
+                }
+                m
+            }
+            _ => m.clone(),
+        })
+        .collect()
 }
 
 /// The answer text of a choice that may call tools: text before anything that could be
