@@ -2,7 +2,7 @@
 # Starts `hearth serve` with the default model on a free loopback port (4 sequences at
 # once) and runs the OpenAI-client tests (tests/server/test_metrics.py first, on the idle
 # server, then test_openai.py, test_concurrency.py, test_batching.py, test_logprobs.py and
-# test_tools.py and a short soak, tests/server/soak.py) against it;
+# test_structured.py, test_tools.py and a short soak, tests/server/soak.py) against it;
 # then serves a tiny random-weight model with DeepSeek-R1-Distill-Qwen's tokenizer and chat
 # template and runs tests/server/test_reasoning.py (its vocab file comes from
 # tests/fixtures/tokenizer/fetch-vocabs.sh, which CI runs first). CI builds the binary
@@ -48,6 +48,7 @@ HEARTH_SERVER_URL="http://127.0.0.1:$port" HEARTH_TEST_API_KEY="$key" \
     "$HEARTH_PYTHON" tests/server/test_concurrency.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
 HEARTH_SERVER_URL="http://127.0.0.1:$port" HEARTH_TEST_API_KEY="$key" \
     "$HEARTH_PYTHON" tests/server/test_logprobs.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
+"$HEARTH_PYTHON" tests/server/test_structured.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
 "$HEARTH_PYTHON" tests/server/test_tools.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
 # A short soak (the full one, 16 clients, 200 requests, 5 minutes, is the script's default).
 "$HEARTH_PYTHON" tests/server/soak.py --clients 8 --requests 40 --min-seconds 20 \
@@ -65,7 +66,7 @@ for arch in qwen2 deepseek2; do
     mkdir -p "$r1_dir/$arch"
     "$HEARTH_PYTHON" tests/server/test_reasoning.py --make-model "$r1_vocab" "$r1_dir/$arch/tiny-r1.gguf" "$arch"
     r1_port="$("$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    HEARTH_API_KEY="$key" "$bin" serve "$r1_dir/$arch/tiny-r1.gguf" --port "$r1_port" --ctx 512 -t 2 >"$r1_log" 2>&1 &
+    HEARTH_API_KEY="$key" "$bin" serve "$r1_dir/$arch/tiny-r1.gguf" --port "$r1_port" --ctx 1024 -t 2 >"$r1_log" 2>&1 &
     r1_pid=$!
     echo "hearth: the reasoning split with a tiny $arch model"
     HEARTH_R1_URL="http://127.0.0.1:$r1_port" HEARTH_TEST_API_KEY="$key" HEARTH_R1_VOCAB="$r1_vocab" \

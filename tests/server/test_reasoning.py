@@ -21,6 +21,7 @@ This template (the GGUF's, as published) ends the prompt with `<｜Assistant｜>
 not open `<think>` itself, so the model's first token is `<think>`.
 """
 
+import json
 import os
 import sys
 import time
@@ -29,6 +30,7 @@ import urllib.error
 import urllib.request
 
 import gguf
+import jsonschema
 import openai
 
 VOCAB = os.environ.get(
@@ -254,6 +256,72 @@ class ReasoningTest(unittest.TestCase):
                                            extra_body={"repeat_penalty": 10.0})
         self.assertEqual(r.usage.prompt_tokens, 10)
         self.assertEqual(r.choices[0].text, self.raw)
+
+    # Structured output and reasoning controls (issue 14): the constraint starts after
+    # the reasoning, and a budget closes the reasoning for the model.
+
+    SCHEMA = {"type": "object",
+              "properties": {"ok": {"type": "boolean"},
+                             "n": {"type": "integer", "minimum": 0, "maximum": 99},
+                             "tag": {"enum": ["alpha", "beta"]}},
+              "required": ["ok", "n", "tag"], "additionalProperties": False}
+
+    def think_first(self, budget, **kw):
+        """Greedy, with `<think>` steered first; the rest is the random model's."""
+        think = self.bias[next(iter(self.bias))]
+        bias = {next(iter(self.bias)): think}
+        return self.client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": QUESTION}], temperature=0,
+            logit_bias=bias, extra_body={"repeat_penalty": 10.0, "reasoning_budget": budget},
+            **kw)
+
+    def test_free_thinking_then_schema_valid_json(self):
+        for budget in (6, 24):
+            r = self.think_first(budget, max_tokens=200, response_format={
+                "type": "json_schema", "json_schema": {"name": "answer", "schema": self.SCHEMA}})
+            msg, usage = r.choices[0].message, r.usage
+            self.assertTrue(msg.reasoning_content, msg)
+            self.assertLessEqual(usage.completion_tokens_details.reasoning_tokens, budget)
+            doc = json.loads(msg.content)
+            jsonschema.validate(doc, self.SCHEMA)
+            self.assertEqual(r.choices[0].finish_reason, "stop")
+
+    def test_budget_closes_the_reasoning(self):
+        for budget in (5, 40):
+            r = self.think_first(budget, max_tokens=budget + 20)
+            msg = r.choices[0].message
+            self.assertEqual(r.usage.completion_tokens_details.reasoning_tokens, budget)
+            self.assertTrue(msg.reasoning_content)
+            self.assertTrue(msg.content, "an answer follows the forced </think>")
+
+    def test_reasoning_effort_sets_the_budget(self):
+        # Documented: none/minimal 0 (the tags alone), low 512, medium 2048, high none.
+        low = self.client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": QUESTION}], temperature=0,
+            logit_bias={next(iter(self.bias)): 100}, max_tokens=560, reasoning_effort="low",
+            extra_body={"repeat_penalty": 10.0})
+        self.assertEqual(low.usage.completion_tokens_details.reasoning_tokens, 512)
+        self.assertTrue(low.choices[0].message.content)
+        none = self.client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": QUESTION}], temperature=0,
+            logit_bias={next(iter(self.bias)): 100}, max_tokens=20, reasoning_effort="minimal",
+            extra_body={"repeat_penalty": 10.0})
+        self.assertLessEqual(none.usage.completion_tokens_details.reasoning_tokens, 2)
+        self.assertTrue(none.choices[0].message.content)
+
+    def test_required_tool_call_in_deepseeks_format(self):
+        tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]},
+                                             "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+            "required": ["city", "days"]}}}]
+        r = self.think_first(8, max_tokens=300, tools=tools, tool_choice="required",
+                             parallel_tool_calls=False)
+        c = r.choices[0]
+        self.assertEqual(c.finish_reason, "tool_calls", c.message)
+        call = c.message.tool_calls[0]
+        self.assertEqual(call.function.name, "get_weather")
+        jsonschema.validate(json.loads(call.function.arguments), tools[0]["function"]["parameters"])
+        self.assertTrue(c.message.reasoning_content)
 
 
 if __name__ == "__main__":

@@ -45,18 +45,7 @@ impl Constraint {
     /// items, no free whitespace): small models given free whitespace tend to fill the
     /// budget with newlines. A schema's own `x-guidance` options win.
     fn to_grammar(&self) -> TopLevelGrammar {
-        let json = |mut schema: Value| {
-            if let Value::Object(o) = &mut schema {
-                o.entry("x-guidance").or_insert_with(|| {
-                    serde_json::json!({
-                        "whitespace_flexible": false,
-                        "item_separator": ", ",
-                        "key_separator": ": ",
-                    })
-                });
-            }
-            TopLevelGrammar::from_json_schema(schema)
-        };
+        let json = |schema: Value| TopLevelGrammar::from_json_schema(compact_json(schema));
         match self {
             Constraint::JsonObject => json(serde_json::json!({ "type": "object" })),
             Constraint::JsonSchema(s) => json(s.clone()),
@@ -64,6 +53,22 @@ impl Constraint {
             Constraint::Regex(r) => TopLevelGrammar::from_regex(r),
         }
     }
+}
+
+/// `schema` with llguidance's options for compact JSON (`", "` and `": "` between items,
+/// no free whitespace) unless it sets its own `x-guidance`: small models given free
+/// whitespace tend to fill the budget with newlines. Also for `%json` inside a grammar.
+pub fn compact_json(mut schema: Value) -> Value {
+    if let Value::Object(o) = &mut schema {
+        o.entry("x-guidance").or_insert_with(|| {
+            serde_json::json!({
+                "whitespace_flexible": false,
+                "item_separator": ", ",
+                "key_separator": ": ",
+            })
+        });
+    }
+    schema
 }
 
 /// The model's vocabulary as llguidance sees it, shared by every constrained sequence.

@@ -178,6 +178,11 @@ impl ReasoningSplitter {
         self.state == SplitState::Reasoning
     }
 
+    /// Whether a reasoning block may still open (nothing but whitespace so far).
+    pub fn may_open_reasoning(&self) -> bool {
+        self.state == SplitState::Start
+    }
+
     /// Adds the next piece of text.
     pub fn push(&mut self, piece: &str) -> Split {
         self.held.push_str(piece);
@@ -320,6 +325,11 @@ impl OutputStage {
     /// Whether the text so far ends inside a reasoning block.
     pub fn in_reasoning(&self) -> bool {
         self.splitter.in_reasoning()
+    }
+
+    /// Whether a reasoning block may still open.
+    pub fn may_open_reasoning(&self) -> bool {
+        self.splitter.may_open_reasoning()
     }
 
     /// Generated tokens that fell inside `<think>…</think>` (tags included).

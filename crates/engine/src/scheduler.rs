@@ -57,7 +57,7 @@ use crate::sampler::SamplerParams;
 use crate::tools::{self, ToolChoice, ToolFormat, ToolText};
 pub use budget::Budget;
 pub use job::{ErrorKind, Event, Finish, Job, Prompt, Request, RequestError, Timings, Usage};
-use sequence::{Prepared, Progress, Seq};
+use sequence::{Prepared, Progress, Seq, ThinkTokens};
 
 /// Most tokens a step carries by default (llama.cpp's default `n_ubatch`).
 pub const DEFAULT_BATCH: usize = 512;
@@ -255,11 +255,12 @@ struct Scheduler<'m, 'a> {
     /// The vocabulary as the grammar engine sees it, built for the first constrained
     /// request (about a second on a large vocabulary; most servers never need it).
     grammar_vocab: OnceCell<Result<GrammarVocab, String>>,
-    /// The tokens of `</think>`, written for a model whose reasoning budget is spent
-    /// (empty when the vocabulary cannot spell it).
-    think_close: Vec<u32>,
+    /// The reasoning tags as tokens.
+    think: ThinkTokens,
     /// How the chat template writes tool calls.
     tool_format: ToolFormat,
+    /// Whether the template lists the tools it is given (else a system message does).
+    template_shows_tools: bool,
 }
 
 impl<'m, 'a> Scheduler<'m, 'a> {
@@ -348,8 +349,16 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             ended: Vec::with_capacity(parallel),
             admissions: 0,
             grammar_vocab: OnceCell::new(),
-            think_close: tok.encode("</think>", false, true).unwrap_or_default(),
+            think: ThinkTokens {
+                open: match tok.encode("<think>", false, true).as_deref() {
+                    Ok([one]) => Some(*one),
+                    _ => None,
+                },
+                close: tok.encode("</think>", false, true).unwrap_or_default(),
+            },
             tool_format: ToolFormat::detect(embedded.unwrap_or_default()),
+            template_shows_tools: embedded.is_some_and(|t| t.contains("tools"))
+                && ToolFormat::detect(embedded.unwrap_or_default()) != ToolFormat::Generic,
         })
     }
 
@@ -444,11 +453,12 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                     message: "this model has no usable chat template; use /v1/completions".into(),
                     param: None,
                 })?;
-                // A template that knows no tools gets them described in a system message.
+                // A template that does not list tools gets them described in a system
+                // message.
                 let history = tools::history_for(self.tool_format, messages);
                 let (messages, tool_list) = match tools {
-                    Some(t) if self.tool_format == ToolFormat::Generic => (
-                        with_system_text(&history, &t.generic_instructions()),
+                    Some(t) if !self.template_shows_tools => (
+                        with_system_text(&history, &t.instructions(self.tool_format)),
                         &[][..],
                     ),
                     Some(t) => (history, &t.tools[..]),
@@ -592,7 +602,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             plan,
             limits,
             ended,
-            think_close,
+            think,
             ..
         } = self;
         let logits = match model.forward(pool, kv, scratch, batch) {
@@ -672,14 +682,13 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 if ended[i] {
                     continue;
                 }
-                let progress =
-                    match running[i].take_token(tok, r, (n_text, limits.n_ctx), think_close) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            running[i].fail(e);
-                            Progress::Done
-                        }
-                    };
+                let progress = match running[i].take_token(tok, r, (n_text, limits.n_ctx), think) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        running[i].fail(e);
+                        Progress::Done
+                    }
+                };
                 if progress != Progress::Running {
                     if progress == Progress::Cancelled {
                         metrics::finished("cancelled");

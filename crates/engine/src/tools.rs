@@ -18,7 +18,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::chat_template::Message;
-use crate::grammar::Constraint;
+use crate::grammar::{compact_json, Constraint};
 
 /// How a template writes tool calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,7 +172,7 @@ impl Tools {
             s
         };
         let lark = |body: String| Some(Constraint::Lark(body));
-        let json_rule = |schema: &Value| format!("%json {schema}");
+        let json_rule = |schema: &Value| format!("%json {}", compact_json(schema.clone()));
         let repeat = if self.parallel { "+" } else { "" };
         match format {
             ToolFormat::Generic => {
@@ -231,9 +231,10 @@ impl Tools {
         }
     }
 
-    /// A system message describing the tools, for templates that know none (the
-    /// generic format).
-    pub fn generic_instructions(&self) -> String {
+    /// A system message describing the tools and how to call them in `format`, for
+    /// templates that do not show tools themselves (Gemma 3's knows none; DeepSeek-R1's
+    /// writes calls but never lists the tools).
+    pub fn instructions(&self, format: ToolFormat) -> String {
         let list: Vec<Value> = self
             .functions()
             .map(|(name, params)| {
@@ -247,8 +248,15 @@ impl Tools {
                 json!({"name": name, "description": description, "parameters": params})
             })
             .collect();
+        let how = match format {
+            ToolFormat::Generic => "To call tools, answer with JSON: {\"tool_calls\": [{\"name\": \"<tool name>\", \"arguments\": {<arguments>}}]}. Otherwise answer with JSON: {\"response\": \"<your answer>\"}.".to_owned(),
+            ToolFormat::Hermes => "To call a tool, write <tool_call>\n{\"name\": \"<tool name>\", \"arguments\": {<arguments>}}\n</tool_call>".to_owned(),
+            ToolFormat::Mistral => "To call tools, write [TOOL_CALLS][{\"name\": \"<tool name>\", \"arguments\": {<arguments>}}]".to_owned(),
+            ToolFormat::Llama3 => "To call a tool, answer with JSON: {\"name\": \"<tool name>\", \"parameters\": {<arguments>}}".to_owned(),
+            ToolFormat::DeepSeek => format!("To call a tool, write {DS_CALLS_BEGIN}{DS_CALL_BEGIN}function{DS_SEP}<tool name>\n```json\n{{<arguments>}}\n```{DS_CALL_END}{DS_CALLS_END}"),
+        };
         format!(
-            "You can call these tools:\n{}\nTo call tools, answer with JSON: {{\"tool_calls\": [{{\"name\": \"<tool name>\", \"arguments\": {{<arguments>}}}}]}}. Otherwise answer with JSON: {{\"response\": \"<your answer>\"}}.",
+            "You can call these tools:\n{}\n{how}",
             serde_json::to_string_pretty(&list).unwrap_or_default()
         )
     }

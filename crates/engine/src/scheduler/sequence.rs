@@ -60,6 +60,8 @@ pub(crate) struct Seq<'t> {
     budget_spent: bool,
     /// Where the answer may call tools: holds call text back and parses it at the end.
     tool_text: Option<ToolText>,
+    /// The grammar's mask with `<think>` added (kept to reuse its memory).
+    mask_with_open: Vec<u32>,
     decoder: StreamDecoder<'t>,
     output: OutputStage,
     lp: LogprobScratch,
@@ -82,6 +84,16 @@ pub(crate) struct Prepared {
     pub(crate) grammar: Option<Grammar>,
     /// The tool-call stage, when the answer may call tools.
     pub(crate) tool_text: Option<ToolText>,
+}
+
+/// The reasoning tags as tokens.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ThinkTokens {
+    /// `<think>`, where the vocabulary has it as one token.
+    pub(crate) open: Option<u32>,
+    /// The tokens of `</think>`, written for a model whose reasoning budget is spent
+    /// (empty when the vocabulary cannot spell it).
+    pub(crate) close: Vec<u32>,
 }
 
 /// What happened to a sequence in a step.
@@ -122,6 +134,7 @@ impl<'t> Seq<'t> {
             forced: VecDeque::new(),
             budget_spent: false,
             tool_text,
+            mask_with_open: Vec::new(),
             req,
             params,
             index: 0,
@@ -173,6 +186,7 @@ impl<'t> Seq<'t> {
             forced: VecDeque::new(),
             budget_spent: false,
             tool_text: self.tool_text.clone(),
+            mask_with_open: Vec::new(),
             decoder: tok.stream_decoder(false, false),
             output: output_stage(&self.req, self.opens_reasoning),
             lp: LogprobScratch::new(self.req.logprobs.unwrap_or(0)),
@@ -223,14 +237,15 @@ impl<'t> Seq<'t> {
     /// Draws the next token from `logits` (this sequence's row of the step), sends its
     /// text, and says whether the choice goes on. `n_text` is the tokenizer's vocabulary
     /// size (padded rows past it are no tokens), `n_ctx` the most tokens a sequence may
-    /// hold, `think_close` the tokens of `</think>`.
+    /// hold, `think` the reasoning tags' tokens.
     pub(crate) fn take_token(
         &mut self,
         tok: &Tokenizer,
         logits: &[f32],
         (n_text, n_ctx): (usize, usize),
-        think_close: &[u32],
+        think: &ThinkTokens,
     ) -> Result<Progress, RequestError> {
+        let think_close = &think.close[..];
         if self.req.max_tokens.is_some_and(|m| self.n_gen >= m) {
             return Ok(self.finish(Finish::Length));
         }
@@ -249,7 +264,24 @@ impl<'t> Seq<'t> {
             Some(t) => t,
             None => {
                 let allowed = match &mut self.grammar {
-                    Some(g) if constrained => Some(g.allowed().map_err(RequestError::internal)?),
+                    Some(g) if constrained => {
+                        let mask = g.allowed().map_err(RequestError::internal)?;
+                        // The answer's constraint starts after any reasoning: while a
+                        // reasoning block may still open, `<think>` is allowed too.
+                        match think.open {
+                            Some(open) if self.output.may_open_reasoning() => {
+                                self.mask_with_open.clear();
+                                self.mask_with_open.extend_from_slice(mask);
+                                let word = open as usize / 32;
+                                if word >= self.mask_with_open.len() {
+                                    self.mask_with_open.resize(word + 1, 0);
+                                }
+                                self.mask_with_open[word] |= 1 << (open % 32);
+                                Some(&self.mask_with_open[..])
+                            }
+                            _ => Some(mask),
+                        }
+                    }
                     _ => None,
                 };
                 self.sampler
@@ -260,7 +292,8 @@ impl<'t> Seq<'t> {
         if tok.is_eog(id) {
             return Ok(self.finish(Finish::Stop));
         }
-        if constrained {
+        let opens_reasoning = think.open == Some(id) && self.output.may_open_reasoning();
+        if constrained && !opens_reasoning {
             if let Some(g) = &mut self.grammar {
                 g.accept(id).map_err(RequestError::internal)?;
             }
