@@ -75,3 +75,16 @@ for arch in qwen2 deepseek2; do
     wait "$r1_pid" 2>/dev/null || true
     r1_pid=""
 done
+# Tool calls in the Hermes format: the same vocabulary under Qwen2.5-Instruct's template.
+mkdir -p "$r1_dir/hermes"
+"$HEARTH_PYTHON" tests/server/test_reasoning.py --make-model "$r1_vocab" "$r1_dir/hermes/tiny-hermes.gguf" \
+    qwen2 tests/fixtures/templates/qwen2.5-instruct.jinja
+r1_port="$("$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+HEARTH_API_KEY="$key" "$bin" serve "$r1_dir/hermes/tiny-hermes.gguf" --port "$r1_port" --ctx 1024 -t 2 >"$r1_log" 2>&1 &
+r1_pid=$!
+echo "hearth: Hermes tool calls with a tiny qwen2 model"
+HEARTH_HERMES_URL="http://127.0.0.1:$r1_port" HEARTH_TEST_API_KEY="$key" \
+    "$HEARTH_PYTHON" tests/server/test_tools_hermes.py -v || { echo "--- server log:"; cat "$r1_log"; exit 1; }
+kill "$r1_pid" 2>/dev/null || true
+wait "$r1_pid" 2>/dev/null || true
+r1_pid=""

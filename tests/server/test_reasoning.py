@@ -7,7 +7,7 @@ The model is a tiny random-weight `qwen2` (the distills' architecture) or `deeps
 merges, special ids, chat template) of the vocab-only GGUF that
 tests/fixtures/tokenizer/fetch-vocabs.sh fetches. Make it, then test a server running it:
 
-    python3 test_reasoning.py --make-model VOCAB.gguf OUT.gguf [qwen2|deepseek2]
+    python3 test_reasoning.py --make-model VOCAB.gguf OUT.gguf [qwen2|deepseek2 [TEMPLATE]]
     HEARTH_R1_URL=http://127.0.0.1:PORT HEARTH_TEST_API_KEY=KEY python3 test_reasoning.py
 
 scripts/test-server.sh does both, for each architecture. Random weights say nothing useful, so the output is
@@ -40,7 +40,7 @@ MODEL_ID = "tiny-r1"
 QUESTION = "What is 2+2?"
 
 
-def make_model(vocab_path, out_path, arch="qwen2"):
+def make_model(vocab_path, out_path, arch="qwen2", template_path=None):
     """A 2-layer model (n_embd 32) with the vocab file's tokenizer; weights from a fixed
     seed. `arch` qwen2 is the distills' own; deepseek2 is DeepSeek-R1's (latent attention,
     a dense block then a block of experts with a shared one)."""
@@ -61,7 +61,11 @@ def make_model(vocab_path, out_path, arch="qwen2"):
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(10000.0)
     for key, f in r.fields.items():
-        if key.startswith("tokenizer."):
+        if key == "tokenizer.chat_template" and template_path:
+            # Another template over the same vocabulary (test_tools_hermes.py: Qwen2.5's).
+            with open(template_path, encoding="utf-8") as t:
+                w.add_chat_template(t.read())
+        elif key.startswith("tokenizer."):
             if f.types[0] == gguf.GGUFValueType.ARRAY:
                 w.add_key_value(key, f.contents(), f.types[0], sub_type=f.types[1])
             else:
@@ -325,7 +329,7 @@ class ReasoningTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) in (4, 5) and sys.argv[1] == "--make-model":
+    if len(sys.argv) in (4, 5, 6) and sys.argv[1] == "--make-model":
         make_model(*sys.argv[2:])
     else:
         unittest.main()

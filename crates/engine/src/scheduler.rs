@@ -57,7 +57,7 @@ use crate::sampler::SamplerParams;
 use crate::tools::{self, ToolChoice, ToolFormat, ToolText};
 pub use budget::Budget;
 pub use job::{ErrorKind, Event, Finish, Job, Prompt, Request, RequestError, Timings, Usage};
-use sequence::{Prepared, Progress, Seq, ThinkTokens};
+use sequence::{LazyGrammar, Prepared, Progress, Seq, ThinkTokens};
 
 /// Most tokens a step carries by default (llama.cpp's default `n_ubatch`).
 pub const DEFAULT_BATCH: usize = 512;
@@ -350,8 +350,10 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             admissions: 0,
             grammar_vocab: OnceCell::new(),
             think: ThinkTokens {
+                // Only for templates of thinking models (they mention the tags): a
+                // vocabulary may carry `<think>` for a model that never thinks.
                 open: match tok.encode("<think>", false, true).as_deref() {
-                    Ok([one]) => Some(*one),
+                    Ok([one]) if embedded.is_some_and(|t| t.contains("</think>")) => Some(*one),
                     _ => None,
                 },
                 close: tok.encode("</think>", false, true).unwrap_or_default(),
@@ -545,6 +547,21 @@ impl<'m, 'a> Scheduler<'m, 'a> {
         let tool_text = tools
             .filter(|t| t.choice != ToolChoice::None)
             .map(|_| ToolText::new(self.tool_format));
+        let lazy = match tools.and_then(|t| t.lazy_constraint(self.tool_format)) {
+            Some((c, marker)) if grammar.is_none() => Some(LazyGrammar {
+                grammar: self.grammar_vocab()?.compile(&c).map_err(|e| {
+                    RequestError::invalid(
+                        "tools",
+                        format!("the tools' call grammar cannot be enforced: {e}"),
+                    )
+                })?,
+                marker,
+                marker_tokens: self.tok.encode(marker, false, true).map_err(|e| {
+                    RequestError::internal(format!("cannot tokenize {marker:?}: {e}"))
+                })?,
+            }),
+            _ => None,
+        };
         Seq::new(
             self.tok,
             events,
@@ -555,6 +572,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 opens_reasoning,
                 grammar,
                 tool_text,
+                lazy,
             },
             n_vocab,
         )

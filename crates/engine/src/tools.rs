@@ -11,9 +11,10 @@
 //!   a system message and the whole answer is JSON, either `{"tool_calls": [{"name": …,
 //!   "arguments": {…}}]}` or `{"response": "…"}`, always enforced by the grammar.
 //!
-//! With `auto`, the model chooses: Hermes, DeepSeek and Mistral calls are recognised in
-//! the text (and the arguments must then parse as JSON); the generic format is a grammar
-//! from the first token.
+//! With `auto`, the model chooses: in the Hermes, DeepSeek and Mistral formats a call's
+//! grammar starts when its marker appears in the answer (a lazy grammar, as llama.cpp's
+//! triggers), so a call, once started, is constrained; Llama 3.x's bare JSON is parsed
+//! without one; the generic format is a grammar from the first token.
 
 use serde_json::{json, Map, Value};
 
@@ -160,6 +161,26 @@ impl Tools {
     /// function in every format, and the generic format's JSON for `auto` too.
     pub fn constraint(&self, format: ToolFormat) -> Option<Constraint> {
         let forced = matches!(self.choice, ToolChoice::Required | ToolChoice::Named(_));
+        self.grammar(format, forced)
+    }
+
+    /// With `auto`, the grammar of a call for formats whose calls open with a marker
+    /// (Hermes, DeepSeek, Mistral): the scheduler starts it when the marker appears, so
+    /// a call, once started, is constrained. Returns the marker too.
+    pub fn lazy_constraint(&self, format: ToolFormat) -> Option<(Constraint, &'static str)> {
+        if self.choice != ToolChoice::Auto
+            || !matches!(
+                format,
+                ToolFormat::Hermes | ToolFormat::DeepSeek | ToolFormat::Mistral
+            )
+        {
+            return None;
+        }
+        Some((self.grammar(format, true)?, format.trigger()?))
+    }
+
+    /// The answer's grammar: a call when `forced`, the generic format's JSON in any case.
+    fn grammar(&self, format: ToolFormat, forced: bool) -> Option<Constraint> {
         if self.choice == ToolChoice::None || self.tools.is_empty() {
             return None;
         }

@@ -62,6 +62,10 @@ pub(crate) struct Seq<'t> {
     tool_text: Option<ToolText>,
     /// The grammar's mask with `<think>` added (kept to reuse its memory).
     mask_with_open: Vec<u32>,
+    /// A tool call's grammar, waiting for the call's marker in the answer.
+    lazy: Option<LazyGrammar>,
+    /// The end of the answer text so far, as long as the marker (to find it).
+    tail: String,
     decoder: StreamDecoder<'t>,
     output: OutputStage,
     lp: LogprobScratch,
@@ -84,6 +88,18 @@ pub(crate) struct Prepared {
     pub(crate) grammar: Option<Grammar>,
     /// The tool-call stage, when the answer may call tools.
     pub(crate) tool_text: Option<ToolText>,
+    /// With `tool_choice` `auto`, the grammar a call follows once it starts.
+    pub(crate) lazy: Option<LazyGrammar>,
+}
+
+/// A grammar that starts when its marker ends the answer text.
+pub(crate) struct LazyGrammar {
+    /// The grammar, which begins with the marker.
+    pub(crate) grammar: Grammar,
+    /// The marker's text.
+    pub(crate) marker: &'static str,
+    /// The marker's tokens, fed to the grammar when it starts.
+    pub(crate) marker_tokens: Vec<u32>,
 }
 
 /// The reasoning tags as tokens.
@@ -122,6 +138,7 @@ impl<'t> Seq<'t> {
             opens_reasoning,
             grammar,
             tool_text,
+            lazy,
         } = prepared;
         let n_prompt = tokens.len();
         let mut seq = Seq {
@@ -135,6 +152,8 @@ impl<'t> Seq<'t> {
             budget_spent: false,
             tool_text,
             mask_with_open: Vec::new(),
+            lazy,
+            tail: String::new(),
             req,
             params,
             index: 0,
@@ -187,6 +206,12 @@ impl<'t> Seq<'t> {
             budget_spent: false,
             tool_text: self.tool_text.clone(),
             mask_with_open: Vec::new(),
+            lazy: self.lazy.as_ref().map(|l| LazyGrammar {
+                grammar: l.grammar.fork(),
+                marker: l.marker,
+                marker_tokens: l.marker_tokens.clone(),
+            }),
+            tail: String::new(),
             decoder: tok.stream_decoder(false, false),
             output: output_stage(&self.req, self.opens_reasoning),
             lp: LogprobScratch::new(self.req.logprobs.unwrap_or(0)),
@@ -328,6 +353,9 @@ impl<'t> Seq<'t> {
         };
         let piece = self.decoder.push(id).map_err(RequestError::internal)?;
         let mut step = self.output.push_token(piece);
+        if self.lazy.is_some() && !step.split.content.is_empty() {
+            self.start_call_grammar(&step.split.content);
+        }
         if let Some(t) = &mut self.tool_text {
             step.split.content = t.push(&step.split.content);
         }
@@ -347,6 +375,34 @@ impl<'t> Seq<'t> {
         self.sampler.accept(id).map_err(RequestError::internal)?;
         self.tokens.push(id);
         Ok(Progress::Running)
+    }
+
+    /// Adds answer text to the tail; when it ends with the lazy grammar's marker, the
+    /// grammar takes the marker's tokens and constrains what follows. A marker that does
+    /// not end at a token boundary (text after it in the same token) is not followed:
+    /// the call is then only parsed.
+    fn start_call_grammar(&mut self, content: &str) {
+        let Some(marker) = self.lazy.as_ref().map(|l| l.marker) else {
+            return;
+        };
+        self.tail.push_str(content);
+        if self.tail.ends_with(marker) {
+            let mut lazy = self.lazy.take().expect("checked above");
+            let started = lazy
+                .marker_tokens
+                .iter()
+                .try_for_each(|&t| lazy.grammar.accept(t));
+            if started.is_ok() {
+                self.grammar = Some(lazy.grammar);
+            }
+            return;
+        }
+        let keep = self.tail.len().saturating_sub(marker.len());
+        let mut cut = keep;
+        while !self.tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        self.tail.drain(..cut);
     }
 
     /// Sends a delta, unless it is empty; `false` when the client has gone away.
