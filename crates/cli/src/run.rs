@@ -272,6 +272,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             Duration::from_secs_f64(timings.generation_s)
         )
     );
+    let (n_masks, mask_s) = timings.masks;
+    if n_masks > 0 {
+        eprintln!(
+            "hearth: grammar: {n_masks} token masks in {:.1} ms, {:.0} µs each",
+            mask_s * 1e3,
+            mask_s * 1e6 / n_masks as f64
+        );
+    }
     Ok(())
 }
 

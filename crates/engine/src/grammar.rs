@@ -123,10 +123,14 @@ impl GrammarVocab {
     /// A parser for `c`; the error names what cannot be enforced (an unsupported schema
     /// keyword, a grammar syntax error), in llguidance's words.
     pub fn compile(&self, c: &Constraint) -> Result<Grammar, String> {
-        let parser = self
-            .factory
-            .create_parser(c.to_grammar())
-            .map_err(|e| e.to_string())?;
+        // The grammar is a client's: should the compiler ever panic on one, the request
+        // fails, not the engine thread that serves everyone. (Steps after this run
+        // inside llguidance's own panic guard.)
+        let parser = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.factory.create_parser(c.to_grammar())
+        }))
+        .map_err(|_| "the grammar compiler failed on this grammar".to_owned())?
+        .map_err(|e| e.to_string())?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(e);
@@ -135,6 +139,7 @@ impl GrammarVocab {
             matcher,
             mask: None,
             n_tokens: self.n_tokens,
+            masks: (0, 0.0),
         })
     }
 }
@@ -145,6 +150,8 @@ pub struct Grammar {
     /// The mask for the next token, once computed.
     mask: Option<SimpleVob>,
     n_tokens: usize,
+    /// Masks computed and the seconds they took: the constraint's cost, reported.
+    masks: (usize, f64),
 }
 
 impl std::fmt::Debug for Grammar {
@@ -160,10 +167,13 @@ impl Grammar {
     /// End-of-generation tokens are allowed exactly where the grammar may end.
     pub fn allowed(&mut self) -> Result<&[u32], String> {
         if self.mask.is_none() {
+            let t0 = Instant::now();
             let mask = self
                 .matcher
                 .compute_mask_or_eos()
                 .map_err(|e| format!("grammar: {e}"))?;
+            self.masks.0 += 1;
+            self.masks.1 += t0.elapsed().as_secs_f64();
             self.mask = Some(mask);
         }
         let mask = self.mask.as_ref().expect("computed above");
@@ -185,7 +195,13 @@ impl Grammar {
             matcher: self.matcher.deep_clone(),
             mask: None,
             n_tokens: self.n_tokens,
+            masks: (0, 0.0),
         }
+    }
+
+    /// Masks computed so far and the seconds they took.
+    pub fn mask_time(&self) -> (usize, f64) {
+        self.masks
     }
 
     /// Whether the grammar is complete and admits nothing more, so the output ends here.

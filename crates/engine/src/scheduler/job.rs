@@ -137,6 +137,8 @@ pub struct Timings {
     pub prompt_computed: usize,
     /// From the first generated token to the last.
     pub generation_s: f64,
+    /// Token masks a grammar computed, and the time they took (inside `generation_s`).
+    pub masks: (usize, f64),
 }
 
 /// What the engine sends back for a job.

@@ -452,6 +452,7 @@ impl<'t> Seq<'t> {
             },
             prompt_computed: self.prompt_computed,
             generation_s: since(self.t_prompt_done),
+            masks: self.grammar.as_ref().map_or((0, 0.0), Grammar::mask_time),
         };
         let usage = Usage {
             prompt_tokens: self.n_prompt,
