@@ -287,7 +287,9 @@ impl Tools {
 /// them: the generic format (a template that knows no tools, and often refuses any role
 /// but user and assistant) gets the calls as the assistant's JSON answer and the results
 /// as user turns holding `{"tool_response": …}`; DeepSeek's template concatenates the
-/// arguments, so it gets them as a JSON string; the others read an object.
+/// arguments, so it gets them as a JSON string (the client's own, when it sent one); the
+/// others apply `tojson` and get an object (transformers' convention, which vLLM and
+/// llama.cpp follow too), parsed from the string OpenAI clients send.
 pub fn history_for(format: ToolFormat, messages: &[Message]) -> Vec<Message> {
     messages
         .iter()
@@ -309,7 +311,7 @@ pub fn history_for(format: ToolFormat, messages: &[Message]) -> Vec<Message> {
                     .tool_calls
                     .iter()
                     .flatten()
-                    .map(|c| json!({"name": c.function.name, "arguments": c.function.arguments}))
+                    .map(|c| json!({"name": c.function.name, "arguments": as_object(&c.function.arguments)}))
                     .collect();
                 Message::assistant(json!({ "tool_calls": calls }).to_string())
             }
@@ -322,9 +324,28 @@ pub fn history_for(format: ToolFormat, messages: &[Message]) -> Vec<Message> {
                 }
                 m
             }
+            _ if m.tool_calls.is_some() => {
+                let mut m = m.clone();
+                for c in m.tool_calls.iter_mut().flatten() {
+                    c.function.arguments = as_object(&c.function.arguments);
+                }
+                m
+            }
             _ => m.clone(),
         })
         .collect()
+}
+
+/// Arguments sent as a JSON string holding an object, as that object; anything else as
+/// it is.
+fn as_object(arguments: &Value) -> Value {
+    match arguments {
+        Value::String(s) => serde_json::from_str::<Value>(s)
+            .ok()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| arguments.clone()),
+        _ => arguments.clone(),
+    }
 }
 
 /// The answer text of a choice that may call tools: text before anything that could be

@@ -228,8 +228,8 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
 }
 
 /// One of an assistant turn's `tool_calls`: `{id, type, function: {name, arguments}}`,
-/// the arguments a JSON string as OpenAI sends them. Templates read them as an object
-/// (transformers' convention), so a string holding a JSON object is parsed.
+/// the arguments a JSON string as OpenAI sends them (kept as sent: whether a template
+/// reads a string or an object is the engine's call, `tools::history_for`).
 fn parse_tool_call(param: &str, c: &Value) -> Result<ToolCall, ApiError> {
     let f = c
         .get("function")
@@ -247,11 +247,7 @@ fn parse_tool_call(param: &str, c: &Value) -> Result<ToolCall, ApiError> {
         )
     })?;
     let arguments = match f.get("arguments") {
-        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
-            .ok()
-            .filter(Value::is_object)
-            .unwrap_or_else(|| Value::String(s.clone())),
-        Some(v @ Value::Object(_)) => v.clone(),
+        Some(v @ (Value::String(_) | Value::Object(_))) => v.clone(),
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(_) => {
             return Err(ApiError::invalid(
