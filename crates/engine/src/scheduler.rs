@@ -261,6 +261,8 @@ struct Scheduler<'m, 'a> {
     tool_format: ToolFormat,
     /// Whether the template lists the tools it is given (else a system message does).
     template_shows_tools: bool,
+    /// Whether the template can turn thinking off (Qwen3's `enable_thinking`).
+    template_thinking_switch: bool,
 }
 
 impl<'m, 'a> Scheduler<'m, 'a> {
@@ -359,6 +361,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 close: tok.encode("</think>", false, true).unwrap_or_default(),
             },
             tool_format: ToolFormat::detect(embedded.unwrap_or_default()),
+            template_thinking_switch: embedded.is_some_and(|t| t.contains("enable_thinking")),
             template_shows_tools: embedded.is_some_and(|t| t.contains("tools"))
                 && ToolFormat::detect(embedded.unwrap_or_default()) != ToolFormat::Generic,
         })
@@ -472,7 +475,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                         tool_list,
                         &RenderOptions {
                             add_generation_prompt: true,
-                            extra: req.template_kwargs.clone(),
+                            extra: self.template_kwargs(&req),
                         },
                         self.tok.add_bos(),
                     )
@@ -576,6 +579,18 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             },
             n_vocab,
         )
+    }
+
+    /// The request's template variables; a budget of 0 turns thinking off where the
+    /// template has a switch for it (and the client did not set it).
+    fn template_kwargs(&self, req: &Request) -> serde_json::Map<String, serde_json::Value> {
+        let mut kwargs = req.template_kwargs.clone();
+        if req.reasoning_budget == Some(0) && self.template_thinking_switch {
+            kwargs
+                .entry("enable_thinking")
+                .or_insert(serde_json::Value::Bool(false));
+        }
+        kwargs
     }
 
     /// The grammar engine's view of the vocabulary, built on first use.

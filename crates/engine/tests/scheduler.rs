@@ -9,6 +9,8 @@ use std::path::Path;
 use std::sync::{mpsc, OnceLock};
 use std::thread::JoinHandle;
 
+use hearth_engine::chat_template::Message;
+use hearth_engine::grammar::Constraint;
 use hearth_engine::sampler::SamplerParams;
 use hearth_engine::scheduler::{
     self, EngineConfig, ErrorKind, Event, Finish, Job, ModelInfo, Prompt, Request, Usage,
@@ -355,4 +357,83 @@ fn forks_hold_their_slots_before_they_exist() {
     for rx in others {
         assert_eq!(collect(rx, 1).unwrap().finishes, vec![Finish::Length]);
     }
+}
+
+/// The tiny model (its vocabulary spells anything in bytes) under a regex: every choice,
+/// sampled at temperature 1 with its own seed, matches it and ends where it ends; forks
+/// get their own grammar state.
+#[test]
+fn constrained_choices_match_their_grammar() {
+    let e = start(1024, 4, 8);
+    let re = "(yes|no), [a-c]{2,4}!";
+    let got = collect(
+        e.submit(Request {
+            n: 4,
+            ignore_eos: false,
+            constraint: Some(Constraint::Regex(re.into())),
+            ..request(&prompt(4, 1), 40, 1.0, 9)
+        }),
+        4,
+    )
+    .unwrap();
+    for (text, finish) in got.texts.iter().zip(&got.finishes) {
+        assert!(matches_yes_no(text), "{text:?}");
+        assert_eq!(*finish, Finish::Stop, "{text:?}");
+    }
+    // A grammar the engine cannot compile is refused, naming the field.
+    let err = collect(
+        e.submit(Request {
+            constraint: Some(Constraint::Lark("start: (".into())),
+            ..request("x", 4, 0.0, 0)
+        }),
+        1,
+    )
+    .unwrap_err();
+    assert_eq!(err.param, Some("response_format"));
+}
+
+/// Whether `t` matches `(yes|no), [a-c]{2,4}!`, checked by hand (no regex crate among
+/// the dependencies).
+fn matches_yes_no(t: &str) -> bool {
+    let Some(rest) = t.strip_prefix("yes, ").or_else(|| t.strip_prefix("no, ")) else {
+        return false;
+    };
+    let Some(letters) = rest.strip_suffix('!') else {
+        return false;
+    };
+    (2..=4).contains(&letters.len()) && letters.bytes().all(|b| (b'a'..=b'c').contains(&b))
+}
+
+/// A reasoning budget of 0 sets `enable_thinking: false` for templates that read it, and
+/// only for those, unless the client set it.
+#[test]
+fn a_zero_budget_turns_thinking_off_where_the_template_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let spec = tiny::specs()
+        .into_iter()
+        .find(|s| s.name == "llama_f32")
+        .unwrap();
+    let mut w = spec.to_gguf();
+    w.set(
+        "tokenizer.chat_template",
+        "{% for m in messages %}{{ m.content }}{% endfor %}\
+         {% if enable_thinking is defined and not enable_thinking %} the hearth is off{% endif %}",
+    );
+    std::fs::write(&path, w.to_bytes()).unwrap();
+    let e = start_file(&path, 256, 1, 4, dir, Vec::new());
+    let chat = |budget, kwargs: serde_json::Value| {
+        let mut req = request("x", 1, 0.0, 0);
+        req.prompt = Prompt::Chat(vec![Message::user("the hearth")]);
+        req.reasoning_budget = budget;
+        req.template_kwargs = kwargs.as_object().unwrap().clone();
+        collect(e.submit(req), 1).unwrap().usage[0].prompt_tokens
+    };
+    let plain = chat(None, serde_json::json!({}));
+    assert!(chat(Some(0), serde_json::json!({})) > plain);
+    assert_eq!(chat(Some(5), serde_json::json!({})), plain);
+    assert_eq!(
+        chat(Some(0), serde_json::json!({"enable_thinking": true})),
+        plain
+    );
 }
