@@ -88,3 +88,17 @@ HEARTH_HERMES_URL="http://127.0.0.1:$r1_port" HEARTH_TEST_API_KEY="$key" \
 kill "$r1_pid" 2>/dev/null || true
 wait "$r1_pid" 2>/dev/null || true
 r1_pid=""
+# --sealed: the default model served under seccomp and Landlock.
+sealed_log="$(mktemp)"
+sealed_port="$("$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+HEARTH_API_KEY="$key" "$bin" serve "$model" --port "$sealed_port" --ctx 1024 -t 2 --sealed >"$sealed_log" 2>&1 &
+r1_pid=$!
+"$HEARTH_PYTHON" -c "import sys; sys.path.insert(0, 'tests/server'); import os; os.environ['HEARTH_SERVER_URL'] = 'http://127.0.0.1:$sealed_port'; import test_openai; test_openai.wait_ready()"
+echo "hearth: a sealed server"
+HEARTH_SEALED_URL="http://127.0.0.1:$sealed_port" HEARTH_SEALED_PID="$r1_pid" HEARTH_SEALED_LOG="$sealed_log" \
+    HEARTH_TEST_API_KEY="$key" "$HEARTH_PYTHON" tests/server/test_sealed.py -v \
+    || { echo "--- server log:"; cat "$sealed_log"; exit 1; }
+kill "$r1_pid" 2>/dev/null || true
+wait "$r1_pid" 2>/dev/null || true
+r1_pid=""
+rm -f "$sealed_log"

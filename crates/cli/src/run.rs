@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// `open_model_with`): less memory, slower decoding.
     #[arg(long)]
     pub mmap: bool,
+    /// Once the model is loaded, seal the process (as `hearth serve --sealed`: no network,
+    /// no files but the model) before generating.
+    #[arg(long)]
+    pub sealed: bool,
     /// Constrain the output to JSON valid against the JSON schema in FILE.
     #[arg(long, value_name = "FILE", conflicts_with = "grammar")]
     pub json_schema: Option<PathBuf>,
@@ -193,6 +197,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         info.kv_bytes_per_token
     );
 
+    if args.sealed {
+        hearth_server::seal_process(&args.model, None)?;
+    }
     let prompt = if args.chat {
         Prompt::Chat(vec![Message::user(args.prompt.as_str())])
     } else {

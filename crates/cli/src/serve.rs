@@ -46,6 +46,12 @@ pub struct ServeArgs {
     /// slower decoding.
     #[arg(long)]
     pub mmap: bool,
+    /// Once the model is loaded, seal the process before serving: seccomp denies new
+    /// network sockets, connect and sends to any address, Landlock limits files to
+    /// reading the model and TCP to this port (as far as the kernel supports); a
+    /// self-test proves it. Refuses to start if the seal cannot be applied.
+    #[arg(long)]
+    pub sealed: bool,
     #[command(flatten)]
     pub cache: crate::run::CacheTypeArgs,
 }
@@ -80,6 +86,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         addr: SocketAddr::new(args.host, args.port),
         api_key,
+        sealed: args.sealed,
     })
 }
 

@@ -30,6 +30,8 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     /// Required as `Authorization: Bearer KEY` when set.
     pub api_key: Option<String>,
+    /// Seal the process (`hearth_seal`) once the model is loaded, before serving.
+    pub sealed: bool,
 }
 
 /// Runs the server until the process is interrupted or the model fails to load.
@@ -77,6 +79,7 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
         model: OnceLock::new(),
         api_key: config.api_key.clone(),
         metrics: install_metrics(),
+        sealed: OnceLock::new(),
     });
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
@@ -87,7 +90,7 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
         config.engine.model.display()
     );
 
-    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+    let (loaded_tx, mut loaded_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
     let engine_state = state.clone();
     let engine_config = config.engine.clone();
     let kv_types = engine_config.kv_types;
@@ -108,20 +111,60 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
                         info.queue
                     );
                     let _ = engine_state.model.set(info);
+                    let _ = loaded_tx.send(Ok(()));
                 }
                 Err(e) => {
-                    let _ = failed_tx.send(e);
+                    let _ = loaded_tx.send(Err(e));
                 }
             })
         })
         .context("cannot start the engine thread")?;
 
+    if config.sealed {
+        // Nothing is served before the seal: wait for the model, then seal every thread.
+        match (&mut loaded_rx).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!("cannot load the model: {e}"),
+            Err(_) => anyhow::bail!("the engine stopped while loading"),
+        }
+        let mechanisms = seal_process(&config.engine.model, Some(local.port()))?;
+        let _ = state.sealed.set(mechanisms);
+    }
     let app = routes::router(state);
     let server = axum::serve(listener, app).with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;
     });
+    if config.sealed {
+        // The model is loaded: nothing is left to wait for but the server.
+        return server.await.context("the HTTP server failed");
+    }
     tokio::select! {
         r = server => r.context("the HTTP server failed"),
-        Ok(e) = failed_rx => Err(anyhow::anyhow!("cannot load the model: {e}")),
+        Ok(Err(e)) = loaded_rx => Err(anyhow::anyhow!("cannot load the model: {e}")),
     }
+}
+
+/// Seals the process for `--sealed` (`hearth serve` and `hearth run`): reading the model
+/// stays allowed, TCP only to bind `port`; then the self-test must find every way out
+/// closed. Prints the result and returns the mechanisms in force; refuses (an error) if
+/// the seal or its self-test fails.
+pub fn seal_process(model: &std::path::Path, port: Option<u16>) -> anyhow::Result<String> {
+    let report = hearth_seal::seal(&hearth_seal::SealConfig {
+        read: vec![model.to_owned()],
+        write: Vec::new(),
+        bind_port: port,
+    })?;
+    // A file every Linux system has, and that the seal did not grant.
+    let test = hearth_seal::self_test(&report, std::path::Path::new("/etc/passwd"))?;
+    let mechanisms = report.mechanisms();
+    let probes: Vec<String> = test
+        .probes
+        .iter()
+        .map(|(probe, outcome)| format!("{probe}: {outcome}"))
+        .collect();
+    eprintln!(
+        "hearth: sealed: {mechanisms}; self-test: {}",
+        probes.join("; ")
+    );
+    Ok(mechanisms)
 }

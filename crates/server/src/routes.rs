@@ -37,6 +37,8 @@ pub struct AppState {
     pub api_key: Option<String>,
     /// Renders the engine's metrics (`None`: `/metrics` answers 404).
     pub metrics: Option<PrometheusHandle>,
+    /// The seal's mechanisms, when the process is sealed (`--sealed`).
+    pub sealed: OnceLock<String>,
 }
 
 type Shared = Arc<AppState>;
@@ -101,7 +103,15 @@ async fn method_not_allowed(req: Request) -> ApiError {
 
 async fn health(State(state): State<Shared>) -> Response {
     if state.model.get().is_some() {
-        (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+        let sealed = match state.sealed.get() {
+            Some(m) => json!({"sealed": true, "mechanisms": m}),
+            None => json!({"sealed": false}),
+        };
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "seal": sealed})),
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -47,6 +47,7 @@ fn app(loaded: bool, key: Option<&str>, script: Vec<Event>) -> (Router, mpsc::Re
         model,
         api_key: key.map(str::to_owned),
         metrics: None,
+        sealed: OnceLock::new(),
     });
     (router(state), seen_rx)
 }
