@@ -102,3 +102,18 @@ kill "$r1_pid" 2>/dev/null || true
 wait "$r1_pid" 2>/dev/null || true
 r1_pid=""
 rm -f "$sealed_log"
+# Named keys with quotas and the usage log (served sealed, so the log's directory is the
+# one place it may write).
+keys_dir="$(mktemp -d)"
+"$HEARTH_PYTHON" tests/server/test_keys.py --make-keys "$keys_dir/keys.toml"
+keys_port="$("$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$bin" serve "$model" --port "$keys_port" --ctx 2048 -t 2 --sealed --keys "$keys_dir/keys.toml" \
+    --usage-log "$keys_dir/log" >"$keys_dir/serve.log" 2>&1 &
+r1_pid=$!
+echo "hearth: keys, quotas and the usage log"
+HEARTH_KEYS_URL="http://127.0.0.1:$keys_port" HEARTH_USAGE_DIR="$keys_dir/log" HEARTH_BIN="$bin" \
+    "$HEARTH_PYTHON" tests/server/test_keys.py -v || { echo "--- server log:"; cat "$keys_dir/serve.log"; exit 1; }
+kill "$r1_pid" 2>/dev/null || true
+wait "$r1_pid" 2>/dev/null || true
+r1_pid=""
+rm -rf "$keys_dir"

@@ -2,6 +2,7 @@
 
 mod bench;
 mod inspect;
+mod keys;
 mod perplexity;
 mod run;
 mod serve;
@@ -42,6 +43,11 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Measure prompt and generation speed as llama-bench does, against the bandwidth limit.
     Bench(bench::BenchArgs),
+    /// Manage API keys for `hearth serve --keys`.
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
+    /// Summarise a usage log written by `hearth serve --usage-log`.
+    Usage(keys::UsageArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +59,8 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => perplexity::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Key(cmd) => keys::run_key(cmd),
+        Command::Usage(args) => keys::run_usage(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -198,7 +198,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     );
 
     if args.sealed {
-        hearth_server::seal_process(&args.model, None)?;
+        hearth_server::seal_process(&args.model, &[], None)?;
     }
     let prompt = if args.chat {
         Prompt::Chat(vec![Message::user(args.prompt.as_str())])

@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use hearth_server::keys::Keys;
 use hearth_server::{EngineConfig, ServeConfig};
 
 /// The arguments of `hearth serve`.
@@ -21,8 +22,16 @@ pub struct ServeArgs {
     pub port: u16,
     /// Require `Authorization: Bearer KEY` on /v1 routes (default: the HEARTH_API_KEY
     /// environment variable, which keeps the key out of the process list).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "keys")]
     pub api_key: Option<String>,
+    /// Named keys with limits, from a TOML file of SHA-256 hashes (see `hearth key new`);
+    /// over a limit the answer is 429 with Retry-After.
+    #[arg(long, value_name = "FILE")]
+    pub keys: Option<PathBuf>,
+    /// Write one JSON line per API request (key, endpoint, token counts, duration,
+    /// status; never prompt or output text) to DIR/usage.jsonl; `hearth usage` sums it.
+    #[arg(long, value_name = "DIR")]
+    pub usage_log: Option<PathBuf>,
     /// Tokens of KV cache shared by all requests (the pool); one request may use all of
     /// it. Default: room for two sequences of 4096 tokens (or of the training context if
     /// shorter), within a quarter of the available memory.
@@ -69,10 +78,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.batch == 0 {
         anyhow::bail!("--batch-size must be at least 1");
     }
-    let api_key = args
-        .api_key
-        .or_else(|| std::env::var("HEARTH_API_KEY").ok())
-        .filter(|k| !k.is_empty());
+    let keys = match &args.keys {
+        Some(path) => Some(Keys::load(path).map_err(anyhow::Error::msg)?),
+        None => args
+            .api_key
+            .or_else(|| std::env::var("HEARTH_API_KEY").ok())
+            .filter(|k| !k.is_empty())
+            .map(|k| Keys::single(&k)),
+    };
+    if !args.host.is_loopback() && keys.is_none() {
+        eprintln!(
+            "hearth: warning: listening on {} without an API key: anyone who can reach this \
+             address can use the model (use --keys FILE or --api-key)",
+            args.host
+        );
+    }
     hearth_server::serve(ServeConfig {
         engine: EngineConfig {
             residency: crate::run::residency(&args.model, args.mmap),
@@ -85,7 +105,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             kv_types: args.cache.types(),
         },
         addr: SocketAddr::new(args.host, args.port),
-        api_key,
+        keys,
+        usage_log: args.usage_log,
         sealed: args.sealed,
     })
 }

@@ -8,9 +8,11 @@
 //! renders the engine's measurements in Prometheus' text format.
 
 pub mod error;
+pub mod keys;
 pub mod request;
 pub mod routes;
 pub mod structured;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -28,8 +30,11 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// Where to listen.
     pub addr: SocketAddr,
-    /// Required as `Authorization: Bearer KEY` when set.
-    pub api_key: Option<String>,
+    /// The keys clients must present as `Authorization: Bearer KEY` (with their limits),
+    /// if any.
+    pub keys: Option<keys::Keys>,
+    /// The directory of the usage log (`usage.jsonl`), if any.
+    pub usage_log: Option<std::path::PathBuf>,
     /// Seal the process (`hearth_seal`) once the model is loaded, before serving.
     pub sealed: bool,
 }
@@ -77,7 +82,15 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
     let state = Arc::new(routes::AppState {
         jobs: Mutex::new(jobs_tx),
         model: OnceLock::new(),
-        api_key: config.api_key.clone(),
+        keys: config.keys.clone(),
+        quotas: Arc::new(keys::Quotas::default()),
+        usage: match &config.usage_log {
+            Some(dir) => Some(
+                usage::UsageLog::open(dir)
+                    .with_context(|| format!("cannot open the usage log in {}", dir.display()))?,
+            ),
+            None => None,
+        },
         metrics: install_metrics(),
         sealed: OnceLock::new(),
     });
@@ -127,7 +140,8 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
             Ok(Err(e)) => anyhow::bail!("cannot load the model: {e}"),
             Err(_) => anyhow::bail!("the engine stopped while loading"),
         }
-        let mechanisms = seal_process(&config.engine.model, Some(local.port()))?;
+        let writable: Vec<_> = config.usage_log.iter().cloned().collect();
+        let mechanisms = seal_process(&config.engine.model, &writable, Some(local.port()))?;
         let _ = state.sealed.set(mechanisms);
     }
     let app = routes::router(state);
@@ -145,13 +159,18 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
 }
 
 /// Seals the process for `--sealed` (`hearth serve` and `hearth run`): reading the model
-/// stays allowed, TCP only to bind `port`; then the self-test must find every way out
+/// and writing in `writable` (the usage log's directory) stay allowed, TCP only to bind
+/// `port`; then the self-test must find every way out
 /// closed. Prints the result and returns the mechanisms in force; refuses (an error) if
 /// the seal or its self-test fails.
-pub fn seal_process(model: &std::path::Path, port: Option<u16>) -> anyhow::Result<String> {
+pub fn seal_process(
+    model: &std::path::Path,
+    writable: &[std::path::PathBuf],
+    port: Option<u16>,
+) -> anyhow::Result<String> {
     let report = hearth_seal::seal(&hearth_seal::SealConfig {
         read: vec![model.to_owned()],
-        write: Vec::new(),
+        write: writable.to_vec(),
         bind_port: port,
     })?;
     // A file every Linux system has, and that the seal did not grant.

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -22,7 +22,9 @@ use hearth_engine::tools::ToolCall;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::error::ApiError;
+use crate::keys::{Keys, Limits, Permit, Quotas};
 use crate::request::{self, GenRequest};
+use crate::usage::{self, UsageLog};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -33,8 +35,13 @@ pub struct AppState {
     pub jobs: Mutex<std::sync::mpsc::Sender<Job>>,
     /// Set once the model is loaded.
     pub model: OnceLock<ModelInfo>,
-    /// The key clients must send as `Authorization: Bearer KEY`, if any.
-    pub api_key: Option<String>,
+    /// The keys clients must send as `Authorization: Bearer KEY`, if any (`--keys`, or
+    /// the one key of `--api-key`).
+    pub keys: Option<Keys>,
+    /// Each key's use against its limits.
+    pub quotas: Arc<Quotas>,
+    /// Where each request's usage is written (`--usage-log`).
+    pub usage: Option<UsageLog>,
     /// Renders the engine's metrics (`None`: `/metrics` answers 404).
     pub metrics: Option<PrometheusHandle>,
     /// The seal's mechanisms, when the process is sealed (`--sealed`).
@@ -60,29 +67,135 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// Who is asking: the key's name and limits, and its concurrent slot, held (through the
+/// response's [`Account`]) until the response ends.
+#[derive(Clone, Debug, Default)]
+struct Caller {
+    key: Option<String>,
+    limits: Limits,
+    _permit: Option<Arc<Permit>>,
+}
+
+/// Identifies the caller's key and admits the request under its limits: 401 for a
+/// missing or unknown key, 429 with `Retry-After` over a limit (both logged as usage).
 async fn auth(
     State(state): State<Shared>,
     headers: HeaderMap,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
-    if let Some(key) = &state.api_key {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        if given != Some(key.as_str()) {
-            let msg = if given.is_none() {
-                "missing API key: send it as 'Authorization: Bearer KEY'"
-            } else {
-                "incorrect API key"
+    let t0 = Instant::now();
+    let Some(keys) = &state.keys else {
+        req.extensions_mut().insert(Caller::default());
+        return next.run(req).await;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let refuse = |e: ApiError, key: Option<String>| {
+        let mut account = Account::new(
+            &state,
+            req.uri().path(),
+            Caller {
+                key,
+                ..Caller::default()
+            },
+            t0,
+        );
+        account.failed(&e);
+        drop(account);
+        e.into_response()
+    };
+    let Some(entry) = given.and_then(|g| keys.identify(g)) else {
+        let msg = if given.is_none() {
+            "missing API key: send it as 'Authorization: Bearer KEY'"
+        } else {
+            "incorrect API key"
+        };
+        let e = ApiError::with_status(StatusCode::UNAUTHORIZED, msg, Some("invalid_api_key"));
+        return refuse(e, None);
+    };
+    match state.quotas.admit(entry) {
+        Ok(permit) => {
+            req.extensions_mut().insert(Caller {
+                key: Some(entry.name.clone()),
+                limits: entry.limits.clone(),
+                _permit: Some(Arc::new(permit)),
+            });
+            next.run(req).await
+        }
+        Err(over) => {
+            let e = ApiError {
+                retry_after: Some(over.retry_after_s),
+                ..ApiError::with_status(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("key '{}' is over its limit of {}", entry.name, over.what),
+                    Some("rate_limit_exceeded"),
+                )
             };
-            return ApiError::with_status(StatusCode::UNAUTHORIZED, msg, Some("invalid_api_key"))
-                .into_response();
+            refuse(e, Some(entry.name.clone()))
         }
     }
-    next.run(req).await
+}
+
+/// One request's accounting: when it ends (dropped, whatever the path), its tokens count
+/// against its key's daily quota and its line goes to the usage log.
+struct Account {
+    state: Shared,
+    caller: Caller,
+    endpoint: String,
+    model: String,
+    t0: Instant,
+    usage: TotalUsage,
+    status: u16,
+}
+
+impl Account {
+    fn new(state: &Shared, endpoint: &str, caller: Caller, t0: Instant) -> Account {
+        Account {
+            state: state.clone(),
+            caller,
+            endpoint: endpoint.to_owned(),
+            model: state.model.get().map(|m| m.id.clone()).unwrap_or_default(),
+            t0,
+            usage: TotalUsage::default(),
+            status: 200,
+        }
+    }
+}
+
+impl Account {
+    /// Records the error status the request ended with.
+    fn failed(&mut self, e: &ApiError) {
+        self.status = e.status.as_u16();
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        let u = &self.usage;
+        if let Some(name) = &self.caller.key {
+            self.state
+                .quotas
+                .spend(name, (u.prompt + u.completion) as u64);
+        }
+        if let Some(log) = &self.state.usage {
+            log.record(&usage::Record {
+                time: usage::now_rfc3339(),
+                key: self.caller.key.clone(),
+                endpoint: self.endpoint.clone(),
+                model: self.model.clone(),
+                prompt_tokens: u.prompt as u64,
+                cached_tokens: u.cached as u64,
+                completion_tokens: u.completion as u64,
+                reasoning_tokens: u.reasoning as u64,
+                duration_ms: self.t0.elapsed().as_millis() as u64,
+                status: self.status,
+            });
+        }
+    }
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -217,17 +330,51 @@ enum Kind {
     Text,
 }
 
-async fn chat(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat(
+    State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let account = Account::new(&state, "/v1/chat/completions", caller, Instant::now());
     let r = body_bytes(body).and_then(|b| request::parse_chat(&b));
-    respond(state, r, Kind::Chat).await
+    respond(state, r, Kind::Chat, account).await
 }
 
-async fn completions(State(state): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn completions(
+    State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let account = Account::new(&state, "/v1/completions", caller, Instant::now());
     let r = body_bytes(body).and_then(|b| request::parse_completion(&b));
-    respond(state, r, Kind::Text).await
+    respond(state, r, Kind::Text, account).await
 }
 
-async fn respond(state: Shared, req: Result<GenRequest, ApiError>, kind: Kind) -> Response {
+/// Holds a request to its key's largest `max_tokens` (the default when it asks for none).
+fn within_key_limits(req: GenRequest, limits: &Limits) -> Result<GenRequest, ApiError> {
+    let mut req = req;
+    if let Some(max) = limits.max_tokens {
+        match req.request.max_tokens {
+            Some(m) if m > max => {
+                return Err(ApiError::invalid(
+                    "max_tokens",
+                    format!("'max_tokens' may be at most {max} for this key, not {m}"),
+                ))
+            }
+            Some(_) => {}
+            None => req.request.max_tokens = Some(max),
+        }
+    }
+    Ok(req)
+}
+
+async fn respond(
+    state: Shared,
+    req: Result<GenRequest, ApiError>,
+    kind: Kind,
+    mut account: Account,
+) -> Response {
+    let req = req.and_then(|r| within_key_limits(r, &account.caller.limits));
     match start(&state, req).await {
         Ok((info, req, rx)) => {
             let meta = Meta {
@@ -244,6 +391,7 @@ async fn respond(state: Shared, req: Result<GenRequest, ApiError>, kind: Kind) -
                 model: info.id.clone(),
                 kind,
                 n: req.request.n,
+                account,
             };
             let logprobs = req.request.logprobs.is_some();
             if req.stream {
@@ -252,7 +400,10 @@ async fn respond(state: Shared, req: Result<GenRequest, ApiError>, kind: Kind) -
                 whole(meta, logprobs, rx).await
             }
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            account.failed(&e);
+            e.into_response()
+        }
     }
 }
 
@@ -299,10 +450,12 @@ struct Meta {
     kind: Kind,
     /// Choices.
     n: usize,
+    /// Counts the request when the response ends.
+    account: Account,
 }
 
 /// The usage of a whole request: the prompt once, the choices' generated tokens summed.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct TotalUsage {
     prompt: usize,
     cached: usize,
@@ -340,7 +493,7 @@ struct Collected {
 }
 
 /// A non-streamed answer: collects every event of every choice.
-async fn whole(meta: Meta, want_logprobs: bool, mut rx: UnboundedReceiver<Event>) -> Response {
+async fn whole(mut meta: Meta, want_logprobs: bool, mut rx: UnboundedReceiver<Event>) -> Response {
     let mut choices: Vec<Collected> = (0..meta.n).map(|_| Collected::default()).collect();
     let mut usage = TotalUsage::default();
     let mut open = meta.n;
@@ -367,6 +520,7 @@ async fn whole(meta: Meta, want_logprobs: bool, mut rx: UnboundedReceiver<Event>
                 if let Some(c) = choices.get_mut(index) {
                     c.finish = Some(finish);
                     usage.add(&u);
+                    meta.account.usage = usage;
                     open -= 1;
                 }
             }
@@ -375,7 +529,11 @@ async fn whole(meta: Meta, want_logprobs: bool, mut rx: UnboundedReceiver<Event>
                     c.tool_calls = meta.tool_calls(index, &calls, false);
                 }
             }
-            Some(Event::Error(e)) => return api_error(e).into_response(),
+            Some(Event::Error(e)) => {
+                let e = api_error(e);
+                meta.account.failed(&e);
+                return e.into_response();
+            }
             Some(Event::Started { .. }) => {}
             None => return engine_gone().into_response(),
         }
@@ -591,7 +749,7 @@ fn sse(v: &Value) -> Bytes {
 /// A streamed answer. A task turns engine events into SSE chunks; when the client goes
 /// away the body (and so the task's sender) is dropped, the task ends, its engine
 /// receiver is dropped, and the engine stops at its next step.
-fn stream(meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>) -> Response {
+fn stream(mut meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>) -> Response {
     let (out, body_rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
         // Per choice: whether its first chunk is still to come, and its text offset.
@@ -636,6 +794,7 @@ fn stream(meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>) -> 
                     ..
                 }) => {
                     usage.add(&u);
+                    meta.account.usage = usage;
                     open = open.saturating_sub(1);
                     if out
                         .send(Ok(sse(&meta.finish(index, finish, include_usage))))
@@ -675,7 +834,9 @@ fn stream(meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>) -> 
                     )
                 }
                 Some(Event::Error(e)) => {
-                    let _ = out.send(Ok(sse(&api_error(e).body()))).await;
+                    let e = api_error(e);
+                    meta.account.failed(&e);
+                    let _ = out.send(Ok(sse(&e.body()))).await;
                     return;
                 }
                 Some(_) => continue,

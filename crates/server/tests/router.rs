@@ -3,6 +3,8 @@
 //! the loading state and the error bodies are checked exactly.
 
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
+
+use hearth_server::keys::{Keys, Quotas};
 use std::thread;
 
 use axum::body::{to_bytes, Body};
@@ -45,7 +47,9 @@ fn app(loaded: bool, key: Option<&str>, script: Vec<Event>) -> (Router, mpsc::Re
     let state = Arc::new(AppState {
         jobs: Mutex::new(tx),
         model,
-        api_key: key.map(str::to_owned),
+        keys: key.map(Keys::single),
+        quotas: Arc::new(Quotas::default()),
+        usage: None,
         metrics: None,
         sealed: OnceLock::new(),
     });
