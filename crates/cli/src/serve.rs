@@ -55,6 +55,23 @@ pub struct ServeArgs {
     /// slower decoding.
     #[arg(long)]
     pub mmap: bool,
+    /// Also answer requests for this host name (repeatable); localhost and IP literals
+    /// are always answered, other names refused (against DNS rebinding).
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// Let web pages from ORIGIN (e.g. `http://localhost:3000`, or `*`) call the API;
+    /// CORS is off by default.
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors: Option<String>,
+    /// Most open connections; more are closed as they arrive.
+    #[arg(long, default_value_t = hearth_server::listen::ConnLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Most open connections per client address; more are answered 429.
+    #[arg(long, default_value_t = hearth_server::listen::ConnLimits::default().max_per_address)]
+    pub max_connections_per_address: usize,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, default_value_t = hearth_server::listen::ConnLimits::default().header_timeout.as_secs())]
+    pub header_timeout: u64,
     /// Once the model is loaded, seal the process before serving: seccomp denies new
     /// network sockets, connect and sends to any address, Landlock limits files to
     /// reading the model and TCP to this port (as far as the kernel supports); a
@@ -86,6 +103,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|k| !k.is_empty())
             .map(|k| Keys::single(&k)),
     };
+    if args.max_connections == 0
+        || args.max_connections_per_address == 0
+        || args.header_timeout == 0
+    {
+        anyhow::bail!("--max-connections, --max-connections-per-address and --header-timeout must be at least 1");
+    }
     if !args.host.is_loopback() && keys.is_none() {
         eprintln!(
             "hearth: warning: listening on {} without an API key: anyone who can reach this \
@@ -108,6 +131,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         keys,
         usage_log: args.usage_log,
         sealed: args.sealed,
+        allow_hosts: args.allow_hosts,
+        cors: args.cors,
+        conn_limits: hearth_server::listen::ConnLimits {
+            max_connections: args.max_connections,
+            max_per_address: args.max_connections_per_address,
+            header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        },
     })
 }
 

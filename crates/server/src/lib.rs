@@ -8,7 +8,9 @@
 //! renders the engine's measurements in Prometheus' text format.
 
 pub mod error;
+pub mod exposure;
 pub mod keys;
+pub mod listen;
 pub mod request;
 pub mod routes;
 pub mod structured;
@@ -37,6 +39,12 @@ pub struct ServeConfig {
     pub usage_log: Option<std::path::PathBuf>,
     /// Seal the process (`hearth_seal`) once the model is loaded, before serving.
     pub sealed: bool,
+    /// Host names to answer besides localhost and IP literals (`--allow-host`).
+    pub allow_hosts: Vec<String>,
+    /// The origin browsers may call from (`--cors`).
+    pub cors: Option<String>,
+    /// Connection limits and the header-read timeout.
+    pub conn_limits: listen::ConnLimits,
 }
 
 /// Runs the server until the process is interrupted or the model fails to load.
@@ -144,16 +152,35 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
         let mechanisms = seal_process(&config.engine.model, &writable, Some(local.port()))?;
         let _ = state.sealed.set(mechanisms);
     }
-    let app = routes::router(state);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async {
+    let exposure = Arc::new(exposure::Exposure {
+        bound: Some(local),
+        allow_hosts: config
+            .allow_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        cors: config.cors.clone(),
+    });
+    // The last layer runs first: the Host check, then CORS, then the routes.
+    let app = routes::router(state)
+        .layer(axum::middleware::from_fn_with_state(
+            exposure.clone(),
+            exposure::cors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            exposure,
+            exposure::check_host,
+        ));
+    let server = listen::serve(listener, app, config.conn_limits, async {
         let _ = tokio::signal::ctrl_c().await;
     });
     if config.sealed {
         // The model is loaded: nothing is left to wait for but the server.
-        return server.await.context("the HTTP server failed");
+        server.await;
+        return Ok(());
     }
     tokio::select! {
-        r = server => r.context("the HTTP server failed"),
+        () = server => Ok(()),
         Ok(Err(e)) = loaded_rx => Err(anyhow::anyhow!("cannot load the model: {e}")),
     }
 }
