@@ -2,7 +2,7 @@
 # Starts `hearth serve` with the default model on a free loopback port (4 sequences at
 # once) and runs the OpenAI-client tests (tests/server/test_metrics.py first, on the idle
 # server, then test_openai.py, test_concurrency.py, test_batching.py, test_logprobs.py and
-# test_structured.py, test_exposure.py, test_tools.py and a short soak, tests/server/soak.py) against it;
+# test_structured.py, test_exposure.py, test_hostile.py, test_tools.py and a short soak, tests/server/soak.py) against it;
 # then serves a tiny random-weight model with DeepSeek-R1-Distill-Qwen's tokenizer and chat
 # template and runs tests/server/test_reasoning.py (its vocab file comes from
 # tests/fixtures/tokenizer/fetch-vocabs.sh, which CI runs first). CI builds the binary
@@ -50,6 +50,7 @@ HEARTH_SERVER_URL="http://127.0.0.1:$port" HEARTH_TEST_API_KEY="$key" \
     "$HEARTH_PYTHON" tests/server/test_logprobs.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
 "$HEARTH_PYTHON" tests/server/test_structured.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
 "$HEARTH_PYTHON" tests/server/test_exposure.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
+"$HEARTH_PYTHON" tests/server/test_hostile.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
 "$HEARTH_PYTHON" tests/server/test_tools.py -v || { echo "--- server log:"; cat "$log"; exit 1; }
 # A short soak (the full one, 16 clients, 200 requests, 5 minutes, is the script's default).
 "$HEARTH_PYTHON" tests/server/soak.py --clients 8 --requests 40 --min-seconds 20 \

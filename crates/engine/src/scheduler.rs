@@ -450,8 +450,8 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             .tools
             .as_ref()
             .filter(|t| !t.tools.is_empty() && req.prompt_is_chat());
-        let (text, opens_reasoning) = match &req.prompt {
-            Prompt::Text(t) => (t.clone(), false),
+        let (text, opens_reasoning, protected) = match &req.prompt {
+            Prompt::Text(t) => (t.clone(), false, None),
             Prompt::Chat(messages) => {
                 let template = self.template.as_ref().ok_or_else(|| RequestError {
                     kind: ErrorKind::NoTemplate,
@@ -486,12 +486,15 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                         )
                     })?;
                 let open = ReasoningSplitter::prompt_opens_reasoning(&text);
-                (text, open)
+                let protected = message_spans(self.tok, &text, &messages);
+                (text, open, Some(protected))
             }
         };
-        let tokens = self.tok.encode(&text, true, true).map_err(|e| {
-            RequestError::invalid("prompt", format!("cannot tokenize the prompt: {e}"))
-        })?;
+        let tokens = match &protected {
+            Some(ranges) => self.tok.encode_protected(&text, true, ranges),
+            None => self.tok.encode(&text, true, true),
+        }
+        .map_err(|e| RequestError::invalid("prompt", format!("cannot tokenize the prompt: {e}")))?;
         if tokens.is_empty() {
             return Err(RequestError::invalid("prompt", "the prompt is empty"));
         }
@@ -505,6 +508,15 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 ),
                 param: Some("messages"),
             });
+        }
+        if let Some(m) = req.max_tokens.filter(|&m| m > self.limits.n_ctx) {
+            return Err(RequestError::invalid(
+                "max_tokens",
+                format!(
+                    "'max_tokens' is {m}, more than the {} tokens a sequence may hold here",
+                    self.limits.n_ctx
+                ),
+            ));
         }
         let mut params: SamplerParams = req.sampler.clone();
         for &(id, _) in &params.logit_bias {
@@ -951,4 +963,44 @@ fn with_system_text(messages: &[Message], text: &str) -> Vec<Message> {
         _ => out.insert(0, Message::new("system", text)),
     }
     out
+}
+
+/// Where the messages' own text sits in the rendered prompt `text`: these byte ranges are
+/// tokenized with control tokens off, so that a user who writes `<start_of_turn>` or
+/// `<|im_end|>` cannot forge the conversation's structure. Each content is looked for in
+/// order (as written, else trimmed, as Gemma's template prints it), and an occurrence
+/// counts only if it cuts through no control token of the template's: a content of
+/// `turn` must not match inside `<end_of_turn>`. A content the template transformed is not
+/// found and stays unprotected.
+fn message_spans(tok: &Tokenizer, text: &str, messages: &[Message]) -> Vec<std::ops::Range<usize>> {
+    let controls = tok.control_spans(text);
+    let cuts = |r: &std::ops::Range<usize>| {
+        controls
+            .iter()
+            .any(|c| c.start < r.end && r.start < c.end && !(r.start <= c.start && c.end <= r.end))
+    };
+    let mut spans = Vec::new();
+    let mut from = 0;
+    for m in messages {
+        let content = m
+            .content
+            .as_ref()
+            .map(|c| c.joined_text())
+            .unwrap_or_default();
+        for needle in [content.as_str(), content.trim()] {
+            if needle.is_empty() {
+                break;
+            }
+            let found = text[from..]
+                .match_indices(needle)
+                .map(|(i, _)| from + i..from + i + needle.len())
+                .find(|r| !cuts(r));
+            if let Some(r) = found {
+                from = r.end;
+                spans.push(r);
+                break;
+            }
+        }
+    }
+    spans
 }

@@ -437,3 +437,37 @@ fn a_zero_budget_turns_thinking_off_where_the_template_can() {
         plain
     );
 }
+
+/// Special-token text in a message stays text: the template's own `</s>` is the control
+/// token, a user's `</s>` is spelled out (else a user could end a turn and write the
+/// assistant's). The tiny vocabulary has no `</s>` word, so spelled out it is 4 tokens
+/// or more where the control token is 1.
+#[test]
+fn control_token_text_in_a_message_stays_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let spec = tiny::specs()
+        .into_iter()
+        .find(|s| s.name == "llama_f32")
+        .unwrap();
+    let mut w = spec.to_gguf();
+    w.set(
+        "tokenizer.chat_template",
+        "</s>{% for m in messages %}[{{ m.content }}]{% endfor %}</s>",
+    );
+    std::fs::write(&path, w.to_bytes()).unwrap();
+    let e = start_file(&path, 256, 1, 4, dir, Vec::new());
+    let prompt_tokens = |content: &str| {
+        let mut req = request("x", 1, 0.0, 0);
+        req.prompt = Prompt::Chat(vec![Message::user(content)]);
+        collect(e.submit(req), 1).unwrap().usage[0].prompt_tokens
+    };
+    let plain = prompt_tokens("a");
+    assert!(
+        prompt_tokens("</s>") >= plain + 3,
+        "{} vs {plain}",
+        prompt_tokens("</s>")
+    );
+    // A content found first inside the template's leading `</s>` does not disarm it.
+    assert_eq!(prompt_tokens("s"), plain);
+}

@@ -25,6 +25,9 @@ use tower::ServiceExt;
 
 use crate::error::ApiError;
 
+/// The largest request head (request line and headers) read.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// How long running requests get to finish once the server is told to stop.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -124,7 +127,9 @@ pub async fn serve(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
+                .header_read_timeout(limits.header_timeout)
+                // Headers larger than this are refused (431) instead of buffered.
+                .max_buf_size(MAX_HEADER_BYTES);
             let conn = builder.serve_connection(io, service);
             let mut conn = std::pin::pin!(conn);
             let stopping = async move {

@@ -14,6 +14,13 @@ use crate::structured;
 /// The largest number of stop strings (OpenAI's limit).
 pub const MAX_STOP: usize = 4;
 
+/// The longest stop string, in bytes (every generated token is checked against each).
+pub const MAX_STOP_BYTES: usize = 1024;
+
+/// The most tokens `logit_bias` may name (OpenAI allows 300; a bias list is copied into
+/// every choice's sampler, so it is bounded).
+pub const MAX_LOGIT_BIAS: usize = 1024;
+
 /// A validated request: what the engine generates, and how the answer is sent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenRequest {
@@ -319,6 +326,15 @@ fn common(
     }
     let logit_bias = match obj.get("logit_bias") {
         None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(map)) if map.len() > MAX_LOGIT_BIAS => {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                format!(
+                    "'logit_bias' takes at most {MAX_LOGIT_BIAS} tokens, not {}",
+                    map.len()
+                ),
+            ))
+        }
         Some(Value::Object(map)) => {
             let mut out = Vec::with_capacity(map.len());
             for (k, v) in map {
@@ -350,7 +366,7 @@ fn common(
             ))
         }
     };
-    let stop = match obj.get("stop") {
+    let stop: Vec<String> = match obj.get("stop") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => {
@@ -379,6 +395,15 @@ fn common(
             ))
         }
     };
+    if let Some(long) = stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::invalid(
+            "stop",
+            format!(
+                "stop strings may be at most {MAX_STOP_BYTES} bytes, not {}",
+                long.len()
+            ),
+        ));
+    }
     let stream = opt_bool(obj, "stream")?.unwrap_or(false);
     let include_usage = match obj.get("stream_options") {
         None | Some(Value::Null) => false,

@@ -106,11 +106,26 @@ impl SpecialMatcher {
         })
     }
 
+    /// Where control tokens' texts occur in `text` (overlapping occurrences included).
+    pub(crate) fn control_spans(&self, text: &str) -> Vec<std::ops::Range<usize>> {
+        let Some(ac) = &self.automaton else {
+            return Vec::new();
+        };
+        ac.find_overlapping_iter(text)
+            .filter(|m| self.patterns[m.pattern().as_usize()].needs_parse_special)
+            .map(|m| m.start()..m.end())
+            .collect()
+    }
+
     /// Splits `text` into fragments, appending them to `out`.
+    ///
+    /// Control tokens are not matched where they overlap a `protected` byte range (text a
+    /// user wrote, inside a rendered chat prompt): there they stay text.
     pub(crate) fn partition(
         &self,
         text: &str,
         parse_special: bool,
+        protected: &[std::ops::Range<usize>],
         out: &mut Vec<Fragment>,
         scratch: &mut PartitionScratch,
     ) {
@@ -163,6 +178,12 @@ impl SpecialMatcher {
             while let Some(off) = finder.find(&bytes[pos..]) {
                 let start = pos + off;
                 let end = start + needle.len();
+                if pat.needs_parse_special
+                    && protected.iter().any(|r| r.start < end && start < r.end)
+                {
+                    pos = start + 1;
+                    continue;
+                }
                 if let Some(t) = memchr::memchr(1, &taken[start..end]) {
                     // Every occurrence starting up to the taken byte overlaps it: resume
                     // after it and the taken run it belongs to.

@@ -87,12 +87,44 @@ impl Tokenizer {
         Ok(out)
     }
 
+    /// [`Tokenizer::encode`] with special tokens parsed except inside the `protected` byte
+    /// ranges of `text`: a chat prompt rendered by its template, whose message contents
+    /// (the ranges) must stay text even when a user writes `<start_of_turn>` or
+    /// `<|im_end|>` in them, so that no one can forge the conversation's structure.
+    pub fn encode_protected(
+        &self,
+        text: &str,
+        add_special: bool,
+        protected: &[std::ops::Range<usize>],
+    ) -> Result<Vec<TokenId>, TokenizerError> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 2);
+        self.encode_ranges(text, add_special, true, protected, &mut out)?;
+        Ok(out)
+    }
+
+    /// Where control tokens' texts occur in `text` (what [`Tokenizer::encode`] with
+    /// `parse_special` could turn into control tokens).
+    pub fn control_spans(&self, text: &str) -> Vec<std::ops::Range<usize>> {
+        self.specials.control_spans(text)
+    }
+
     /// [`Tokenizer::encode`], appending to `out`.
     pub fn encode_into(
         &self,
         text: &str,
         add_special: bool,
         parse_special: bool,
+        out: &mut Vec<TokenId>,
+    ) -> Result<(), TokenizerError> {
+        self.encode_ranges(text, add_special, parse_special, &[], out)
+    }
+
+    fn encode_ranges(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+        protected: &[std::ops::Range<usize>],
         out: &mut Vec<TokenId>,
     ) -> Result<(), TokenizerError> {
         if text.len() > MAX_TEXT_LEN {
@@ -103,6 +135,7 @@ impl Tokenizer {
         self.specials.partition(
             text,
             parse_special,
+            protected,
             &mut fragments,
             &mut PartitionScratch::default(),
         );
