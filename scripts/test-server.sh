@@ -10,6 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/python-env.sh
+# A loopback port nothing listens on now.
+free_port() {
+    "$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 model="$(scripts/fetch-model.sh)"
 bin="${HEARTH_BIN:-target/release/hearth}"
 if [ ! -x "$bin" ]; then
@@ -17,7 +21,7 @@ if [ ! -x "$bin" ]; then
     exit 1
 fi
 
-port="$("$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 key="test-key-$RANDOM$RANDOM"
 log="$(mktemp)"
 r1_log="$(mktemp)"
@@ -67,7 +71,7 @@ fi
 for arch in qwen2 deepseek2; do
     mkdir -p "$r1_dir/$arch"
     "$HEARTH_PYTHON" tests/server/test_reasoning.py --make-model "$r1_vocab" "$r1_dir/$arch/tiny-r1.gguf" "$arch"
-    r1_port="$("$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    r1_port="$(free_port)"
     HEARTH_API_KEY="$key" "$bin" serve "$r1_dir/$arch/tiny-r1.gguf" --port "$r1_port" --ctx 1024 -t 2 >"$r1_log" 2>&1 &
     r1_pid=$!
     echo "hearth: the reasoning split with a tiny $arch model"
@@ -81,7 +85,7 @@ done
 mkdir -p "$r1_dir/hermes"
 "$HEARTH_PYTHON" tests/server/test_reasoning.py --make-model "$r1_vocab" "$r1_dir/hermes/tiny-hermes.gguf" \
     qwen2 tests/fixtures/templates/qwen2.5-instruct.jinja
-r1_port="$("$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+r1_port="$(free_port)"
 HEARTH_API_KEY="$key" "$bin" serve "$r1_dir/hermes/tiny-hermes.gguf" --port "$r1_port" --ctx 1024 -t 2 >"$r1_log" 2>&1 &
 r1_pid=$!
 echo "hearth: Hermes tool calls with a tiny qwen2 model"
@@ -92,10 +96,10 @@ wait "$r1_pid" 2>/dev/null || true
 r1_pid=""
 # --sealed: the default model served under seccomp and Landlock.
 sealed_log="$(mktemp)"
-sealed_port="$("$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+sealed_port="$(free_port)"
 HEARTH_API_KEY="$key" "$bin" serve "$model" --port "$sealed_port" --ctx 1024 -t 2 --sealed >"$sealed_log" 2>&1 &
 r1_pid=$!
-"$HEARTH_PYTHON" -c "import sys; sys.path.insert(0, 'tests/server'); import os; os.environ['HEARTH_SERVER_URL'] = 'http://127.0.0.1:$sealed_port'; import test_openai; test_openai.wait_ready()"
+"$HEARTH_PYTHON" -c "import sys; sys.path.insert(0, 'tests/server'); import ready; ready.wait_ready('http://127.0.0.1:$sealed_port')"
 echo "hearth: a sealed server"
 HEARTH_SEALED_URL="http://127.0.0.1:$sealed_port" HEARTH_SEALED_PID="$r1_pid" HEARTH_SEALED_LOG="$sealed_log" \
     HEARTH_TEST_API_KEY="$key" "$HEARTH_PYTHON" tests/server/test_sealed.py -v \
@@ -108,7 +112,7 @@ rm -f "$sealed_log"
 # one place it may write).
 keys_dir="$(mktemp -d)"
 "$HEARTH_PYTHON" tests/server/test_keys.py --make-keys "$keys_dir/keys.toml"
-keys_port="$("$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+keys_port="$(free_port)"
 "$bin" serve "$model" --port "$keys_port" --ctx 2048 -t 2 --sealed --keys "$keys_dir/keys.toml" \
     --usage-log "$keys_dir/log" >"$keys_dir/serve.log" 2>&1 &
 r1_pid=$!

@@ -22,6 +22,8 @@ import urllib.request
 
 import openai
 
+import ready
+
 KEYS = {
     # name: (key, limits)
     "alice": ("hk-alice-test-key", {"requests_per_minute": 3}),
@@ -67,16 +69,7 @@ class KeysTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(URL + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-            time.sleep(0.3)
+        ready.wait_ready(URL)
 
     def ok(self, name, status, body):
         self.assertEqual(status, 200, body)

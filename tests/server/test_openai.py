@@ -20,6 +20,8 @@ from pathlib import Path
 
 import openai
 
+import ready
+
 URL = os.environ["HEARTH_SERVER_URL"]
 KEY = os.environ["HEARTH_TEST_API_KEY"]
 MODEL_ID = "gemma-3-270m-q4_k_m"
@@ -53,16 +55,7 @@ def http(method, path, body=None, key=KEY, headers=None):
 
 
 def wait_ready(timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(URL + "/health", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the server did not become ready")
+    ready.wait_ready(URL, timeout)
 
 
 class OpenAITest(unittest.TestCase):

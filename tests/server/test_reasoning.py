@@ -24,14 +24,13 @@ not open `<think>` itself, so the model's first token is `<think>`.
 import json
 import os
 import sys
-import time
 import unittest
-import urllib.error
-import urllib.request
 
 import gguf
 import jsonschema
 import openai
+
+import ready
 
 VOCAB = os.environ.get(
     "HEARTH_R1_VOCAB",
@@ -163,16 +162,7 @@ class ReasoningTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         url = os.environ["HEARTH_R1_URL"]
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                if time.time() > deadline:
-                    raise RuntimeError("the server did not become ready") from None
-            time.sleep(0.2)
+        ready.wait_ready(url)
         cls.client = openai.OpenAI(base_url=url + "/v1",
                                    api_key=os.environ["HEARTH_TEST_API_KEY"], max_retries=0, timeout=120)
         tokens = gguf.GGUFReader(VOCAB).fields["tokenizer.ggml.tokens"].contents()

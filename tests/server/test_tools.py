@@ -15,12 +15,13 @@ import json
 import os
 import time
 import unittest
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import jsonschema
 import openai
+
+import ready
+import test_openai
 
 URL = os.environ["HEARTH_SERVER_URL"]
 KEY = os.environ["HEARTH_TEST_API_KEY"]
@@ -92,27 +93,11 @@ def schema_of(tools, name):
 
 
 def http(body):
-    req = urllib.request.Request(URL + "/v1/chat/completions", data=json.dumps(body).encode(), method="POST")
-    req.add_header("Authorization", f"Bearer {KEY}")
-    req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return test_openai.http("POST", "/v1/chat/completions", json.dumps(body).encode())
 
 
-def wait_ready(timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(URL + "/health", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("server not ready")
+def wait_ready():
+    ready.wait_ready(URL)
 
 
 class ToolsTest(unittest.TestCase):

@@ -14,12 +14,12 @@ after it is a valid call, which comes back parsed.
 
 import json
 import os
-import time
 import unittest
-import urllib.request
 
 import jsonschema
 import openai
+
+import ready
 
 URL = os.environ["HEARTH_HERMES_URL"]
 TOOL_CALL = 151657  # `<tool_call>` in Qwen2's vocabulary
@@ -35,16 +35,7 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 class HermesToolsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(URL + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-            time.sleep(0.2)
+        ready.wait_ready(URL)
         cls.client = openai.OpenAI(base_url=URL + "/v1", api_key=os.environ["HEARTH_TEST_API_KEY"],
                                    max_retries=0, timeout=120)
 

@@ -64,14 +64,30 @@ fn start(ctx: usize, parallel: usize, queue: usize) -> Engine {
 /// As [`start`], with `pending` already queued when the engine takes its first job, so
 /// that it admits them all at once however the threads are scheduled.
 fn start_with(ctx: usize, parallel: usize, queue: usize, pending: Vec<Job>) -> Engine {
+    let (dir, path) = tiny_file(None);
+    start_file(&path, ctx, parallel, queue, dir, pending)
+}
+
+/// The tiny model with `template` as its chat template, one sequence at a time.
+fn start_with_template(template: &str) -> Engine {
+    let (dir, path) = tiny_file(Some(template));
+    start_file(&path, 256, 1, 4, dir, Vec::new())
+}
+
+/// The tiny f32 Llama written to a temporary directory, with `template` if given.
+fn tiny_file(template: Option<&str>) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.gguf");
     let spec = tiny::specs()
         .into_iter()
         .find(|s| s.name == "llama_f32")
         .unwrap();
-    std::fs::write(&path, spec.to_bytes()).unwrap();
-    start_file(&path, ctx, parallel, queue, dir, pending)
+    let mut w = spec.to_gguf();
+    if let Some(t) = template {
+        w.set("tokenizer.chat_template", t);
+    }
+    std::fs::write(&path, w.to_bytes()).unwrap();
+    (dir, path)
 }
 
 fn start_file(
@@ -408,20 +424,10 @@ fn matches_yes_no(t: &str) -> bool {
 /// only for those, unless the client set it.
 #[test]
 fn a_zero_budget_turns_thinking_off_where_the_template_can() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny.gguf");
-    let spec = tiny::specs()
-        .into_iter()
-        .find(|s| s.name == "llama_f32")
-        .unwrap();
-    let mut w = spec.to_gguf();
-    w.set(
-        "tokenizer.chat_template",
+    let e = start_with_template(
         "{% for m in messages %}{{ m.content }}{% endfor %}\
          {% if enable_thinking is defined and not enable_thinking %} the hearth is off{% endif %}",
     );
-    std::fs::write(&path, w.to_bytes()).unwrap();
-    let e = start_file(&path, 256, 1, 4, dir, Vec::new());
     let chat = |budget, kwargs: serde_json::Value| {
         let mut req = request("x", 1, 0.0, 0);
         req.prompt = Prompt::Chat(vec![Message::user("the hearth")]);
@@ -444,19 +450,7 @@ fn a_zero_budget_turns_thinking_off_where_the_template_can() {
 /// or more where the control token is 1.
 #[test]
 fn control_token_text_in_a_message_stays_text() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny.gguf");
-    let spec = tiny::specs()
-        .into_iter()
-        .find(|s| s.name == "llama_f32")
-        .unwrap();
-    let mut w = spec.to_gguf();
-    w.set(
-        "tokenizer.chat_template",
-        "</s>{% for m in messages %}[{{ m.content }}]{% endfor %}</s>",
-    );
-    std::fs::write(&path, w.to_bytes()).unwrap();
-    let e = start_file(&path, 256, 1, 4, dir, Vec::new());
+    let e = start_with_template("</s>{% for m in messages %}[{{ m.content }}]{% endfor %}</s>");
     let prompt_tokens = |content: &str| {
         let mut req = request("x", 1, 0.0, 0);
         req.prompt = Prompt::Chat(vec![Message::user(content)]);

@@ -238,15 +238,7 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
 /// the arguments a JSON string as OpenAI sends them (kept as sent: whether a template
 /// reads a string or an object is the engine's call, `tools::history_for`).
 fn parse_tool_call(param: &str, c: &Value) -> Result<ToolCall, ApiError> {
-    let f = c
-        .get("function")
-        .and_then(Value::as_object)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                format!("{param}.function"),
-                format!("'{param}.function' must be an object"),
-            )
-        })?;
+    let f = structured::function_of(param, c)?;
     let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
         ApiError::invalid(
             format!("{param}.function.name"),

@@ -142,6 +142,20 @@ pub fn template_kwargs(obj: &Map<String, Value>) -> Result<Map<String, Value>, A
     }
 }
 
+/// `v.function` as an object (of a tool, or of a message's tool call), else a 400 naming
+/// `param.function`.
+pub(crate) fn function_of<'a>(
+    param: &str,
+    v: &'a Value,
+) -> Result<&'a Map<String, Value>, ApiError> {
+    v.get("function").and_then(Value::as_object).ok_or_else(|| {
+        ApiError::invalid(
+            format!("{param}.function"),
+            format!("'{param}.function' must be an object"),
+        )
+    })
+}
+
 /// The most tools a request may offer.
 pub const MAX_TOOLS: usize = 128;
 
@@ -167,15 +181,7 @@ pub fn tools(obj: &Map<String, Value>) -> Result<Option<Tools>, ApiError> {
                 format!("'{param}.type' must be \"function\""),
             ));
         }
-        let f = t
-            .get("function")
-            .and_then(Value::as_object)
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    format!("{param}.function"),
-                    format!("'{param}.function' must be an object"),
-                )
-            })?;
+        let f = function_of(&param, t)?;
         let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
         let valid = (1..=64).contains(&name.len())
             && name
