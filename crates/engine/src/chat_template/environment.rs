@@ -128,7 +128,17 @@ fn strftime_now(clock: Clock, format: &str) -> Result<String, Error> {
         Clock::Local => chrono::Local::now().naive_local(),
         Clock::Fixed(t) => t,
     };
-    Ok(now.format_with_items(items.into_iter()).to_string())
+    // A valid code can still fail to format: `%z` needs an offset, which a naive time has
+    // none of. `to_string` would panic on that error (found by fuzz/chat_template).
+    let mut out = String::new();
+    use std::fmt::Write;
+    write!(out, "{}", now.format_with_items(items.into_iter())).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now(): cannot format {format:?} (e.g. %z: the time has no zone)"),
+        )
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -145,5 +155,7 @@ mod tests {
             "04 Jul 2025"
         );
         assert!(strftime_now(Clock::Fixed(t), "%Q").is_err());
+        // Regression (fuzz/chat_template): a code that needs a zone panicked.
+        assert!(strftime_now(Clock::Fixed(t), "%H %z").is_err());
     }
 }
