@@ -20,6 +20,13 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 
+step "cargo deny: licenses, sources and bans (the advisories check needs the network)"
+deny_root="$HEARTH_CACHE/tools"
+if [ ! -x "$deny_root/bin/cargo-deny" ]; then
+    cargo install --quiet --locked --root "$deny_root" cargo-deny --version 0.20.2
+fi
+"$deny_root/bin/cargo-deny" check licenses sources bans
+
 step "cargo test (every CPU level this machine has is tested inside the suite)"
 cargo test --workspace --release
 
