@@ -27,6 +27,10 @@ fn sealed_process_cannot_reach_out() {
     let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     TcpStream::connect(("127.0.0.1", port)).expect("unsealed, the connect works");
+    // A UDP socket made before the seal: only the send itself can be refused after it.
+    let udp = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    udp.send_to(b"x", ("127.0.0.1", port))
+        .expect("unsealed, the send works");
 
     let report = seal(&SealConfig {
         read: vec![allowed.clone()],
@@ -49,7 +53,14 @@ fn sealed_process_cannot_reach_out() {
         TcpStream::connect(("127.0.0.1", port)).map(drop),
         "TCP connect to loopback",
     );
-    refused(UdpSocket::bind(("127.0.0.1", 0)).map(drop), "a UDP socket");
+    refused(
+        udp.send_to(b"x", ("127.0.0.1", port)).map(drop),
+        "a UDP send",
+    );
+    refused(
+        UdpSocket::bind(("127.0.0.1", 0)).map(drop),
+        "a new UDP socket",
+    );
     assert!(
         ("hearth-seal-test.invalid", 80).to_socket_addrs().is_err(),
         "a DNS lookup succeeded under the seal"
