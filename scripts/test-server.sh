@@ -123,3 +123,6 @@ kill "$r1_pid" 2>/dev/null || true
 wait "$r1_pid" 2>/dev/null || true
 r1_pid=""
 rm -rf "$keys_dir"
+# SIGTERM drains: not-ready, new requests 503, the running stream finishes, exit 0.
+echo "hearth: graceful drain on SIGTERM"
+HEARTH_BIN="$bin" HEARTH_MODEL="$model" "$HEARTH_PYTHON" tests/server/test_drain.py -v

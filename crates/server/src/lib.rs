@@ -101,6 +101,8 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
         },
         metrics: install_metrics(),
         sealed: OnceLock::new(),
+        draining: std::sync::atomic::AtomicBool::new(false),
+        in_flight: std::sync::atomic::AtomicUsize::new(0),
     });
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
@@ -162,6 +164,7 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
         cors: config.cors.clone(),
     });
     // The last layer runs first: the Host check, then CORS, then the routes.
+    let drain_state = state.clone();
     let app = routes::router(state)
         .layer(axum::middleware::from_fn_with_state(
             exposure.clone(),
@@ -171,8 +174,9 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
             exposure,
             exposure::check_host,
         ));
-    let server = listen::serve(listener, app, config.conn_limits, async {
-        let _ = tokio::signal::ctrl_c().await;
+    let server = listen::serve(listener, app, config.conn_limits, async move {
+        stop_signal().await;
+        drain(&drain_state).await;
     });
     if config.sealed {
         // The model is loaded: nothing is left to wait for but the server.
@@ -182,6 +186,46 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
     tokio::select! {
         () = server => Ok(()),
         Ok(Err(e)) = loaded_rx => Err(anyhow::anyhow!("cannot load the model: {e}")),
+    }
+}
+
+/// How long running requests may take to finish after SIGTERM or Ctrl-C (Kubernetes
+/// gives 30 s by default before it kills the pod).
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// SIGTERM (how Kubernetes and systemd stop a service) or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The drain: `/health` turns not-ready and new API requests get 503 with `Retry-After`
+/// (so a load balancer moves on), while the requests already running finish, for at most
+/// [`DRAIN_TIMEOUT`]. The server then stops and the process exits 0.
+async fn drain(state: &routes::AppState) {
+    use std::sync::atomic::Ordering;
+    state.draining.store(true, Ordering::Relaxed);
+    let running = state.in_flight.load(Ordering::Relaxed);
+    eprintln!("hearth: stopping: {running} request(s) running, new ones refused (503)");
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    while state.in_flight.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let left = state.in_flight.load(Ordering::Relaxed);
+    if left > 0 {
+        eprintln!("hearth: stopping with {left} request(s) unfinished after {DRAIN_TIMEOUT:?}");
+    } else {
+        eprintln!("hearth: stopped: every request finished");
     }
 }
 

@@ -2,6 +2,7 @@
 //! JSON and server-sent events. Nothing here touches the model.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,9 @@ use crate::keys::{Keys, Limits, Permit, Quotas};
 use crate::request::{self, GenRequest};
 use crate::usage::{self, UsageLog};
 
+/// `Retry-After` of a request refused while the server drains.
+const DRAIN_RETRY_AFTER_S: u64 = 1;
+
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 
@@ -46,6 +50,11 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The seal's mechanisms, when the process is sealed (`--sealed`).
     pub sealed: OnceLock<String>,
+    /// Set on SIGTERM: `/health` turns not-ready and new API requests get 503 while the
+    /// running ones finish.
+    pub draining: AtomicBool,
+    /// API requests in progress (their [`Account`]s alive).
+    pub in_flight: AtomicUsize,
 }
 
 type Shared = Arc<AppState>;
@@ -85,6 +94,17 @@ async fn auth(
     next: Next,
 ) -> Response {
     let t0 = Instant::now();
+    if state.draining.load(Ordering::Relaxed) {
+        return ApiError {
+            retry_after: Some(DRAIN_RETRY_AFTER_S),
+            ..ApiError::with_status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down; retry on another replica",
+                Some("shutting_down"),
+            )
+        }
+        .into_response();
+    }
     let Some(keys) = &state.keys else {
         req.extensions_mut().insert(Caller::default());
         return next.run(req).await;
@@ -154,6 +174,7 @@ struct Account {
 
 impl Account {
     fn new(state: &Shared, endpoint: &str, caller: Caller, t0: Instant) -> Account {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
         Account {
             state: state.clone(),
             caller,
@@ -175,6 +196,7 @@ impl Account {
 
 impl Drop for Account {
     fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
         let u = &self.usage;
         if let Some(name) = &self.caller.key {
             self.state
@@ -215,6 +237,13 @@ async fn method_not_allowed(req: Request) -> ApiError {
 }
 
 async fn health(State(state): State<Shared>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        )
+            .into_response();
+    }
     if state.model.get().is_some() {
         let sealed = match state.sealed.get() {
             Some(m) => json!({"sealed": true, "mechanisms": m}),

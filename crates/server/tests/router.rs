@@ -50,6 +50,8 @@ fn app(loaded: bool, key: Option<&str>, script: Vec<Event>) -> (Router, mpsc::Re
         keys: key.map(Keys::single),
         quotas: Arc::new(Quotas::default()),
         usage: None,
+        draining: Default::default(),
+        in_flight: Default::default(),
         metrics: None,
         sealed: OnceLock::new(),
     });
