@@ -24,9 +24,9 @@ import ready
 
 
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class DrainTest(unittest.TestCase):
@@ -86,6 +86,7 @@ class DrainTest(unittest.TestCase):
         finally:
             if server.poll() is None:
                 server.kill()
+            server.stderr.close()
 
 
 if __name__ == "__main__":
