@@ -50,7 +50,7 @@ use hearth_models::{Batch, KvCache, KvTypes, Model, Scratch, BLOCK_CELLS};
 use hearth_tokenizer::Tokenizer;
 
 use crate::chat_template::{ChatTemplate, Content, Message, RenderOptions, TemplateConfig};
-use crate::grammar::GrammarVocab;
+use crate::grammar::{Constraint, Grammar, GrammarVocab};
 use crate::output::ReasoningSplitter;
 use crate::prefix_cache::PrefixCache;
 use crate::sampler::SamplerParams;
@@ -329,6 +329,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             arch,
             n_ctx_train: hp.n_ctx_train,
         };
+        let tool_format = ToolFormat::detect(embedded.unwrap_or_default());
         Ok(Scheduler {
             model,
             tok,
@@ -360,10 +361,10 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 },
                 close: tok.encode("</think>", false, true).unwrap_or_default(),
             },
-            tool_format: ToolFormat::detect(embedded.unwrap_or_default()),
+            tool_format,
             template_thinking_switch: embedded.is_some_and(|t| t.contains("enable_thinking")),
             template_shows_tools: embedded.is_some_and(|t| t.contains("tools"))
-                && ToolFormat::detect(embedded.unwrap_or_default()) != ToolFormat::Generic,
+                && tool_format != ToolFormat::Generic,
         })
     }
 
@@ -551,12 +552,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             (None, None) => (None, "response_format"),
         };
         let grammar = match &constraint {
-            Some(c) => Some(self.grammar_vocab()?.compile(c).map_err(|e| {
-                RequestError::invalid(
-                    param,
-                    format!("the output constraint cannot be enforced: {e}"),
-                )
-            })?),
+            Some(c) => Some(self.compile(c, param)?),
             None => None,
         };
         let tool_text = tools
@@ -564,12 +560,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             .map(|_| ToolText::new(self.tool_format));
         let lazy = match tools.and_then(|t| t.lazy_constraint(self.tool_format)) {
             Some((c, marker)) if grammar.is_none() => Some(LazyGrammar {
-                grammar: self.grammar_vocab()?.compile(&c).map_err(|e| {
-                    RequestError::invalid(
-                        "tools",
-                        format!("the tools' call grammar cannot be enforced: {e}"),
-                    )
-                })?,
+                grammar: self.compile(&c, "tools")?,
                 marker,
                 marker_tokens: self.tok.encode(marker, false, true).map_err(|e| {
                     RequestError::internal(format!("cannot tokenize {marker:?}: {e}"))
@@ -603,6 +594,17 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                 .or_insert(serde_json::Value::Bool(false));
         }
         kwargs
+    }
+
+    /// `c` compiled against the vocabulary; a constraint that cannot be enforced is the
+    /// fault of the request field `param`.
+    fn compile(&self, c: &Constraint, param: &'static str) -> Result<Grammar, RequestError> {
+        self.grammar_vocab()?.compile(c).map_err(|e| {
+            RequestError::invalid(
+                param,
+                format!("the output constraint cannot be enforced: {e}"),
+            )
+        })
     }
 
     /// The grammar engine's view of the vocabulary, built on first use.

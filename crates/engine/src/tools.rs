@@ -257,16 +257,12 @@ impl Tools {
     /// writes calls but never lists the tools).
     pub fn instructions(&self, format: ToolFormat) -> String {
         let list: Vec<Value> = self
-            .functions()
-            .map(|(name, params)| {
-                let description = self
-                    .tools
-                    .iter()
-                    .find(|t| t["function"]["name"] == name)
-                    .and_then(|t| t["function"].get("description"))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                json!({"name": name, "description": description, "parameters": params})
+            .tools
+            .iter()
+            .filter_map(|t| t.get("function"))
+            .map(|f| {
+                let field = |k: &str| f.get(k).cloned().unwrap_or(Value::Null);
+                json!({"name": field("name"), "description": field("description"), "parameters": field("parameters")})
             })
             .collect();
         let how = match format {

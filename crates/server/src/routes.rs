@@ -484,7 +484,7 @@ struct Meta {
 }
 
 /// The usage of a whole request: the prompt once, the choices' generated tokens summed.
-#[derive(Clone, Copy, Default)]
+#[derive(Default)]
 struct TotalUsage {
     prompt: usize,
     cached: usize,
@@ -524,7 +524,6 @@ struct Collected {
 /// A non-streamed answer: collects every event of every choice.
 async fn whole(mut meta: Meta, want_logprobs: bool, mut rx: UnboundedReceiver<Event>) -> Response {
     let mut choices: Vec<Collected> = (0..meta.n).map(|_| Collected::default()).collect();
-    let mut usage = TotalUsage::default();
     let mut open = meta.n;
     while open > 0 {
         match rx.recv().await {
@@ -548,8 +547,7 @@ async fn whole(mut meta: Meta, want_logprobs: bool, mut rx: UnboundedReceiver<Ev
             }) => {
                 if let Some(c) = choices.get_mut(index) {
                     c.finish = Some(finish);
-                    usage.add(&u);
-                    meta.account.usage = usage;
+                    meta.account.usage.add(&u);
                     open -= 1;
                 }
             }
@@ -609,7 +607,7 @@ async fn whole(mut meta: Meta, want_logprobs: bool, mut rx: UnboundedReceiver<Ev
         "created": meta.created,
         "model": meta.model,
         "choices": choices,
-        "usage": usage.json(),
+        "usage": meta.account.usage.json(),
     }))
     .into_response()
 }
@@ -794,7 +792,6 @@ fn stream(mut meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>)
                 *first = false;
             }
         }
-        let mut usage = TotalUsage::default();
         let mut open = meta.n;
         loop {
             let chunk = match rx.recv().await {
@@ -822,8 +819,7 @@ fn stream(mut meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>)
                     usage: u,
                     ..
                 }) => {
-                    usage.add(&u);
-                    meta.account.usage = usage;
+                    meta.account.usage.add(&u);
                     open = open.saturating_sub(1);
                     if out
                         .send(Ok(sse(&meta.finish(index, finish, include_usage))))
@@ -843,7 +839,7 @@ fn stream(mut meta: Meta, include_usage: bool, mut rx: UnboundedReceiver<Event>)
                             "model": meta.model,
                             "choices": [],
                         });
-                        u["usage"] = usage.json();
+                        u["usage"] = meta.account.usage.json();
                         if out.send(Ok(sse(&u))).await.is_err() {
                             return;
                         }

@@ -102,6 +102,17 @@ pub(crate) struct LazyGrammar {
     pub(crate) marker_tokens: Vec<u32>,
 }
 
+impl LazyGrammar {
+    /// An independent copy, for another choice of the same request.
+    fn fork(&self) -> LazyGrammar {
+        LazyGrammar {
+            grammar: self.grammar.fork(),
+            marker: self.marker,
+            marker_tokens: self.marker_tokens.clone(),
+        }
+    }
+}
+
 /// The reasoning tags as tokens.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ThinkTokens {
@@ -206,11 +217,7 @@ impl<'t> Seq<'t> {
             budget_spent: false,
             tool_text: self.tool_text.clone(),
             mask_with_open: Vec::new(),
-            lazy: self.lazy.as_ref().map(|l| LazyGrammar {
-                grammar: l.grammar.fork(),
-                marker: l.marker,
-                marker_tokens: l.marker_tokens.clone(),
-            }),
+            lazy: self.lazy.as_ref().map(LazyGrammar::fork),
             tail: String::new(),
             decoder: tok.stream_decoder(false, false),
             output: output_stage(&self.req, self.opens_reasoning),
