@@ -1,6 +1,7 @@
 //! `hearth`: the one command-line entry point.
 
 mod bench;
+mod chat;
 mod inspect;
 mod keys;
 mod perplexity;
@@ -37,6 +38,8 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Generate a continuation of a prompt, streamed to stdout.
     Run(run::RunArgs),
+    /// Chat with a model in the terminal (streamed answers, history, /commands).
+    Chat(chat::ChatArgs),
     /// Serve a model over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
     /// Measure a model's perplexity on a text, as llama-perplexity does.
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Inspect { file, json } => inspect::run(&file, json),
         Command::Tokenize(args) => tokenize::run_args(args),
         Command::Run(args) => run::run(args),
+        Command::Chat(args) => chat::run(args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),

@@ -21,7 +21,9 @@ use anyhow::{bail, Context};
 use hearth_engine::chat_template::Message;
 use hearth_engine::grammar::Constraint;
 use hearth_engine::sampler::{Penalties, Sampler, SamplerParams};
-use hearth_engine::scheduler::{self, EngineConfig, Event, Finish, Job, Prompt, Request};
+use hearth_engine::scheduler::{
+    self, EngineConfig, Event, Finish, Job, ModelInfo, Prompt, Request,
+};
 use hearth_gguf::{GgufFile, Residency};
 use hearth_models::{KvType, KvTypes};
 
@@ -167,20 +169,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             residency(&args.model, args.mmap),
         )
     };
-    let (jobs, jobs_rx) = std::sync::mpsc::channel();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let engine = std::thread::Builder::new()
-        .name("hearth-engine".into())
-        .spawn(move || {
-            scheduler::run(config, jobs_rx, move |r| {
-                let _ = ready_tx.send(r);
-            })
-        })
-        .context("cannot start the engine thread")?;
-    let info = ready_rx
-        .recv()
-        .context("the engine stopped while loading")?
-        .map_err(anyhow::Error::msg)?;
+    let engine = Engine::start(config)?;
+    let info = engine.info.clone();
     if args.ctx.is_some_and(|c| c > info.n_ctx_train) {
         eprintln!(
             "hearth: warning: context {} is longer than the model was trained on ({})",
@@ -211,11 +201,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Request::new(prompt, params)
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    jobs.send(Job {
+    engine.submit(Job {
         request,
         events: tx,
-    })
-    .map_err(|_| anyhow::anyhow!("the engine has stopped"))?;
+    })?;
 
     let mut stdout = std::io::stdout().lock();
     let mut done = None;
@@ -247,8 +236,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     drop(rx);
-    drop(jobs);
-    let _ = engine.join();
+    drop(engine);
     let Some((finish, usage, timings)) = done else {
         // Broken pipe: quietly, as `head` expects.
         return Ok(());
@@ -310,14 +298,81 @@ fn rate(what: &str, n: usize, t: Duration) -> String {
     )
 }
 
+/// The engine on a thread of its own, loaded and ready for jobs; dropping it stops the
+/// engine (once its running jobs end) and waits for the thread.
+pub(crate) struct Engine {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// What the engine reported once the model was loaded.
+    pub info: ModelInfo,
+}
+
+impl Engine {
+    /// Starts the engine and waits for the model to load.
+    pub fn start(config: EngineConfig) -> anyhow::Result<Engine> {
+        let (jobs, jobs_rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("hearth-engine".into())
+            .spawn(move || {
+                scheduler::run(config, jobs_rx, move |r| {
+                    let _ = ready_tx.send(r);
+                })
+            })
+            .context("cannot start the engine thread")?;
+        let info = ready_rx
+            .recv()
+            .context("the engine stopped while loading")?
+            .map_err(anyhow::Error::msg)?;
+        Ok(Engine {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            info,
+        })
+    }
+
+    /// Queues a job; its events arrive on the job's channel.
+    pub fn submit(&self, job: Job) -> anyhow::Result<()> {
+        self.jobs
+            .as_ref()
+            .and_then(|jobs| jobs.send(job).ok())
+            .ok_or_else(|| anyhow::anyhow!("the engine has stopped"))
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Closing the queue is what tells the engine to stop.
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A seed from the clock: not cryptographic, just different per run (the commands print
+/// it so that a run can be repeated).
+pub(crate) fn clock_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// Hearth's cache folder: `$HEARTH_CACHE`, else `~/.cache/hearth` (as the scripts use).
+pub(crate) fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HEARTH_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+    home.map_or_else(
+        || PathBuf::from(".cache/hearth"),
+        |h| Path::new(&h).join(".cache/hearth"),
+    )
+}
+
 fn sampler_params(args: &RunArgs) -> anyhow::Result<SamplerParams> {
-    let seed = args.seed.unwrap_or_else(|| {
-        // Not cryptographic, just different per run; printed so a run can be repeated.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
-    });
+    let seed = args.seed.unwrap_or_else(clock_seed);
     let params = SamplerParams {
         seed,
         temperature: args.temp,

@@ -49,7 +49,9 @@ use hearth_kernels::pool::ThreadPool;
 use hearth_models::{Batch, KvCache, KvTypes, Model, Scratch, BLOCK_CELLS};
 use hearth_tokenizer::Tokenizer;
 
-use crate::chat_template::{ChatTemplate, Content, Message, RenderOptions, TemplateConfig};
+use crate::chat_template::{
+    ChatTemplate, Content, Message, RenderOptions, TemplateConfig, TemplateOrigin,
+};
 use crate::grammar::{Constraint, Grammar, GrammarVocab};
 use crate::output::ReasoningSplitter;
 use crate::prefix_cache::PrefixCache;
@@ -131,6 +133,9 @@ pub struct ModelInfo {
     pub arch: String,
     /// The context the model was trained on.
     pub n_ctx_train: usize,
+    /// Where the chat template comes from: the model file's own, or a built-in one for
+    /// its family (a base model's file often has none); `None`: chat prompts are refused.
+    pub chat_template: Option<TemplateOrigin>,
 }
 
 /// The pool's size and the most one sequence may hold: `ctx` (when given) is the pool;
@@ -328,6 +333,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             kv_bytes_per_token,
             arch,
             n_ctx_train: hp.n_ctx_train,
+            chat_template: template.as_ref().map(ChatTemplate::origin),
         };
         let tool_format = ToolFormat::detect(embedded.unwrap_or_default());
         Ok(Scheduler {

@@ -42,6 +42,7 @@ fn app(loaded: bool, key: Option<&str>, script: Vec<Event>) -> (Router, mpsc::Re
             kv_bytes_per_token: 1024,
             arch: "llama".into(),
             n_ctx_train: 128,
+            chat_template: None,
         });
     }
     let state = Arc::new(AppState {
