@@ -156,6 +156,11 @@ pub enum GgufError {
         expected: u64,
     },
 
+    /// Split parts (see [`crate::merge_split`]) that do not make one model; `part` counts
+    /// from 1, as the file names do.
+    #[error("split part {part}: {reason}")]
+    Split { part: usize, reason: String },
+
     /// Lookup: a required metadata key is absent.
     #[error("metadata key '{key}' is missing")]
     MissingKey { key: String },

@@ -5,6 +5,7 @@
 //! tensor info before handing anything out: a file that passes can be used without
 //! further bounds checks, and one that fails gets a [`GgufError`] naming the key or
 //! tensor at fault. [`GgufWriter`] builds files (test fixtures, generated models).
+//! [`merge_split`] joins a model split by llama.cpp's `gguf-split` into one file.
 //!
 //! The format is specified in ggml's `docs/gguf.md`; behaviour on edge cases was checked
 //! against llama.cpp's `gguf.cpp` and the `gguf` Python package's `GGUFReader`.
@@ -23,6 +24,7 @@ mod file;
 mod metadata;
 mod mmap;
 mod read;
+mod split;
 mod tensor;
 mod value;
 mod write;
@@ -32,6 +34,9 @@ pub use file::{GgufFile, Residency, TensorView};
 pub use hearth_kernels::quant::TensorType;
 pub use metadata::{FromValue, Metadata};
 pub use read::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH};
+pub use split::{
+    merge_split, split_part, SplitPart, SPLIT_COUNT_KEY, SPLIT_NO_KEY, SPLIT_TENSORS_COUNT_KEY,
+};
 pub use tensor::{TensorInfo, MAX_DIMS};
 pub use value::{Array, StringArray, Strings, Value, ValueType};
 pub use write::GgufWriter;

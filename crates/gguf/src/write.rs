@@ -134,30 +134,17 @@ impl GgufWriter {
             written: 0,
         };
         let alignment = self.alignment();
-
-        w.write_all(&GGUF_MAGIC)?;
-        w.write_all(&self.version.to_le_bytes())?;
-        w.write_all(&(self.tensors.len() as u64).to_le_bytes())?;
-        w.write_all(&(self.metadata.len() as u64).to_le_bytes())?;
-        for (key, value) in self.metadata.iter() {
-            write_str(&mut w, key)?;
-            w.write_all(&value.value_type().id().to_le_bytes())?;
-            write_value(&mut w, value)?;
-        }
-
-        let mut offset = 0u64;
-        for t in &self.tensors {
-            write_str(&mut w, &t.name)?;
-            w.write_all(&(t.shape.len() as u32).to_le_bytes())?;
-            for d in &t.shape {
-                w.write_all(&d.to_le_bytes())?;
-            }
-            w.write_all(&t.ty.id().to_le_bytes())?;
-            w.write_all(&offset.to_le_bytes())?;
-            offset = pad_to(offset + t.data.len() as u64, alignment);
-        }
-
-        w.pad(alignment)?;
+        let infos: Vec<HeadTensor<'_>> = self
+            .tensors
+            .iter()
+            .map(|t| HeadTensor {
+                name: &t.name,
+                ty: t.ty,
+                shape: &t.shape,
+                n_bytes: t.data.len() as u64,
+            })
+            .collect();
+        write_head(&mut w, self.version, &self.metadata, &infos, alignment)?;
         for t in &self.tensors {
             w.write_all(&t.data)?;
             w.pad(alignment)?;
@@ -179,26 +166,69 @@ impl GgufWriter {
     }
 }
 
+/// A tensor info as [`write_head`] lists it: its data is `n_bytes` long, and the data of
+/// the tensors follow one another in list order, each padded to the alignment.
+pub(crate) struct HeadTensor<'a> {
+    pub name: &'a str,
+    pub ty: TensorType,
+    pub shape: &'a [u64],
+    pub n_bytes: u64,
+}
+
+/// Everything before the data section: magic, version, counts, `metadata` and the tensor
+/// infos (offsets computed from the sizes), padded to `alignment`. The caller then writes
+/// each tensor's data followed by [`Counting::pad`].
+pub(crate) fn write_head<W: Write>(
+    w: &mut Counting<W>,
+    version: u32,
+    metadata: &Metadata,
+    tensors: &[HeadTensor<'_>],
+    alignment: u64,
+) -> io::Result<()> {
+    w.write_all(&GGUF_MAGIC)?;
+    w.write_all(&version.to_le_bytes())?;
+    w.write_all(&(tensors.len() as u64).to_le_bytes())?;
+    w.write_all(&(metadata.len() as u64).to_le_bytes())?;
+    for (key, value) in metadata.iter() {
+        write_str(w, key)?;
+        w.write_all(&value.value_type().id().to_le_bytes())?;
+        write_value(w, value)?;
+    }
+
+    let mut offset = 0u64;
+    for t in tensors {
+        write_str(w, t.name)?;
+        w.write_all(&(t.shape.len() as u32).to_le_bytes())?;
+        for d in t.shape {
+            w.write_all(&d.to_le_bytes())?;
+        }
+        w.write_all(&t.ty.id().to_le_bytes())?;
+        w.write_all(&offset.to_le_bytes())?;
+        offset = pad_to(offset + t.n_bytes, alignment);
+    }
+    w.pad(alignment)
+}
+
 /// `n` rounded up to a multiple of `alignment`.
 fn pad_to(n: u64, alignment: u64) -> u64 {
     n.div_ceil(alignment) * alignment
 }
 
 /// A writer that knows how many bytes it has written, for padding.
-struct Counting<W: Write> {
-    inner: W,
-    written: u64,
+pub(crate) struct Counting<W: Write> {
+    pub inner: W,
+    pub written: u64,
 }
 
 impl<W: Write> Counting<W> {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.inner.write_all(bytes)?;
         self.written += bytes.len() as u64;
         Ok(())
     }
 
     /// Zero bytes up to the next multiple of `alignment`.
-    fn pad(&mut self, alignment: u64) -> io::Result<()> {
+    pub fn pad(&mut self, alignment: u64) -> io::Result<()> {
         let n = pad_to(self.written, alignment) - self.written;
         for _ in 0..n {
             self.write_all(&[0])?;
