@@ -250,6 +250,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         parallel: Some(1),
         queue: 1,
         kv_types: args.cache.types(),
+        load_progress: run::load_progress(&model),
         ..EngineConfig::new(model.clone(), n_threads, run::residency(&model, args.mmap))
     };
     let engine = run::Engine::start(config)?;

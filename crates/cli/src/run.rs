@@ -22,7 +22,7 @@ use hearth_engine::chat_template::Message;
 use hearth_engine::grammar::Constraint;
 use hearth_engine::sampler::{Penalties, Sampler, SamplerParams};
 use hearth_engine::scheduler::{
-    self, EngineConfig, Event, Finish, Job, ModelInfo, Prompt, Request,
+    self, EngineConfig, Event, Finish, Job, LoadProgress, ModelInfo, Prompt, Request,
 };
 use hearth_gguf::{GgufFile, Residency};
 use hearth_models::{KvType, KvTypes};
@@ -163,6 +163,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         queue: 1,
         batch: args.batch,
         kv_types: args.cache.types(),
+        load_progress: load_progress(&args.model),
         ..EngineConfig::new(
             args.model.clone(),
             n_threads,
@@ -348,6 +349,33 @@ impl Drop for Engine {
             let _ = thread.join();
         }
     }
+}
+
+/// A progress bar on stderr for loading `model`, when stderr is a terminal and the file
+/// is large enough to take a noticeable while (copying a 4 GiB model onto huge pages
+/// takes a few seconds); the bar disappears once the weights are in memory.
+pub(crate) fn load_progress(model: &Path) -> Option<LoadProgress> {
+    const SHOWN_FROM: u64 = 256 << 20;
+    let len = std::fs::metadata(model).map_or(0, |m| m.len());
+    if len < SHOWN_FROM || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "loading {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let name = model
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    bar.set_message(name);
+    Some(LoadProgress(std::sync::Arc::new(move |done, total| {
+        bar.set_position(done);
+        if done >= total {
+            bar.finish_and_clear();
+        }
+    })))
 }
 
 /// A seed from the clock: not cryptographic, just different per run (the commands print

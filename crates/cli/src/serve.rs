@@ -119,6 +119,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     hearth_server::serve(ServeConfig {
         engine: EngineConfig {
             residency: crate::run::residency(&args.model, args.mmap),
+            load_progress: crate::run::load_progress(&args.model),
             model: args.model,
             ctx: args.ctx,
             threads,

@@ -96,6 +96,19 @@ pub struct EngineConfig {
     pub batch: usize,
     /// How the KV cache stores keys and values.
     pub kv_types: KvTypes,
+    /// Told how far the model's load has come (see [`LoadProgress`]).
+    pub load_progress: Option<LoadProgress>,
+}
+
+/// Called with (bytes read, bytes in all) while the weights are copied into memory, so
+/// that a command can draw a progress bar for a model that takes seconds to load.
+#[derive(Clone)]
+pub struct LoadProgress(pub Arc<dyn Fn(u64, u64) + Send + Sync>);
+
+impl std::fmt::Debug for LoadProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadProgress")
+    }
 }
 
 impl EngineConfig {
@@ -110,6 +123,7 @@ impl EngineConfig {
             queue: DEFAULT_QUEUE,
             batch: DEFAULT_BATCH,
             kv_types: KvTypes::default(),
+            load_progress: None,
         }
     }
 }
@@ -205,7 +219,11 @@ fn open(config: &EngineConfig) -> Result<GgufFile, String> {
     if !config.model.exists() {
         return Err(format!("{}: no such file", config.model.display()));
     }
-    GgufFile::open_with(&config.model, config.residency)
+    let progress = config
+        .load_progress
+        .as_ref()
+        .map(|p| &*p.0 as &dyn Fn(u64, u64));
+    GgufFile::open_with_progress(&config.model, config.residency, progress)
         .map_err(|e| format!("{}: not a readable GGUF file: {e}", config.model.display()))
 }
 

@@ -92,6 +92,17 @@ impl GgufFile {
     /// Opens and validates the file at `path`, its bytes held as `residency` says.
     /// Everything else (validation, errors, views) is the same for every residency.
     pub fn open_with(path: impl AsRef<Path>, residency: Residency) -> Result<GgufFile, GgufError> {
+        Self::open_with_progress(path, residency, None)
+    }
+
+    /// As [`GgufFile::open_with`], telling `progress` (bytes read, file length) as a copy
+    /// onto huge pages goes on, which for a model of several GiB takes seconds; a mapped
+    /// open reads nothing up front and reports nothing.
+    pub fn open_with_progress(
+        path: impl AsRef<Path>,
+        residency: Residency,
+        progress: Option<&dyn Fn(u64, u64)>,
+    ) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
         let io_err = |source| GgufError::Io {
             path: path.to_path_buf(),
@@ -113,7 +124,9 @@ impl GgufFile {
                             "file larger than the address space",
                         ))
                     })?;
-                    Storage::Anon(crate::mmap::read_anon(&mut file, len).map_err(io_err)?)
+                    let report = progress.map(|p| move |done| p(done, len as u64));
+                    let report = report.as_ref().map(|r| r as &dyn Fn(u64));
+                    Storage::Anon(crate::mmap::read_anon(&mut file, len, report).map_err(io_err)?)
                 }
             }
         };

@@ -26,6 +26,10 @@ pub(crate) fn map(file: &File) -> std::io::Result<Mmap> {
 /// The size of an x86-64 / aarch64 (4 KiB granule) transparent huge page.
 pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
+/// How much of a file is copied between progress reports (a few hundred reports for a
+/// model of several GiB).
+const PROGRESS_CHUNK: usize = 32 << 20;
+
 /// A file's bytes copied into private anonymous memory, read-only once filled.
 ///
 /// The mapping is `HUGE_PAGE` longer than needed so that the bytes can start on a
@@ -58,7 +62,13 @@ impl AnonCopy {
 /// faults in a huge page directly (with THP in `madvise` mode, the common default, memory
 /// that is not advised never gets one). Where the advice does not exist (not Linux) or is
 /// refused (THP disabled), the copy sits on ordinary pages: correct, only slower.
-pub(crate) fn read_anon(file: &mut File, len: usize) -> std::io::Result<AnonCopy> {
+///
+/// `progress` is told the bytes copied so far after every chunk of [`PROGRESS_CHUNK`].
+pub(crate) fn read_anon(
+    file: &mut File,
+    len: usize,
+    progress: Option<&dyn Fn(u64)>,
+) -> std::io::Result<AnonCopy> {
     let too_big = || std::io::Error::new(std::io::ErrorKind::OutOfMemory, "file too large");
     let map_len = len
         .checked_next_multiple_of(HUGE_PAGE)
@@ -70,7 +80,18 @@ pub(crate) fn read_anon(file: &mut File, len: usize) -> std::io::Result<AnonCopy
     #[cfg(not(target_os = "linux"))]
     let huge = false;
     let start = (map.as_ptr() as usize).next_multiple_of(HUGE_PAGE) - map.as_ptr() as usize;
-    file.read_exact(&mut map[start..start + len])?;
+    let dest = &mut map[start..start + len];
+    match progress {
+        None => file.read_exact(dest)?,
+        Some(progress) => {
+            let mut done = 0;
+            for chunk in dest.chunks_mut(PROGRESS_CHUNK) {
+                file.read_exact(chunk)?;
+                done += chunk.len() as u64;
+                progress(done);
+            }
+        }
+    }
     Ok(AnonCopy {
         map: map.make_read_only()?,
         start,
