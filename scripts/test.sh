@@ -14,6 +14,10 @@ export HEARTH_VOCAB_DIR
 
 step() { echo; echo "==> $*"; }
 
+# A full build and test run needs about 4 GB under target/ (a CI run once failed for want
+# of disk): say what there is, so that a failure of that kind reads as one.
+df -h . | awk 'NR == 2 { print "hearth: disk: " $4 " free of " $2 }'
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -58,6 +62,9 @@ for level in native avx2; do
 done
 HEARTH_CPU=avx2 cargo test --workspace --release --test run
 "$HEARTH_PYTHON" tests/fixtures/fidelity/greedy_compare.py target/release/hearth "$model"
+
+step "hearth chat on a terminal (tmux types into it)"
+scripts/test-chat.sh
 
 step "hearth serve on a loopback port, driven by the real openai Python client"
 scripts/test-server.sh
