@@ -5,7 +5,8 @@
 //! step; the HTTP side ([`routes`], on tokio and axum) parses and validates requests
 //! ([`request`]), queues them to the engine, and formats the deltas it streams back. A
 //! request whose client has gone away is cancelled at the engine's next step. `/metrics`
-//! renders the engine's measurements in Prometheus' text format.
+//! renders the engine's measurements in Prometheus' text format. A chat page for people
+//! ([`web`]) is served at `/`.
 
 pub mod error;
 pub mod exposure;
@@ -15,6 +16,7 @@ pub mod request;
 pub mod routes;
 pub mod structured;
 pub mod usage;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -117,6 +119,7 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
     let engine_state = state.clone();
     let engine_config = config.engine.clone();
     let kv_types = engine_config.kv_types;
+    let needs_key = config.keys.is_some();
     std::thread::Builder::new()
         .name("hearth-engine".into())
         .spawn(move || {
@@ -133,6 +136,7 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
                         info.parallel,
                         info.queue
                     );
+                    eprintln!("{}", web::ready_text(local, &info.id, needs_key));
                     let _ = engine_state.model.set(info);
                     let _ = loaded_tx.send(Ok(()));
                 }
