@@ -365,13 +365,13 @@ check("Stop ends a long answer, keeps what had arrived and gives the input back"
   await page.keyboard.press("Enter");
   await waitFor(page, "some of the answer", () =>
     !document.getElementById("stop").hidden &&
-    (document.querySelector(".msg.assistant:last-child .answer")?.textContent.length ?? 0) > 40,
+    (document.querySelector(".msg.assistant:last-child .answer")?.textContent.length ?? 0) > 200,
   undefined, 60000);
   longAnswer = false;
   await page.click("#stop");
   await waitFor(page, "the input to come back", idle, undefined, 5000);
   partial = await page.evaluate(answerText);
-  assert(partial.length > 40, `partial answer: ${JSON.stringify(partial)}`);
+  assert(partial.length > 200, `partial answer: ${JSON.stringify(partial)}`);
   await sleep(1500);
   const later = await page.evaluate(answerText);
   assert(later === partial, "the answer kept growing after Stop");
