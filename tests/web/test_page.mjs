@@ -372,7 +372,15 @@ check("Stop ends a long answer, keeps what had arrived and gives the input back"
   await waitFor(page, "the input to come back", idle, undefined, 5000);
   partial = await page.evaluate(answerText);
   assert(partial.length > 200, `partial answer: ${JSON.stringify(partial)}`);
-  await sleep(1500);
+  // The server saw the connection close and stopped generating.
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const metrics = await (await fetch(`${origin}/metrics`)).text();
+    if (/^hearth_requests_running 0$/m.test(metrics)) break;
+    assert(Date.now() < deadline, `the server still generates after Stop:\n${metrics.match(/^hearth_requests_running .*$/m)}`);
+    await sleep(50);
+  }
+  await sleep(1000);
   const later = await page.evaluate(answerText);
   assert(later === partial, "the answer kept growing after Stop");
   const meta = await page.$eval(".msg.assistant:last-child .meta", (e) => e.textContent);

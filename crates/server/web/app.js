@@ -554,6 +554,7 @@ async function generate(conversation, reply) {
     state.streaming = null;
     view.node.classList.remove("streaming");
     view.update(true);
+    announce(reply.error ? "The answer failed." : reply.stopped ? "Stopped." : "Answer complete.");
     saveConversations();
     renderConversationList();
     setBusy(false);
@@ -685,6 +686,7 @@ function followIfAtBottom() {
 function renderMessages() {
   const box = $("messages");
   const conversation = current();
+  document.title = conversation ? `${conversation.title} · Hearth` : "Hearth";
   if (!conversation || conversation.messages.length === 0) {
     box.replaceChildren(emptyState);
     return;
@@ -749,6 +751,12 @@ function setBusy(busy) {
   $("stop").hidden = !busy;
   $("new-chat").disabled = busy;
   if (busy) $("stop").focus();
+}
+
+/** Tells screen readers (only) that something happened; the answer itself is not a live
+ * region, so its text is not read out frame by frame as it streams. */
+function announce(text) {
+  $("announcer").textContent = text;
 }
 
 function setStatus(text, isError = false) {
