@@ -69,6 +69,9 @@ scripts/test-chat.sh
 step "hearth serve on a loopback port, driven by the real openai Python client"
 scripts/test-server.sh
 
+step "the web page in headless Chromium (load, key, send, stream, stop, reload)"
+scripts/test-web.sh
+
 step "aarch64: build, and kernel tests under qemu"
 scripts/test-aarch64.sh
 

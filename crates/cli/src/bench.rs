@@ -84,7 +84,7 @@ const HUGE_PAGE: usize = 2 << 20;
 /// The arguments of `hearth bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// The GGUF model file.
+    /// The GGUF model file, or a stored model's name (see `hearth list`).
     pub model: PathBuf,
     /// Prompt tokens of the pp test (0 skips it).
     #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
@@ -109,7 +109,8 @@ pub struct BenchArgs {
 }
 
 /// Runs `hearth bench`.
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    args.model = crate::store::resolve(&args.model)?;
     let threads = parse_threads(&args.threads)?;
     if args.reps == 0 {
         bail!("-r must be at least 1");

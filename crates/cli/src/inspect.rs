@@ -44,8 +44,9 @@ const TEXT_ITEMS: usize = 6;
 /// Strings longer than this (in chars) are cut in the text output.
 const TEXT_STRING_CHARS: usize = 72;
 
-/// Opens `path` and prints its description to stdout.
+/// Opens `path` (a file, or a stored model's name) and prints its description to stdout.
 pub fn run(path: &Path, json: bool) -> anyhow::Result<()> {
+    let path = &crate::store::resolve(path)?;
     let file = GgufFile::open(path).map_err(|e| match e {
         // An I/O error already names the path.
         e @ GgufError::Io { .. } => anyhow::Error::new(e),

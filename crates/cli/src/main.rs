@@ -7,6 +7,7 @@ mod keys;
 mod perplexity;
 mod run;
 mod serve;
+mod store;
 mod tokenize;
 
 use std::process::ExitCode;
@@ -28,7 +29,7 @@ struct Cli {
 enum Command {
     /// Show a GGUF file's metadata and tensors.
     Inspect {
-        /// The GGUF file.
+        /// The GGUF file, or a stored model's name.
         file: std::path::PathBuf,
         /// Print JSON instead of text (the shape is documented in `inspect.rs`).
         #[arg(long)]
@@ -51,6 +52,12 @@ enum Command {
     Key(keys::KeyCommand),
     /// Summarise a usage log written by `hearth serve --usage-log`.
     Usage(keys::UsageArgs),
+    /// Download a model into the store: ORG/REPO:QUANT, hf:ORG/REPO/FILE.gguf or a URL.
+    Pull(store::PullArgs),
+    /// List the models in the store (name, size, architecture, quantization, context).
+    List(store::ListArgs),
+    /// Remove a model from the store.
+    Rm(store::RmArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +72,9 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Key(cmd) => keys::run_key(cmd),
         Command::Usage(args) => keys::run_usage(args),
+        Command::Pull(args) => store::pull(args),
+        Command::List(args) => store::list(args),
+        Command::Rm(args) => store::rm(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,7 +40,7 @@ const UBATCH: usize = 512;
 /// The arguments of `hearth perplexity`.
 #[derive(Debug, clap::Args)]
 pub struct PerplexityArgs {
-    /// The GGUF model file.
+    /// The GGUF model file, or a stored model's name (see `hearth list`).
     pub model: PathBuf,
     /// The text to score (UTF-8).
     #[arg(short = 'f', long = "file")]
@@ -70,7 +70,8 @@ pub struct PerplexityArgs {
 }
 
 /// Runs `hearth perplexity`.
-pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
+pub fn run(mut args: PerplexityArgs) -> anyhow::Result<()> {
+    args.model = crate::store::resolve(&args.model)?;
     let n_ctx = args.ctx;
     if n_ctx < 4 {
         bail!("-c must be at least 4 (half of each chunk is scored), got {n_ctx}");

@@ -33,7 +33,7 @@ const PROMPT_BATCH: usize = scheduler::DEFAULT_BATCH;
 /// The arguments of `hearth run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The GGUF model file.
+    /// The GGUF model file, or a stored model's name (see `hearth list`).
     pub model: PathBuf,
     /// The prompt to continue.
     #[arg(short = 'p', long)]
@@ -145,7 +145,8 @@ impl CacheTypeArgs {
 
 /// Runs `hearth run`: one request through the engine (the same scheduler `hearth serve`
 /// runs), its text streamed to stdout.
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
+pub fn run(mut args: RunArgs) -> anyhow::Result<()> {
+    args.model = crate::store::resolve(&args.model)?;
     let params = sampler_params(&args)?;
     let n_threads = threads(args.threads)?;
     let constraint = constraint(&args)?;

@@ -12,7 +12,7 @@ use hearth_server::{EngineConfig, ServeConfig};
 /// The arguments of `hearth serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// The GGUF model file.
+    /// The GGUF model file, or a stored model's name (see `hearth list`).
     pub model: PathBuf,
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
@@ -83,7 +83,8 @@ pub struct ServeArgs {
 }
 
 /// Runs `hearth serve`.
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
+    args.model = crate::store::resolve(&args.model)?;
     return_large_buffers_to_the_os();
     let threads = crate::run::threads(args.threads)?;
     if args.ctx == Some(0) {

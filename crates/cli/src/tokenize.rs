@@ -15,7 +15,8 @@ use hearth_tokenizer::Tokenizer;
 /// The arguments of `hearth tokenize`.
 #[derive(Debug, clap::Args)]
 pub struct TokenizeArgs {
-    /// The GGUF model file (only its tokenizer metadata is read).
+    /// The GGUF model file, or a stored model's name (only its tokenizer metadata is
+    /// read).
     pub model: PathBuf,
     /// The text to tokenize.
     #[arg(long, conflicts_with = "file", required_unless_present = "file")]
@@ -47,7 +48,8 @@ pub fn run_args(args: TokenizeArgs) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give the text with --text or --file"),
     };
-    run(&args.model, text, !args.no_bos, !args.no_special)
+    let model = crate::store::resolve(&args.model)?;
+    run(&model, text, !args.no_bos, !args.no_special)
 }
 
 /// Prints the ids of `text` under `model`'s tokenizer as a JSON array.

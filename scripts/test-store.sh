@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The model store's tests: `hearth pull` (resume after a cut, a wrong hash refused,
+# ORG/REPO:QUANT, split models merged, HF_TOKEN kept to the hub), `hearth list`, running a
+# stored model by name, and `hearth rm`, against a stand-in hub on loopback
+# (tests/store/hub.py, serving the default model). Needs the built binary: CI builds it
+# first; HEARTH_BIN overrides its path (default: target/release/hearth).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/python-env.sh
+model="$(scripts/fetch-model.sh)"
+bin="${HEARTH_BIN:-target/release/hearth}"
+if [ ! -x "$bin" ]; then
+    echo "hearth: $bin is missing; build it with cargo build --release --bin hearth" >&2
+    exit 1
+fi
+HEARTH_BIN="$bin" HEARTH_MODEL="$model" "$HEARTH_PYTHON" tests/store/test_pull.py -v
