@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// Prompt tokens per forward call.
     #[arg(short = 'b', long = "batch-size", default_value_t = PROMPT_BATCH)]
     pub batch: usize,
+    /// End the text where it would contain STR (repeatable; not printed), as the API's
+    /// `stop`; `--stop $'\n\n'` ends a base model's text at its first paragraph.
+    #[arg(long, value_name = "STR")]
+    pub stop: Vec<String>,
     /// Wrap the prompt in the model's chat template as a user message, ready for the
     /// assistant's reply.
     #[arg(long)]
@@ -150,6 +154,9 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<()> {
     let params = sampler_params(&args)?;
     let n_threads = threads(args.threads)?;
     let constraint = constraint(&args)?;
+    if args.stop.iter().any(String::is_empty) {
+        bail!("--stop needs a non-empty string");
+    }
     if args.batch == 0 {
         bail!("-b must be at least 1");
     }
@@ -199,6 +206,7 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<()> {
     };
     let request = Request {
         max_tokens: usize::try_from(args.n_predict).ok(),
+        stop: args.stop.clone(),
         constraint,
         ..Request::new(prompt, params)
     };
