@@ -220,7 +220,7 @@ impl Style {
 
 /// Runs `hearth chat`.
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
-    let model = args.model.clone();
+    let model = crate::store::resolve(&args.model)?;
     let n_threads = run::threads(args.threads)?;
     if args.ctx == Some(0) {
         bail!("-c must be at least 1");
