@@ -411,13 +411,17 @@ impl Progress {
     fn start(label: &str, total: Option<u64>) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+            // Decimal units, as the hub shows sizes; the name last, cut to the terminal's
+            // width, so the bar stays one line.
             let style = ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                "[{bar:25}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} \
+                 ETA {eta} {wide_msg}",
             )
             .map(|s| s.progress_chars("=> "))
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
-            bar.set_message(label.to_string());
+            let file_name = label.rsplit('/').next().unwrap_or(label);
+            bar.set_message(file_name.to_string());
             bar
         });
         if bar.is_none() {
