@@ -191,6 +191,8 @@ class StoreTest(unittest.TestCase):
             self.assertIn("not stored", p.stderr)
             self.assertEqual(p.stdout, "")
             self.assertEqual(self.files(), [], ref)
+            # Not even the folders made for it.
+            self.assertEqual(os.listdir(self.store), [], ref)
         self.assertEqual(self.listed(), [])
         run = self.run_model(NAME, check=False)
         self.assertNotEqual(run.returncode, 0)

@@ -322,16 +322,21 @@ pub(crate) fn rm(args: RmArgs) -> anyhow::Result<()> {
         );
     }
     std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-    // The folders it leaves empty, up to the store (remove_dir refuses a non-empty one).
+    remove_empty_folders(&root, &path);
+    println!("removed {} ({})", name_of(&root, &path), path.display());
+    Ok(())
+}
+
+/// Removes the folders above `path` that are empty, up to the store (which stays).
+pub(crate) fn remove_empty_folders(root: &Path, path: &Path) {
     let mut dir = path.parent();
-    while let Some(d) = dir.filter(|d| *d != root && d.starts_with(&root)) {
+    while let Some(d) = dir.filter(|d| *d != root && d.starts_with(root)) {
+        // remove_dir refuses a folder that is not empty.
         if std::fs::remove_dir(d).is_err() {
             break;
         }
         dir = d.parent();
     }
-    println!("removed {} ({})", name_of(&root, &path), path.display());
-    Ok(())
 }
 
 /// Whether `path`'s folder is the store or inside it, links resolved.

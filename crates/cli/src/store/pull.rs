@@ -216,7 +216,13 @@ fn pull(client: &Client, plan: &Plan) -> anyhow::Result<()> {
     let mut parts = Vec::with_capacity(remotes.len());
     for (remote, part_path) in &remotes {
         let part = PartFile::open(part_path)?;
-        let (part, verified) = download(client, remote, part)?;
+        let (part, verified) = match download(client, remote, part) {
+            Ok(done) => done,
+            Err(e) => {
+                forget_empty_part(part_path);
+                return Err(e);
+            }
+        };
         if verified.checked {
             eprintln!(
                 "hearth: {}: {} bytes, SHA-256 {} verified",
@@ -253,6 +259,18 @@ fn pull(client: &Client, plan: &Plan) -> anyhow::Result<()> {
         plan.dest.display()
     );
     Ok(())
+}
+
+/// After a failed download: a part that holds nothing (and that no other pull holds)
+/// is removed, with the folders made for it, so a failure leaves the store as it was. A
+/// part with bytes stays for the next try to resume.
+fn forget_empty_part(path: &Path) {
+    if let Ok(part) = PartFile::open(path) {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            part.remove();
+            super::remove_empty_folders(&super::root(), path);
+        }
+    }
 }
 
 /// HEADs the file and adds what the answer says to what is expected of it.
