@@ -63,6 +63,9 @@ done
 HEARTH_CPU=avx2 cargo test --workspace --release --test run
 "$HEARTH_PYTHON" tests/fixtures/fidelity/greedy_compare.py target/release/hearth "$model"
 
+step "hearth pull, list, run by name and rm against a stand-in hub on loopback"
+scripts/test-store.sh
+
 step "hearth chat on a terminal (tmux types into it)"
 scripts/test-chat.sh
 
