@@ -9,17 +9,8 @@
 # first; HEARTH_BIN overrides its path (default: target/release/hearth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/python-env.sh
-# A loopback port nothing listens on now.
-free_port() {
-    "$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+. scripts/test-lib.sh
 model="$(scripts/fetch-model.sh)"
-bin="${HEARTH_BIN:-target/release/hearth}"
-if [ ! -x "$bin" ]; then
-    echo "hearth: $bin is missing; build it with cargo build --release --bin hearth" >&2
-    exit 1
-fi
 
 port="$(free_port)"
 key="test-key-$RANDOM$RANDOM"

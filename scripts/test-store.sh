@@ -6,11 +6,6 @@
 # first; HEARTH_BIN overrides its path (default: target/release/hearth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/python-env.sh
+. scripts/test-lib.sh
 model="$(scripts/fetch-model.sh)"
-bin="${HEARTH_BIN:-target/release/hearth}"
-if [ ! -x "$bin" ]; then
-    echo "hearth: $bin is missing; build it with cargo build --release --bin hearth" >&2
-    exit 1
-fi
 HEARTH_BIN="$bin" HEARTH_MODEL="$model" "$HEARTH_PYTHON" tests/store/test_pull.py -v

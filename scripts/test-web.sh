@@ -7,23 +7,8 @@
 # (default: target/web-page.png).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/python-env.sh
-# A loopback port nothing listens on now.
-free_port() {
-    "$HEARTH_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-bin="${HEARTH_BIN:-target/release/hearth}"
-if [ ! -x "$bin" ]; then
-    echo "hearth: $bin is missing; build it with cargo build --release --bin hearth" >&2
-    exit 1
-fi
-chromium=/usr/bin/chromium
-if [ ! -x "$chromium" ]; then
-    echo "hearth: installing Debian's chromium" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq chromium >/dev/null
-fi
+. scripts/test-lib.sh
+need chromium chromium
 (cd tests/web && npm ci --cache "$HEARTH_CACHE/npm" --no-audit --no-fund --loglevel=error)
 model="$(scripts/fetch-model.sh)"
 
@@ -44,5 +29,5 @@ trap cleanup EXIT
 grep -q "chat in your browser at http://127.0.0.1:$port/" "$work/serve.log" \
     || { echo "hearth: the page's address is not in the start-up lines:"; cat "$work/serve.log"; exit 1; }
 node tests/web/test_page.mjs --url "http://127.0.0.1:$port" --key "$key" --screenshot "$screenshot" \
-    --chromium "$chromium" || { echo "--- server log:"; cat "$work/serve.log"; exit 1; }
+    --chromium "$(command -v chromium)" || { echo "--- server log:"; cat "$work/serve.log"; exit 1; }
 echo "hearth: screenshot at $screenshot"

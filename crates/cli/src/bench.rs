@@ -237,9 +237,10 @@ impl ModelInfo {
         let arch = meta.get_str("general.architecture").unwrap_or("?");
         let size_label = match meta.get_str("general.size_label") {
             Ok(label) => label.to_owned(),
-            Err(_) => human_count(n_params),
+            Err(_) => crate::inspect::human_count(n_params),
         };
-        let model_type = match meta.get_u32("general.file_type").ok().and_then(ftype_name) {
+        let ftype = meta.get_u32("general.file_type").ok();
+        let model_type = match ftype.and_then(|t| hearth_gguf::file_type_long_name(t.into())) {
             Some(ftype) => format!("{arch} {size_label} {ftype}"),
             None => format!("{arch} {size_label}"),
         };
@@ -283,40 +284,6 @@ fn weight_bytes_per_token(file: &GgufFile) -> u64 {
         .or_else(|| file.tensor_info("token_embd.weight"))
         .map_or(0, |t| t.n_bytes());
     layers as u64 + head
-}
-
-/// llama.cpp's name of a `general.file_type` (`llama_model_ftype_name`), for the common
-/// ones.
-fn ftype_name(ftype: u32) -> Option<&'static str> {
-    Some(match ftype {
-        0 => "all F32",
-        1 => "F16",
-        2 => "Q4_0",
-        3 => "Q4_1",
-        7 => "Q8_0",
-        8 => "Q5_0",
-        9 => "Q5_1",
-        10 => "Q2_K - Medium",
-        11 => "Q3_K - Small",
-        12 => "Q3_K - Medium",
-        13 => "Q3_K - Large",
-        14 => "Q4_K - Small",
-        15 => "Q4_K - Medium",
-        16 => "Q5_K - Small",
-        17 => "Q5_K - Medium",
-        18 => "Q6_K",
-        32 => "BF16",
-        _ => return None,
-    })
-}
-
-/// `268M`, `7.6B`: a parameter count as size labels write it.
-fn human_count(n: u64) -> String {
-    if n >= 1_000_000_000 {
-        format!("{:.1}B", n as f64 / 1e9)
-    } else {
-        format!("{}M", (n as f64 / 1e6).round())
-    }
 }
 
 /// The model, cache and buffers one thread count's tests run on.

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use hearth_engine::chat_template::{Message, TemplateOrigin};
-use hearth_engine::sampler::{Penalties, Sampler, SamplerParams};
+use hearth_engine::sampler::{Sampler, SamplerParams};
 use hearth_engine::scheduler::{
     EngineConfig, ErrorKind, Event, Finish, Job, Prompt, Request, Timings, Usage,
 };
@@ -33,7 +33,7 @@ use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::run::{self, CacheTypeArgs};
+use crate::run::{self, CacheTypeArgs, SamplingArgs};
 
 /// Largest conversation file `/load` reads.
 const MAX_SAVED_BYTES: u64 = 16 << 20;
@@ -49,21 +49,8 @@ pub struct ChatArgs {
     /// The system prompt (also `/system TEXT` in the chat).
     #[arg(short = 's', long)]
     pub system: Option<String>,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.8)]
-    pub temp: f32,
-    /// Keep only the K most likely tokens (0: all).
-    #[arg(long, default_value_t = 40)]
-    pub top_k: usize,
-    /// Keep the most likely tokens up to probability P (1: all).
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Keep tokens at least P times as likely as the most likely one (0: all).
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Penalize the last 64 tokens by this factor (1: off).
-    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
-    pub repeat_penalty: f32,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// The most tokens of one answer (a base model seldom ends its turn by itself).
     #[arg(short = 'n', long, default_value_t = 2048)]
     pub max_tokens: usize,
@@ -116,29 +103,14 @@ enum Role {
 /// The sampling settings `/set` changes.
 #[derive(Clone, Debug)]
 struct Settings {
-    temp: f32,
-    top_k: usize,
-    top_p: f32,
-    min_p: f32,
-    repeat_penalty: f32,
+    sampling: SamplingArgs,
     max_tokens: usize,
     seed: u64,
 }
 
 impl Settings {
     fn sampler(&self) -> SamplerParams {
-        SamplerParams {
-            seed: self.seed,
-            temperature: self.temp,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            penalties: Penalties {
-                repeat: self.repeat_penalty,
-                ..Penalties::default()
-            },
-            logit_bias: Vec::new(),
-        }
+        self.sampling.params(self.seed)
     }
 
     /// `/set NAME VALUE`; the settings are unchanged when the value is refused.
@@ -155,11 +127,11 @@ impl Settings {
                 .with_context(|| format!("{name}: not a whole number: {value}"))
         };
         match name {
-            "temp" | "temperature" => next.temp = float()?,
-            "top_p" => next.top_p = float()?,
-            "top_k" => next.top_k = int()?,
-            "min_p" => next.min_p = float()?,
-            "repeat_penalty" => next.repeat_penalty = float()?,
+            "temp" | "temperature" => next.sampling.temp = float()?,
+            "top_p" => next.sampling.top_p = float()?,
+            "top_k" => next.sampling.top_k = int()?,
+            "min_p" => next.sampling.min_p = float()?,
+            "repeat_penalty" => next.sampling.repeat_penalty = float()?,
             "max_tokens" => {
                 next.max_tokens = int()?;
                 if next.max_tokens == 0 {
@@ -184,11 +156,11 @@ impl Settings {
     fn describe(&self) -> String {
         format!(
             "temp {}, top_p {}, top_k {}, min_p {}, repeat_penalty {}, max_tokens {}, seed {}",
-            self.temp,
-            self.top_p,
-            self.top_k,
-            self.min_p,
-            self.repeat_penalty,
+            self.sampling.temp,
+            self.sampling.top_p,
+            self.sampling.top_k,
+            self.sampling.min_p,
+            self.sampling.repeat_penalty,
             self.max_tokens,
             self.seed
         )
@@ -229,11 +201,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         bail!("--max-tokens must be at least 1");
     }
     let settings = Settings {
-        temp: args.temp,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        min_p: args.min_p,
-        repeat_penalty: args.repeat_penalty,
+        sampling: args.sampling.clone(),
         max_tokens: args.max_tokens,
         seed: args.seed.unwrap_or_else(run::clock_seed),
     };
@@ -756,21 +724,23 @@ mod tests {
     #[test]
     fn set_refuses_bad_values_and_keeps_the_old_ones() {
         let mut s = Settings {
-            temp: 0.8,
-            top_k: 40,
-            top_p: 0.95,
-            min_p: 0.05,
-            repeat_penalty: 1.0,
+            sampling: SamplingArgs {
+                temp: 0.8,
+                top_k: 40,
+                top_p: 0.95,
+                min_p: 0.05,
+                repeat_penalty: 1.0,
+            },
             max_tokens: 100,
             seed: 1,
         };
         s.set("temp", "0.2").unwrap();
-        assert_eq!(s.temp, 0.2);
+        assert_eq!(s.sampling.temp, 0.2);
         assert!(s.set("temp", "warm").is_err());
         assert!(s.set("top_p", "2").is_err());
         assert!(s.set("max_tokens", "0").is_err());
         assert!(s.set("colour", "1").is_err());
-        assert_eq!(s.top_p, 0.95);
+        assert_eq!(s.sampling.top_p, 0.95);
         assert_eq!(s.max_tokens, 100);
     }
 

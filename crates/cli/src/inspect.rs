@@ -339,3 +339,25 @@ fn string_text(s: &str) -> String {
         format!("{head:?}… ({} bytes)", s.len())
     }
 }
+
+/// `268M`, `7.6B`: a parameter count as model names write it (`hearth list`, and
+/// `hearth bench` when a file has no `general.size_label`).
+pub(crate) fn human_count(n: u64) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.1}B", n as f64 / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{}M", (n as f64 / 1e6).round())
+    } else {
+        format!("{}K", (n as f64 / 1e3).round())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parameter_counts() {
+        assert_eq!(super::human_count(268_098_176), "268M");
+        assert_eq!(super::human_count(7_615_616_512), "7.6B");
+        assert_eq!(super::human_count(52_000), "52K");
+    }
+}

@@ -42,24 +42,11 @@ pub struct RunArgs {
     /// context.
     #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
     pub n_predict: i64,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.8)]
-    pub temp: f32,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Seed of the sampler's generator (default: from the clock, printed on stderr).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Keep only the K most likely tokens (0: all).
-    #[arg(long, default_value_t = 40)]
-    pub top_k: usize,
-    /// Keep the most likely tokens up to probability P (1: all).
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Keep tokens at least P times as likely as the most likely one (0: all).
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Penalize the last 64 tokens by this factor (1: off).
-    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
-    pub repeat_penalty: f32,
     /// Compute threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
@@ -121,6 +108,44 @@ fn constraint(args: &RunArgs) -> anyhow::Result<Option<Constraint>> {
     match &args.grammar {
         Some(path) => Ok(Some(Constraint::Lark(read(path)?))),
         None => Ok(None),
+    }
+}
+
+/// The sampling settings of `run` and `chat`, with llama.cpp's CLI defaults.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep only the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the most likely tokens up to probability P (1: all).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Keep tokens at least P times as likely as the most likely one (0: all).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalize the last 64 tokens by this factor (1: off).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+}
+
+impl SamplingArgs {
+    /// The sampler's parameters with `seed`.
+    pub fn params(&self, seed: u64) -> SamplerParams {
+        SamplerParams {
+            seed,
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            penalties: Penalties {
+                repeat: self.repeat_penalty,
+                ..Penalties::default()
+            },
+            logit_bias: Vec::new(),
+        }
     }
 }
 
@@ -410,18 +435,7 @@ pub(crate) fn cache_dir() -> PathBuf {
 
 fn sampler_params(args: &RunArgs) -> anyhow::Result<SamplerParams> {
     let seed = args.seed.unwrap_or_else(clock_seed);
-    let params = SamplerParams {
-        seed,
-        temperature: args.temp,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        min_p: args.min_p,
-        penalties: Penalties {
-            repeat: args.repeat_penalty,
-            ..Penalties::default()
-        },
-        logit_bias: Vec::new(),
-    };
+    let params = args.sampling.params(seed);
     // Validate before the (slow) model load; the vocabulary size does not matter here.
     Sampler::new(&params, 1).context("bad sampling parameters")?;
     Ok(params)

@@ -218,10 +218,9 @@ impl Row {
             .get_str("general.architecture")
             .context("no general.architecture: not a model (a vocabulary or a split part?)")?
             .to_string();
-        let quant = meta
-            .get_uint("general.file_type")
-            .ok()
-            .map(|t| ftype_name(t).map_or_else(|| format!("type {t}"), str::to_string));
+        let quant = meta.get_uint("general.file_type").ok().map(|t| {
+            hearth_gguf::file_type_name(t).map_or_else(|| format!("type {t}"), str::to_string)
+        });
         Ok(Row {
             name: name_of(root, path),
             path: path.display().to_string(),
@@ -266,7 +265,7 @@ pub(crate) fn list(args: ListArgs) -> anyhow::Result<()> {
                 download::human_bytes(r.size),
                 r.architecture.clone(),
                 r.quant.clone().unwrap_or_else(|| "-".into()),
-                human_count(r.parameters),
+                crate::inspect::human_count(r.parameters),
                 r.context_length.map_or("-".into(), |c| c.to_string()),
             ]
         }))
@@ -346,58 +345,6 @@ fn inside(root: &Path, path: &Path) -> bool {
     match (root.canonicalize(), parent.canonicalize()) {
         (Ok(root), Ok(parent)) => parent.starts_with(root),
         _ => false,
-    }
-}
-
-/// llama.cpp's short name of a `general.file_type` (`enum llama_ftype` in
-/// `include/llama.h`, as `llama-quantize` names them), the quantization users ask for.
-fn ftype_name(ftype: u64) -> Option<&'static str> {
-    Some(match ftype {
-        0 => "F32",
-        1 => "F16",
-        2 => "Q4_0",
-        3 => "Q4_1",
-        7 => "Q8_0",
-        8 => "Q5_0",
-        9 => "Q5_1",
-        10 => "Q2_K",
-        11 => "Q3_K_S",
-        12 => "Q3_K_M",
-        13 => "Q3_K_L",
-        14 => "Q4_K_S",
-        15 => "Q4_K_M",
-        16 => "Q5_K_S",
-        17 => "Q5_K_M",
-        18 => "Q6_K",
-        19 => "IQ2_XXS",
-        20 => "IQ2_XS",
-        21 => "Q2_K_S",
-        22 => "IQ3_XS",
-        23 => "IQ3_XXS",
-        24 => "IQ1_S",
-        25 => "IQ4_NL",
-        26 => "IQ3_S",
-        27 => "IQ3_M",
-        28 => "IQ2_S",
-        29 => "IQ2_M",
-        30 => "IQ4_XS",
-        31 => "IQ1_M",
-        32 => "BF16",
-        36 => "TQ1_0",
-        37 => "TQ2_0",
-        38 => "MXFP4_MOE",
-        _ => return None,
-    })
-}
-
-/// `268M`, `7.6B`: a parameter count as model names write it.
-fn human_count(n: u64) -> String {
-    if n >= 1_000_000_000 {
-        format!("{:.1}B", n as f64 / 1e9)
-    } else if n >= 1_000_000 {
-        format!("{}M", (n as f64 / 1e6).round())
-    } else {
-        format!("{}K", (n as f64 / 1e3).round())
     }
 }
 
@@ -504,12 +451,5 @@ mod tests {
         std::fs::write(outside.path().join("x.gguf"), b"GGUF").unwrap();
         std::os::unix::fs::symlink(outside.path(), root.join("link")).unwrap();
         assert!(!inside(root, &root.join("link/x.gguf")));
-    }
-
-    #[test]
-    fn counts() {
-        assert_eq!(human_count(268_098_176), "268M");
-        assert_eq!(human_count(7_615_616_512), "7.6B");
-        assert_eq!(ftype_name(15), Some("Q4_K_M"));
     }
 }

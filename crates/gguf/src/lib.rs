@@ -21,6 +21,7 @@
 
 mod error;
 mod file;
+mod file_type;
 mod metadata;
 mod mmap;
 mod read;
@@ -31,6 +32,7 @@ mod write;
 
 pub use error::GgufError;
 pub use file::{GgufFile, Residency, TensorView};
+pub use file_type::{file_type_long_name, file_type_name};
 pub use hearth_kernels::quant::TensorType;
 pub use metadata::{FromValue, Metadata};
 pub use read::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH};
