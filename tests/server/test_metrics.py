@@ -29,6 +29,7 @@ TYPES = {
     "hearth_choices_finished_total": "counter", "hearth_time_to_first_token_seconds": "histogram",
     "hearth_inter_token_latency_seconds": "histogram", "hearth_batch_tokens": "histogram",
     "hearth_batch_sequences": "histogram", "hearth_step_seconds": "histogram",
+    "hearth_kv_cache_usage_ratio": "gauge",
 }
 
 
@@ -106,6 +107,9 @@ class MetricsTest(unittest.TestCase):
         self.assertGreaterEqual(after["hearth_kv_blocks_cached"], cached[1] // BLOCK)
         self.assertLessEqual(after["hearth_kv_blocks_used"], after["hearth_kv_blocks_total"])
         self.assertEqual(after["hearth_kv_block_tokens"], BLOCK)
+        # The router's gauge: the cache's blocks are evictable, so an idle pool is empty.
+        self.assertGreater(after["hearth_kv_blocks_cached"], 0)
+        self.assertEqual(after["hearth_kv_cache_usage_ratio"], 0)
         # Histogram buckets are cumulative and end with +Inf = count.
         name = "hearth_inter_token_latency_seconds"
         buckets = sorted(((float(re.search(r'le="([^"]+)"', k).group(1)), v)
@@ -113,6 +117,28 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual([v for _, v in buckets], sorted(v for _, v in buckets))
         self.assertEqual(buckets[-1][0], float("inf"))
         self.assertEqual(buckets[-1][1], after[name + "_count"])
+
+    def test_usage_ratio_while_streaming(self):
+        """While a request runs, hearth_kv_cache_usage_ratio counts the blocks it holds:
+        above 0, at most every used block (cached ones included) over the total."""
+        body = json.dumps({"model": MODEL_ID, "prompt": "Count slowly from one to one hundred:",
+                           "max_tokens": 64, "temperature": 0, "ignore_eos": True,
+                           "stream": True}).encode()
+        req = urllib.request.Request(URL + "/v1/completions", data=body, method="POST")
+        req.add_header("Authorization", f"Bearer {KEY}")
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=300) as r:
+            chunks = 0
+            while chunks < 2:  # streaming: the sequence holds its blocks now
+                line = r.readline()
+                self.assertTrue(line, "the stream ended early")
+                chunks += line.startswith(b"data: {")
+            during, _ = scrape()
+            r.read()
+        ratio = during["hearth_kv_cache_usage_ratio"]
+        self.assertEqual(during["hearth_requests_running"], 1)
+        self.assertGreater(ratio, 0)
+        self.assertLessEqual(ratio, during["hearth_kv_blocks_used"] / during["hearth_kv_blocks_total"])
 
 
 if __name__ == "__main__":

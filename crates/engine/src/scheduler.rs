@@ -953,6 +953,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             self.kv.n_blocks() - self.kv.n_free_blocks(),
             self.kv.n_blocks(),
             self.prefix.len(),
+            self.prefix.n_evictable(&self.kv),
         );
     }
 }

@@ -21,6 +21,12 @@ pub const KV_BLOCKS_TOTAL: &str = "hearth_kv_blocks_total";
 pub const KV_BLOCKS_CACHED: &str = "hearth_kv_blocks_cached";
 /// Tokens per KV block.
 pub const KV_BLOCK_TOKENS: &str = "hearth_kv_block_tokens";
+/// The fraction (0 to 1) of the KV pool's blocks that running sequences hold: blocks only
+/// the prefix cache holds count as free, since admission evicts them when it needs room
+/// (vLLM's `kv_cache_usage_perc` counts the same way). The gauge an inference-aware
+/// router compares replicas by; `KV_BLOCKS_USED` also counts the cache's blocks, and
+/// nears the total on a server that is merely warm.
+pub const KV_USAGE_RATIO: &str = "hearth_kv_cache_usage_ratio";
 /// Prompt tokens taken from the prefix cache.
 pub const PREFIX_HIT_TOKENS: &str = "hearth_prefix_cache_hit_tokens_total";
 /// Prompt tokens of accepted requests.
@@ -80,6 +86,11 @@ pub const NAMES: &[(&str, Kind, &str)] = &[
         "KV pool blocks held by the prefix cache",
     ),
     (KV_BLOCK_TOKENS, Kind::Gauge, "Tokens per KV pool block"),
+    (
+        KV_USAGE_RATIO,
+        Kind::Gauge,
+        "Fraction of KV pool blocks held by running sequences (prefix-cache-only blocks count as free), 0 to 1",
+    ),
     (
         PREFIX_HIT_TOKENS,
         Kind::Counter,
@@ -195,12 +206,26 @@ pub(crate) fn step(n_tokens: usize, n_prompt: usize, n_seqs: usize, d: Duration)
     metrics::counter!(PROMPT_TOKENS_COMPUTED).increment(n_prompt as u64);
 }
 
-/// The occupancy gauges, after each step.
-pub(crate) fn occupancy(running: usize, waiting: usize, used: usize, total: usize, cached: usize) {
+/// The occupancy gauges, after each step. `evictable`: blocks only the prefix cache holds.
+pub(crate) fn occupancy(
+    running: usize,
+    waiting: usize,
+    used: usize,
+    total: usize,
+    cached: usize,
+    evictable: usize,
+) {
     metrics::gauge!(RUNNING).set(running as f64);
     metrics::gauge!(WAITING).set(waiting as f64);
     metrics::gauge!(KV_BLOCKS_USED).set(used as f64);
     metrics::gauge!(KV_BLOCKS_TOTAL).set(total as f64);
     metrics::gauge!(KV_BLOCKS_CACHED).set(cached as f64);
     metrics::gauge!(KV_BLOCK_TOKENS).set(hearth_models::BLOCK_CELLS as f64);
+    let held = used.saturating_sub(evictable);
+    let ratio = if total == 0 {
+        0.0
+    } else {
+        held as f64 / total as f64
+    };
+    metrics::gauge!(KV_USAGE_RATIO).set(ratio);
 }
