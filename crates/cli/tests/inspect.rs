@@ -404,7 +404,7 @@ fn missing_file_is_refused_by_path() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.starts_with("hearth: cannot read /nonexistent/model.gguf"),
+        stderr.starts_with("hearth: /nonexistent/model.gguf: no such file"),
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1);
