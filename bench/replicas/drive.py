@@ -147,6 +147,18 @@ def phase(args, prompts, seconds, on_tick=None):
     return results
 
 
+def cpu_seconds(pids):
+    """User + system CPU time of these processes so far (all their threads)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def ok(r, max_tokens):
     return r.error is None and r.status == 200 and r.tokens == max_tokens and r.finish == "length"
 
@@ -173,6 +185,8 @@ def main():
     ap.add_argument("--stop-pid", type=int, help="the replica to SIGTERM in the drain phase")
     ap.add_argument("--stop-server", help="its name in the backend")
     ap.add_argument("--threads-per-replica", type=int, default=1)
+    ap.add_argument("--pids", help="the replicas' process ids, comma-separated, in --servers order: "
+                    "their CPU time gives tokens per CPU-second, a figure other work on the machine does not skew")
     ap.add_argument("--json")
     args = ap.parse_args()
     servers = args.servers.split(",")
@@ -187,19 +201,32 @@ def main():
 
     print(f"{args.clients} clients, {args.max_tokens} tokens each from ~{args.prompt_tokens}-token prompts, "
           f"{args.seconds:.0f} s per phase, replicas at -t {args.threads_per_replica} on {os.cpu_count()} cores")
-    print(f"{'replicas':>8} {'requests':>8} {'failed':>6} {'tok/s':>8} {'per replica':>11} {'vs 1':>6}")
-    base = None
+    pids = [int(p) for p in args.pids.split(",")] if args.pids else []
+    print(f"{'replicas':>8} {'requests':>8} {'failed':>6} {'tok/s':>8} {'vs 1':>6} {'cores':>6} "
+          f"{'tok/CPU-s':>9} {'vs 1':>6}")
+    base = base_cpu = None
     for n in [int(x) for x in args.levels.split(",")]:
         admin.rotation(servers, n)
         time.sleep(1.5)  # health checks see the change
+        cpu0, t0 = cpu_seconds(pids), time.perf_counter()
         results = phase(args, prompts, args.seconds)
+        cpu = cpu_seconds(pids) - cpu0
+        elapsed = time.perf_counter() - t0
         tps, wall = throughput(results, args.max_tokens)
         failed = sum(not ok(r, args.max_tokens) for r in results)
+        tokens = sum(r.tokens for r in results if ok(r, args.max_tokens))
+        per_cpu = tokens / cpu if cpu else float("nan")
         base = base or tps
+        base_cpu = base_cpu or per_cpu
         served = collections.Counter(r.replica for r in results)
         report["levels"].append({"replicas": n, "requests": len(results), "failed": failed, "tok_s": tps,
-                                 "wall_s": wall, "served": dict(served)})
-        print(f"{n:>8} {len(results):>8} {failed:>6} {tps:>8.1f} {tps / n:>11.1f} {tps / base:>6.2f}")
+                                 "wall_s": wall, "served": dict(served), "replica_cpu_s": cpu,
+                                 "cores_busy": cpu / elapsed, "tok_per_cpu_s": per_cpu})
+        print(f"{n:>8} {len(results):>8} {failed:>6} {tps:>8.1f} {tps / base:>6.2f} {cpu / elapsed:>6.2f} "
+              f"{per_cpu:>9.1f} {per_cpu / base_cpu:>6.2f}")
+    if pids:
+        print("(cores: the replicas' CPU time over the phase; tok/CPU-s: tokens per second of it, so 'vs 1'"
+              " there is the per-core ratio, whatever else the machine runs)")
 
     if args.stop_pid:
         admin.rotation(servers, len(servers))

@@ -9,11 +9,16 @@
 #   bench/replicas/run.sh [--quick] [-t THREADS_PER_REPLICA] [-- DRIVE_ARGS...]
 #
 # Each replica runs with -t 1 by default, so three replicas need three cores: on a
-# machine with fewer, the figure to read is the throughput per core in use (printed),
-# not the ratio to one replica. --quick: two replicas, 8-second phases (about a minute in
-# all, for CI). Needs target/release/hearth (cargo build --release --bin hearth) and
-# haproxy (installed from Debian's packages when missing, as root). Sends traffic to
-# 127.0.0.1 only; every process it starts is stopped when it ends.
+# machine with fewer (or one busy with other work), the figure to read is the per-core
+# ratio, tokens per second of the replicas' own CPU time against one replica's (printed
+# beside the aggregate ratio), not the aggregate ratio.
+#
+# --quick: two replicas, 8-second phases, about a minute in all: a check of the drain
+# behind the proxy (for CI), whose throughput figures are too short to quote. Needs
+# target/release/hearth (cargo build --release --bin hearth) and haproxy (installed from
+# Debian's packages when missing, as root). Sends traffic to 127.0.0.1 only; every process
+# it starts is stopped when it ends. Exits non-zero if a request failed or the stopped
+# replica did not exit 0.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -117,7 +122,8 @@ stop_pid="$(eval echo "\$pid_r$n_replicas")"
 status=0
 "$HEARTH_PYTHON" bench/replicas/drive.py --proxy "127.0.0.1:$proxy_port" --admin "$dir/admin.sock" \
     --servers "$(IFS=,; echo "${servers[*]}")" --stop-pid "$stop_pid" --stop-server "$stop_server" \
-    --threads-per-replica "$threads" "${drive[@]}" "$@" || status=$?
+    --threads-per-replica "$threads" --pids "$(IFS=,; echo "${pids[*]:0:$n_replicas}")" \
+    "${drive[@]}" "$@" || status=$?
 
 # The stopped replica is this script's child: its exit status is ours to read.
 code=0
