@@ -75,6 +75,9 @@ scripts/test-server.sh
 step "the web page in headless Chromium (load, key, send, stream, stop, reload)"
 scripts/test-web.sh
 
+step "deployment: manifests validated offline, the static binary and its image (where podman runs)"
+scripts/test-deploy.sh
+
 step "aarch64: build, and kernel tests under qemu"
 scripts/test-aarch64.sh
 
