@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-from concurrency import Prompts, completion  # noqa: E402  (the same prompts as the concurrency bench)
+from concurrency import Prompts, completion, sse_events  # noqa: E402  (the same prompts as the concurrency bench)
 
 
 class Admin:
@@ -99,14 +99,7 @@ def stream(host, port, body):
         if resp.status != 200:
             r.error = f"HTTP {resp.status}: {resp.read()[:200].decode(errors='replace')}"
             return r
-        while line := resp.readline():
-            line = line.strip()
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                break
-            event = json.loads(data)
+        for event in sse_events(resp):
             if "error" in event:
                 r.error = f"error event: {json.dumps(event['error'])[:200]}"
                 break

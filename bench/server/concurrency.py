@@ -71,6 +71,19 @@ TIMEOUT_S = 900
 # Prompts
 
 
+
+def sse_events(resp):
+    """The JSON events of an OpenAI-style server-sent event stream, in order, until
+    `data: [DONE]` or the end of the response (other lines skipped)."""
+    while line := resp.readline():
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return
+        yield json.loads(data)
+
 class Prompts:
     """Distinct prompts cut from the corpus, read as a ring of words."""
 
@@ -171,18 +184,8 @@ class Server:
             if r.status != 200:
                 s.error = f"HTTP {r.status}: {r.read()[:300].decode(errors='replace')}"
                 return s
-            while True:
-                line = r.readline()
-                if not line:
-                    break
+            for event in sse_events(r):
                 t = time.perf_counter()
-                line = line.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    break
-                event = json.loads(data)
                 if "error" in event:
                     s.error = f"error event: {json.dumps(event['error'])[:300]}"
                     break
