@@ -34,13 +34,7 @@ fail() { echo "FAILED: $*" >&2; echo "$checks_passed passed, 1 failed"; exit 1; 
 
 deploy_venv="$HEARTH_CACHE/deploy-venv"
 deploy_packages="kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.4"
-if [ ! -x "$deploy_venv/bin/python" ] || [ "$(cat "$deploy_venv/.packages" 2>/dev/null)" != "$deploy_packages" ]; then
-    echo "hearth: preparing the validator's environment in $deploy_venv" >&2
-    python3 -m venv "$deploy_venv"
-    # shellcheck disable=SC2086
-    "$deploy_venv/bin/python" -m pip install --quiet --disable-pip-version-check $deploy_packages
-    echo "$deploy_packages" > "$deploy_venv/.packages"
-fi
+venv_with "$deploy_venv" "$deploy_packages"
 py="$deploy_venv/bin/python"
 bin="${HEARTH_BIN:-target/release/hearth}"
 hearth_flag=()
