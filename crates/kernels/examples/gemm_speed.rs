@@ -3,8 +3,11 @@
 //! time would (the repo's wall-clock benchmarks are `hearth bench` and bench/).
 //!
 //! ```text
-//! cargo run --release -p hearth-kernels --example gemm_speed [TOKENS] [ROWS] [COLS]
+//! cargo run --release -p hearth-kernels --example gemm_speed [TOKENS] [ROWS] [COLS] [TYPES]
 //! ```
+//!
+//! `TYPES` (e.g. `Q4_K,Q6_K`) limits the run to those formats, so that a profile of it
+//! shows one format's kernel.
 
 use hearth_kernels::matmul::{matmul, MatmulScratch, WeightMatrix};
 use hearth_kernels::pool::ThreadPool;
@@ -14,8 +17,13 @@ mod common;
 use common::cpu_time;
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let only: Option<Vec<String>> = args
+        .get(3)
+        .map(|t| t.split(',').map(String::from).collect());
+    let args: Vec<usize> = args
+        .iter()
+        .take(3)
         .map(|a| a.parse().expect("a number"))
         .collect();
     let n_tokens = *args.first().unwrap_or(&512);
@@ -26,13 +34,21 @@ fn main() {
         .map(|i| ((i * 7919) % 1999) as f32 / 999.0 - 1.0)
         .collect();
     for ty in [
+        TensorType::Q4_0,
         TensorType::Q5_0,
         TensorType::Q8_0,
         TensorType::Q4_K,
+        TensorType::Q5_K,
         TensorType::Q6_K,
         TensorType::F16,
         TensorType::BF16,
     ] {
+        if only
+            .as_ref()
+            .is_some_and(|only| !only.contains(&ty.to_string()))
+        {
+            continue;
+        }
         let Some(row_bytes) = ty.row_bytes(n_cols as u64) else {
             continue;
         };

@@ -17,6 +17,11 @@
 //!   of `v`, and `|v|` (128 read as an unsigned byte is right) is the unsigned operand:
 //!   `|v| · (±a)` pairs are at most `2 · 128 · 127 = 32512`. The offset is then never
 //!   added, so the lane starts at zero instead of `corr`.
+//! - 4-bit formats with mins (Q4_1, Q4_K: values `0..=15`, never negative) come with a
+//!   panel of signed `a` ([`super::MicroKernel::unsigned_max`]): the weights are the
+//!   unsigned operand and there is no `corr`. A pair is then at most
+//!   `2 · 15 · 127 = 3810`, so a whole segment of 8 chunks adds in i16 (`30480`) and is
+//!   widened once.
 //!
 //! The f32 side is the reference's: per (row, token, segment) each lane's sum is scaled by
 //! `weight scale · activation scale` (minus `min · scale · Σa`) into a per-lane
@@ -39,18 +44,30 @@ pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [f32], stride: usize
     // which `Level::is_supported` grants only with avx2 and fma detected; the slices
     // cover the layout (checked above).
     unsafe {
-        match (m.v_max, has_min) {
-            (0..=16, false) => micro_avx2::<4, false, false>(m, out, stride),
-            (0..=16, true) => micro_avx2::<4, false, true>(m, out, stride),
-            (17..=32, false) => micro_avx2::<2, false, false>(m, out, stride),
-            (17..=32, true) => micro_avx2::<2, false, true>(m, out, stride),
-            (33..=64, false) => micro_avx2::<1, false, false>(m, out, stride),
-            (33..=64, true) => micro_avx2::<1, false, true>(m, out, stride),
-            (_, false) => micro_avx2::<1, true, false>(m, out, stride),
-            (_, true) => micro_avx2::<1, true, true>(m, out, stride),
+        match (m.v_max, has_min, m.a.signed) {
+            (0..=15, true, true) => micro_avx2::<8, UNSIGNED_W, true>(m, out, stride),
+            (v_max, has_min, true) => {
+                unreachable!("a signed panel for weights up to {v_max}, mins {has_min}")
+            }
+            (0..=16, false, false) => micro_avx2::<4, NARROW, false>(m, out, stride),
+            (0..=16, true, false) => micro_avx2::<4, NARROW, true>(m, out, stride),
+            (17..=32, false, false) => micro_avx2::<2, NARROW, false>(m, out, stride),
+            (17..=32, true, false) => micro_avx2::<2, NARROW, true>(m, out, stride),
+            (33..=64, false, false) => micro_avx2::<1, NARROW, false>(m, out, stride),
+            (33..=64, true, false) => micro_avx2::<1, NARROW, true>(m, out, stride),
+            (_, false, false) => micro_avx2::<1, WIDE, false>(m, out, stride),
+            (_, true, false) => micro_avx2::<1, WIDE, true>(m, out, stride),
         }
     }
 }
+
+/// How the byte products are formed (see the module doc): the panel's `a + 128` times
+/// the weights;
+const NARROW: u8 = 0;
+/// ggml's sign trick on the panel's values flipped back to `a`;
+const WIDE: u8 = 1;
+/// the weights (never negative) times a signed panel's `a`.
+const UNSIGNED_W: u8 = 2;
 
 /// Pointers to the current [`TOKENS`] tokens' activations.
 struct Tokens {
@@ -63,9 +80,9 @@ struct Tokens {
 type Acc = [[[__m256; 2]; TOKENS]; ROWS];
 
 /// `K`: chunks whose i16 pair sums are added before widening (see the module doc);
-/// `WIDE`: the sign-trick path; `MIN`: the weights have mins.
+/// `PATH`: how the byte products are formed; `MIN`: the weights have mins.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_avx2<const K: usize, const WIDE: bool, const MIN: bool>(
+unsafe fn micro_avx2<const K: usize, const PATH: u8, const MIN: bool>(
     m: &Micro<'_>,
     out: &mut [f32],
     stride: usize,
@@ -103,10 +120,10 @@ unsafe fn micro_avx2<const K: usize, const WIDE: bool, const MIN: bool>(
                     for half in 0..2 {
                         let at = (base + half * CHUNK / 2, s * LANES + half * LANES / 2);
                         match chunks {
-                            8 => segment::<8, K, WIDE, MIN>(w, &tokens, at, half, acc),
-                            4 => segment::<4, K, WIDE, MIN>(w, &tokens, at, half, acc),
-                            2 => segment::<2, K, WIDE, MIN>(w, &tokens, at, half, acc),
-                            1 => segment::<1, K, WIDE, MIN>(w, &tokens, at, half, acc),
+                            8 => segment::<8, K, PATH, MIN>(w, &tokens, at, half, acc),
+                            4 => segment::<4, K, PATH, MIN>(w, &tokens, at, half, acc),
+                            2 => segment::<2, K, PATH, MIN>(w, &tokens, at, half, acc),
+                            1 => segment::<1, K, PATH, MIN>(w, &tokens, at, half, acc),
                             c => unreachable!("segments of {c} chunks"),
                         }
                     }
@@ -151,7 +168,7 @@ fn sum4(v: [__m256; MR]) -> __m128 {
 /// The CPU has AVX2 and FMA, and the segment is within every row's data.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn segment<const C: usize, const K: usize, const WIDE: bool, const MIN: bool>(
+unsafe fn segment<const C: usize, const K: usize, const PATH: u8, const MIN: bool>(
     w: [&super::WeightRow<'_>; ROWS],
     t: &Tokens,
     at: (usize, usize),
@@ -165,7 +182,7 @@ unsafe fn segment<const C: usize, const K: usize, const WIDE: bool, const MIN: b
     unsafe {
         let ones = _mm256_set1_epi16(1);
         let mut isum = [[_mm256_setzero_si256(); TOKENS]; ROWS];
-        if !WIDE {
+        if PATH == NARROW {
             for (w, isum) in w.iter().zip(isum.iter_mut()) {
                 *isum = [_mm256_loadu_si256(w.corr.as_ptr().add(lane0).cast()); TOKENS];
             }
@@ -178,7 +195,7 @@ unsafe fn segment<const C: usize, const K: usize, const WIDE: bool, const MIN: b
                 let at = v0 + (g * group + gc) * CHUNK;
                 let a: [__m256i; TOKENS] = std::array::from_fn(|j| {
                     let a = _mm256_loadu_si256(t.a[j].add(at).cast());
-                    if WIDE {
+                    if PATH == WIDE {
                         _mm256_xor_si256(a, _mm256_set1_epi8(-128))
                     } else {
                         a
@@ -187,10 +204,12 @@ unsafe fn segment<const C: usize, const K: usize, const WIDE: bool, const MIN: b
                 for (w, pairs) in w.iter().zip(pairs.iter_mut()) {
                     let v = _mm256_loadu_si256(w.v.as_ptr().add(at).cast());
                     for j in 0..TOKENS {
-                        let p = if WIDE {
-                            _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(a[j], v))
-                        } else {
-                            _mm256_maddubs_epi16(a[j], v)
+                        let p = match PATH {
+                            WIDE => {
+                                _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(a[j], v))
+                            }
+                            UNSIGNED_W => _mm256_maddubs_epi16(v, a[j]),
+                            _ => _mm256_maddubs_epi16(a[j], v),
                         };
                         pairs[j] = if gc == 0 {
                             p

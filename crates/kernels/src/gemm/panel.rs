@@ -1,10 +1,12 @@
 //! The activation panel: every token's quantized row rewritten for the micro-kernels.
 //!
 //! The values are the quantizer's (Q8_0, Q8_1 or Q8_K: ggml's activation formats), stored
-//! `+ 128` as unsigned bytes in the weights' [`Segments`] layout, with the scale of each
+//! `+ 128` as unsigned bytes (or as they are, signed, for a kernel that asks:
+//! [`super::ActRows::signed`]) in the weights' [`Segments`] layout, with the scale of each
 //! lane (the quantizer's block scale) and, for weight formats with mins, `scale · Σa`
 //! over the lane's values. Rows are padded to whole chunks and the token count to a
-//! multiple of [`NR`] with zeros (value 128, scale 0), which add nothing to any sum.
+//! multiple of [`NR`] with zeros (value 128, or 0 signed; scale 0), which add nothing to
+//! any sum.
 
 use super::{ActRows, QuantizedRows, Segments, KC, LANES, NR};
 use crate::matmul::SharedSlice;
@@ -14,6 +16,17 @@ use crate::quant::TensorType;
 
 /// Below this many activation values, the panel is filled by the calling thread alone.
 const MIN_PARALLEL: usize = 1 << 15;
+
+/// What the weights of a call ask of its panel.
+#[derive(Clone, Copy)]
+pub(super) struct Form {
+    /// Values per weight scale ([`super::unpack::scale_run`]): the layout's runs.
+    pub(super) run: usize,
+    /// The weights have mins, so each lane's `scale · Σa` is wanted.
+    pub(super) has_min: bool,
+    /// The values are stored signed, not `+ 128` ([`super::ActRows::signed`]).
+    pub(super) signed: bool,
+}
 
 /// See the module's doc.
 #[derive(Default)]
@@ -25,6 +38,8 @@ pub(super) struct Panel {
     segs: Option<Segments>,
     /// Whether `sum` was filled by the last call.
     has_min: bool,
+    /// Whether the last call stored the values signed.
+    signed: bool,
     /// Rows filled by the last call: its tokens padded to a multiple of [`NR`].
     n_rows: usize,
     /// Per thread: one row in column order and its block scales, before it is laid out.
@@ -41,21 +56,27 @@ impl Panel {
         self.a.capacity() + 4 * (self.scale.capacity() + self.sum.capacity()) + temps
     }
 
-    /// Rewrites `n_tokens` rows of `n_cols` quantized activations.
+    /// Rewrites `n_tokens` rows of `n_cols` quantized activations as `form` says.
     pub(super) fn fill(
         &mut self,
         pool: &ThreadPool,
         acts: &QuantizedRows<'_>,
         n_tokens: usize,
         n_cols: usize,
-        run: usize,
-        has_min: bool,
+        form: Form,
     ) {
+        let Form {
+            run,
+            has_min,
+            signed,
+        } = form;
         let segs = Segments::new(n_cols, run);
+        let zero = if signed { 0 } else { 128 };
         let (padded, lanes) = (segs.padded(), segs.count() * LANES);
         let n_rows = n_tokens.next_multiple_of(NR);
         self.segs = Some(segs);
         self.has_min = has_min;
+        self.signed = signed;
         self.n_rows = n_rows;
         grow(&mut self.a, n_rows * padded, 128);
         grow(&mut self.scale, n_rows * lanes, 0.0);
@@ -88,9 +109,9 @@ impl Panel {
                 };
                 if t < n_tokens {
                     let q = &acts.bytes[t * acts.stride..];
-                    convert(acts.ty, q, n_cols, segs, temp, a, scale, sum);
+                    convert(acts.ty, q, n_cols, segs, zero, temp, a, scale, sum);
                 } else {
-                    a.fill(128);
+                    a.fill(zero);
                     scale.fill(0.0);
                     sum.fill(0.0);
                 }
@@ -115,6 +136,7 @@ impl Panel {
         let lane0 = k0 / block.full_len() * LANES;
         ActRows {
             a: &self.a[k0..self.n_rows * padded],
+            signed: self.signed,
             a_stride: padded,
             scale: &self.scale[lane0..self.n_rows * lanes],
             sum: if self.has_min {
@@ -134,13 +156,15 @@ fn grow<T: Copy>(v: &mut Vec<T>, len: usize, value: T) {
     }
 }
 
-/// One quantized row (`ty`: Q8_0, Q8_1 or Q8_K, `n_cols` values) into a panel row.
+/// One quantized row (`ty`: Q8_0, Q8_1 or Q8_K, `n_cols` values) into a panel row, the
+/// values `+ 128` when `zero` (the stored zero) is 128, as they are when it is 0.
 #[allow(clippy::too_many_arguments)] // one row's inputs, temporaries and outputs
 fn convert(
     ty: TensorType,
     q: &[u8],
     n_cols: usize,
     segs: Segments,
+    zero: u8,
     (plain, block_scale): &mut (Vec<u8>, Vec<f32>),
     a: &mut [u8],
     scale: &mut [f32],
@@ -164,17 +188,17 @@ fn convert(
         } else {
             f16_le([block[0], block[1]])
         };
-        // The values `+ 128`, in column order for now.
+        // The values as stored, in column order for now.
         for (dst, &src) in plain[k0..k0 + block_len].iter_mut().zip(&block[qs_at..]) {
-            *dst = src ^ 0x80;
+            *dst = src ^ zero; // a + 128 is a ^ 0x80
         }
         block_scale[k0 / block_len] = d;
     }
-    a.fill(128);
+    a.fill(zero);
     segs.lay_out(&plain[..n], a, |lane, k, q| {
         scale[lane] = block_scale[k / block_len];
         if let Some(s) = sum.get_mut(lane) {
-            *s = q.iter().map(|&v| v as i32 - 128).sum::<i32>() as f32;
+            *s = q.iter().map(|&v| (v ^ zero) as i8 as i32).sum::<i32>() as f32;
         }
     });
     for (s, &d) in sum.iter_mut().zip(scale.iter()) {

@@ -3,7 +3,8 @@
 use super::{Micro, CHUNK, LANE, LANES, MR};
 
 /// Per (row, token) and segment: each lane's exact integer sum
-/// `corr + Σ (a + 128) · v` over the segment's chunks is scaled by
+/// `corr + Σ (a + 128) · v` (or `Σ a · v` from a signed panel) over the segment's chunks
+/// is scaled by
 /// `weight scale · activation scale` and added into that lane's f32 accumulator (then
 /// the weight min times `scale · Σa` subtracted); the 16 lanes are added at the end.
 pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [f32], stride: usize) {
@@ -21,11 +22,16 @@ pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [f32], stride: usize
                 let chunks = segs.chunks(runs);
                 for (l, acc) in acc.iter_mut().enumerate() {
                     let at = s * LANES + l;
-                    let mut isum = w.corr[at];
+                    let mut isum = if rows.signed { 0 } else { w.corr[at] };
                     for c in 0..chunks {
                         let k = base + c * CHUNK + l * LANE;
                         for (&a, &v) in a[k..k + LANE].iter().zip(&w.v[k..k + LANE]) {
-                            isum += a as i32 * v as i32;
+                            let a = if rows.signed {
+                                a as i8 as i32
+                            } else {
+                                a as i32
+                            };
+                            isum += a * v as i32;
                         }
                     }
                     let scale = w.scale[at] * a_scale[at];
