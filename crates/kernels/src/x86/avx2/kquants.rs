@@ -51,6 +51,18 @@ pub(super) unsafe fn splat_i16_lane(v: __m256i, k: usize) -> __m256i {
     _mm256_shuffle_epi8(v, _mm256_set1_epi16(lo | ((lo + 1) << 8)))
 }
 
+/// Q6_K's 16 sub-block scales as i16, the even ones in the low 128 bits and the odd ones
+/// in the high: each 32 quants take scales 2m and 2m + 1 (one per 128-bit half), which
+/// [`splat_i16_lane`]`(pairs, m)` then broadcasts in one in-lane shuffle, where picking
+/// and widening them for every 32 quants took two operations (decode 3-6 % faster on
+/// the R1-1.5B shape at this level, Zen 4).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn q6k_scale_pairs(scales: __m128i) -> __m256i {
+    let evens_odds = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, evens_odds))
+}
+
 /// The minimum term of Q4_K/Q5_K, `Σ min[s] * Σ a over sub-block s`, as 4 i32 partial
 /// sums: `mins` holds the eight mins as i16, the pairs of `bsums` add up to sub-blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -198,6 +210,7 @@ pub unsafe fn dot_q6_k(w: *const u8, a: *const u8, nb: usize) -> f32 {
         let scales = _mm_loadu_si128(x.add(192) as *const __m128i);
         let bsums = _mm256_loadu_si256(y.add(Q8K_BSUMS) as *const __m256i);
         let offset = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), bsums);
+        let pairs = q6k_scale_pairs(scales);
         let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(offset));
         for h in 0..2 {
             // Each half of 128 weights: ql[64h..64h+64] and qh[32h..32h+32].
@@ -227,10 +240,7 @@ pub unsafe fn dot_q6_k(w: *const u8, a: *const u8, nb: usize) -> f32 {
             for (k, &qk) in q.iter().enumerate() {
                 let yk = _mm256_loadu_si256(yq.add(32 * k) as *const __m256i);
                 // Elements 0..16 of these 32 use scale 8h+2k, elements 16..32 the next.
-                let s = (8 * h + 2 * k) as i64;
-                let pick =
-                    _mm_set_epi64x((s + 1) * 0x0101_0101_0101_0101, s * 0x0101_0101_0101_0101);
-                let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+                let sc = splat_i16_lane(pairs, 4 * h + k);
                 let p = _mm256_madd_epi16(sc, _mm256_maddubs_epi16(qk, yk));
                 sumi = _mm256_add_epi32(sumi, p);
             }

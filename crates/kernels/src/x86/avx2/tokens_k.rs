@@ -21,7 +21,7 @@
 use core::arch::x86_64::*;
 
 use super::kquants::{
-    hsum_ps128, q8k_d, splat_i16_lane, unpack_scales_mins, Q8K, Q8K_BSUMS, Q8K_QS,
+    hsum_ps128, q6k_scale_pairs, q8k_d, splat_i16_lane, unpack_scales_mins, Q8K, Q8K_BSUMS, Q8K_QS,
 };
 use super::rows_k::bsums_per32;
 use super::util::{f16_at, hsum_ps};
@@ -138,6 +138,7 @@ unsafe fn dot_tokens_q6<const T: usize>(
         let x = w.add(210 * i);
         let scales = _mm_loadu_si128(x.add(192) as *const __m128i);
         let scales16 = _mm256_cvtepi8_epi16(scales);
+        let pairs = q6k_scale_pairs(scales);
         let mut sumi = [_mm256_setzero_si256(); T];
         for (t, sumi) in sumi.iter_mut().enumerate() {
             // The quants are used unsigned and the `- 32` taken off through `bsums`, as in
@@ -173,10 +174,7 @@ unsafe fn dot_tokens_q6<const T: usize>(
             ];
             for (k, &qk) in q.iter().enumerate() {
                 // Elements 0..16 of these 32 use scale 8h+2k, elements 16..32 the next.
-                let s = (8 * h + 2 * k) as i64;
-                let pick =
-                    _mm_set_epi64x((s + 1) * 0x0101_0101_0101_0101, s * 0x0101_0101_0101_0101);
-                let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+                let sc = splat_i16_lane(pairs, 4 * h + k);
                 for (t, sumi) in sumi.iter_mut().enumerate() {
                     let yq = a.add(t * a_stride + Q8K * i + Q8K_QS + 128 * h);
                     let yk = _mm256_loadu_si256(yq.add(32 * k) as *const __m256i);
