@@ -134,7 +134,12 @@ unsafe fn dot_rows_q4_q5<const Q5: bool>(
         // the target features (every intrinsic in it would become a call).
         for r in 0..ROWS {
             let xr = x.add(r * stride);
-            let dmin = _mm_set1_ps(-yd * f16_at(xr.add(2)));
+            // `d` and `dmin` converted together, from a general register: F16C on a
+            // full-register `vmovd`, which (unlike a one-lane load, see `f16_at`) does
+            // not wait on whatever register LLVM picks.
+            let d_dmin = _mm_cvtph_ps(_mm_cvtsi32_si128((xr as *const i32).read_unaligned()));
+            let d_dmin = _mm_mul_ps(d_dmin, _mm_set1_ps(yd));
+            let dmin = _mm_xor_ps(_mm_permute_ps::<0b01_01_01_01>(d_dmin), _mm_set1_ps(-0.0));
             let u = unpack_scales_mins(&*(xr.add(4) as *const [u8; 12]));
             let scales_mins = _mm256_cvtepu8_epi16(_mm_set_epi32(
                 u[3] as i32,
@@ -184,7 +189,7 @@ unsafe fn dot_rows_q4_q5<const Q5: bool>(
                 );
                 sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
             }
-            let d = _mm256_set1_ps(yd * f16_at(xr));
+            let d = _mm256_broadcastss_ps(d_dmin);
             acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[r]);
         }
     }
