@@ -70,6 +70,7 @@ pub(super) fn for_level(level: Level) -> Option<MicroKernel> {
         f,
         float: None,
         level,
+        unsigned_max: 0,
     })
 }
 
@@ -305,6 +306,7 @@ mod tests {
                     f,
                     float: None,
                     level: Level::NeonDot,
+                    unsigned_max: 0,
                 });
                 if let Some(at) = (0..want.len()).find(|&i| got[i] != want[i]) {
                     let (g, w) = (f32::from_bits(got[at]), f32::from_bits(want[at]));
