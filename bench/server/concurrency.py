@@ -68,8 +68,7 @@ TIMEOUT_S = 900
 
 
 # ---------------------------------------------------------------------------------------
-# Prompts
-
+# Server-sent events
 
 
 def sse_events(resp):
@@ -83,6 +82,11 @@ def sse_events(resp):
         if data == b"[DONE]":
             return
         yield json.loads(data)
+
+
+# ---------------------------------------------------------------------------------------
+# Prompts
+
 
 class Prompts:
     """Distinct prompts cut from the corpus, read as a ring of words."""

@@ -18,7 +18,7 @@ use crate::quant::TensorType;
 const MIN_PARALLEL: usize = 1 << 15;
 
 /// What the weights of a call ask of its panel.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub(super) struct Form {
     /// Values per weight scale ([`super::unpack::scale_run`]): the layout's runs.
     pub(super) run: usize,
@@ -36,10 +36,8 @@ pub(super) struct Panel {
     sum: Vec<f32>,
     /// The layout of a whole row.
     segs: Option<Segments>,
-    /// Whether `sum` was filled by the last call.
-    has_min: bool,
-    /// Whether the last call stored the values signed.
-    signed: bool,
+    /// The last call's form: whether `sum` was filled, and whether the values are signed.
+    form: Form,
     /// Rows filled by the last call: its tokens padded to a multiple of [`NR`].
     n_rows: usize,
     /// Per thread: one row in column order and its block scales, before it is laid out.
@@ -75,8 +73,7 @@ impl Panel {
         let (padded, lanes) = (segs.padded(), segs.count() * LANES);
         let n_rows = n_tokens.next_multiple_of(NR);
         self.segs = Some(segs);
-        self.has_min = has_min;
-        self.signed = signed;
+        self.form = form;
         self.n_rows = n_rows;
         grow(&mut self.a, n_rows * padded, 128);
         grow(&mut self.scale, n_rows * lanes, 0.0);
@@ -136,10 +133,10 @@ impl Panel {
         let lane0 = k0 / block.full_len() * LANES;
         ActRows {
             a: &self.a[k0..self.n_rows * padded],
-            signed: self.signed,
+            signed: self.form.signed,
             a_stride: padded,
             scale: &self.scale[lane0..self.n_rows * lanes],
-            sum: if self.has_min {
+            sum: if self.form.has_min {
                 &self.sum[lane0..self.n_rows * lanes]
             } else {
                 &[][..]

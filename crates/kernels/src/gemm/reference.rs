@@ -2,9 +2,8 @@
 
 use super::{Micro, CHUNK, LANE, LANES, MR};
 
-/// Per (row, token) and segment: each lane's exact integer sum
-/// `corr + Σ (a + 128) · v` (or `Σ a · v` from a signed panel) over the segment's chunks
-/// is scaled by
+/// Per (row, token) and segment: each lane's exact integer sum `corr + Σ (a + 128) · v`
+/// (or `Σ a · v` from a signed panel) over the segment's chunks is scaled by
 /// `weight scale · activation scale` and added into that lane's f32 accumulator (then
 /// the weight min times `scale · Σa` subtracted); the 16 lanes are added at the end.
 pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [f32], stride: usize) {
