@@ -24,12 +24,14 @@
 //!   widened once.
 //!
 //! The f32 side is the reference's: per (row, token, segment) each lane's sum is scaled by
-//! `weight scale · activation scale` (minus `min · scale · Σa`) into a per-lane
-//! accumulator; the lanes are added at the end, in another order than the reference's.
+//! `weight scale · activation scale` into a per-lane accumulator; the lanes are added at
+//! the end, in another order than the reference's. The mins' term of the formats that
+//! have them is not here: [`sub_mins`] subtracts it for a whole tile
+//! ([`super::MicroKernel::mins`]).
 
 use std::arch::x86_64::*;
 
-use super::{Micro, CHUNK, LANES, MR, NR};
+use super::{check_mins, Micro, CHUNK, LANES, MR, NR, TILE_ROWS};
 
 /// Weight rows and tokens per inner pass: 2 × 2 i32 sums and as many i16 pair sums, the
 /// 2 rows' weights and the 2 tokens' activations (12 registers) fit AVX2's 16 registers,
@@ -37,26 +39,22 @@ use super::{Micro, CHUNK, LANES, MR, NR};
 const ROWS: usize = 2;
 const TOKENS: usize = 2;
 
-/// See [`super::reference::micro`]; chosen only when the CPU has AVX2 and FMA.
+/// See [`super::reference::micro`], for weights without mins or with their mins left to
+/// [`sub_mins`] (`has_min` is false); chosen only when the CPU has AVX2 and FMA.
 pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [f32], stride: usize) {
+    assert!(!has_min, "the AVX2 kernel leaves the mins to sub_mins");
     m.check(has_min, out, stride);
     // SAFETY: `MicroKernel::for_level` hands this kernel out only for the AVX2 level,
     // which `Level::is_supported` grants only with avx2 and fma detected; the slices
     // cover the layout (checked above).
     unsafe {
-        match (m.v_max, has_min, m.a.signed) {
-            (0..=15, true, true) => micro_avx2::<8, UNSIGNED_W, true>(m, out, stride),
-            (v_max, has_min, true) => {
-                unreachable!("a signed panel for weights up to {v_max}, mins {has_min}")
-            }
-            (0..=16, false, false) => micro_avx2::<4, NARROW, false>(m, out, stride),
-            (0..=16, true, false) => micro_avx2::<4, NARROW, true>(m, out, stride),
-            (17..=32, false, false) => micro_avx2::<2, NARROW, false>(m, out, stride),
-            (17..=32, true, false) => micro_avx2::<2, NARROW, true>(m, out, stride),
-            (33..=64, false, false) => micro_avx2::<1, NARROW, false>(m, out, stride),
-            (33..=64, true, false) => micro_avx2::<1, NARROW, true>(m, out, stride),
-            (_, false, false) => micro_avx2::<1, WIDE, false>(m, out, stride),
-            (_, true, false) => micro_avx2::<1, WIDE, true>(m, out, stride),
+        match (m.v_max, m.a.signed) {
+            (0..=15, true) => micro_avx2::<8, UNSIGNED_W>(m, out, stride),
+            (v_max, true) => unreachable!("a signed panel for weights up to {v_max}"),
+            (0..=16, false) => micro_avx2::<4, NARROW>(m, out, stride),
+            (17..=32, false) => micro_avx2::<2, NARROW>(m, out, stride),
+            (33..=64, false) => micro_avx2::<1, NARROW>(m, out, stride),
+            (_, false) => micro_avx2::<1, WIDE>(m, out, stride),
         }
     }
 }
@@ -73,16 +71,15 @@ const UNSIGNED_W: u8 = 2;
 struct Tokens {
     a: [*const u8; TOKENS],
     scale: [*const f32; TOKENS],
-    sum: [*const f32; TOKENS],
 }
 
 /// Per (row, token): the f32 accumulators of a chunk's two halves (lanes 0..8, 8..16).
 type Acc = [[[__m256; 2]; TOKENS]; ROWS];
 
 /// `K`: chunks whose i16 pair sums are added before widening (see the module doc);
-/// `PATH`: how the byte products are formed; `MIN`: the weights have mins.
+/// `PATH`: how the byte products are formed.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro_avx2<const K: usize, const PATH: u8, const MIN: bool>(
+unsafe fn micro_avx2<const K: usize, const PATH: u8>(
     m: &Micro<'_>,
     out: &mut [f32],
     stride: usize,
@@ -91,20 +88,12 @@ unsafe fn micro_avx2<const K: usize, const PATH: u8, const MIN: bool>(
     let rows = &m.a;
     for t0 in (0..rows.n_tokens).step_by(TOKENS) {
         // SAFETY: `check` verified that every token's row, at its stride, holds the
-        // layout (the token count is a multiple of NR, so of TOKENS); `sum` is only
-        // offset (and read) when the weights have mins.
+        // layout (the token count is a multiple of NR, so of TOKENS).
         let tokens = unsafe {
             Tokens {
                 a: std::array::from_fn(|j| rows.a.as_ptr().add((t0 + j) * rows.a_stride)),
                 scale: std::array::from_fn(|j| {
                     rows.scale.as_ptr().add((t0 + j) * rows.lane_stride)
-                }),
-                sum: std::array::from_fn(|j| {
-                    if MIN {
-                        rows.sum.as_ptr().add((t0 + j) * rows.lane_stride)
-                    } else {
-                        rows.sum.as_ptr()
-                    }
                 }),
             }
         };
@@ -120,10 +109,10 @@ unsafe fn micro_avx2<const K: usize, const PATH: u8, const MIN: bool>(
                     for half in 0..2 {
                         let at = (base + half * CHUNK / 2, s * LANES + half * LANES / 2);
                         match chunks {
-                            8 => segment::<8, K, PATH, MIN>(w, &tokens, at, half, acc),
-                            4 => segment::<4, K, PATH, MIN>(w, &tokens, at, half, acc),
-                            2 => segment::<2, K, PATH, MIN>(w, &tokens, at, half, acc),
-                            1 => segment::<1, K, PATH, MIN>(w, &tokens, at, half, acc),
+                            8 => segment::<8, K, PATH>(w, &tokens, at, half, acc),
+                            4 => segment::<4, K, PATH>(w, &tokens, at, half, acc),
+                            2 => segment::<2, K, PATH>(w, &tokens, at, half, acc),
+                            1 => segment::<1, K, PATH>(w, &tokens, at, half, acc),
                             c => unreachable!("segments of {c} chunks"),
                         }
                     }
@@ -168,7 +157,7 @@ fn sum4(v: [__m256; MR]) -> __m128 {
 /// The CPU has AVX2 and FMA, and the segment is within every row's data.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn segment<const C: usize, const K: usize, const PATH: u8, const MIN: bool>(
+unsafe fn segment<const C: usize, const K: usize, const PATH: u8>(
     w: [&super::WeightRow<'_>; ROWS],
     t: &Tokens,
     at: (usize, usize),
@@ -227,19 +216,69 @@ unsafe fn segment<const C: usize, const K: usize, const PATH: u8, const MIN: boo
         }
         for j in 0..TOKENS {
             let a_scale = _mm256_loadu_ps(t.scale[j].add(lane0));
-            let a_sum = if MIN {
-                _mm256_loadu_ps(t.sum[j].add(lane0))
-            } else {
-                _mm256_setzero_ps()
-            };
             for (i, w) in w.iter().enumerate() {
                 let acc = &mut acc[i][j][half];
                 let scale = _mm256_mul_ps(_mm256_loadu_ps(w.scale.as_ptr().add(lane0)), a_scale);
                 *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), scale, *acc);
-                if MIN {
-                    let min = _mm256_loadu_ps(w.min.as_ptr().add(lane0));
-                    *acc = _mm256_fnmadd_ps(min, a_sum, *acc);
+            }
+        }
+    }
+}
+
+/// See [`super::MinsFn`]; chosen only when the CPU has AVX2 and FMA (the AVX-512 level
+/// uses it too). Four tokens at a
+/// time, each token's 16 rows in two registers: per lane, two loads of mins and four
+/// broadcasts feed 8 FMAs, and the sums go straight into `out` with no horizontal adds.
+pub(super) fn sub_mins(
+    min_t: &[f32],
+    sum: &[f32],
+    lane_stride: usize,
+    n_tokens: usize,
+    lanes: usize,
+    out: &mut [f32],
+) {
+    check_mins(min_t, sum, lane_stride, n_tokens, lanes, out);
+    // SAFETY: `MicroKernel::for_level` hands this out only for the AVX2 and AVX-512
+    // levels, both granted only with avx2 and fma detected; `check_mins` verified the
+    // reads and writes below.
+    unsafe { sub_mins_avx2(min_t, sum, lane_stride, n_tokens, lanes, out) }
+}
+
+/// # Safety
+/// AVX2 and FMA, and the shapes [`check_mins`]ed.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sub_mins_avx2(
+    min_t: &[f32],
+    sum: &[f32],
+    lane_stride: usize,
+    n_tokens: usize,
+    lanes: usize,
+    out: &mut [f32],
+) {
+    const T: usize = 4;
+    const { assert!(NR.is_multiple_of(T) && TILE_ROWS == 16) };
+    for t0 in (0..n_tokens).step_by(T) {
+        // SAFETY: the caller's contract; t0 + T <= n_tokens (a multiple of NR).
+        unsafe {
+            let o = out.as_mut_ptr().add(t0 * TILE_ROWS);
+            let s = sum.as_ptr().add(t0 * lane_stride);
+            let mut acc: [[__m256; 2]; T] = std::array::from_fn(|j| {
+                let o = o.add(j * TILE_ROWS);
+                [_mm256_loadu_ps(o), _mm256_loadu_ps(o.add(8))]
+            });
+            for l in 0..lanes {
+                let m = min_t.as_ptr().add(l * TILE_ROWS);
+                let m = [_mm256_loadu_ps(m), _mm256_loadu_ps(m.add(8))];
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let s = _mm256_broadcast_ss(&*s.add(j * lane_stride + l));
+                    acc[0] = _mm256_fnmadd_ps(m[0], s, acc[0]);
+                    acc[1] = _mm256_fnmadd_ps(m[1], s, acc[1]);
                 }
+            }
+            for (j, acc) in acc.iter().enumerate() {
+                let o = o.add(j * TILE_ROWS);
+                _mm256_storeu_ps(o, acc[0]);
+                _mm256_storeu_ps(o.add(8), acc[1]);
             }
         }
     }

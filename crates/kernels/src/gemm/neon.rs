@@ -71,6 +71,7 @@ pub(super) fn for_level(level: Level) -> Option<MicroKernel> {
         float: None,
         level,
         unsigned_max: 0,
+        mins: None,
     })
 }
 
@@ -307,6 +308,7 @@ mod tests {
                     float: None,
                     level: Level::NeonDot,
                     unsigned_max: 0,
+                    mins: None,
                 });
                 if let Some(at) = (0..want.len()).find(|&i| got[i] != want[i]) {
                     let (g, w) = (f32::from_bits(got[at]), f32::from_bits(want[at]));

@@ -1,5 +1,7 @@
 //! The micro-kernel in plain Rust: the definition every SIMD kernel is tested against.
 
+#[cfg(test)]
+use super::{check_mins, TILE_ROWS};
 use super::{Micro, CHUNK, LANE, LANES, MR};
 
 /// Per (row, token) and segment: each lane's exact integer sum `corr + Σ (a + 128) · v`
@@ -42,6 +44,31 @@ pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [f32], stride: usize
                 base += chunks * CHUNK;
             }
             *out += acc.iter().sum::<f32>();
+        }
+    }
+}
+
+/// The [`super::MinsFn`] every SIMD one is tested against: per (token, row), the lanes'
+/// products added in order and subtracted once.
+#[cfg(test)]
+pub(super) fn mins(
+    min_t: &[f32],
+    sum: &[f32],
+    lane_stride: usize,
+    n_tokens: usize,
+    lanes: usize,
+    out: &mut [f32],
+) {
+    check_mins(min_t, sum, lane_stride, n_tokens, lanes, out);
+    for t in 0..n_tokens {
+        let sum = &sum[t * lane_stride..][..lanes];
+        for (i, out) in out[t * TILE_ROWS..][..TILE_ROWS].iter_mut().enumerate() {
+            let dot: f32 = sum
+                .iter()
+                .enumerate()
+                .map(|(l, &s)| min_t[l * TILE_ROWS + i] * s)
+                .sum();
+            *out -= dot;
         }
     }
 }

@@ -5,45 +5,34 @@ use std::arch::x86_64::*;
 
 use super::{Micro, CHUNK, LANES, MR, NR};
 
-/// See [`super::reference::micro`]; chosen only when the CPU has AVX-512 F/BW/VL + VNNI.
+/// See [`super::reference::micro`], for weights without mins or with their mins left to
+/// [`super::avx2::sub_mins`] (`has_min` is false); chosen only when the CPU has AVX-512
+/// F/BW/VL + VNNI.
 pub(super) fn micro(m: &Micro<'_>, has_min: bool, out: &mut [f32], stride: usize) {
+    assert!(!has_min, "the VNNI kernel leaves the mins to sub_mins");
     m.check(has_min, out, stride);
     // SAFETY: `MicroKernel::for_level` hands this kernel out only after detecting
     // avx512f/bw/vl and avx512vnni; the slices cover the layout (checked above).
-    unsafe {
-        if has_min {
-            micro_vnni::<true>(m, out, stride)
-        } else {
-            micro_vnni::<false>(m, out, stride)
-        }
-    }
+    unsafe { micro_vnni(m, out, stride) }
 }
 
 /// Pointers to the current [`NR`] tokens' activations.
 struct Tokens {
     a: [*const u8; NR],
     scale: [*const f32; NR],
-    sum: [*const f32; NR],
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn micro_vnni<const MIN: bool>(m: &Micro<'_>, out: &mut [f32], stride: usize) {
+unsafe fn micro_vnni(m: &Micro<'_>, out: &mut [f32], stride: usize) {
     let rows = &m.a;
     for t0 in (0..rows.n_tokens).step_by(NR) {
         // SAFETY: `check` verified that every token's row, at its stride, holds the
-        // layout; `sum` is only offset (and read) when the weights have mins.
+        // layout.
         let tokens = unsafe {
             Tokens {
                 a: std::array::from_fn(|j| rows.a.as_ptr().add((t0 + j) * rows.a_stride)),
                 scale: std::array::from_fn(|j| {
                     rows.scale.as_ptr().add((t0 + j) * rows.lane_stride)
-                }),
-                sum: std::array::from_fn(|j| {
-                    if MIN {
-                        rows.sum.as_ptr().add((t0 + j) * rows.lane_stride)
-                    } else {
-                        rows.sum.as_ptr()
-                    }
                 }),
             }
         };
@@ -55,10 +44,10 @@ unsafe fn micro_vnni<const MIN: bool>(m: &Micro<'_>, out: &mut [f32], stride: us
             for (s, runs) in m.segs.iter().enumerate() {
                 let chunks = m.segs.chunks(runs);
                 match chunks {
-                    8 => segment::<8, MIN>(m, &tokens, base, s, &mut acc),
-                    4 => segment::<4, MIN>(m, &tokens, base, s, &mut acc),
-                    2 => segment::<2, MIN>(m, &tokens, base, s, &mut acc),
-                    1 => segment::<1, MIN>(m, &tokens, base, s, &mut acc),
+                    8 => segment::<8>(m, &tokens, base, s, &mut acc),
+                    4 => segment::<4>(m, &tokens, base, s, &mut acc),
+                    2 => segment::<2>(m, &tokens, base, s, &mut acc),
+                    1 => segment::<1>(m, &tokens, base, s, &mut acc),
                     c => unreachable!("segments of {c} chunks"),
                 }
                 base += chunks * CHUNK;
@@ -134,7 +123,7 @@ fn fold(x: __m512, y: __m512) -> __m512 {
 /// The CPU has AVX-512 VNNI, and the segment is within every row's data.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn segment<const C: usize, const MIN: bool>(
+unsafe fn segment<const C: usize>(
     m: &Micro<'_>,
     t: &Tokens,
     base: usize,
@@ -161,19 +150,10 @@ unsafe fn segment<const C: usize, const MIN: bool>(
         }
         for j in 0..NR {
             let a_scale = _mm512_loadu_ps(t.scale[j].add(s * LANES));
-            let a_sum = if MIN {
-                _mm512_loadu_ps(t.sum[j].add(s * LANES))
-            } else {
-                _mm512_setzero_ps()
-            };
             for (i, w) in m.w.iter().enumerate() {
                 let scale =
                     _mm512_mul_ps(_mm512_loadu_ps(w.scale.as_ptr().add(s * LANES)), a_scale);
                 acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), scale, acc[i][j]);
-                if MIN {
-                    let min = _mm512_loadu_ps(w.min.as_ptr().add(s * LANES));
-                    acc[i][j] = _mm512_fnmadd_ps(min, a_sum, acc[i][j]);
-                }
             }
         }
     }
