@@ -34,9 +34,7 @@
 
 use core::arch::x86_64::*;
 
-use super::kquants::{
-    hsum_ps128, q8k_d, splat_i16_lane, unpack_scales_mins, Q8K, Q8K_BSUMS, Q8K_QS,
-};
+use super::kquants::{hsum_ps128, q8k_d, scales_mins_128, splat_i16_lane, Q8K, Q8K_BSUMS, Q8K_QS};
 use super::util::{f16_at, hsum_ps, nibbles_32};
 use crate::quant::blocks::KVALUES_IQ4NL;
 
@@ -140,13 +138,7 @@ unsafe fn dot_rows_q4_q5<const Q5: bool>(
             let d_dmin = _mm_cvtph_ps(_mm_cvtsi32_si128((xr as *const i32).read_unaligned()));
             let d_dmin = _mm_mul_ps(d_dmin, _mm_set1_ps(yd));
             let dmin = _mm_xor_ps(_mm_permute_ps::<0b01_01_01_01>(d_dmin), _mm_set1_ps(-0.0));
-            let u = unpack_scales_mins(&*(xr.add(4) as *const [u8; 12]));
-            let scales_mins = _mm256_cvtepu8_epi16(_mm_set_epi32(
-                u[3] as i32,
-                u[2] as i32,
-                u[1] as i32,
-                u[0] as i32,
-            ));
+            let scales_mins = _mm256_cvtepu8_epi16(scales_mins_128(xr.add(4)));
             let mins = _mm256_extracti128_si256::<1>(scales_mins);
             let term = _mm_madd_epi16(mins, per32);
             acc_m[r] = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(term), acc_m[r]);

@@ -24,7 +24,7 @@ use super::kquants::{
     hsum_ps128, q6k_scale_pairs, q8k_d, splat_i16_lane, unpack_scales_mins, Q8K, Q8K_BSUMS, Q8K_QS,
 };
 use super::rows_k::bsums_per32;
-use super::util::{f16_at, hsum_ps};
+use super::util::{f16_at, f16_splat, hsum_ps};
 
 /// Weight rows per tile (see the module doc).
 pub const TILE_ROWS: usize = 1;
@@ -183,9 +183,9 @@ unsafe fn dot_tokens_q6<const T: usize>(
                 }
             }
         }
-        let dx = f16_at(x.add(208));
+        let dx = f16_splat(x.add(208));
         for (t, acc) in acc.iter_mut().enumerate() {
-            let d = _mm256_set1_ps(q8k_d(a.add(t * a_stride + Q8K * i)) * dx);
+            let d = _mm256_mul_ps(_mm256_set1_ps(q8k_d(a.add(t * a_stride + Q8K * i))), dx);
             *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[t]), *acc);
         }
     }
