@@ -211,6 +211,38 @@ pub(crate) fn unpack_group(
             }
             true
         }
+        TensorType::Q6_K => {
+            // One super-block of 16 runs of 16. Run r = 8n + 2k + h (half n of 128
+            // values, quarter k, half h of its 32) takes bytes l = 16h.. of
+            // `ql[64n + 32(k & 1)..]`, low nibbles for k < 2 and high ones after, and
+            // bits 2k, 2k + 1 of `qh[32n + l]` as bits 4, 5: ggml's `q - 32`.
+            let b: BlockQ6K = bytemuck::pod_read_unaligned(src);
+            let d = f16_le(b.d);
+            for run in 0..16 {
+                let (n, k, h) = (run / 8, run % 8 / 2, run % 2);
+                let mut sum = 0u32;
+                for p in 0..4 {
+                    let l = 16 * h + 4 * p;
+                    let x = u32::from_le_bytes(
+                        b.ql[64 * n + 32 * (k & 1) + l..][..4].try_into().unwrap(),
+                    );
+                    let hi = u32::from_le_bytes(b.qh[32 * n + l..][..4].try_into().unwrap());
+                    let low = if k < 2 { x } else { x >> 4 } & 0x0F0F_0F0F;
+                    let q = low | ((hi >> (2 * k)) & 0x0303_0303) << 4;
+                    sum += q;
+                    // q - 32 in every byte, without borrows between bytes.
+                    put4(
+                        v,
+                        64 * p + 4 * run,
+                        ((q | 0x8080_8080) - 0x2020_2020) ^ 0x8080_8080,
+                    );
+                }
+                corr[run] = -128 * (byte_sum(sum) as i32 - 32 * 16);
+                scale[run] = d * b.scales[run] as f32;
+                min[run] = 0.0;
+            }
+            true
+        }
         TensorType::Q5_0 => {
             for (run, b) in src.chunks_exact(size_of::<BlockQ5_0>()).enumerate() {
                 let b: BlockQ5_0 = bytemuck::pod_read_unaligned(b);
