@@ -629,11 +629,11 @@ impl Tile {
             let corr = &mut self.corr[i * ROW_LANES..][..lanes];
             let scale = &mut self.scale[i * ROW_LANES..][..lanes];
             let min = &mut self.min[i * ROW_LANES..][..lanes];
-            v.fill(0);
-            corr.fill(0);
-            scale.fill(0.0);
-            min.fill(0.0);
             if i >= rows {
+                v.fill(0);
+                corr.fill(0);
+                scale.fill(0.0);
+                min.fill(0.0);
                 continue;
             }
             let row = &w.row(r0 + i)[bytes.clone()];
@@ -657,6 +657,15 @@ impl Tile {
                     done += group;
                 }
             }
+            // The rest is laid out over zeros: its padding lanes and runs must add nothing.
+            let lane0 = done / group * LANES;
+            v[done..].fill(0);
+            corr[lane0..].fill(0);
+            scale[lane0..].fill(0.0);
+            min[lane0..].fill(0.0);
+            if done == n {
+                continue;
+            }
             let rest = Segments::new(n - done, segs.run);
             let (pv, ps, pm) = (
                 &mut self.plain_v[..n - done],
@@ -672,7 +681,6 @@ impl Tile {
                     min: pm,
                 },
             );
-            let lane0 = done / group * LANES;
             let (corr, scale, min) = (&mut corr[lane0..], &mut scale[lane0..], &mut min[lane0..]);
             rest.lay_out(pv, &mut v[done..], |lane, k, q| {
                 corr[lane] = -128 * q.iter().map(|&q| q as i32).sum::<i32>();
