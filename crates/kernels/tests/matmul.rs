@@ -697,3 +697,34 @@ fn matvec_batch_equals_matvec_bit_for_bit() {
         "{err:?}"
     );
 }
+
+/// The GEMM lines its row tiles up with the output's cache lines, so where `out` starts
+/// moves the tiles' boundaries. A row's result must not move with them: every start
+/// within a line gives the same bits, at every level, for every format.
+#[test]
+fn the_outputs_alignment_does_not_change_the_result() {
+    let mut rng = Rng(0xa119_0e57);
+    let pool = ThreadPool::new(2).unwrap();
+    let (n_rows, n_tokens) = (48, gemm::MIN_TOKENS + 3);
+    for k in levels() {
+        for ty in computable() {
+            let n_cols = n_cols_for(ty);
+            let data = weights(ty, n_rows, n_cols, &mut rng);
+            let w = WeightMatrix::new(ty, n_rows, n_cols, &data).unwrap();
+            let x = rng.vec(n_tokens * n_cols);
+            let len = n_tokens * n_rows;
+            let mut buf = vec![0.0f32; len + 32];
+            let base = buf.as_ptr().align_offset(64);
+            let mut first: Option<Vec<f32>> = None;
+            for skew in 0..16 {
+                let out = &mut buf[base + skew..][..len];
+                let mut mm = MatmulScratch::new();
+                matmul_with(&k, &pool, &w, &x, n_tokens, out, &mut mm).unwrap();
+                match &first {
+                    None => first = Some(out.to_vec()),
+                    Some(want) => assert_eq!(out, &want[..], "{:?} {ty:?} skew {skew}", k.level()),
+                }
+            }
+        }
+    }
+}

@@ -487,7 +487,16 @@ fn for_each_tile<T: Send>(
     out: &mut [f32],
     compute: &(dyn for<'t> Fn(&'t mut T, usize, usize) -> &'t [f32] + Sync),
 ) {
-    let n_tiles = n_rows.div_ceil(TILE_ROWS);
+    // Tile boundaries follow the output's cache lines: each token's stretch of a tile's
+    // rows is then one whole line, not parts of two that the neighbouring tiles share.
+    // Heap buffers start 16 bytes into a line, and the split stores cost about 5 % of a
+    // prompt's GEMM. `skew` rows of the first tile fall before row 0.
+    let skew = if n_rows > 0 && n_rows.is_multiple_of(TILE_ROWS) {
+        out.as_ptr() as usize % 64 / size_of::<f32>()
+    } else {
+        0
+    };
+    let n_tiles = (n_rows + skew).div_ceil(TILE_ROWS);
     let next_tile = AtomicUsize::new(0);
     let out = SharedSlice::new(out);
     let out = &out;
@@ -497,8 +506,8 @@ fn for_each_tile<T: Send>(
         if ti >= n_tiles {
             return;
         }
-        let r0 = ti * TILE_ROWS;
-        let rows = (n_rows - r0).min(TILE_ROWS);
+        let r0 = (ti * TILE_ROWS).saturating_sub(skew);
+        let rows = ((ti + 1) * TILE_ROWS - skew).min(n_rows) - r0;
         // The tile's output is one short stretch per token, n_rows apart: lines the
         // hardware prefetcher does not foresee. Asking for them now lets them arrive
         // while the tile is computed, instead of one miss per token at the end.
