@@ -36,6 +36,8 @@ mod panel;
 mod reference;
 pub(crate) mod unpack;
 #[cfg(target_arch = "x86_64")]
+mod unpack_avx2;
+#[cfg(target_arch = "x86_64")]
 mod vnni;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -175,7 +175,35 @@ pub(crate) fn unpack(ty: TensorType, src: &[u8], out: Unpacked<'_>) {
 /// `corr = -128 · Σv`, scale and min: what [`unpack`] followed by the generic layout
 /// gives, bit for bit, without the per-value passes. `src` is the group's blocks.
 /// Returns `false` (and writes nothing) for formats without this path.
+///
+/// Q4_K and Q8_0 take AVX2 where the CPU has it, whatever level the kernels run at: the
+/// tile is the same bytes either way.
 pub(crate) fn unpack_group(
+    ty: TensorType,
+    src: &[u8],
+    v: &mut [i8],
+    corr: &mut [i32],
+    scale: &mut [f32],
+    min: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(ty, TensorType::Q4_K | TensorType::Q8_0) && std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected; the functions index every slice with bounds checks.
+        unsafe {
+            if ty == TensorType::Q4_K {
+                super::unpack_avx2::q4_k(src, v, corr, scale, min);
+            } else {
+                super::unpack_avx2::q8_0(src, v, corr, scale, min);
+            }
+        }
+        return true;
+    }
+    unpack_group_scalar(ty, src, v, corr, scale, min)
+}
+
+/// [`unpack_group`] one 4-byte word at a time: every CPU's path, and the reference of the
+/// SIMD ones.
+pub(crate) fn unpack_group_scalar(
     ty: TensorType,
     src: &[u8],
     v: &mut [i8],
