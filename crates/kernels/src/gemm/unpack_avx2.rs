@@ -1,10 +1,11 @@
-//! [`super::unpack::unpack_group`] for Q4_K and Q8_0 with AVX2: the same bytes, a whole
-//! group at a time.
+//! [`super::unpack::unpack_group`] for Q4_K, Q6_K and Q8_0 with AVX2: the same bytes, a
+//! whole group at a time.
 //!
 //! A group's layout is a transpose: lane `l` (run `l`) holds its values `4p..4p + 4` at
 //! bytes `64p + 4l`, so chunk `p` gathers the `p`-th 4-byte word of every run. The scalar
 //! path moves one word at a time; here each run's 8 words are one register and two 8 × 8
-//! transposes of 32-bit words make the 8 chunks. A prompt's GEMM over few tokens (a
+//! transposes of 32-bit words make the 8 chunks (Q6_K's runs of 16 values: 4 words,
+//! 4 × 4 transposes). A prompt's GEMM over few tokens (a
 //! mixture-of-experts layer gives each expert a few dozen) spends about a fifth of its
 //! time unpacking on the scalar path.
 //!
@@ -13,7 +14,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::blocks::{f16_le, BlockQ4K, BlockQ8_0};
+use crate::quant::blocks::{f16_le, BlockQ4K, BlockQ6K, BlockQ8_0};
 use crate::quant::kquants::get_scale_min_k4;
 
 /// Bytes of a group: 16 runs of 32 values.
@@ -57,6 +58,74 @@ pub(super) unsafe fn q4_k(
             scale[8 * sb + sub] = d * sc as f32;
             min[8 * sb + sub] = dmin * mn as f32;
         }
+    }
+}
+
+/// Q6_K: one super-block of 16 runs of 16 values (see the scalar path for where each
+/// run's low nibbles and high bits lie); the values are ggml's `q - 32`.
+///
+/// # Safety
+/// The CPU has AVX2 (as [`q4_k`], with one block in `src` and 256 values in `v`).
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn q6_k(
+    src: &[u8],
+    v: &mut [i8],
+    corr: &mut [i32],
+    scale: &mut [f32],
+    min: &mut [f32],
+) {
+    let b: BlockQ6K = bytemuck::pod_read_unaligned(src);
+    let v = &mut v[..GROUP / 2];
+    let (low, high) = (_mm_set1_epi8(0x0F), _mm_set1_epi8(0x30));
+    // SAFETY (loads): every offset + 16 is within `ql` (128 bytes) or `qh` (64).
+    let load =
+        |bytes: &[u8], at: usize| unsafe { _mm_loadu_si128(bytes[at..][..16].as_ptr().cast()) };
+    // Run r = 8n + 2k + h.
+    let runs: [__m128i; 16] = std::array::from_fn(|r| {
+        let (n, k, h) = (r / 8, r % 8 / 2, r % 2);
+        let x = load(&b.ql, 64 * n + 32 * (k & 1) + 16 * h);
+        let x = if k < 2 { x } else { _mm_srli_epi16::<4>(x) };
+        let qh = load(&b.qh, 32 * n + 16 * h);
+        // Bits 2k, 2k + 1 of each qh byte, as bits 4 and 5.
+        let hi = match k {
+            0 => _mm_slli_epi16::<4>(qh),
+            1 => _mm_slli_epi16::<2>(qh),
+            2 => qh,
+            _ => _mm_srli_epi16::<2>(qh),
+        };
+        let q = _mm_or_si128(_mm_and_si128(x, low), _mm_and_si128(hi, high));
+        _mm_sub_epi8(q, _mm_set1_epi8(32))
+    });
+    let ones8 = _mm_set1_epi8(1);
+    for g in 0..4 {
+        let r = &runs[4 * g..4 * g + 4];
+        let t0 = _mm_unpacklo_epi32(r[0], r[1]);
+        let t1 = _mm_unpackhi_epi32(r[0], r[1]);
+        let t2 = _mm_unpacklo_epi32(r[2], r[3]);
+        let t3 = _mm_unpackhi_epi32(r[2], r[3]);
+        let chunks = [
+            _mm_unpacklo_epi64(t0, t2),
+            _mm_unpackhi_epi64(t0, t2),
+            _mm_unpacklo_epi64(t1, t3),
+            _mm_unpackhi_epi64(t1, t3),
+        ];
+        let mut pairs = _mm_setzero_si128();
+        for (p, c) in chunks.into_iter().enumerate() {
+            let out = &mut v[64 * p + 16 * g..][..16];
+            // SAFETY: `out` holds 16 bytes.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), c) };
+            pairs = _mm_add_epi16(pairs, _mm_maddubs_epi16(ones8, c));
+        }
+        let sums = _mm_madd_epi16(pairs, _mm_set1_epi16(1));
+        let c = _mm_sub_epi32(_mm_setzero_si128(), _mm_slli_epi32::<7>(sums));
+        let out = &mut corr[4 * g..][..4];
+        // SAFETY: `out` holds 4 i32s.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), c) };
+    }
+    let d = f16_le(b.d);
+    for run in 0..16 {
+        scale[run] = d * b.scales[run] as f32;
+        min[run] = 0.0;
     }
 }
 
@@ -170,7 +239,12 @@ mod tests {
             })
             .collect();
         for b in out.chunks_exact_mut(block) {
-            b[1] &= 0x3F; // d (and Q4_K's dmin below) finite
+            // d (and Q4_K's dmin) finite.
+            if block == size_of::<BlockQ6K>() {
+                b[block - 1] &= 0x3F;
+            } else {
+                b[1] &= 0x3F;
+            }
             if block == size_of::<BlockQ4K>() {
                 b[3] &= 0x3F;
             }
@@ -185,15 +259,19 @@ mod tests {
         }
         for (ty, n, block) in [
             (TensorType::Q4_K, 2, size_of::<BlockQ4K>()),
+            (TensorType::Q6_K, 1, size_of::<BlockQ6K>()),
             (TensorType::Q8_0, 16, size_of::<BlockQ8_0>()),
         ] {
             for seed in 0..50 {
                 let mut src = blocks(n, block, 0x1234_5678 + seed);
                 if seed == 0 {
-                    // The extremes: every value bit set (Q8_0's -1, Q4_K's 15).
+                    // The extremes: every value bit set (Q8_0's -1, Q4_K's 15, Q6_K's 31).
                     for b in src.chunks_exact_mut(block) {
-                        let at = block - if ty == TensorType::Q4_K { 128 } else { 32 };
-                        b[at..].fill(0xFF);
+                        match ty {
+                            TensorType::Q4_K => b[16..].fill(0xFF),
+                            TensorType::Q6_K => b[..192].fill(0xFF),
+                            _ => b[2..].fill(0xFF),
+                        }
                     }
                 }
                 if seed == 1 && ty == TensorType::Q8_0 {
@@ -209,6 +287,7 @@ mod tests {
                 unsafe {
                     match ty {
                         TensorType::Q4_K => q4_k(&src, &mut v, &mut corr, &mut scale, &mut min),
+                        TensorType::Q6_K => q6_k(&src, &mut v, &mut corr, &mut scale, &mut min),
                         _ => q8_0(&src, &mut v, &mut corr, &mut scale, &mut min),
                     }
                 }
