@@ -240,11 +240,16 @@ fn refused_inputs_are_messages_not_panics() {
 }
 
 /// The default model against llama.cpp's perplexity procedure (llama-cpp-python) on the
-/// fidelity corpus, `n_ctx = 128`, 4 chunks. Measured: every running value within 0.8%
-/// of llama.cpp's (11.9531 vs 11.9530 after the first chunk, 17.5558 vs 17.4942 after
-/// the fourth); the logits themselves differ by a few hundredths (f32 vs f16 KV cache,
-/// GELU table), which is what the 2% bound leaves room for. A mistake in the procedure
-/// (no BOS, wrong half scored, off by one) moves the values by far more.
+/// fidelity corpus, `n_ctx = 128`, 4 chunks. The first running value averages only 64
+/// tokens, so it moves with any change of rounding: Q8 activations round to other
+/// integers and a few tokens' log-probabilities shift. Measured 2026-12-06 (Xeon model
+/// 207): 11.6864 (AVX-512 VNNI) and 11.8039 (AVX2) against llama.cpp's 11.953 after the
+/// first chunk, -2.2 % and -1.3 %; 17.44 and 17.45 against 17.49 after the fourth. The
+/// mins' term of Q4_K summed apart from the integer products (gemm's `sub_mins`) took the
+/// first value from -0.9 % to -2.2 % at AVX-512, while the context-512 fidelity gate
+/// (tests/fixtures/fidelity) moved closer to exact f64 math in perplexity (x1.0098 ->
+/// x1.0036) with the same KL (4.1e-3). The 3 % bound leaves room for that; a mistake in
+/// the procedure (no BOS, wrong half scored, off by one) moves the values by far more.
 #[test]
 fn gemma_matches_llama_cpp() {
     let Some(model) = gemma() else { return };
@@ -281,7 +286,7 @@ fn gemma_matches_llama_cpp() {
     assert_eq!(running.len(), want.len());
     for (i, (&got, &w)) in running.iter().zip(&want).enumerate() {
         assert!(
-            close(got, w, 0.02),
+            close(got, w, 0.03),
             "chunk {}: {got} vs llama.cpp {w}",
             i + 1
         );
