@@ -176,7 +176,7 @@ pub(crate) fn unpack(ty: TensorType, src: &[u8], out: Unpacked<'_>) {
 /// gives, bit for bit, without the per-value passes. `src` is the group's blocks.
 /// Returns `false` (and writes nothing) for formats without this path.
 ///
-/// Q4_K, Q6_K and Q8_0 take AVX2 where the CPU has it, whatever level the kernels run at: the
+/// Q4_K, Q5_0, Q6_K and Q8_0 take AVX2 where the CPU has it, whatever level the kernels run at: the
 /// tile is the same bytes either way.
 pub(crate) fn unpack_group(
     ty: TensorType,
@@ -187,14 +187,17 @@ pub(crate) fn unpack_group(
     min: &mut [f32],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if matches!(ty, TensorType::Q4_K | TensorType::Q6_K | TensorType::Q8_0)
-        && std::is_x86_feature_detected!("avx2")
+    if matches!(
+        ty,
+        TensorType::Q4_K | TensorType::Q5_0 | TensorType::Q6_K | TensorType::Q8_0
+    ) && std::is_x86_feature_detected!("avx2")
     {
         use super::unpack_avx2 as simd;
         // SAFETY: AVX2 was detected; the functions index every slice with bounds checks.
         unsafe {
             match ty {
                 TensorType::Q4_K => simd::q4_k(src, v, corr, scale, min),
+                TensorType::Q5_0 => simd::q5_0(src, v, corr, scale, min),
                 TensorType::Q6_K => simd::q6_k(src, v, corr, scale, min),
                 _ => simd::q8_0(src, v, corr, scale, min),
             }

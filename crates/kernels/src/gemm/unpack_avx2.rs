@@ -1,4 +1,4 @@
-//! [`super::unpack::unpack_group`] for Q4_K, Q6_K and Q8_0 with AVX2: the same bytes, a
+//! [`super::unpack::unpack_group`] for Q4_K, Q5_0, Q6_K and Q8_0 with AVX2: the same bytes, a
 //! whole group at a time.
 //!
 //! A group's layout is a transpose: lane `l` (run `l`) holds its values `4p..4p + 4` at
@@ -14,7 +14,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::blocks::{f16_le, BlockQ4K, BlockQ6K, BlockQ8_0};
+use crate::quant::blocks::{f16_le, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0};
 use crate::quant::kquants::get_scale_min_k4;
 
 /// Bytes of a group: 16 runs of 32 values.
@@ -125,6 +125,51 @@ pub(super) unsafe fn q6_k(
     let d = f16_le(b.d);
     for run in 0..16 {
         scale[run] = d * b.scales[run] as f32;
+        min[run] = 0.0;
+    }
+}
+
+/// Q5_0: 16 blocks, one run each: value `j` is nibble `j` of `qs` (the low ones first)
+/// with bit `j` of `qh` as bit 4, less 16.
+///
+/// # Safety
+/// The CPU has AVX2 (as [`q4_k`], with 16 blocks in `src`).
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn q5_0(
+    src: &[u8],
+    v: &mut [i8],
+    corr: &mut [i32],
+    scale: &mut [f32],
+    min: &mut [f32],
+) {
+    const B: usize = size_of::<BlockQ5_0>();
+    let low = _mm_set1_epi8(0x0F);
+    // Byte j of the 32 takes byte j / 8 of qh and tests bit j % 8 of it.
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    for half in 0..2 {
+        let runs: [__m256i; 8] = std::array::from_fn(|r| {
+            let b: BlockQ5_0 = bytemuck::pod_read_unaligned(&src[(8 * half + r) * B..][..B]);
+            // SAFETY: `qs` holds 16 bytes.
+            let qs = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
+            let nibbles = _mm256_set_m128i(
+                _mm_and_si128(_mm_srli_epi16::<4>(qs), low),
+                _mm_and_si128(qs, low),
+            );
+            let qh = _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(b.qh)), spread);
+            let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+            let q = _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+            _mm256_sub_epi8(q, _mm256_set1_epi8(16))
+        });
+        // SAFETY: the caller's contract for `v`'s length.
+        let sums = unsafe { store_chunks(transpose8(runs), v, half) };
+        store_corr(sums, corr, half);
+    }
+    for (run, b) in src.chunks_exact(B).enumerate() {
+        scale[run] = f16_le([b[0], b[1]]);
         min[run] = 0.0;
     }
 }
@@ -260,6 +305,7 @@ mod tests {
         for (ty, n, block) in [
             (TensorType::Q4_K, 2, size_of::<BlockQ4K>()),
             (TensorType::Q6_K, 1, size_of::<BlockQ6K>()),
+            (TensorType::Q5_0, 16, size_of::<BlockQ5_0>()),
             (TensorType::Q8_0, 16, size_of::<BlockQ8_0>()),
         ] {
             for seed in 0..50 {
@@ -270,6 +316,7 @@ mod tests {
                         match ty {
                             TensorType::Q4_K => b[16..].fill(0xFF),
                             TensorType::Q6_K => b[..192].fill(0xFF),
+                            TensorType::Q5_0 => b[2..].fill(0xFF),
                             _ => b[2..].fill(0xFF),
                         }
                     }
@@ -288,6 +335,7 @@ mod tests {
                     match ty {
                         TensorType::Q4_K => q4_k(&src, &mut v, &mut corr, &mut scale, &mut min),
                         TensorType::Q6_K => q6_k(&src, &mut v, &mut corr, &mut scale, &mut min),
+                        TensorType::Q5_0 => q5_0(&src, &mut v, &mut corr, &mut scale, &mut min),
                         _ => q8_0(&src, &mut v, &mut corr, &mut scale, &mut min),
                     }
                 }
