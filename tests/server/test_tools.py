@@ -175,9 +175,13 @@ class ToolsTest(unittest.TestCase):
     def test_auto_answers_or_calls(self):
         tools = [BASE[0]]
         for seed in range(3):
-            c = self.call(tools, "auto", seed).choices[0]
+            # The response checked is the one classified: a second request with the same
+            # seed starts from the prefix cache, whose kernels round the prompt's tail
+            # differently, so at temperature 0.8 it may sample another answer.
+            resp = self.call(tools, "auto", seed)
+            c = resp.choices[0]
             if c.finish_reason == "tool_calls":
-                self.check_calls(tools, "auto", self.call(tools, "auto", seed))
+                self.check_calls(tools, "auto", resp)
             else:
                 self.assertIn(c.finish_reason, ("stop", "length"))
                 self.assertIsNone(c.message.tool_calls)
