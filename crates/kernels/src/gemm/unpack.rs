@@ -176,8 +176,9 @@ pub(crate) fn unpack(ty: TensorType, src: &[u8], out: Unpacked<'_>) {
 /// gives, bit for bit, without the per-value passes. `src` is the group's blocks.
 /// Returns `false` (and writes nothing) for formats without this path.
 ///
-/// Q4_K, Q5_0, Q6_K and Q8_0 take AVX2 where the CPU has it, whatever level the kernels run at: the
-/// tile is the same bytes either way.
+/// Q4_K, Q5_0, Q6_K and Q8_0 take AVX2 where the CPU has it: on x86 the GEMM runs only at
+/// the AVX2 and AVX-512 levels (the scalar level keeps the row path), and the tile is the
+/// same bytes either way.
 pub(crate) fn unpack_group(
     ty: TensorType,
     src: &[u8],
