@@ -150,28 +150,19 @@ pub(super) unsafe fn q5_0(
         3, 3,
     );
     let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    for half in 0..2 {
-        let runs: [__m256i; 8] = std::array::from_fn(|r| {
-            let b: BlockQ5_0 = bytemuck::pod_read_unaligned(&src[(8 * half + r) * B..][..B]);
-            // SAFETY: `qs` holds 16 bytes.
-            let qs = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
-            let nibbles = _mm256_set_m128i(
-                _mm_and_si128(_mm_srli_epi16::<4>(qs), low),
-                _mm_and_si128(qs, low),
-            );
-            let qh = _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(b.qh)), spread);
-            let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
-            let q = _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
-            _mm256_sub_epi8(q, _mm256_set1_epi8(16))
-        });
-        // SAFETY: the caller's contract for `v`'s length.
-        let sums = unsafe { store_chunks(transpose8(runs), v, half) };
-        store_corr(sums, corr, half);
-    }
-    for (run, b) in src.chunks_exact(B).enumerate() {
-        scale[run] = f16_le([b[0], b[1]]);
-        min[run] = 0.0;
-    }
+    one_run_blocks::<B>(src, v, corr, scale, min, |b| {
+        let b: BlockQ5_0 = bytemuck::pod_read_unaligned(b);
+        // SAFETY: `qs` holds 16 bytes.
+        let qs = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
+        let nibbles = _mm256_set_m128i(
+            _mm_and_si128(_mm_srli_epi16::<4>(qs), low),
+            _mm_and_si128(qs, low),
+        );
+        let qh = _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(b.qh)), spread);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+        let q = _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+        _mm256_sub_epi8(q, _mm256_set1_epi8(16))
+    });
 }
 
 /// Q8_0: 16 blocks, one run each.
@@ -187,14 +178,27 @@ pub(super) unsafe fn q8_0(
     min: &mut [f32],
 ) {
     const B: usize = size_of::<BlockQ8_0>();
-    debug_assert!(src.len() == 16 * B && v.len() == GROUP && corr.len() == 16);
+    one_run_blocks::<B>(src, v, corr, scale, min, |b| {
+        // SAFETY: a block ends with its 32 values.
+        unsafe { _mm256_loadu_si256(b[B - 32..].as_ptr().cast()) }
+    });
+}
+
+/// The formats of 16 blocks of one run each with `d` in their first two bytes (Q5_0,
+/// Q8_0): `values(block)` gives a block's 32 values in order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn one_run_blocks<const B: usize>(
+    src: &[u8],
+    v: &mut [i8],
+    corr: &mut [i32],
+    scale: &mut [f32],
+    min: &mut [f32],
+    values: impl Fn(&[u8]) -> __m256i,
+) {
     for half in 0..2 {
-        let runs: [__m256i; 8] = std::array::from_fn(|r| {
-            let b = &src[(8 * half + r) * B..][..B];
-            // SAFETY: a block ends with its 32 values.
-            unsafe { _mm256_loadu_si256(b[B - 32..].as_ptr().cast()) }
-        });
-        // SAFETY: the caller's contract for `v`'s length.
+        let runs: [__m256i; 8] = std::array::from_fn(|r| values(&src[(8 * half + r) * B..][..B]));
+        // SAFETY: AVX2 (this function's feature); `store_chunks` checks `v`.
         let sums = unsafe { store_chunks(transpose8(runs), v, half) };
         store_corr(sums, corr, half);
     }
