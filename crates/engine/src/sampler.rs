@@ -246,16 +246,26 @@ impl Sampler {
                 got: logits.len(),
             });
         }
+        let first = self.top_k_first();
         let cands = &mut self.cands;
-        cands.load(logits);
-        if let Some(bits) = allowed {
-            for (i, c) in cands.data[..cands.len].iter_mut().enumerate() {
-                if bits.get(i / 32).is_none_or(|w| w >> (i % 32) & 1 == 0) {
-                    c.logit = f32::NEG_INFINITY;
-                }
+        let rest = match first {
+            Some((i, k)) => {
+                cands.load_top_k(logits, allowed, k);
+                &self.steps[i + 1..]
             }
-        }
-        for step in &self.steps {
+            None => {
+                cands.load(logits);
+                if let Some(bits) = allowed {
+                    for (i, c) in cands.data[..cands.len].iter_mut().enumerate() {
+                        if bits.get(i / 32).is_none_or(|w| w >> (i % 32) & 1 == 0) {
+                            c.logit = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+                &self.steps[..]
+            }
+        };
+        for step in rest {
             match step {
                 Step::LogitBias(bias) => {
                     apply_bias(cands, bias);
@@ -278,6 +288,28 @@ impl Sampler {
         Ok(cands.live())
     }
 
+    /// Whether `steps` leave every logit as it is: no logit bias, and penalties (if any)
+    /// with nothing to do.
+    fn inert(&self, steps: &[Step]) -> bool {
+        steps.iter().all(|s| match s {
+            Step::Penalties(_) => self.window.as_ref().is_none_or(PenaltyWindow::is_noop),
+            _ => false,
+        })
+    }
+
+    /// The index and `k` of a top-k step that only inert steps precede, so that the chain
+    /// can start from the `k` largest logits instead of the whole vocabulary (see
+    /// [`Candidates::load_top_k`]). The default chain with penalties off is such a chain.
+    fn top_k_first(&self) -> Option<(usize, usize)> {
+        let i = self.steps.iter().position(|s| matches!(s, Step::TopK(_)))?;
+        match self.steps[i] {
+            Step::TopK(k) if k > 0 && k < self.n_vocab && self.inert(&self.steps[..i]) => {
+                Some((i, k))
+            }
+            _ => None,
+        }
+    }
+
     /// Runs the chain on `logits` and draws the next token. Does not accept it: call
     /// [`Sampler::accept`] with the token the sequence actually continues with.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, SamplerError> {
@@ -291,6 +323,15 @@ impl Sampler {
         logits: &[f32],
         allowed: Option<&[u32]>,
     ) -> Result<u32, SamplerError> {
+        if self.greedy && self.inert(&self.steps) {
+            if logits.len() != self.n_vocab {
+                return Err(SamplerError::LogitsLength {
+                    expected: self.n_vocab,
+                    got: logits.len(),
+                });
+            }
+            return candidates::argmax_of(logits, allowed).ok_or(SamplerError::AllMasked);
+        }
         self.apply_masked(logits, allowed)?;
         if self.greedy {
             let best = self.cands.data[self.cands.argmax()];

@@ -530,3 +530,105 @@ fn reset_forgets_the_window() {
     let live: Vec<f32> = s.apply(&logits).unwrap().iter().map(|c| c.logit).collect();
     assert_eq!(live, [1.0; 8]);
 }
+
+/// Logits that stress the shortcuts' order: many ties (a tenth of a unit apart), `-0.0`
+/// beside `0.0`, NaN and `-inf`, and a few large ones.
+fn tied_logits(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Pcg64::from_seed(seed);
+    (0..n)
+        .map(|i| {
+            let u = rng.next_f64();
+            match i % 97 {
+                3 => f32::NAN,
+                5 => f32::NEG_INFINITY,
+                7 => -0.0,
+                11 => 0.0,
+                _ => ((u * 80.0).round() / 10.0 - 4.0) as f32,
+            }
+        })
+        .collect()
+}
+
+/// The masks a grammar may hand the sampler: none, random, a short one (tokens past its
+/// end are refused), one that leaves fewer tokens than top-k keeps, and none at all.
+fn masks(n: usize, seed: u64) -> Vec<Option<Vec<u32>>> {
+    let mut rng = Pcg64::from_seed(seed);
+    let words = n.div_ceil(32);
+    let random: Vec<u32> = (0..words)
+        .map(|_| rng.next_f64().to_bits() as u32)
+        .collect();
+    let mut three = vec![0u32; words];
+    for t in [2usize, 500, n - 1] {
+        three[t / 32] |= 1 << (t % 32);
+    }
+    vec![
+        None,
+        Some(random.clone()),
+        Some(random[..words / 3].to_vec()),
+        Some(three),
+        Some(vec![0; words]),
+    ]
+}
+
+/// The shortcuts (a greedy argmax over the logits, and a top-k chain that loads only the
+/// k largest) give exactly what the full chain gives. A logit bias of 0 on token 1 (never
+/// `-0.0` here) changes no logit but turns the shortcuts off, which makes the reference.
+#[test]
+fn the_shortcuts_equal_the_full_chain() {
+    let n = 5000;
+    let no_op = vec![(1u32, 0.0f32)];
+    for seed in 0..4 {
+        let logits = if seed % 2 == 0 {
+            tied_logits(n, seed)
+        } else {
+            random_logits(n, seed)
+        };
+        for (m, mask) in masks(n, seed + 100).into_iter().enumerate() {
+            let mask = mask.as_deref();
+            for top_k in [1, 2, 40, 1000, n - 1] {
+                let chain = |bias: Option<&Vec<(u32, f32)>>| {
+                    let mut steps: Vec<Step> = bias
+                        .map(|b| Step::LogitBias(b.clone()))
+                        .into_iter()
+                        .collect();
+                    steps.extend([
+                        Step::Penalties(Penalties::default()),
+                        Step::TopK(top_k),
+                        Step::TopP(0.95),
+                        Step::MinP(0.05),
+                        Step::Temperature(0.8),
+                    ]);
+                    Sampler::with_steps(steps, seed, n).unwrap()
+                };
+                let (mut fast, mut full) = (chain(None), chain(Some(&no_op)));
+                let what = format!("seed {seed}, mask {m}, top-k {top_k}");
+                assert_eq!(
+                    fast.apply_masked(&logits, mask).unwrap(),
+                    full.apply_masked(&logits, mask).unwrap(),
+                    "{what}"
+                );
+                for _ in 0..5 {
+                    assert_eq!(
+                        fast.sample_masked(&logits, mask),
+                        full.sample_masked(&logits, mask),
+                        "{what}"
+                    );
+                }
+            }
+            let greedy = |logit_bias: Vec<(u32, f32)>| {
+                let params = SamplerParams {
+                    temperature: 0.0,
+                    logit_bias,
+                    ..SamplerParams::default()
+                };
+                Sampler::new(&params, n).unwrap()
+            };
+            let (mut fast, mut full) = (greedy(Vec::new()), greedy(no_op.clone()));
+            assert_eq!(
+                fast.sample_masked(&logits, mask),
+                full.sample_masked(&logits, mask),
+                "greedy, seed {seed}, mask {m}"
+            );
+        }
+    }
+}

@@ -38,6 +38,63 @@ fn descending(a: &Candidate, b: &Candidate) -> Ordering {
     b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))
 }
 
+/// `total_cmp`'s order as an integer (`order_key(a) < order_key(b)` exactly when `a` comes
+/// before `b`), with NaN read as `-inf`, as [`Candidates::load`] does. Integers compare in
+/// plain vector instructions, so a scan over a whole vocabulary vectorizes.
+fn order_key(l: f32) -> i32 {
+    let l = if l.is_nan() { f32::NEG_INFINITY } else { l };
+    let b = l.to_bits() as i32;
+    b ^ (((b >> 31) as u32) >> 1) as i32
+}
+
+/// Whether token `i` survives a grammar's mask (see [`super::Sampler::apply_masked`]).
+fn admitted(allowed: Option<&[u32]>, i: usize) -> bool {
+    allowed.is_none_or(|bits| bits.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1))
+}
+
+/// Logits scanned per block in the selections below: a block whose largest key cannot
+/// enter is skipped after one vectorized pass.
+const BLOCK: usize = 64;
+
+/// The largest [`order_key`] in `block`.
+fn block_max(block: &[f32]) -> i32 {
+    block.iter().fold(i32::MIN, |m, &l| m.max(order_key(l)))
+}
+
+/// The largest logit's token (the lowest id on a tie), NaN read as `-inf` and masked tokens
+/// as `-inf`; `None` when none is finite or above `-inf`. What loading the candidates and
+/// taking [`Candidates::argmax`] gives, without writing a candidate per token: greedy
+/// decoding over a 262k vocabulary does this once per token per sequence.
+pub(super) fn argmax_of(logits: &[f32], allowed: Option<&[u32]>) -> Option<u32> {
+    let floor = order_key(f32::NEG_INFINITY);
+    let (best, at) = match allowed {
+        None => {
+            // The first block holding the largest key, then the key's place in it: one
+            // vectorized pass, where a search for the first maximum would not vectorize.
+            let (mut best, mut first) = (floor, 0);
+            for (b, block) in logits.chunks(BLOCK).enumerate() {
+                let m = block_max(block);
+                if m > best {
+                    (best, first) = (m, b * BLOCK);
+                }
+            }
+            let at = logits[first..].iter().position(|&l| order_key(l) == best);
+            (best, first + at?)
+        }
+        Some(_) => {
+            let (mut best, mut at) = (floor, 0);
+            for (i, &l) in logits.iter().enumerate() {
+                let k = order_key(l);
+                if k > best && admitted(allowed, i) {
+                    (best, at) = (k, i);
+                }
+            }
+            (best, at)
+        }
+    };
+    (best > floor).then_some(at as u32)
+}
+
 impl Candidates {
     pub(super) fn new(n_vocab: usize) -> Candidates {
         Candidates {
@@ -61,6 +118,56 @@ impl Candidates {
         self.len = logits.len();
         self.by_id = true;
         self.sorted = 0;
+    }
+
+    /// Loads only the `k` (`0 < k < logits.len()`) largest of one step's logits, masked
+    /// tokens and NaN as `-inf`, sorted: the state [`Candidates::load`], the mask and
+    /// [`Candidates::top_k`] leave, without writing a candidate for each of a large
+    /// vocabulary's tokens. The scan keeps a pool of up to `4k` entrants; a full pool is cut
+    /// back to its `k` best, whose last becomes the bar a later token must pass. Tokens
+    /// come in id order, so one that only ties the bar ranks below it (same logit, higher
+    /// id) and stays out, as in the full order.
+    pub(super) fn load_top_k(&mut self, logits: &[f32], allowed: Option<&[u32]>, k: usize) {
+        let cap = (4 * k).max(BLOCK);
+        let mut fill = 0;
+        let mut bar: Option<i32> = None;
+        for (b, block) in logits.chunks(BLOCK).enumerate() {
+            if let Some(bar) = bar {
+                // Masking only lowers a logit, so the unmasked block bounds the masked one.
+                if block_max(block) <= bar {
+                    continue;
+                }
+            }
+            for (j, &l) in block.iter().enumerate() {
+                let id = b * BLOCK + j;
+                let logit = if l.is_nan() || !admitted(allowed, id) {
+                    f32::NEG_INFINITY
+                } else {
+                    l
+                };
+                if bar.is_some_and(|bar| order_key(logit) <= bar) {
+                    continue;
+                }
+                self.data[fill] = Candidate {
+                    id: id as u32,
+                    logit,
+                };
+                fill += 1;
+                if fill == cap {
+                    self.data[..fill].select_nth_unstable_by(k - 1, descending);
+                    fill = k;
+                    bar = Some(order_key(self.data[k - 1].logit));
+                }
+            }
+        }
+        if fill > k {
+            self.data[..fill].select_nth_unstable_by(k - 1, descending);
+        }
+        let kept = fill.min(k);
+        self.data[..kept].sort_unstable_by(descending);
+        self.len = kept;
+        self.sorted = kept;
+        self.by_id = false;
     }
 
     pub(super) fn live(&self) -> &[Candidate] {

@@ -42,7 +42,7 @@ impl PenaltyWindow {
     }
 
     /// Whether applying the penalties can change any logit (llama.cpp's early return).
-    fn is_noop(&self) -> bool {
+    pub(super) fn is_noop(&self) -> bool {
         let p = &self.params;
         p.last_n == 0 || (p.repeat == 1.0 && p.frequency == 0.0 && p.presence == 0.0)
     }
