@@ -492,12 +492,17 @@ fn attend_run(
     let (jb0, nb) = (lo / KV_TILE, hi.div_ceil(KV_TILE) - lo / KV_TILE);
     let mut vis = [(0, 0); Q_TILE_ROWS];
     let vis = &mut vis[..seen.len()];
-    for jb in jb0 + nb * split / n_split..jb0 + nb * (split + 1) / n_split {
+    let (jb_start, jb_end) = (jb0 + nb * split / n_split, jb0 + nb * (split + 1) / n_split);
+    let hd_v_cached = if a.v_in_k { 0 } else { a.head_dim_v };
+    for jb in jb_start..jb_end {
+        if jb + 1 < jb_end {
+            kv.tile(il, seq.block(jb + 1), g, a.head_dim_k, hd_v_cached)
+                .prefetch();
+        }
         let j0 = jb * KV_TILE;
         for (v, s) in vis.iter_mut().zip(seen.iter()) {
             *v = (s.0.saturating_sub(j0), s.1.saturating_sub(j0));
         }
-        let hd_v_cached = if a.v_in_k { 0 } else { a.head_dim_v };
         let mut tile = kv.tile(il, seq.block(jb), g, a.head_dim_k, hd_v_cached);
         if a.v_in_k {
             let (tmp, values) = vbuf.split_at_mut(KV_TILE * a.head_dim_v);
