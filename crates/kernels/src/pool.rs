@@ -276,6 +276,54 @@ impl ThreadPool {
     }
 }
 
+impl ThreadPool {
+    /// Runs `f` on `a` and `b` cut at the same places into one piece per thread, for
+    /// element-wise work (an FFN's gate over a whole prompt) that would otherwise leave
+    /// the other threads waiting. Cuts fall on multiples of [`PIECE_ALIGN`] elements, so a
+    /// SIMD kernel's vectors and tail fall where they would on the whole slices and the
+    /// results do not depend on the thread count. Under `min_len` elements everything runs
+    /// on the calling thread: a dispatch costs more than the work.
+    ///
+    /// # Panics
+    /// When `a` and `b` differ in length.
+    pub fn zip_pieces<A: Send, B: Sync>(
+        &self,
+        a: &mut [A],
+        b: &[B],
+        min_len: usize,
+        f: &(dyn Fn(&mut [A], &[B]) + Sync),
+    ) {
+        assert_eq!(a.len(), b.len(), "zip_pieces: lengths");
+        let n = a.len();
+        if n < min_len.max(2 * PIECE_ALIGN) || self.n_threads() == 1 {
+            f(a, b);
+            return;
+        }
+        /// `a`'s base pointer, shared with the parts.
+        struct Base<A>(*mut A);
+        // SAFETY: each part dereferences only its own piece of `a` (see below), so
+        // sharing the pointer hands each element to one thread at a time: `A: Send` is
+        // what that requires.
+        unsafe impl<A: Send> Sync for Base<A> {}
+        let base = Base(a.as_mut_ptr());
+        let base = &base;
+        self.run(&|ith, nth| {
+            let blocks = n.div_ceil(PIECE_ALIGN);
+            let cut = |i: usize| (blocks * i / nth * PIECE_ALIGN).min(n);
+            let (lo, hi) = (cut(ith), cut(ith + 1));
+            // SAFETY: `lo..hi` lies within `a` (cuts are clamped to `n`), the pieces of
+            // distinct parts are disjoint (cuts increase with `i`), and `a` is borrowed
+            // mutably for the whole of `run`, which returns only after every part.
+            let piece = unsafe { std::slice::from_raw_parts_mut(base.0.add(lo), hi - lo) };
+            f(piece, &b[lo..hi]);
+        });
+    }
+}
+
+/// Elements per unit of [`ThreadPool::zip_pieces`]' cuts: a multiple of every SIMD
+/// width the kernels use.
+pub const PIECE_ALIGN: usize = 64;
+
 impl Drop for ThreadPool {
     fn drop(&mut self) {
         let shared = &*self.shared;

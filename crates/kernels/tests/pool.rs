@@ -166,3 +166,41 @@ fn run_with_refuses_too_few_slots() {
     let mut slots = [0u8; 1];
     pool.run_with(&mut slots, &|_, _, _| {});
 }
+
+/// `zip_pieces` hands every element to exactly one piece, matching pieces of `a` and `b`,
+/// cut on multiples of `PIECE_ALIGN`, whatever the length and thread count; small inputs
+/// stay whole.
+#[test]
+fn zip_pieces_covers_every_element_once_on_aligned_cuts() {
+    use hearth_kernels::pool::PIECE_ALIGN;
+    use std::sync::Mutex;
+    for n_threads in 1..=3 {
+        let pool = ThreadPool::new(n_threads).unwrap();
+        for n in [0, 1, 63, 64, 127, 128, 129, 1000, 4096, 4097, 100_003] {
+            let mut a: Vec<u64> = vec![0; n];
+            let b: Vec<u64> = (0..n as u64).collect();
+            let starts = Mutex::new(Vec::new());
+            pool.zip_pieces(&mut a, &b, 256, &|a, b| {
+                assert_eq!(a.len(), b.len());
+                starts.lock().unwrap().push((b.first().copied(), b.len()));
+                for (a, &b) in a.iter_mut().zip(b) {
+                    *a += b + 1;
+                }
+            });
+            assert!(
+                a.iter().enumerate().all(|(i, &x)| x == i as u64 + 1),
+                "{n_threads} threads, {n}"
+            );
+            let starts = starts.into_inner().unwrap();
+            for &(first, _) in &starts {
+                assert!(
+                    first.is_none_or(|f| (f as usize).is_multiple_of(PIECE_ALIGN)),
+                    "{starts:?}"
+                );
+            }
+            if n < 256 || n_threads == 1 {
+                assert_eq!(starts.len(), 1, "{n} elements stay whole");
+            }
+        }
+    }
+}
