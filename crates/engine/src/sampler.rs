@@ -25,7 +25,7 @@ mod error;
 mod penalties;
 mod rng;
 
-use candidates::Candidates;
+use candidates::{Candidates, FirstSteps};
 use penalties::PenaltyWindow;
 
 pub use error::SamplerError;
@@ -108,6 +108,9 @@ impl Default for SamplerParams {
         }
     }
 }
+
+/// A logit bias: `(token, added)`, sorted by token once validated.
+type Bias = [(u32, f32)];
 
 /// One step of a chain. The draw that ends every chain is implicit.
 #[derive(Clone, Debug, PartialEq)]
@@ -246,11 +249,11 @@ impl Sampler {
                 got: logits.len(),
             });
         }
-        let first = self.top_k_first();
+        let top_k_first = Sampler::top_k_first(&self.steps, self.window.as_ref(), self.n_vocab);
         let cands = &mut self.cands;
-        let rest = match first {
-            Some((i, k)) => {
-                cands.load_top_k(logits, allowed, k);
+        let rest = match top_k_first {
+            Some((i, k, bias)) => {
+                cands.load_top_k(logits, FirstSteps { allowed, bias }, k);
                 &self.steps[i + 1..]
             }
             None => {
@@ -288,23 +291,34 @@ impl Sampler {
         Ok(cands.live())
     }
 
-    /// Whether `steps` leave every logit as it is: no logit bias, and penalties (if any)
-    /// with nothing to do.
-    fn inert(&self, steps: &[Step]) -> bool {
-        steps.iter().all(|s| match s {
-            Step::Penalties(_) => self.window.as_ref().is_none_or(PenaltyWindow::is_noop),
-            _ => false,
-        })
+    /// The bias that `steps` add (empty without one) when that is all they do: a logit
+    /// bias and penalties with nothing to do, which a scan over the logits can apply as
+    /// it goes (see [`candidates::FirstSteps`]). `None` for anything else.
+    fn bias_only<'s>(steps: &'s [Step], window: Option<&PenaltyWindow>) -> Option<&'s Bias> {
+        let mut bias: &Bias = &[];
+        for step in steps {
+            match step {
+                Step::Penalties(_) if window.is_none_or(PenaltyWindow::is_noop) => {}
+                Step::LogitBias(b) if bias.is_empty() => bias = b,
+                _ => return None,
+            }
+        }
+        Some(bias)
     }
 
-    /// The index and `k` of a top-k step that only inert steps precede, so that the chain
-    /// can start from the `k` largest logits instead of the whole vocabulary (see
-    /// [`Candidates::load_top_k`]). The default chain with penalties off is such a chain.
-    fn top_k_first(&self) -> Option<(usize, usize)> {
-        let i = self.steps.iter().position(|s| matches!(s, Step::TopK(_)))?;
-        match self.steps[i] {
-            Step::TopK(k) if k > 0 && k < self.n_vocab && self.inert(&self.steps[..i]) => {
-                Some((i, k))
+    /// The index and `k` of a top-k step that only a bias precedes (see
+    /// [`Sampler::bias_only`]), and that bias: the chain can then start from the `k`
+    /// largest logits instead of the whole vocabulary ([`Candidates::load_top_k`]). The
+    /// default chain with penalties off is such a chain.
+    fn top_k_first<'s>(
+        steps: &'s [Step],
+        window: Option<&PenaltyWindow>,
+        n_vocab: usize,
+    ) -> Option<(usize, usize, &'s Bias)> {
+        let i = steps.iter().position(|s| matches!(s, Step::TopK(_)))?;
+        match steps[i] {
+            Step::TopK(k) if k > 0 && k < n_vocab => {
+                Some((i, k, Sampler::bias_only(&steps[..i], window)?))
             }
             _ => None,
         }
@@ -323,14 +337,20 @@ impl Sampler {
         logits: &[f32],
         allowed: Option<&[u32]>,
     ) -> Result<u32, SamplerError> {
-        if self.greedy && self.inert(&self.steps) {
+        let greedy_bias = if self.greedy {
+            Sampler::bias_only(&self.steps, self.window.as_ref())
+        } else {
+            None
+        };
+        if let Some(bias) = greedy_bias {
             if logits.len() != self.n_vocab {
                 return Err(SamplerError::LogitsLength {
                     expected: self.n_vocab,
                     got: logits.len(),
                 });
             }
-            return candidates::argmax_of(logits, allowed).ok_or(SamplerError::AllMasked);
+            return candidates::argmax_of(logits, FirstSteps { allowed, bias })
+                .ok_or(SamplerError::AllMasked);
         }
         self.apply_masked(logits, allowed)?;
         if self.greedy {

@@ -38,22 +38,21 @@ fn descending(a: &Candidate, b: &Candidate) -> Ordering {
     b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))
 }
 
-/// `total_cmp`'s order as an integer (`order_key(a) < order_key(b)` exactly when `a` comes
-/// before `b`), with NaN read as `-inf`, as [`Candidates::load`] does. Integers compare in
-/// plain vector instructions, so a scan over a whole vocabulary vectorizes.
-fn order_key(l: f32) -> i32 {
-    let l = if l.is_nan() { f32::NEG_INFINITY } else { l };
+/// `total_cmp`'s order as an integer: `raw_key(a) < raw_key(b)` exactly when `a` comes
+/// before `b`. Integers compare in plain vector instructions, so a scan over a whole
+/// vocabulary vectorizes.
+fn raw_key(l: f32) -> i32 {
     let b = l.to_bits() as i32;
     b ^ (((b >> 31) as u32) >> 1) as i32
 }
 
-/// Whether token `i` survives a grammar's mask (see [`super::Sampler::apply_masked`]).
-fn admitted(allowed: Option<&[u32]>, i: usize) -> bool {
-    allowed.is_none_or(|bits| bits.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1))
+/// [`raw_key`] of a logit as [`Candidates::load`] leaves it (NaN read as `-inf`).
+fn order_key(l: f32) -> i32 {
+    raw_key(if l.is_nan() { f32::NEG_INFINITY } else { l })
 }
 
-/// Logits scanned per block in the selections below: a block whose largest key cannot
-/// enter is skipped after one vectorized pass.
+/// Logits scanned per block in the selections below: a block that no mask or bias
+/// touches is first seen through one vectorized pass, and passed over when it cannot win.
 const BLOCK: usize = 64;
 
 /// The largest [`order_key`] in `block`.
@@ -61,37 +60,85 @@ fn block_max(block: &[f32]) -> i32 {
     block.iter().fold(i32::MIN, |m, &l| m.max(order_key(l)))
 }
 
-/// The largest logit's token (the lowest id on a tie), NaN read as `-inf` and masked tokens
-/// as `-inf`; `None` when none is finite or above `-inf`. What loading the candidates and
-/// taking [`Candidates::argmax`] gives, without writing a candidate per token: greedy
-/// decoding over a 262k vocabulary does this once per token per sequence.
-pub(super) fn argmax_of(logits: &[f32], allowed: Option<&[u32]>) -> Option<u32> {
+/// What the chain's first steps make of the logits when they are only a grammar's mask
+/// and a logit bias (sorted by token; penalties with nothing to do change nothing):
+/// loading reads NaN as `-inf`, the mask sets refused tokens to `-inf`, then the bias is
+/// added. The selections below apply it token by token where it touches a block, so
+/// they never write a candidate for each of a large vocabulary's tokens.
+#[derive(Clone, Copy)]
+pub(super) struct FirstSteps<'a> {
+    /// Bit `t % 32` of word `t / 32` admits token `t`; tokens past the end are refused.
+    pub(super) allowed: Option<&'a [u32]>,
+    pub(super) bias: &'a [(u32, f32)],
+}
+
+impl FirstSteps<'_> {
+    /// Whether no token before `end` has a bias, given that `bias[next..]` are the
+    /// biases from the current token on.
+    fn unbiased(&self, next: usize, end: usize) -> bool {
+        self.bias.get(next).is_none_or(|&(t, _)| t as usize >= end)
+    }
+
+    /// Whether the tokens from the current one to `end` are exactly as loaded (no mask,
+    /// no bias among them).
+    fn untouched(&self, next: usize, end: usize) -> bool {
+        self.allowed.is_none() && self.unbiased(next, end)
+    }
+
+    /// Token `id`'s logit `l` after these steps, and its key: [`order_key`]'s, except that
+    /// a biased sum keeps a NaN (`+inf` banned) as the full chain does. Moves `next` past
+    /// `id`'s bias.
+    fn adjust(&self, id: usize, l: f32, next: &mut usize) -> (f32, i32) {
+        let l = if l.is_nan() || !admitted(self.allowed, id) {
+            f32::NEG_INFINITY
+        } else {
+            l
+        };
+        match self.bias.get(*next) {
+            Some(&(t, b)) if t as usize == id => {
+                *next += 1;
+                (l + b, raw_key(l + b))
+            }
+            _ => (l, raw_key(l)),
+        }
+    }
+}
+
+/// Whether token `i` survives a grammar's mask (see [`super::Sampler::apply_masked`]).
+fn admitted(allowed: Option<&[u32]>, i: usize) -> bool {
+    allowed.is_none_or(|bits| bits.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1))
+}
+
+/// The token with the largest logit after `first` (the lowest id on a tie); `None` when
+/// that logit is `-inf`. What loading the candidates, masking, biasing and taking
+/// [`Candidates::argmax`] gives, without writing a candidate per token: greedy decoding
+/// over a 262k vocabulary does this once per token per sequence.
+pub(super) fn argmax_of(logits: &[f32], first: FirstSteps<'_>) -> Option<u32> {
     let floor = order_key(f32::NEG_INFINITY);
-    let (best, at) = match allowed {
-        None => {
-            // The first block holding the largest key, then the key's place in it: one
-            // vectorized pass, where a search for the first maximum would not vectorize.
-            let (mut best, mut first) = (floor, 0);
-            for (b, block) in logits.chunks(BLOCK).enumerate() {
-                let m = block_max(block);
-                if m > best {
-                    (best, first) = (m, b * BLOCK);
-                }
+    let mut best = floor;
+    // Where the best is: a token, or the first untouched block holding its key.
+    let (mut at, mut in_block) = (0, false);
+    let mut next = 0;
+    for (b, block) in logits.chunks(BLOCK).enumerate() {
+        let start = b * BLOCK;
+        if first.untouched(next, start + block.len()) {
+            let m = block_max(block);
+            if m > best {
+                (best, at, in_block) = (m, start, true);
             }
-            let at = logits[first..].iter().position(|&l| order_key(l) == best);
-            (best, first + at?)
+            continue;
         }
-        Some(_) => {
-            let (mut best, mut at) = (floor, 0);
-            for (i, &l) in logits.iter().enumerate() {
-                let k = order_key(l);
-                if k > best && admitted(allowed, i) {
-                    (best, at) = (k, i);
-                }
+        for (j, &l) in block.iter().enumerate() {
+            let (_, k) = first.adjust(start + j, l, &mut next);
+            if k > best {
+                (best, at, in_block) = (k, start + j, false);
             }
-            (best, at)
         }
-    };
+    }
+    if in_block {
+        // Searching for the first maximum does not vectorize; one block of it is cheap.
+        at += logits[at..].iter().position(|&l| order_key(l) == best)?;
+    }
     (best > floor).then_some(at as u32)
 }
 
@@ -120,32 +167,31 @@ impl Candidates {
         self.sorted = 0;
     }
 
-    /// Loads only the `k` (`0 < k < logits.len()`) largest of one step's logits, masked
-    /// tokens and NaN as `-inf`, sorted: the state [`Candidates::load`], the mask and
+    /// Loads only the `k` (`0 < k < logits.len()`) largest of one step's logits after
+    /// `first`, sorted: the state that [`Candidates::load`], the mask, the bias and
     /// [`Candidates::top_k`] leave, without writing a candidate for each of a large
-    /// vocabulary's tokens. The scan keeps a pool of up to `4k` entrants; a full pool is cut
-    /// back to its `k` best, whose last becomes the bar a later token must pass. Tokens
-    /// come in id order, so one that only ties the bar ranks below it (same logit, higher
-    /// id) and stays out, as in the full order.
-    pub(super) fn load_top_k(&mut self, logits: &[f32], allowed: Option<&[u32]>, k: usize) {
+    /// vocabulary's tokens. The scan keeps a pool of up to `4k` entrants; a full pool is
+    /// cut back to its `k` best, whose last becomes the bar a later token must pass.
+    /// Tokens come in id order, so one that only ties the bar ranks below it (same logit,
+    /// higher id) and stays out, as in the full order.
+    pub(super) fn load_top_k(&mut self, logits: &[f32], first: FirstSteps<'_>, k: usize) {
         let cap = (4 * k).max(BLOCK);
         let mut fill = 0;
         let mut bar: Option<i32> = None;
+        let mut next = 0;
         for (b, block) in logits.chunks(BLOCK).enumerate() {
+            let start = b * BLOCK;
             if let Some(bar) = bar {
-                // Masking only lowers a logit, so the unmasked block bounds the masked one.
-                if block_max(block) <= bar {
+                // Masking only lowers a logit, so the unmasked block bounds the masked
+                // one; a bias may raise one, so a biased block is always looked into.
+                if first.unbiased(next, start + block.len()) && block_max(block) <= bar {
                     continue;
                 }
             }
             for (j, &l) in block.iter().enumerate() {
-                let id = b * BLOCK + j;
-                let logit = if l.is_nan() || !admitted(allowed, id) {
-                    f32::NEG_INFINITY
-                } else {
-                    l
-                };
-                if bar.is_some_and(|bar| order_key(logit) <= bar) {
+                let id = start + j;
+                let (logit, key) = first.adjust(id, l, &mut next);
+                if bar.is_some_and(|bar| key <= bar) {
                     continue;
                 }
                 self.data[fill] = Candidate {
@@ -156,7 +202,7 @@ impl Candidates {
                 if fill == cap {
                     self.data[..fill].select_nth_unstable_by(k - 1, descending);
                     fill = k;
-                    bar = Some(order_key(self.data[k - 1].logit));
+                    bar = Some(raw_key(self.data[k - 1].logit));
                 }
             }
         }
