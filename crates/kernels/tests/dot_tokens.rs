@@ -6,7 +6,8 @@
 //! share its batch. Checked for every row count from 0 to 9 (whole groups of rows and
 //! every leftover), every token count from 1 to 15 (whole tiles of tokens and every
 //! leftover), even and odd block counts (the 32-element kernels take two blocks per
-//! step), activation rows packed and padded apart, on quantized random values and on
+//! step), rows long and many enough to be done in chunks, activation rows packed and
+//! padded apart, on quantized random values and on
 //! random quant bytes under finite random scales (every quant value).
 
 use half::f16;
@@ -81,11 +82,17 @@ fn dot_tokens_equals_dot_for_every_row_and_token_at_every_level() {
             let act_ty = activation_type(ty);
             let quantize = k.quantizer(act_ty).expect("activation quantizer");
             let mut rng = Rng(ty.id() as u64);
-            for nb in [0, 1, 2, 3, 4, 5, 8, 9, 20] {
+            // Long rows and many rows too: kernels may work through a call in chunks of
+            // blocks and blocks of rows (AVX-512's 32-element ones: 32 pairs, 64 rows).
+            for nb in [0, 1, 2, 3, 4, 5, 8, 9, 20, 65, 129] {
+                let long = nb > 20;
                 let n_cols = nb * ty.block_len();
                 let row_bytes = ty.row_bytes(n_cols as u64).unwrap() as usize;
                 let a_len = act_ty.row_bytes(n_cols as u64).unwrap() as usize;
                 for n_tokens in 1..=15 {
+                    if long && ![1, 2, 3, 4, 7].contains(&n_tokens) {
+                        continue;
+                    }
                     // Packed rows, and rows on lines of their own as matmul lays them out.
                     let a_stride = if n_tokens % 2 == 0 {
                         a_len
@@ -97,7 +104,12 @@ fn dot_tokens_equals_dot_for_every_row_and_token_at_every_level() {
                         let x: Vec<f32> = (0..n_cols).map(|_| rng.normal()).collect();
                         quantize(&x, &mut a[t * a_stride..][..a_len]);
                     }
-                    for n_rows in 0..=9 {
+                    let row_counts = if long {
+                        vec![67, 133]
+                    } else {
+                        (0..=9).collect()
+                    };
+                    for n_rows in row_counts {
                         let raw = (n_rows + n_tokens) % 2 == 1;
                         let w = rows(ty, n_rows, nb, raw, &mut rng);
                         let mut out = vec![f32::NAN; n_rows * n_tokens];

@@ -80,42 +80,6 @@ dot_rows_fn!(
     18,
     34
 );
-dot_tokens_fn!(
-    dot_tokens_q4_0_vnni,
-    q32::dot_tokens_q4_0,
-    q32::dot_q4_0,
-    q32::ROWS,
-    q32::TOKENS,
-    18,
-    34
-);
-dot_tokens_fn!(
-    dot_tokens_q5_0_vnni,
-    q32::dot_tokens_q5_0,
-    q32::dot_q5_0,
-    q32::ROWS,
-    q32::TOKENS,
-    22,
-    34
-);
-dot_tokens_fn!(
-    dot_tokens_q8_0_vnni,
-    q32::dot_tokens_q8_0,
-    q32::dot_q8_0,
-    q32::ROWS,
-    q32::TOKENS,
-    34,
-    34
-);
-dot_tokens_fn!(
-    dot_tokens_iq4_nl_vnni,
-    q32::dot_tokens_iq4_nl,
-    q32::dot_iq4_nl,
-    q32::ROWS,
-    q32::TOKENS,
-    18,
-    34
-);
 dot_rows_fn!(
     dot_rows_q4_k,
     kquants::dot_rows_q4_k,
@@ -244,10 +208,10 @@ pub(super) fn register(k: &mut Kernels, vnni: bool) {
         k.set_dot_rows(Q5_0, dot_rows_q5_0_vnni);
         k.set_dot_rows(Q8_0, dot_rows_q8_0_vnni);
         k.set_dot_rows(IQ4_NL, dot_rows_iq4_nl_vnni);
-        k.set_dot_tokens(Q4_0, dot_tokens_q4_0_vnni);
-        k.set_dot_tokens(Q5_0, dot_tokens_q5_0_vnni);
-        k.set_dot_tokens(Q8_0, dot_tokens_q8_0_vnni);
-        k.set_dot_tokens(IQ4_NL, dot_tokens_iq4_nl_vnni);
+        k.set_dot_tokens(Q4_0, q32::dot_tokens_q4_0);
+        k.set_dot_tokens(Q5_0, q32::dot_tokens_q5_0);
+        k.set_dot_tokens(Q8_0, q32::dot_tokens_q8_0);
+        k.set_dot_tokens(IQ4_NL, q32::dot_tokens_iq4_nl);
     }
     // Q4_K/Q5_K: with VNNI, `vpdpbusd` sums and one `vpdpwssd` per two sub-blocks (the
     // same lane sums, so both variants give the same results).

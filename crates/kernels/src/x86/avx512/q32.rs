@@ -27,6 +27,7 @@
 //! 29.6 GiB/s (the core's read bandwidth), Q5_0 [2048, 640] 12.9 → 16.4 GiB/s.
 
 use core::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 use super::super::avx2::q32::fold_blocks;
 use super::super::avx2::util::{bytes_from_bits, f16_at, f16_splat, hsum_ps, nibbles_32};
@@ -427,63 +428,111 @@ unsafe fn dot_rows_q8_0_acts<B: Unsigned32>(
     out
 }
 
-/// Tokens per call of the several-tokens kernels: a tile of [`ROWS`] rows by four tokens
-/// keeps sixteen 512-bit accumulators, the four rows' quants and scales and one token's
-/// activations in the 32 registers (the rest spill to L1 as memory operands).
+/// Tokens per pass of the several-tokens kernels: a tile of [`ROWS`] rows by four tokens
+/// keeps sixteen 512-bit accumulators and the four rows' quants and scales in the 32
+/// registers; the tokens' activations come from memory operands.
 pub const TOKENS: usize = 4;
 
-/// [`dot_rows_q8_0_acts`] for `T` tokens at once, `a_stride` bytes apart: `out[t][r]` is
-/// exactly `dot_q8_0_acts(w + r·stride, a + t·a_stride, nb)`.
-///
-/// Each (row, token) pair has its own accumulator and receives the single-row kernel's
-/// operations in the same order: the same i32 lane sums (unsigned quants with the offset
-/// taken off through the activations, see [`Unsigned32`]), the same `dx·dy` products (one
-/// multiply of the row's `[dx0, dx1]` by the token's `[dy0, dy1]`, each spread over its
-/// block's eight lanes), the same FMAs into the same halves, odd-block tail and final
-/// sum. What the tile shares is each row's weight decoding and scales (once for all `T`
-/// tokens) and each token's activation loads, scales and offset sums (once for all
-/// [`ROWS`] rows): per (row, token) and two blocks that leaves one `vpdpbusd`, one
-/// conversion, one multiply and one FMA.
+/// One token's activations over one pair of blocks, in the form the several-tokens
+/// kernels consume: both blocks' quants as one vector, `dy` spread over each block's
+/// eight i32 lanes, and the offset's share `-OFFSET · Σ y` per lane (see
+/// [`Unsigned32`]). Made once per product call for all its rows, where the kernels used
+/// to make it again for every group of [`ROWS`] rows: a join, a scale conversion and
+/// spread, and an offset sum per token and pair, a fifth of a Q8_0 tile's vector
+/// instructions.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct PairActs {
+    qy: __m512i,
+    dy: __m512,
+    start: __m512i,
+}
+
+/// Pairs of blocks whose activations are prepared at once: 24 KiB for four tokens, which
+/// stays in L1 while every row group of the call passes over it. Longer rows are done in
+/// chunks, the row groups' accumulators kept between chunks.
+const CHUNK_PAIRS: usize = 32;
+
+/// Row groups per block of a call's rows, whose accumulators a chunked row keeps.
+const BLOCK_GROUPS: usize = 16;
+
+/// Lanes `[r ×8, r+1 ×8]` of a permute: a vector's element `r` over the first block's
+/// eight lanes and `r + 1` over the second's.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn pair_lanes(r: i32) -> __m512i {
+    _mm512_setr_epi32(
+        r,
+        r,
+        r,
+        r,
+        r,
+        r,
+        r,
+        r,
+        r + 1,
+        r + 1,
+        r + 1,
+        r + 1,
+        r + 1,
+        r + 1,
+        r + 1,
+        r + 1,
+    )
+}
+
+/// The [`PairActs`] of the two activation blocks at `y` and `y + 34`, with the operations
+/// [`dot_rows_q8_0_acts`] applies to them (so the products that use it are its own).
 ///
 /// # Safety
-/// As [`dot_q8_0_acts`], for each of the [`ROWS`] rows at `w + r·stride` and each of the
-/// `T` activation rows at `a + t·a_stride`.
+/// The CPU must support AVX-512 F/BW/VNNI, AVX2 and F16C; `y` must point at two whole
+/// Q8_0 blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn prepare_pair<B: Unsigned32>(y: *const u8) -> PairActs {
+    let half = |p: *const u8| (p as *const u16).read_unaligned() as u64;
+    let qy = join(
+        _mm256_loadu_si256(y.add(2) as *const __m256i),
+        _mm256_loadu_si256(y.add(36) as *const __m256i),
+    );
+    let hy = half(y) | half(y.add(34)) << 16;
+    let dy = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(hy as i32)));
+    let offset = _mm512_dpbusd_epi32(
+        _mm512_setzero_si512(),
+        _mm512_set1_epi8(B::OFFSET as i8),
+        qy,
+    );
+    PairActs {
+        qy,
+        dy: _mm512_permutexvar_ps(pair_lanes(0), dy),
+        start: _mm512_sub_epi32(_mm512_setzero_si512(), offset),
+    }
+}
+
+/// Adds pairs `p0..p1` of [`ROWS`] rows (`stride` bytes apart) against `T` tokens'
+/// prepared activations (`acts[(p - p0)·T + t]`) to the accumulators, with
+/// [`dot_rows_q8_0_acts`]' operations per (row, token) and pair: the same i32 lane sums,
+/// the same `dx·dy` products (the row's `[dx0, dx1]` times the token's), the same FMAs.
+///
+/// # Safety
+/// As [`dot_rows_q8_0_acts`] for each row over blocks `2·p0..2·p1`; `acts` must hold
+/// `(p1 - p0)·T` prepared entries.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 // The tile is indexed by (token, row) while rows are the outer loop.
 #[allow(clippy::needless_range_loop)]
 #[inline]
-unsafe fn dot_tokens_q8_0_acts<B: Unsigned32, const T: usize>(
+unsafe fn pairs_prepared<B: Unsigned32, const T: usize>(
     w: *const u8,
     stride: usize,
-    a: *const u8,
-    a_stride: usize,
-    nb: usize,
-) -> [[f32; ROWS]; T] {
+    acts: *const PairActs,
+    (p0, p1): (usize, usize),
+    acc: &mut [[__m512; ROWS]; T],
+) {
     let half = |p: *const u8| (p as *const u16).read_unaligned() as u64;
-    // Lanes [2r ×8, 2r+1 ×8]: row r's two block scales, each over its block's lanes.
-    let lanes = [0, 2, 4, 6].map(|r| {
-        _mm512_setr_epi32(
-            r,
-            r,
-            r,
-            r,
-            r,
-            r,
-            r,
-            r,
-            r + 1,
-            r + 1,
-            r + 1,
-            r + 1,
-            r + 1,
-            r + 1,
-            r + 1,
-            r + 1,
-        )
-    });
-    let mut acc = [[_mm512_setzero_ps(); ROWS]; T];
-    let mut i = 0;
-    while i + 2 <= nb {
+    let lanes = [0, 2, 4, 6].map(|r| pair_lanes(r));
+    let mut tile = *acc;
+    for p in p0..p1 {
+        let i = 2 * p;
         // As in dot_rows_q8_0_acts: the stretch of a later group that this step's reads
         // correspond to (never dereferenced; a prefetch does not fault).
         let ahead = w.wrapping_add(ROWS * (stride * PREFETCH_GROUPS + B::BYTES * i));
@@ -508,30 +557,35 @@ unsafe fn dot_tokens_q8_0_acts<B: Unsigned32, const T: usize>(
             q[r] = B::unsigned_pair(x.add(r * stride));
             dxr[r] = _mm512_permutexvar_ps(lanes[r], dx);
         }
-        for (t, acc) in acc.iter_mut().enumerate() {
-            let y = a.add(t * a_stride + 34 * i);
-            let qy = join(
-                _mm256_loadu_si256(y.add(2) as *const __m256i),
-                _mm256_loadu_si256(y.add(36) as *const __m256i),
-            );
-            let hy = half(y) | half(y.add(34)) << 16;
-            let dy = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(hy as i32)));
-            let dy = _mm512_permutexvar_ps(lanes[0], dy);
-            // -OFFSET · Σ y per i32 lane, the start of every row's sum (see dot_rows).
-            let offset = _mm512_dpbusd_epi32(
-                _mm512_setzero_si512(),
-                _mm512_set1_epi8(B::OFFSET as i8),
-                qy,
-            );
-            let start = _mm512_sub_epi32(_mm512_setzero_si512(), offset);
+        let acts = acts.add((p - p0) * T);
+        for (t, acc) in tile.iter_mut().enumerate() {
+            let y = &*acts.add(t);
             for r in 0..ROWS {
-                let sumi = _mm512_dpbusd_epi32(start, q[r], qy);
-                let d = _mm512_mul_ps(dxr[r], dy);
+                let sumi = _mm512_dpbusd_epi32(y.start, q[r], y.qy);
+                let d = _mm512_mul_ps(dxr[r], y.dy);
                 acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc[r]);
             }
         }
-        i += 2;
     }
+    *acc = tile;
+}
+
+/// The sums of a tile whose pairs are done: the odd last block (if `nb` is odd) and the
+/// final reduction, as [`dot_rows_q8_0_acts`] ends.
+///
+/// # Safety
+/// As [`dot_rows_q8_0_acts`] for each of the [`ROWS`] rows and `T` tokens.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn finish_tile<B: Unsigned32, const T: usize>(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    a_stride: usize,
+    nb: usize,
+    acc: &[[__m512; ROWS]; T],
+) -> [[f32; ROWS]; T] {
+    let i = nb - nb % 2;
     let mut out = [[0.0; ROWS]; T];
     for (t, (acc, out)) in acc.iter().zip(&mut out).enumerate() {
         for (r, (acc, out)) in acc.iter().zip(out).enumerate() {
@@ -550,6 +604,110 @@ unsafe fn dot_tokens_q8_0_acts<B: Unsigned32, const T: usize>(
         }
     }
     out
+}
+
+/// `T` tokens (`a + t·a_stride`) against rows `0..n_rows` (a multiple of [`ROWS`],
+/// `stride` bytes apart), into `out[(t0 + t)·out_rows + r]`: each token's activations
+/// are prepared once per chunk of pairs ([`PairActs`]) for every row group of the call.
+/// Each result is exactly the single-row dot (`dot_q8_0_acts`).
+///
+/// # Safety
+/// As [`dot_rows_q8_0_acts`] for every group of rows and each of the `T` tokens; `out`
+/// must hold `(t0 + T)·out_rows` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tokens_prepared<B: Unsigned32, const T: usize>(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    a_stride: usize,
+    nb: usize,
+    n_rows: usize,
+    (t0, out_rows): (usize, usize),
+    out: &mut [f32],
+) {
+    let n_pairs = nb / 2;
+    let mut acts = [const { MaybeUninit::<PairActs>::uninit() }; CHUNK_PAIRS * TOKENS];
+    let mut kept = [const { MaybeUninit::<[[__m512; ROWS]; T]>::uninit() }; BLOCK_GROUPS];
+    for r0 in (0..n_rows).step_by(BLOCK_GROUPS * ROWS) {
+        let r1 = (r0 + BLOCK_GROUPS * ROWS).min(n_rows);
+        // One pass even without pairs (a single block): it ends the tiles.
+        let mut c0 = 0;
+        loop {
+            let c1 = (c0 + CHUNK_PAIRS).min(n_pairs);
+            for p in c0..c1 {
+                for t in 0..T {
+                    acts[(p - c0) * T + t].write(prepare_pair::<B>(a.add(t * a_stride + 68 * p)));
+                }
+            }
+            let last = c1 == n_pairs;
+            for (k, g) in (r0..r1).step_by(ROWS).enumerate() {
+                let wg = w.add(g * stride);
+                let mut acc = if c0 == 0 {
+                    [[_mm512_setzero_ps(); ROWS]; T]
+                } else {
+                    kept[k].assume_init()
+                };
+                pairs_prepared::<B, T>(wg, stride, acts.as_ptr().cast(), (c0, c1), &mut acc);
+                if last {
+                    let sums = finish_tile::<B, T>(wg, stride, a, a_stride, nb, &acc);
+                    for (t, sums) in sums.iter().enumerate() {
+                        out[(t0 + t) * out_rows + g..][..ROWS].copy_from_slice(sums);
+                    }
+                } else {
+                    kept[k].write(acc);
+                }
+            }
+            if last {
+                break;
+            }
+            c0 = c1;
+        }
+    }
+}
+
+/// The several-tokens product ([`crate::dispatch::DotTokensFn`]) of format `B`, `nb`
+/// blocks per row, `n_rows` rows `stride` bytes apart, `n_tokens` activation rows
+/// `a_stride` apart: tokens [`TOKENS`] at a time through [`tokens_prepared`] (one token
+/// alone through [`dot_rows_q8_0_acts`]), rows past the last whole group through the
+/// single-row dot.
+///
+/// # Safety
+/// As [`dot_q8_0_acts`] for every row and token; `out` must hold `n_tokens · n_rows`
+/// values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dot_tokens_q8_0_acts<B: Unsigned32>(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    a_stride: usize,
+    nb: usize,
+    n_rows: usize,
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let done = n_rows - n_rows % ROWS;
+    for t0 in (0..n_tokens).step_by(TOKENS) {
+        let at = a.add(t0 * a_stride);
+        let rows = (t0, n_rows);
+        match n_tokens - t0 {
+            1 => {
+                for g in (0..done).step_by(ROWS) {
+                    let sums = dot_rows_q8_0_acts::<B>(w.add(g * stride), stride, at, nb);
+                    out[t0 * n_rows + g..][..ROWS].copy_from_slice(&sums);
+                }
+            }
+            2 => tokens_prepared::<B, 2>(w, stride, at, a_stride, nb, done, rows, out),
+            3 => tokens_prepared::<B, 3>(w, stride, at, a_stride, nb, done, rows, out),
+            _ => tokens_prepared::<B, TOKENS>(w, stride, at, a_stride, nb, done, rows, out),
+        }
+    }
+    for r in done..n_rows {
+        for t in 0..n_tokens {
+            out[t * n_rows + r] = dot_q8_0_acts::<B>(w.add(r * stride), a.add(t * a_stride), nb);
+        }
+    }
 }
 
 /// Weights `d * q + m` of format `B` against Q8_1 activations (36-byte blocks): the
@@ -616,39 +774,45 @@ rows_kernel!(dot_rows_q5_0, Q5_0, "Q5_0 · Q8_0");
 rows_kernel!(dot_rows_q8_0, Q8_0, "Q8_0 · Q8_0");
 rows_kernel!(dot_rows_iq4_nl, Iq4Nl, "IQ4_NL · Q8_0");
 
-/// Defines the `#[target_feature]` several-tokens entry point of one format.
+/// Defines the several-tokens product of one format ([`crate::dispatch::DotTokensFn`]).
 macro_rules! tokens_kernel {
     ($name:ident, $block:ty, $what:literal) => {
-        #[doc = concat!($what, " for [`ROWS`] rows `stride` bytes apart and `n_tokens` ")]
-        #[doc = "(1..=[`TOKENS`]) activation rows `a_stride` bytes apart, with AVX512-VNNI:"]
-        #[doc = "`out[t][r]` for `t < n_tokens` is the single-row dot of row `r`, token `t`."]
-        ///
-        /// # Safety
-        /// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and AVX512-VNNI; each of
-        /// the [`ROWS`] rows at `w + r·stride` must hold `nb` weight blocks, and each of the
-        /// `n_tokens` rows at `a + t·a_stride` `nb` activation blocks.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        pub unsafe fn $name(
-            w: *const u8,
-            stride: usize,
-            a: *const u8,
+        #[doc = concat!($what, " for several tokens, with AVX512-VNNI (see [`dot_tokens_q8_0_acts`]).")]
+        pub(in crate::x86) fn $name(
+            w: &[u8],
+            row_bytes: usize,
+            a: &[u8],
             a_stride: usize,
-            nb: usize,
             n_tokens: usize,
-        ) -> [[f32; ROWS]; TOKENS] {
-            let mut out = [[0.0; ROWS]; TOKENS];
-            match n_tokens {
-                0 => {}
-                1 => out[0] = dot_rows_q8_0_acts::<$block>(w, stride, a, nb),
-                2 => out[..2].copy_from_slice(&dot_tokens_q8_0_acts::<$block, 2>(
-                    w, stride, a, a_stride, nb,
-                )),
-                3 => out[..3].copy_from_slice(&dot_tokens_q8_0_acts::<$block, 3>(
-                    w, stride, a, a_stride, nb,
-                )),
-                _ => out = dot_tokens_q8_0_acts::<$block, TOKENS>(w, stride, a, a_stride, nb),
+            out: &mut [f32],
+        ) {
+            let (nb, n_rows) = crate::x86::tokens_block_count(
+                w,
+                row_bytes,
+                a,
+                a_stride,
+                n_tokens,
+                out.len(),
+                <$block>::BYTES,
+                34,
+            );
+            // SAFETY: the AVX-512 level's `register` installs this only when
+            // Kernels::for_level detected AVX-512 F/BW/VL, VNNI, AVX2, FMA and F16C;
+            // tokens_block_count checked that `w` holds n_rows rows of nb blocks,
+            // row_bytes apart, `a` n_tokens rows of nb blocks a_stride apart, and `out`
+            // n_tokens · n_rows values.
+            unsafe {
+                dot_tokens_q8_0_acts::<$block>(
+                    w.as_ptr(),
+                    row_bytes,
+                    a.as_ptr(),
+                    a_stride,
+                    nb,
+                    n_rows,
+                    n_tokens,
+                    out,
+                )
             }
-            out
         }
     };
 }
