@@ -111,33 +111,6 @@ dot_rows_fn!(
     292
 );
 dot_tokens_fn!(
-    dot_tokens_q5_0,
-    q32::dot_tokens_q5_0,
-    q32::dot_q5_0,
-    q32::TILE_ROWS,
-    q32::TOKENS,
-    22,
-    34
-);
-dot_tokens_fn!(
-    dot_tokens_q8_0,
-    q32::dot_tokens_q8_0,
-    q32::dot_q8_0,
-    q32::TILE_ROWS,
-    q32::TOKENS,
-    34,
-    34
-);
-dot_tokens_fn!(
-    dot_tokens_iq4_nl,
-    q32::dot_tokens_iq4_nl,
-    q32::dot_iq4_nl,
-    q32::TILE_ROWS,
-    q32::TOKENS,
-    18,
-    34
-);
-dot_tokens_fn!(
     dot_tokens_q4_k,
     tokens_k::dot_tokens_q4_k,
     kquants::dot_q4_k,
@@ -190,9 +163,9 @@ pub(super) fn register(k: &mut Kernels) {
     // Several tokens: each weight block decoded once for all of them. Q4_0 keeps its
     // four-row kernel per token, which was as fast as the 2x2 tile (benches/batch_shapes,
     // Zen 4: the decode it saves is two ops per block).
-    k.set_dot_tokens(Q5_0, dot_tokens_q5_0);
-    k.set_dot_tokens(Q8_0, dot_tokens_q8_0);
-    k.set_dot_tokens(IQ4_NL, dot_tokens_iq4_nl);
+    k.set_dot_tokens(Q5_0, q32::dot_tokens_q5_0);
+    k.set_dot_tokens(Q8_0, q32::dot_tokens_q8_0);
+    k.set_dot_tokens(IQ4_NL, q32::dot_tokens_iq4_nl);
     k.set_dot_tokens(Q4_K, dot_tokens_q4_k);
     k.set_dot_tokens(Q5_K, dot_tokens_q5_k);
     k.set_dot_tokens(Q6_K, dot_tokens_q6_k);

@@ -6,6 +6,7 @@
 //! reference does (`sumf += sumi * (d_w * d_a)`).
 
 use core::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 use super::util::{bytes_from_bits, dot_i8, dot_u8_i8, f16_at, f16_splat, hsum_ps, nibbles_32};
 use crate::quant::blocks::KVALUES_IQ4NL;
@@ -321,57 +322,70 @@ pub const TILE_ROWS: usize = 2;
 /// Tokens of a several-tokens tile (see [`TILE_ROWS`]).
 pub const TOKENS: usize = 2;
 
-/// [`TILE_ROWS`] rows `stride` bytes apart against `T` Q8_0 activation rows `a_stride`
-/// bytes apart: `out[t][r]` equals the single-row kernel's dot of row `r` and token `t`
-/// bit for bit (the same lane sums, the same `d_x·d_y` per block, the same FMA into the
-/// even or odd blocks' accumulator, the same final sum: [`fold_blocks`]'s order). Each
-/// row's block is decoded once for all tokens, each token's block loaded once for all
-/// rows.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C; each of the rows at `w + r·stride` must hold
-/// `nb` blocks of `B`, each of the `T` rows at `a + t·a_stride` `nb` Q8_0 blocks.
-#[inline(always)]
-unsafe fn dot_tokens_tile<B: TileQuants, const T: usize>(
-    w: *const u8,
-    stride: usize,
-    a: *const u8,
-    a_stride: usize,
-    nb: usize,
-) -> [[f32; TILE_ROWS]; T] {
-    let mut acc = [[[_mm256_setzero_ps(); 2]; TILE_ROWS]; T];
-    let mut i = 0;
-    while i + 2 <= nb {
-        tile_block::<B, T, 0>(&mut acc, w, stride, a, a_stride, i);
-        tile_block::<B, T, 1>(&mut acc, w, stride, a, a_stride, i + 1);
-        i += 2;
-    }
-    if i < nb {
-        tile_block::<B, T, 0>(&mut acc, w, stride, a, a_stride, i);
-    }
-    let mut out = [[0.0; TILE_ROWS]; T];
-    for t in 0..T {
-        for r in 0..TILE_ROWS {
-            let [even, odd] = acc[t][r];
-            out[t][r] = hsum_ps(_mm256_add_ps(even, odd));
-        }
-    }
-    out
+/// One token's activation block in the form the several-tokens tiles consume: its quants,
+/// its scale spread over the eight lanes, and the format's per-token term
+/// ([`TileQuants::token`]). Made once per product call for all its row pairs, where the
+/// tiles used to make it again for every pair of rows.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct BlockActs {
+    qy: __m256i,
+    dy: __m256,
+    token: __m256i,
 }
 
-/// Block `i` of [`dot_tokens_tile`] into accumulator `PARITY` (`i % 2`) of every pair: a
+/// Blocks whose activations are prepared at once: 12 KiB for two tokens, which stays in
+/// L1 while every row pair of the call passes over it. Longer rows are done in chunks
+/// (an even size, so each block keeps its accumulator parity), the row pairs'
+/// accumulators kept between chunks.
+const CHUNK_BLOCKS: usize = 64;
+
+/// Row pairs per block of a call's rows, whose accumulators a chunked row keeps.
+const BLOCK_GROUPS: usize = 32;
+
+/// The accumulators of a tile: per token and row, the even and odd blocks' (as
+/// [`fold_blocks`]).
+type TileAcc<const T: usize> = [[[__m256; 2]; TILE_ROWS]; T];
+
+/// Blocks `b0..b1` (`b0` even) of [`TILE_ROWS`] rows `stride` bytes apart against `T`
+/// tokens' prepared blocks (`acts[(i - b0)·T + t]`), into the tile's accumulators: per
+/// (row, token) and block the single-row kernel's lane sums, `d_x·d_y` and FMA into the
+/// even or odd blocks' accumulator.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; each row at `w + r·stride` must hold blocks
+/// `b0..b1` of `B`, and `acts` `(b1 - b0)·T` prepared entries.
+#[inline(always)]
+unsafe fn tile_blocks<B: TileQuants, const T: usize>(
+    acc: &mut TileAcc<T>,
+    w: *const u8,
+    stride: usize,
+    acts: *const BlockActs,
+    (b0, b1): (usize, usize),
+) {
+    let mut i = b0;
+    while i + 2 <= b1 {
+        tile_block::<B, T, 0>(acc, w, stride, acts.add((i - b0) * T), i);
+        tile_block::<B, T, 1>(acc, w, stride, acts.add((i + 1 - b0) * T), i + 1);
+        i += 2;
+    }
+    if i < b1 {
+        tile_block::<B, T, 0>(acc, w, stride, acts.add((i - b0) * T), i);
+    }
+}
+
+/// Block `i` of [`tile_blocks`] into accumulator `PARITY` (`i % 2`) of every pair: a
 /// function rather than a closure, whose body would not inherit the caller's target
 /// features (and a run-time parity kept the accumulators in memory).
 ///
 /// # Safety
-/// As [`dot_tokens_tile`], with `i < nb`.
+/// As [`tile_blocks`], with `acts` at block `i`'s `T` entries.
 #[inline(always)]
 unsafe fn tile_block<B: TileQuants, const T: usize, const PARITY: usize>(
-    acc: &mut [[[__m256; 2]; TILE_ROWS]; T],
+    acc: &mut TileAcc<T>,
     w: *const u8,
     stride: usize,
-    a: *const u8,
-    a_stride: usize,
+    acts: *const BlockActs,
     i: usize,
 ) {
     let ahead = w.wrapping_add(TILE_ROWS * (stride * PREFETCH_GROUPS + B::BYTES * i));
@@ -388,52 +402,177 @@ unsafe fn tile_block<B: TileQuants, const T: usize, const PARITY: usize>(
         dx[r] = f16_splat(x.add(r * stride));
     }
     for (t, acc) in acc.iter_mut().enumerate() {
-        let y = a.add(t * a_stride + Q8_0 * i);
-        let dy = f16_splat(y);
-        let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
-        let token = B::token(qy);
+        let y = &*acts.add(t);
         for (r, acc) in acc.iter_mut().enumerate() {
-            let d = _mm256_mul_ps(dx[r], dy);
-            let sumi = B::lanes(&q[r], qy, token);
+            let d = _mm256_mul_ps(dx[r], y.dy);
+            let sumi = B::lanes(&q[r], y.qy, y.token);
             acc[PARITY] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[PARITY]);
         }
     }
 }
 
-/// Defines the `#[target_feature]` several-tokens entry point of one format.
-macro_rules! tokens_kernel {
-    ($name:ident, $quants:ty, $what:literal) => {
-        #[doc = concat!($what, " for [`TILE_ROWS`] rows `stride` bytes apart and `n_tokens` ")]
-        #[doc = "(1..=[`TOKENS`]) Q8_0 rows `a_stride` bytes apart: `out[t][r]` for"]
-        #[doc = "`t < n_tokens` is the single-row dot of row `r` and token `t`."]
-        ///
-        /// # Safety
-        /// The CPU must support AVX2, FMA and F16C; each of the [`TILE_ROWS`] rows at
-        /// `w + r·stride` must hold `nb` weight blocks, and each of the `n_tokens` rows at
-        /// `a + t·a_stride` `nb` Q8_0 blocks.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn $name(
-            w: *const u8,
-            stride: usize,
-            a: *const u8,
-            a_stride: usize,
-            nb: usize,
-            n_tokens: usize,
-        ) -> [[f32; TILE_ROWS]; TOKENS] {
-            let mut out = [[0.0; TILE_ROWS]; TOKENS];
-            match n_tokens {
-                0 => {}
-                1 => out[0] = dot_tokens_tile::<$quants, 1>(w, stride, a, a_stride, nb)[0],
-                _ => out = dot_tokens_tile::<$quants, TOKENS>(w, stride, a, a_stride, nb),
+/// `T` tokens (`a + t·a_stride`) against rows `0..n_rows` (a multiple of
+/// [`TILE_ROWS`], `stride` bytes apart), into `out[(t0 + t)·out_rows + r]`: each token's
+/// blocks are prepared once per chunk ([`BlockActs`]) for every row pair of the call.
+/// Each result equals the single-row dot bit for bit (the same lane sums, the same
+/// `d_x·d_y` per block, the same FMA into the even or odd blocks' accumulator, the same
+/// final sum: [`fold_blocks`]'s order).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; each row at `w + r·stride` must hold `nb`
+/// blocks of `B`, each of the `T` rows at `a + t·a_stride` `nb` Q8_0 blocks; `out` must
+/// hold `(t0 + T)·out_rows` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tokens_prepared<B: TileQuants, const T: usize>(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    a_stride: usize,
+    nb: usize,
+    n_rows: usize,
+    (t0, out_rows): (usize, usize),
+    out: &mut [f32],
+) {
+    let mut acts = [const { MaybeUninit::<BlockActs>::uninit() }; CHUNK_BLOCKS * TOKENS];
+    let mut kept = [const { MaybeUninit::<TileAcc<T>>::uninit() }; BLOCK_GROUPS];
+    for r0 in (0..n_rows).step_by(BLOCK_GROUPS * TILE_ROWS) {
+        let r1 = (r0 + BLOCK_GROUPS * TILE_ROWS).min(n_rows);
+        let mut b0 = 0;
+        loop {
+            let b1 = (b0 + CHUNK_BLOCKS).min(nb);
+            for i in b0..b1 {
+                for t in 0..T {
+                    let y = a.add(t * a_stride + Q8_0 * i);
+                    let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+                    acts[(i - b0) * T + t].write(BlockActs {
+                        qy,
+                        dy: f16_splat(y),
+                        token: B::token(qy),
+                    });
+                }
             }
-            out
+            let last = b1 == nb;
+            for (k, g) in (r0..r1).step_by(TILE_ROWS).enumerate() {
+                let wg = w.add(g * stride);
+                let mut acc = if b0 == 0 {
+                    [[[_mm256_setzero_ps(); 2]; TILE_ROWS]; T]
+                } else {
+                    kept[k].assume_init()
+                };
+                tile_blocks::<B, T>(&mut acc, wg, stride, acts.as_ptr().cast(), (b0, b1));
+                if last {
+                    for (t, acc) in acc.iter().enumerate() {
+                        for (r, &[even, odd]) in acc.iter().enumerate() {
+                            out[(t0 + t) * out_rows + g + r] = hsum_ps(_mm256_add_ps(even, odd));
+                        }
+                    }
+                } else {
+                    kept[k].write(acc);
+                }
+            }
+            if last {
+                break;
+            }
+            b0 = b1;
+        }
+    }
+}
+
+/// The several-tokens product ([`crate::dispatch::DotTokensFn`]) of format `B`: `nb`
+/// blocks per row, `n_rows` rows `stride` bytes apart, `n_tokens` activation rows
+/// `a_stride` apart; tokens [`TOKENS`] at a time through [`tokens_prepared`], rows past
+/// the last whole pair through the single-row dot `single`.
+///
+/// # Safety
+/// As [`tokens_prepared`] for every row and token; `single` must be the format's
+/// single-row kernel at this level.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dot_tokens<B: TileQuants>(
+    w: *const u8,
+    stride: usize,
+    a: *const u8,
+    a_stride: usize,
+    nb: usize,
+    n_rows: usize,
+    n_tokens: usize,
+    out: &mut [f32],
+    single: unsafe fn(*const u8, *const u8, usize) -> f32,
+) {
+    let done = n_rows - n_rows % TILE_ROWS;
+    for t0 in (0..n_tokens).step_by(TOKENS) {
+        let at = a.add(t0 * a_stride);
+        let rows = (t0, n_rows);
+        match n_tokens - t0 {
+            1 => tokens_prepared::<B, 1>(w, stride, at, a_stride, nb, done, rows, out),
+            _ => tokens_prepared::<B, TOKENS>(w, stride, at, a_stride, nb, done, rows, out),
+        }
+    }
+    for r in done..n_rows {
+        for t in 0..n_tokens {
+            out[t * n_rows + r] = single(w.add(r * stride), a.add(t * a_stride), nb);
+        }
+    }
+}
+
+/// Defines the several-tokens product of one format ([`crate::dispatch::DotTokensFn`]).
+macro_rules! tokens_kernel {
+    ($name:ident, $quants:ty, $single:ident, $what:literal) => {
+        #[doc = concat!($what, " for several tokens, with AVX2 (see [`tokens_prepared`]).")]
+        pub(in crate::x86) fn $name(
+            w: &[u8],
+            row_bytes: usize,
+            a: &[u8],
+            a_stride: usize,
+            n_tokens: usize,
+            out: &mut [f32],
+        ) {
+            let (nb, n_rows) = crate::x86::tokens_block_count(
+                w,
+                row_bytes,
+                a,
+                a_stride,
+                n_tokens,
+                out.len(),
+                <$quants as TileQuants>::BYTES,
+                Q8_0,
+            );
+            // SAFETY: each level's `register` installs this only for a level whose CPU
+            // features Kernels::for_level checked (AVX2, FMA and F16C at least);
+            // tokens_block_count checked that `w` holds n_rows rows of nb blocks,
+            // row_bytes apart, `a` n_tokens rows of nb Q8_0 blocks a_stride apart, and
+            // `out` n_tokens · n_rows values; `$single` is the format's row kernel.
+            unsafe {
+                dot_tokens::<$quants>(
+                    w.as_ptr(),
+                    row_bytes,
+                    a.as_ptr(),
+                    a_stride,
+                    nb,
+                    n_rows,
+                    n_tokens,
+                    out,
+                    $single,
+                )
+            }
         }
     };
 }
 
-tokens_kernel!(dot_tokens_q5_0, Offset<Q5_0>, "Q5_0 · Q8_0");
-tokens_kernel!(dot_tokens_q8_0, Signed<Q8_0Weights>, "Q8_0 · Q8_0");
-tokens_kernel!(dot_tokens_iq4_nl, Signed<Iq4Nl>, "IQ4_NL · Q8_0");
+tokens_kernel!(dot_tokens_q5_0, Offset<Q5_0>, dot_q5_0, "Q5_0 · Q8_0");
+tokens_kernel!(
+    dot_tokens_q8_0,
+    Signed<Q8_0Weights>,
+    dot_q8_0,
+    "Q8_0 · Q8_0"
+);
+tokens_kernel!(
+    dot_tokens_iq4_nl,
+    Signed<Iq4Nl>,
+    dot_iq4_nl,
+    "IQ4_NL · Q8_0"
+);
 
 /// Q4_1 · Q8_1: weights `d * q + m`; the offset meets the activations through their
 /// stored sum `s`, so the reference's `d_w*d_a*sumi + m*s` is computed per block.
