@@ -141,7 +141,46 @@ pub struct Sampler {
     n_vocab: usize,
     cands: Candidates,
     window: Option<PenaltyWindow>,
+    /// The window's distinct tokens, sorted, for a scan that applies the penalties
+    /// ([`Scan`]); allocated with the window.
+    window_tokens: Vec<u32>,
     rng: Pcg64,
+}
+
+/// The first steps of a chain that a scan over the logits applies token by token
+/// ([`candidates::FirstSteps`]): a bias (empty without one), then the window's
+/// penalties when they are active.
+#[derive(Clone, Copy)]
+struct Scan<'s> {
+    bias: &'s Bias,
+    penalties: bool,
+}
+
+impl<'s> Scan<'s> {
+    /// The scan's view of the steps for one sampling step (the window's tokens listed
+    /// into `tokens`, which keeps its capacity).
+    fn first_steps<'a>(
+        self,
+        allowed: Option<&'a [u32]>,
+        window: Option<&'a PenaltyWindow>,
+        tokens: &'a mut Vec<u32>,
+    ) -> FirstSteps<'a>
+    where
+        's: 'a,
+    {
+        let penalties = match window {
+            Some(w) if self.penalties => {
+                w.distinct_tokens(tokens);
+                Some((w, &tokens[..]))
+            }
+            _ => None,
+        };
+        FirstSteps {
+            allowed,
+            bias: self.bias,
+            penalties,
+        }
+    }
 }
 
 impl Sampler {
@@ -190,12 +229,14 @@ impl Sampler {
                 window = Some(PenaltyWindow::new(p, n_vocab));
             }
         }
+        let window_tokens = Vec::with_capacity(window.as_ref().map_or(0, PenaltyWindow::last_n));
         Ok(Sampler {
             steps,
             greedy: false,
             n_vocab,
             cands: Candidates::new(n_vocab),
             window,
+            window_tokens,
             rng: Pcg64::from_seed(seed),
         })
     }
@@ -249,12 +290,19 @@ impl Sampler {
                 got: logits.len(),
             });
         }
-        let top_k_first = Sampler::top_k_first(&self.steps, self.window.as_ref(), self.n_vocab);
-        let cands = &mut self.cands;
-        let rest = match top_k_first {
-            Some((i, k, bias)) => {
-                cands.load_top_k(logits, FirstSteps { allowed, bias }, k);
-                &self.steps[i + 1..]
+        let Sampler {
+            steps,
+            window,
+            cands,
+            window_tokens,
+            n_vocab,
+            ..
+        } = self;
+        let rest = match Sampler::top_k_first(steps, window.as_ref(), *n_vocab) {
+            Some((i, k, scan)) => {
+                let first = scan.first_steps(allowed, window.as_ref(), window_tokens);
+                cands.load_top_k(logits, first, k);
+                &steps[i + 1..]
             }
             None => {
                 cands.load(logits);
@@ -265,7 +313,7 @@ impl Sampler {
                         }
                     }
                 }
-                &self.steps[..]
+                &steps[..]
             }
         };
         for step in rest {
@@ -275,7 +323,7 @@ impl Sampler {
                     cands.logits_changed();
                 }
                 Step::Penalties(_) => {
-                    if let Some(w) = &mut self.window {
+                    if let Some(w) = window {
                         let by_id = cands.by_id;
                         let len = cands.len;
                         w.apply(&mut cands.data[..len], by_id);
@@ -291,34 +339,44 @@ impl Sampler {
         Ok(cands.live())
     }
 
-    /// The bias that `steps` add (empty without one) when that is all they do: a logit
-    /// bias and penalties with nothing to do, which a scan over the logits can apply as
-    /// it goes (see [`candidates::FirstSteps`]). `None` for anything else.
-    fn bias_only<'s>(steps: &'s [Step], window: Option<&PenaltyWindow>) -> Option<&'s Bias> {
-        let mut bias: &Bias = &[];
+    /// What `steps` do when a scan over the logits can apply it token by token as it
+    /// goes (see [`candidates::FirstSteps`]): a logit bias, then penalties (active or
+    /// not), nothing else. `None` for anything else (a bias after active penalties too:
+    /// the order would change the sums).
+    fn scan_prefix<'s>(steps: &'s [Step], window: Option<&PenaltyWindow>) -> Option<Scan<'s>> {
+        let mut scan = Scan {
+            bias: &[],
+            penalties: false,
+        };
+        let mut biased = false;
         for step in steps {
             match step {
-                Step::Penalties(_) if window.is_none_or(PenaltyWindow::is_noop) => {}
-                Step::LogitBias(b) if bias.is_empty() => bias = b,
+                Step::LogitBias(b) if !biased && !scan.penalties => {
+                    scan.bias = b;
+                    biased = true;
+                }
+                Step::Penalties(_) => {
+                    scan.penalties = window.is_some_and(|w| !w.is_noop());
+                }
                 _ => return None,
             }
         }
-        Some(bias)
+        Some(scan)
     }
 
-    /// The index and `k` of a top-k step that only a bias precedes (see
-    /// [`Sampler::bias_only`]), and that bias: the chain can then start from the `k`
-    /// largest logits instead of the whole vocabulary ([`Candidates::load_top_k`]). The
-    /// default chain with penalties off is such a chain.
+    /// The index and `k` of a top-k step that only what a scan applies precedes (see
+    /// [`Sampler::scan_prefix`]): the chain can then start from the `k` largest logits
+    /// instead of the whole vocabulary ([`Candidates::load_top_k`]). The default chain is
+    /// such a chain.
     fn top_k_first<'s>(
         steps: &'s [Step],
         window: Option<&PenaltyWindow>,
         n_vocab: usize,
-    ) -> Option<(usize, usize, &'s Bias)> {
+    ) -> Option<(usize, usize, Scan<'s>)> {
         let i = steps.iter().position(|s| matches!(s, Step::TopK(_)))?;
         match steps[i] {
             Step::TopK(k) if k > 0 && k < n_vocab => {
-                Some((i, k, Sampler::bias_only(&steps[..i], window)?))
+                Some((i, k, Sampler::scan_prefix(&steps[..i], window)?))
             }
             _ => None,
         }
@@ -337,20 +395,20 @@ impl Sampler {
         logits: &[f32],
         allowed: Option<&[u32]>,
     ) -> Result<u32, SamplerError> {
-        let greedy_bias = if self.greedy {
-            Sampler::bias_only(&self.steps, self.window.as_ref())
+        let scan = if self.greedy {
+            Sampler::scan_prefix(&self.steps, self.window.as_ref())
         } else {
             None
         };
-        if let Some(bias) = greedy_bias {
+        if let Some(scan) = scan {
             if logits.len() != self.n_vocab {
                 return Err(SamplerError::LogitsLength {
                     expected: self.n_vocab,
                     got: logits.len(),
                 });
             }
-            return candidates::argmax_of(logits, FirstSteps { allowed, bias })
-                .ok_or(SamplerError::AllMasked);
+            let first = scan.first_steps(allowed, self.window.as_ref(), &mut self.window_tokens);
+            return candidates::argmax_of(logits, first).ok_or(SamplerError::AllMasked);
         }
         self.apply_masked(logits, allowed)?;
         if self.greedy {

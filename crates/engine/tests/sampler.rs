@@ -605,17 +605,27 @@ fn biases(logits: &[f32]) -> Vec<Vec<(u32, f32)>> {
 }
 
 /// The shortcuts (a greedy argmax over the logits, and a top-k chain that loads only the
-/// k largest, both applying mask and bias as they scan) give exactly what the full chain
-/// gives. The reference turns the shortcuts off with a repeat penalty over an empty
-/// window, which changes no logit.
+/// k largest, both applying mask, bias and penalties as they scan) give exactly what the
+/// full chain gives. The reference takes the full path because two empty logit biases
+/// (which change nothing) stand before its top-k or temperature step.
 #[test]
 fn the_shortcuts_equal_the_full_chain() {
     let n = 5000;
-    let inert = Penalties::default();
-    let empty_window = Penalties {
-        repeat: 1.1,
-        ..Penalties::default()
-    };
+    let penalty_sets = [
+        Penalties::default(),
+        Penalties {
+            last_n: 16,
+            repeat: 1.3,
+            frequency: 0.5,
+            presence: -0.3,
+        },
+        Penalties {
+            last_n: 16,
+            repeat: 1.0,
+            frequency: -2.0,
+            presence: -2.0,
+        },
+    ];
     for seed in 0..5 {
         let mut logits = if seed % 2 == 0 {
             tied_logits(n, seed)
@@ -629,70 +639,100 @@ fn the_shortcuts_equal_the_full_chain() {
             logits[500] = f32::INFINITY;
             logits[1234] = f32::INFINITY;
         }
+        // The window: more than it holds, then the top tokens (one twice), a banned one,
+        // a low one three times (which negative penalties lift to the top) and the last.
+        let order = ref_order(
+            &logits
+                .iter()
+                .map(|&l| if l.is_nan() { f32::NEG_INFINITY } else { l })
+                .collect::<Vec<_>>(),
+        );
+        let mut accepted: Vec<u32> = (0..14).map(|i| order[i * 7 % 40]).collect();
+        accepted.extend([
+            order[0],
+            order[1],
+            order[0],
+            order[2],
+            200,
+            1,
+            1,
+            1,
+            n as u32 - 1,
+        ]);
         for (m, mask) in masks(n, seed + 100).into_iter().enumerate() {
             let mask = mask.as_deref();
             for (nb, bias) in biases(&logits).into_iter().enumerate() {
-                // The default chain, and top-k alone (whose survivors the later steps
-                // would otherwise thin out).
-                for (top_k, rest) in [1, 2, 40, 1000, n - 1]
-                    .into_iter()
-                    .flat_map(|k| [(k, true), (k, false)])
-                {
-                    let chain = |penalties: Penalties| {
-                        let mut steps = vec![
-                            Step::LogitBias(bias.clone()),
-                            Step::Penalties(penalties),
-                            Step::TopK(top_k),
-                        ];
-                        if rest {
-                            steps.extend([
-                                Step::TopP(0.95),
-                                Step::MinP(0.05),
-                                Step::Temperature(0.8),
-                            ]);
+                for (np, &penalties) in penalty_sets.iter().enumerate() {
+                    let build = |tail: &[Step], full: bool| {
+                        let mut steps = Vec::new();
+                        if !bias.is_empty() {
+                            steps.push(Step::LogitBias(bias.clone()));
                         }
-                        if bias.is_empty() {
-                            steps.remove(0);
+                        steps.push(Step::Penalties(penalties));
+                        if full {
+                            steps
+                                .extend([Step::LogitBias(Vec::new()), Step::LogitBias(Vec::new())]);
                         }
-                        Sampler::with_steps(steps, seed, n).unwrap()
+                        steps.extend_from_slice(tail);
+                        let mut s = Sampler::with_steps(steps, seed, n).unwrap();
+                        for &t in &accepted {
+                            s.accept(t).unwrap();
+                        }
+                        s
                     };
-                    let (mut fast, mut full) = (chain(inert), chain(empty_window));
-                    let what =
-                        format!("seed {seed}, mask {m}, bias {nb}, top-k {top_k}, rest {rest}");
-                    let (a, b) = (
-                        fast.apply_masked(&logits, mask).unwrap().to_vec(),
-                        full.apply_masked(&logits, mask).unwrap().to_vec(),
-                    );
-                    assert_eq!(a.len(), b.len(), "{what}");
-                    for (a, b) in a.iter().zip(&b) {
-                        assert!(
-                            a.id == b.id && a.logit.to_bits() == b.logit.to_bits(),
-                            "{what}: {a:?} {b:?}"
-                        );
+                    let what = format!("seed {seed}, mask {m}, bias {nb}, penalties {np}");
+                    // The default chain, and top-k alone (whose survivors the later steps
+                    // would otherwise thin out).
+                    for top_k in [1, 2, 40, 1000, n - 1] {
+                        for rest in [true, false] {
+                            let mut tail = vec![Step::TopK(top_k)];
+                            if rest {
+                                tail.extend([
+                                    Step::TopP(0.95),
+                                    Step::MinP(0.05),
+                                    Step::Temperature(0.8),
+                                ]);
+                            }
+                            let (mut fast, mut full) = (build(&tail, false), build(&tail, true));
+                            let what = format!("{what}, top-k {top_k}, rest {rest}");
+                            let (a, b) = (
+                                fast.apply_masked(&logits, mask).unwrap().to_vec(),
+                                full.apply_masked(&logits, mask).unwrap().to_vec(),
+                            );
+                            assert_eq!(a.len(), b.len(), "{what}");
+                            for (a, b) in a.iter().zip(&b) {
+                                assert!(
+                                    a.id == b.id && a.logit.to_bits() == b.logit.to_bits(),
+                                    "{what}: {a:?} {b:?}"
+                                );
+                            }
+                            for _ in 0..5 {
+                                assert_eq!(
+                                    fast.sample_masked(&logits, mask),
+                                    full.sample_masked(&logits, mask),
+                                    "{what}"
+                                );
+                            }
+                        }
                     }
-                    for _ in 0..5 {
-                        assert_eq!(
-                            fast.sample_masked(&logits, mask),
-                            full.sample_masked(&logits, mask),
-                            "{what}"
-                        );
-                    }
-                }
-                let greedy = |penalties: Penalties| {
+                    // Greedy: Sampler::new's shortcut against temperature 0 in full.
                     let params = SamplerParams {
                         temperature: 0.0,
                         penalties,
                         logit_bias: bias.clone(),
                         ..SamplerParams::default()
                     };
-                    Sampler::new(&params, n).unwrap()
-                };
-                let (mut fast, mut full) = (greedy(inert), greedy(empty_window));
-                assert_eq!(
-                    fast.sample_masked(&logits, mask),
-                    full.sample_masked(&logits, mask),
-                    "greedy, seed {seed}, mask {m}, bias {nb}"
-                );
+                    let mut fast = Sampler::new(&params, n).unwrap();
+                    for &t in &accepted {
+                        fast.accept(t).unwrap();
+                    }
+                    let mut full = build(&[Step::Temperature(0.0)], true);
+                    assert_eq!(
+                        fast.sample_masked(&logits, mask),
+                        full.sample_masked(&logits, mask),
+                        "greedy, {what}"
+                    );
+                }
             }
         }
     }

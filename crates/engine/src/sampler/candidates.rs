@@ -16,6 +16,7 @@
 
 use std::cmp::Ordering;
 
+use super::penalties::PenaltyWindow;
 use super::rng::Pcg64;
 use super::Candidate;
 
@@ -60,47 +61,66 @@ fn block_max(block: &[f32]) -> i32 {
     block.iter().fold(i32::MIN, |m, &l| m.max(order_key(l)))
 }
 
-/// What the chain's first steps make of the logits when they are only a grammar's mask
-/// and a logit bias (sorted by token; penalties with nothing to do change nothing):
-/// loading reads NaN as `-inf`, the mask sets refused tokens to `-inf`, then the bias is
-/// added. The selections below apply it token by token where it touches a block, so
-/// they never write a candidate for each of a large vocabulary's tokens.
+/// What the chain's first steps make of the logits when they are only a grammar's mask,
+/// a logit bias (sorted by token) and penalties: loading reads NaN as `-inf`, the mask
+/// sets refused tokens to `-inf`, then the bias is added and the window's tokens are
+/// penalized. The selections below apply them token by token where they touch a block,
+/// so they never write a candidate for each of a large vocabulary's tokens.
 #[derive(Clone, Copy)]
 pub(super) struct FirstSteps<'a> {
     /// Bit `t % 32` of word `t / 32` admits token `t`; tokens past the end are refused.
     pub(super) allowed: Option<&'a [u32]>,
     pub(super) bias: &'a [(u32, f32)],
+    /// The window and its distinct tokens, sorted, when its penalties are active.
+    pub(super) penalties: Option<(&'a PenaltyWindow, &'a [u32])>,
+}
+
+/// How far a scan has gone through a [`FirstSteps`]' sorted lists.
+#[derive(Default)]
+struct Cursor {
+    bias: usize,
+    penalized: usize,
 }
 
 impl FirstSteps<'_> {
-    /// Whether no token before `end` has a bias, given that `bias[next..]` are the
-    /// biases from the current token on.
-    fn unbiased(&self, next: usize, end: usize) -> bool {
-        self.bias.get(next).is_none_or(|&(t, _)| t as usize >= end)
+    /// Whether no token before `end` has its logit changed by the bias or penalties,
+    /// given the lists' positions `at`.
+    fn unbiased(&self, at: &Cursor, end: usize) -> bool {
+        let before = |t: Option<&u32>| t.is_some_and(|&t| (t as usize) < end);
+        !before(self.bias.get(at.bias).map(|(t, _)| t))
+            && !self
+                .penalties
+                .is_some_and(|(_, tokens)| before(tokens.get(at.penalized)))
     }
 
     /// Whether the tokens from the current one to `end` are exactly as loaded (no mask,
-    /// no bias among them).
-    fn untouched(&self, next: usize, end: usize) -> bool {
-        self.allowed.is_none() && self.unbiased(next, end)
+    /// no bias or penalty among them).
+    fn untouched(&self, at: &Cursor, end: usize) -> bool {
+        self.allowed.is_none() && self.unbiased(at, end)
     }
 
     /// Token `id`'s logit `l` after these steps, and its key: [`order_key`]'s, except that
-    /// a biased sum keeps a NaN (`+inf` banned) as the full chain does. Moves `next` past
-    /// `id`'s bias.
-    fn adjust(&self, id: usize, l: f32, next: &mut usize) -> (f32, i32) {
-        let l = if l.is_nan() || !admitted(self.allowed, id) {
+    /// a biased or penalized result keeps a NaN as the full chain does. Moves `at` past
+    /// `id`.
+    fn adjust(&self, id: usize, l: f32, at: &mut Cursor) -> (f32, i32) {
+        let mut l = if l.is_nan() || !admitted(self.allowed, id) {
             f32::NEG_INFINITY
         } else {
             l
         };
-        match self.bias.get(*next) {
-            Some(&(t, b)) if t as usize == id => {
-                *next += 1;
-                (l + b, raw_key(l + b))
+        if let Some(&(t, b)) = self.bias.get(at.bias) {
+            if t as usize == id {
+                at.bias += 1;
+                l += b;
             }
-            _ => (l, raw_key(l)),
         }
+        if let Some((w, tokens)) = self.penalties {
+            if tokens.get(at.penalized).is_some_and(|&t| t as usize == id) {
+                at.penalized += 1;
+                l = w.penalized(l, id as u32);
+            }
+        }
+        (l, raw_key(l))
     }
 }
 
@@ -118,10 +138,10 @@ pub(super) fn argmax_of(logits: &[f32], first: FirstSteps<'_>) -> Option<u32> {
     let mut best = floor;
     // Where the best is: a token, or the first untouched block holding its key.
     let (mut at, mut in_block) = (0, false);
-    let mut next = 0;
+    let mut next = Cursor::default();
     for (b, block) in logits.chunks(BLOCK).enumerate() {
         let start = b * BLOCK;
-        if first.untouched(next, start + block.len()) {
+        if first.untouched(&next, start + block.len()) {
             let m = block_max(block);
             if m > best {
                 (best, at, in_block) = (m, start, true);
@@ -178,13 +198,14 @@ impl Candidates {
         let cap = (4 * k).max(BLOCK);
         let mut fill = 0;
         let mut bar: Option<i32> = None;
-        let mut next = 0;
+        let mut next = Cursor::default();
         for (b, block) in logits.chunks(BLOCK).enumerate() {
             let start = b * BLOCK;
             if let Some(bar) = bar {
                 // Masking only lowers a logit, so the unmasked block bounds the masked
-                // one; a bias may raise one, so a biased block is always looked into.
-                if first.unbiased(next, start + block.len()) && block_max(block) <= bar {
+                // one; a bias or penalty may raise one, so such a block is always looked
+                // into.
+                if first.unbiased(&next, start + block.len()) && block_max(block) <= bar {
                     continue;
                 }
             }

@@ -72,6 +72,25 @@ impl PenaltyWindow {
         self.head = 0;
     }
 
+    /// The window's length: the most distinct tokens it can hold.
+    pub(super) fn last_n(&self) -> usize {
+        self.params.last_n
+    }
+
+    /// Lists the window's distinct tokens into `out`, sorted (no allocation once `out`
+    /// holds [`PenaltyWindow::last_n`]).
+    pub(super) fn distinct_tokens(&self, out: &mut Vec<u32>) {
+        out.clear();
+        out.extend_from_slice(&self.ring);
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// The penalized logit of token `t` (one in the window).
+    pub(super) fn penalized(&self, logit: f32, t: u32) -> f32 {
+        self.penalize(logit, self.counts[t as usize])
+    }
+
     fn penalize(&self, logit: f32, count: u32) -> f32 {
         let p = &self.params;
         let logit = if logit <= 0.0 {
