@@ -245,7 +245,13 @@ unsafe fn dot_rows<const VNNI: bool>(
             *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), *acc);
         }
     }
-    acc.map(|acc| _mm512_reduce_add_ps(acc))
+    // A loop, not `map`: a closure's body does not inherit the target features, so the
+    // reduction would be an out-of-line call per row.
+    let mut out = [0.0; ROWS];
+    for (o, acc) in out.iter_mut().zip(acc) {
+        *o = _mm512_reduce_add_ps(acc);
+    }
+    out
 }
 
 /// Tokens per call of the several-tokens kernels (see `q32::TOKENS`).
@@ -295,7 +301,14 @@ unsafe fn dot_tokens<const VNNI: bool, const T: usize>(
             }
         }
     }
-    acc.map(|acc| acc.map(|acc| _mm512_reduce_add_ps(acc)))
+    // Loops, not `map` (see `dot_rows`).
+    let mut out = [[0.0; ROWS]; T];
+    for (o, acc) in out.iter_mut().zip(acc) {
+        for (o, acc) in o.iter_mut().zip(acc) {
+            *o = _mm512_reduce_add_ps(acc);
+        }
+    }
+    out
 }
 
 /// Defines the `#[target_feature]` several-tokens entry points.
