@@ -348,26 +348,7 @@ unsafe fn dot_rows_q8_0_acts<B: Unsigned32>(
 ) -> [f32; ROWS] {
     let half = |p: *const u8| (p as *const u16).read_unaligned() as u64;
     // Lane group of row r's two products in the converted vector below: [2r, 2r + 1].
-    let lanes = [0, 2, 4, 6].map(|r| {
-        _mm512_setr_epi32(
-            r,
-            r,
-            r,
-            r,
-            r,
-            r,
-            r,
-            r,
-            r + 1,
-            r + 1,
-            r + 1,
-            r + 1,
-            r + 1,
-            r + 1,
-            r + 1,
-            r + 1,
-        )
-    });
+    let lanes = [0, 2, 4, 6].map(|r| pair_lanes(r));
     let mut acc = [_mm512_setzero_ps(); ROWS];
     let mut i = 0;
     while i + 2 <= nb {
