@@ -22,13 +22,20 @@ pub const IDLE_STEPS: usize = 4;
 /// Weight of a new measurement in the moving averages.
 const ALPHA: f64 = 0.2;
 
+/// Decode-step costs kept apart by the number of decode tokens: 1, 2, ..., and one slot
+/// for this many or more.
+const DECODE_SLOTS: usize = 16;
+
 /// The measured costs, and the chunk they allow.
 #[derive(Debug, Clone)]
 pub struct Budget {
     /// Most tokens a step may carry.
     max_tokens: usize,
-    /// Seconds of a step with decode tokens only (`None` until one is seen).
-    decode_step_s: Option<f64>,
+    /// Seconds of a step with decode tokens only, by their number (slot `n - 1`; `None`
+    /// until one is seen). One average over every count lagged behind a change in the
+    /// number of streams (four decoding, then three: the four's cost for several steps),
+    /// and a long prompt arriving then got chunks sized from the wrong cost.
+    decode_step_s: [Option<f64>; DECODE_SLOTS],
     /// Seconds per prompt token in mixed steps (`None` until measured).
     prompt_token_s: Option<f64>,
 }
@@ -38,9 +45,19 @@ impl Budget {
     pub fn new(max_tokens: usize) -> Budget {
         Budget {
             max_tokens: max_tokens.max(1),
-            decode_step_s: None,
+            decode_step_s: [None; DECODE_SLOTS],
             prompt_token_s: None,
         }
+    }
+
+    /// The cost of a decode-only step of `n_decode` (> 0) tokens: its own average, or
+    /// the nearest count's while it has none.
+    fn decode_s(&self, n_decode: usize) -> Option<f64> {
+        let at = n_decode.clamp(1, DECODE_SLOTS) - 1;
+        (0..DECODE_SLOTS).find_map(|d| {
+            let below = at.checked_sub(d).and_then(|i| self.decode_step_s[i]);
+            below.or_else(|| self.decode_step_s.get(at + d).copied().flatten())
+        })
     }
 
     /// Prompt tokens the next step may carry beside `n_decode` decode tokens.
@@ -49,7 +66,7 @@ impl Budget {
             return IDLE_STEPS * self.max_tokens;
         }
         let room = self.max_tokens.saturating_sub(n_decode);
-        let chunk = match (self.decode_step_s, self.prompt_token_s) {
+        let chunk = match (self.decode_s(n_decode), self.prompt_token_s) {
             (Some(d), Some(p)) if p > 0.0 => ((STALL - 1.0) * d / p) as usize,
             // Not measured yet: a cautious start.
             _ => 4 * MIN_CHUNK,
@@ -63,7 +80,8 @@ impl Budget {
         let ema = |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o + ALPHA * (new - o)));
         if n_prompt == 0 {
             if n_decode > 0 {
-                self.decode_step_s = ema(self.decode_step_s, seconds);
+                let slot = &mut self.decode_step_s[n_decode.min(DECODE_SLOTS) - 1];
+                *slot = ema(*slot, seconds);
             }
             return;
         }
@@ -73,7 +91,7 @@ impl Budget {
         if n_decode == 0 {
             return;
         }
-        let decode = self.decode_step_s.unwrap_or(0.0);
+        let decode = self.decode_s(n_decode).unwrap_or(0.0);
         let per_token = (seconds - decode).max(0.0) / n_prompt as f64;
         self.prompt_token_s = ema(self.prompt_token_s, per_token);
     }
@@ -88,6 +106,24 @@ mod tests {
         let b = Budget::new(512);
         assert_eq!(b.prompt_tokens(0), IDLE_STEPS * 512);
         assert_eq!(b.prompt_tokens(3), 16, "unmeasured: a cautious start");
+    }
+
+    #[test]
+    fn each_stream_count_has_its_own_decode_cost() {
+        let mut b = Budget::new(512);
+        // Four streams at 26 ms a step, three at 20 ms, and steps of three with 20
+        // prompt tokens of 1 ms each: each count's chunk follows its own decode cost.
+        for _ in 0..50 {
+            b.record(4, 0, 0.026);
+            b.record(3, 0, 0.020);
+            b.record(3, 20, 0.020 + 20.0 * 0.001);
+        }
+        let near = |got: usize, want: usize| got.abs_diff(want) <= 1;
+        assert!(near(b.prompt_tokens(3), 20), "{}", b.prompt_tokens(3));
+        assert!(near(b.prompt_tokens(4), 26), "{}", b.prompt_tokens(4));
+        // A count never seen takes the nearest one's cost.
+        assert!(near(b.prompt_tokens(2), 20), "{}", b.prompt_tokens(2));
+        assert!(near(b.prompt_tokens(7), 26), "{}", b.prompt_tokens(7));
     }
 
     #[test]
