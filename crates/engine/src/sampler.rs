@@ -284,12 +284,7 @@ impl Sampler {
         logits: &[f32],
         allowed: Option<&[u32]>,
     ) -> Result<&[Candidate], SamplerError> {
-        if logits.len() != self.n_vocab {
-            return Err(SamplerError::LogitsLength {
-                expected: self.n_vocab,
-                got: logits.len(),
-            });
-        }
+        self.check_len(logits)?;
         let Sampler {
             steps,
             window,
@@ -337,6 +332,17 @@ impl Sampler {
             }
         }
         Ok(cands.live())
+    }
+
+    /// One logit per vocabulary token, or the typed error.
+    fn check_len(&self, logits: &[f32]) -> Result<(), SamplerError> {
+        if logits.len() != self.n_vocab {
+            return Err(SamplerError::LogitsLength {
+                expected: self.n_vocab,
+                got: logits.len(),
+            });
+        }
+        Ok(())
     }
 
     /// What `steps` do when a scan over the logits can apply it token by token as it
@@ -401,12 +407,7 @@ impl Sampler {
             None
         };
         if let Some(scan) = scan {
-            if logits.len() != self.n_vocab {
-                return Err(SamplerError::LogitsLength {
-                    expected: self.n_vocab,
-                    got: logits.len(),
-                });
-            }
+            self.check_len(logits)?;
             let first = scan.first_steps(allowed, self.window.as_ref(), &mut self.window_tokens);
             return candidates::argmax_of(logits, first).ok_or(SamplerError::AllMasked);
         }
