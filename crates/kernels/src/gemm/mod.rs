@@ -761,7 +761,6 @@ mod tests {
             (32, -32, 31, 16, false),
             (128, -128, 127, 32, false),
         ];
-        let n = 512;
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -769,7 +768,17 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        for (v_max, lo, hi, run, has_min) in ranges {
+        // One whole segment, then 31 runs of 32 (segments of every length, the last
+        // one padded), or 4 segments of Q6_K's super-blocks.
+        for (n, (v_max, lo, hi, run, has_min)) in [512usize, 992]
+            .into_iter()
+            .flat_map(|n| ranges.map(|r| (n, r)))
+        {
+            let n = if run == 16 {
+                n.next_multiple_of(256)
+            } else {
+                n
+            };
             let segs = Segments::new(n, run);
             let (padded, lanes) = (segs.padded(), segs.count() * LANES);
             // Patterns: the largest products of each sign, then random values.
@@ -860,7 +869,7 @@ mod tests {
                         assert_eq!(
                             &got,
                             want,
-                            "{}: v_max {v_max}, pattern {pattern}, signed {signed}",
+                            "{}: n {n}, v_max {v_max}, pattern {pattern}, signed {signed}",
                             k.level.name()
                         );
                     }
