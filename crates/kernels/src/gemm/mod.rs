@@ -677,6 +677,18 @@ impl Tile {
             if done == n {
                 continue;
             }
+            if self.fast
+                && unpack::unpack_half_group(
+                    ty,
+                    &row[done / block_len * block_bytes..],
+                    &mut v[done..],
+                    &mut corr[lane0..lane0 + LANES],
+                    &mut scale[lane0..lane0 + LANES],
+                    &mut min[lane0..lane0 + LANES],
+                )
+            {
+                continue;
+            }
             let rest = Segments::new(n - done, segs.run);
             let (pv, ps, pm) = (
                 &mut self.plain_v[..n - done],

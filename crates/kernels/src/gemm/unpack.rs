@@ -324,6 +324,47 @@ pub(crate) fn unpack_group_scalar(
     }
 }
 
+/// A row's last 8 runs when they are all that is left after the groups of 16 (Q4_K
+/// rows of an odd number of super-blocks, such as 768 or 8960 columns): one segment of
+/// 8 runs, written straight into its layout (lane `2r + h` holds values `16h..16h + 16`
+/// of run `r`, 4 per chunk), with each lane's `corr`, scale and min, as the generic
+/// layout gives them. Returns `false` (and writes nothing) unless `ty` is Q4_K and
+/// `src` is one block.
+pub(crate) fn unpack_half_group(
+    ty: TensorType,
+    src: &[u8],
+    v: &mut [i8],
+    corr: &mut [i32],
+    scale: &mut [f32],
+    min: &mut [f32],
+) -> bool {
+    if ty != TensorType::Q4_K || src.len() != size_of::<BlockQ4K>() {
+        return false;
+    }
+    let b: BlockQ4K = bytemuck::pod_read_unaligned(src);
+    let (d, dmin) = (f16_le(b.d), f16_le(b.dmin));
+    for run in 0..8 {
+        // Run 2j: the low nibbles of bytes 32j..32j + 32; run 2j + 1: the high ones.
+        let (j, shift) = (run / 2, 4 * (run % 2));
+        let (sc, mn) = get_scale_min_k4(run, &b.scales);
+        for h in 0..2 {
+            let lane = 2 * run + h;
+            let mut sum = 0u32;
+            for p in 0..4 {
+                let x =
+                    u32::from_le_bytes(b.qs[32 * j + 16 * h + 4 * p..][..4].try_into().unwrap());
+                let q = (x >> shift) & 0x0F0F_0F0F;
+                put4(v, 64 * p + 4 * lane, q);
+                sum += q;
+            }
+            corr[lane] = -128 * byte_sum(sum) as i32;
+            scale[lane] = d * sc as f32;
+            min[lane] = dmin * mn as f32;
+        }
+    }
+    true
+}
+
 /// Bit 4 of each byte of a `u32`, from 4 bits: `HIGH_BIT[b]` has `0x10` in byte `i` when
 /// bit `i` of `b` is set.
 const HIGH_BIT: [u32; 16] = {
