@@ -191,14 +191,40 @@ fn convert(
         }
         block_scale[k0 / block_len] = d;
     }
-    a.fill(zero);
-    segs.lay_out(&plain[..n], a, |lane, k, q| {
-        scale[lane] = block_scale[k / block_len];
-        if let Some(s) = sum.get_mut(lane) {
+    // Whole groups of 16 runs of 32 (one lane per run) take the weights' transpose where
+    // the CPU has AVX2; the rest, or everything, the generic layout.
+    let done = if segs.run == 32 {
+        lay_out_groups(&plain[..n], segs.n_full, zero, a, sum)
+    } else {
+        0
+    };
+    let lanes_done = done / segs.run;
+    for (lane, scale) in scale[..lanes_done].iter_mut().enumerate() {
+        *scale = block_scale[lane * segs.run / block_len];
+    }
+    let rest = &mut a[done..];
+    rest.fill(zero);
+    Segments::new(n - done, segs.run).lay_out(&plain[done..n], rest, |lane, k, q| {
+        scale[lanes_done + lane] = block_scale[(done + k) / block_len];
+        if let Some(s) = sum.get_mut(lanes_done + lane) {
             *s = q.iter().map(|&v| (v ^ zero) as i8 as i32).sum::<i32>() as f32;
         }
     });
     for (s, &d) in sum.iter_mut().zip(scale.iter()) {
         *s *= d;
     }
+}
+
+/// Lays out the first `n_groups` groups of 16 runs of 32 of `plain` into `a` (and their
+/// lanes' sums into `sum`, unless empty) where the CPU has AVX2; returns the values done
+/// (0 elsewhere).
+fn lay_out_groups(plain: &[u8], n_groups: usize, zero: u8, a: &mut [u8], sum: &mut [f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected; the function indexes every slice with bounds checks.
+        unsafe { super::unpack_avx2::panel_groups(plain, n_groups, zero, a, sum) };
+        return n_groups * 512;
+    }
+    let _ = (plain, n_groups, zero, a, sum);
+    0
 }

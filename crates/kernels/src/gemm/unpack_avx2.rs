@@ -238,6 +238,52 @@ fn store_corr(sums: __m256i, corr: &mut [i32], half: usize) {
     unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), c) };
 }
 
+/// The activation panel's groups of 16 runs of 32 (`plain`: `n_groups` groups of
+/// [`GROUP`] values in column order, stored XORed with `zero`), laid out as the weights'
+/// groups are into `a`, with (unless `sums` is empty) each lane's sum of its values read
+/// as signed bytes after undoing the XOR (16 per group): what the generic layout gives,
+/// by the same transpose as [`q4_k`]'s.
+///
+/// # Safety
+/// The CPU has AVX2 (every slice is indexed with bounds checks).
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn panel_groups(
+    plain: &[u8],
+    n_groups: usize,
+    zero: u8,
+    a: &mut [u8],
+    sums: &mut [f32],
+) {
+    let (plain, a) = (&plain[..n_groups * GROUP], &mut a[..n_groups * GROUP]);
+    let flip = _mm256_set1_epi8(zero as i8);
+    let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
+    for g in 0..n_groups {
+        for half in 0..2 {
+            let at = g * GROUP + half * GROUP / 2;
+            let runs: [__m256i; 8] = std::array::from_fn(|r| {
+                let run = &plain[at + 32 * r..][..32];
+                // SAFETY: `run` holds 32 bytes.
+                unsafe { _mm256_loadu_si256(run.as_ptr().cast()) }
+            });
+            let mut pairs = _mm256_setzero_si256();
+            for (p, c) in transpose8(runs).into_iter().enumerate() {
+                let out = &mut a[g * GROUP + 64 * p + 32 * half..][..32];
+                // SAFETY: `out` holds 32 bytes.
+                unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), c) };
+                // Pair sums of signed bytes are within ±256, 8 of them within i16.
+                let signed = _mm256_xor_si256(c, flip);
+                pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(ones8, signed));
+            }
+            if !sums.is_empty() {
+                let out = &mut sums[16 * g + 8 * half..][..8];
+                let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones16));
+                // SAFETY: `out` holds 8 floats.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sums) };
+            }
+        }
+    }
+}
+
 /// `out[p]` = word `p` of every `rows[r]` (an 8 × 8 transpose of 32-bit words).
 #[inline]
 #[target_feature(enable = "avx2")]
