@@ -74,6 +74,36 @@ struct Tokens {
     scale: [*const f32; TOKENS],
 }
 
+impl Tokens {
+    /// Tokens `t0..t0 + TOKENS` of `rows`.
+    ///
+    /// # Safety
+    /// Those tokens' rows lie within `rows`' slices.
+    unsafe fn at(rows: &super::ActRows<'_>, t0: usize) -> Tokens {
+        // SAFETY: the caller's contract.
+        unsafe {
+            Tokens {
+                a: std::array::from_fn(|j| rows.a.as_ptr().add((t0 + j) * rows.a_stride)),
+                scale: std::array::from_fn(|j| {
+                    rows.scale.as_ptr().add((t0 + j) * rows.lane_stride)
+                }),
+            }
+        }
+    }
+}
+
+/// Adds lane `r` of `sums` to `out[r]`, for a token's [`MR`] rows.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn add_rows(out: &mut [f32], sums: __m128) {
+    let mut s = [0f32; MR];
+    // SAFETY: `s` holds 4 floats.
+    unsafe { _mm_storeu_ps(s.as_mut_ptr(), sums) };
+    for (o, s) in out[..MR].iter_mut().zip(s) {
+        *o += s;
+    }
+}
+
 /// Per (row, token): the f32 accumulators of a chunk's two halves (lanes 0..8, 8..16).
 type Acc = [[[__m256; 2]; TOKENS]; ROWS];
 
@@ -90,14 +120,7 @@ unsafe fn micro_avx2<const K: usize, const PATH: u8>(
     for t0 in (0..rows.n_tokens).step_by(TOKENS) {
         // SAFETY: `check` verified that every token's row, at its stride, holds the
         // layout (the token count is a multiple of NR, so of TOKENS).
-        let tokens = unsafe {
-            Tokens {
-                a: std::array::from_fn(|j| rows.a.as_ptr().add((t0 + j) * rows.a_stride)),
-                scale: std::array::from_fn(|j| {
-                    rows.scale.as_ptr().add((t0 + j) * rows.lane_stride)
-                }),
-            }
-        };
+        let tokens = unsafe { Tokens::at(rows, t0) };
         let mut acc = [[[[_mm256_setzero_ps(); 2]; TOKENS]; ROWS]; MR / ROWS];
         for (p, acc) in acc.iter_mut().enumerate() {
             let w = [&m.w[ROWS * p], &m.w[ROWS * p + 1]];
@@ -127,12 +150,7 @@ unsafe fn micro_avx2<const K: usize, const PATH: u8>(
                 let acc = &acc[r / ROWS][r % ROWS][j];
                 _mm256_add_ps(acc[0], acc[1])
             }));
-            let mut s = [0f32; MR];
-            // SAFETY: `s` holds 4 floats.
-            unsafe { _mm_storeu_ps(s.as_mut_ptr(), sums) };
-            for (o, s) in out[(t0 + j) * stride..][..MR].iter_mut().zip(s) {
-                *o += s;
-            }
+            add_rows(&mut out[(t0 + j) * stride..][..MR], sums);
         }
     }
 }
@@ -151,14 +169,7 @@ unsafe fn whole_segments(m: &Micro<'_>, out: &mut [f32], stride: usize) {
     for t0 in (0..rows.n_tokens).step_by(TOKENS) {
         // SAFETY: `check` verified that every token's row, at its stride, holds the
         // layout (the token count is a multiple of NR, so of TOKENS).
-        let tokens = unsafe {
-            Tokens {
-                a: std::array::from_fn(|j| rows.a.as_ptr().add((t0 + j) * rows.a_stride)),
-                scale: std::array::from_fn(|j| {
-                    rows.scale.as_ptr().add((t0 + j) * rows.lane_stride)
-                }),
-            }
-        };
+        let tokens = unsafe { Tokens::at(rows, t0) };
         // Per (row, token) one f32 accumulator: both halves of every segment add into it.
         let mut acc = [[_mm256_setzero_ps(); TOKENS]; MR];
         let w: [&super::WeightRow<'_>; MR] = std::array::from_fn(|i| &m.w[i]);
@@ -176,13 +187,10 @@ unsafe fn whole_segments(m: &Micro<'_>, out: &mut [f32], stride: usize) {
             }
         }
         for j in 0..TOKENS {
-            let sums = sum4(std::array::from_fn(|r| acc[r][j]));
-            let mut s = [0f32; MR];
-            // SAFETY: `s` holds 4 floats.
-            unsafe { _mm_storeu_ps(s.as_mut_ptr(), sums) };
-            for (o, s) in out[(t0 + j) * stride..][..MR].iter_mut().zip(s) {
-                *o += s;
-            }
+            add_rows(
+                &mut out[(t0 + j) * stride..][..MR],
+                sum4(acc.map(|acc| acc[j])),
+            );
         }
     }
 }
