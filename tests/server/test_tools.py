@@ -100,6 +100,15 @@ def wait_ready():
     ready.wait_ready(URL)
 
 
+def digit_loop(choice):
+    """Whether a choice ran out of tokens repeating one digit (at least 40 times at the
+    end of its text): the one way a grammar-forced call may end unfinished."""
+    text = choice.message.content or ""
+    tail = text[-40:]
+    return (choice.finish_reason == "length" and len(tail) == 40
+            and tail.isdigit() and len(set(tail)) == 1)
+
+
 class ToolsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -144,9 +153,20 @@ class ToolsTest(unittest.TestCase):
         t0 = time.time()
         with ThreadPoolExecutor(4) as ex:
             results = list(ex.map(lambda j: (j, self.call(*j)), jobs))
+        loops = 0
         for (tools, choice, _), resp in results:
+            if digit_loop(resp.choices[0]):
+                loops += 1
+                continue
             self.check_calls(tools, choice, resp)
-        print(f"\n{len(tool_sets())} tool sets, {len(results)} forced calls, all valid, "
+        # A sampled 270M base model now and then repeats one digit inside a number until
+        # max_tokens: the JSON grammar, like JSON itself, bounds no number's length
+        # (llama.cpp's schema grammars cut digits at 16; llguidance has no such option
+        # yet). Which sample does it moves with the batch the request shares, so this
+        # allows a couple in 80 and checks every other call.
+        self.assertLessEqual(loops, 2, "calls that ran out of tokens repeating a digit")
+        print(f"\n{len(tool_sets())} tool sets, {len(results)} forced calls, "
+              f"{len(results) - loops} valid, {loops} cut off repeating a digit, "
               f"{time.time() - t0:.1f} s")
 
     def test_streamed_calls_reassemble(self):
