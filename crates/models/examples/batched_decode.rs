@@ -4,7 +4,8 @@
 //! best of three runs, so the cost of a wider batch can be read against one sequence's.
 //! Then mixed steps: 3 decode tokens plus a prompt chunk of `C` tokens of another
 //! sequence, the chunk through the row path (as the scheduler runs it beside decoding
-//! streams) and through the GEMM (what that would cost), median of 9.
+//! streams) and through the GEMM (what that would cost), median of 9. `DECODE_ONLY=1`
+//! skips the mixed steps, so that a profiler sees the decode steps alone.
 //!
 //! ```text
 //! cargo run --release -p hearth-models --example batched_decode -- MODEL.gguf [THREADS] [N_GEN] [B...]
@@ -77,6 +78,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             best / n_gen as f64 * 1e3,
             (b * n_gen) as f64 / best
         );
+    }
+    if std::env::var_os("DECODE_ONLY").is_some() {
+        return Ok(());
     }
     // Mixed steps: 3 decoding sequences and one prompt chunk.
     for gemm in [false, true] {

@@ -411,9 +411,9 @@ unsafe fn tile_block<B: TileQuants, const T: usize, const PARITY: usize>(
     }
 }
 
-/// `T` tokens (`a + t·a_stride`) against rows `0..n_rows` (a multiple of
-/// [`TILE_ROWS`], `stride` bytes apart), into `out[(t0 + t)·out_rows + r]`: each token's
-/// blocks are prepared once per chunk ([`BlockActs`]) for every row pair of the call.
+/// `T` tokens (`a + t·a_stride`) against rows `r0..r1` (at most [`BLOCK_GROUPS`] tiles,
+/// `stride` bytes apart), into `out[(t0 + t)·out_rows + r]`: each token's blocks are
+/// prepared once per chunk ([`BlockActs`]) for every row pair of the call.
 /// Each result equals the single-row dot bit for bit (the same lane sums, the same
 /// `d_x·d_y` per block, the same FMA into the even or odd blocks' accumulator, the same
 /// final sum: [`fold_blocks`]'s order).
@@ -430,52 +430,49 @@ unsafe fn tokens_prepared<B: TileQuants, const T: usize>(
     a: *const u8,
     a_stride: usize,
     nb: usize,
-    n_rows: usize,
+    (r0, r1): (usize, usize),
     (t0, out_rows): (usize, usize),
     out: &mut [f32],
 ) {
     let mut acts = [const { MaybeUninit::<BlockActs>::uninit() }; CHUNK_BLOCKS * TOKENS];
     let mut kept = [const { MaybeUninit::<TileAcc<T>>::uninit() }; BLOCK_GROUPS];
-    for r0 in (0..n_rows).step_by(BLOCK_GROUPS * TILE_ROWS) {
-        let r1 = (r0 + BLOCK_GROUPS * TILE_ROWS).min(n_rows);
-        let mut b0 = 0;
-        loop {
-            let b1 = (b0 + CHUNK_BLOCKS).min(nb);
-            for i in b0..b1 {
-                for t in 0..T {
-                    let y = a.add(t * a_stride + Q8_0 * i);
-                    let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
-                    acts[(i - b0) * T + t].write(BlockActs {
-                        qy,
-                        dy: f16_splat(y),
-                        token: B::token(qy),
-                    });
-                }
+    let mut b0 = 0;
+    loop {
+        let b1 = (b0 + CHUNK_BLOCKS).min(nb);
+        for i in b0..b1 {
+            for t in 0..T {
+                let y = a.add(t * a_stride + Q8_0 * i);
+                let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+                acts[(i - b0) * T + t].write(BlockActs {
+                    qy,
+                    dy: f16_splat(y),
+                    token: B::token(qy),
+                });
             }
-            let last = b1 == nb;
-            for (k, g) in (r0..r1).step_by(TILE_ROWS).enumerate() {
-                let wg = w.add(g * stride);
-                let mut acc = if b0 == 0 {
-                    [[[_mm256_setzero_ps(); 2]; TILE_ROWS]; T]
-                } else {
-                    kept[k].assume_init()
-                };
-                tile_blocks::<B, T>(&mut acc, wg, stride, acts.as_ptr().cast(), (b0, b1));
-                if last {
-                    for (t, acc) in acc.iter().enumerate() {
-                        for (r, &[even, odd]) in acc.iter().enumerate() {
-                            out[(t0 + t) * out_rows + g + r] = hsum_ps(_mm256_add_ps(even, odd));
-                        }
-                    }
-                } else {
-                    kept[k].write(acc);
-                }
-            }
-            if last {
-                break;
-            }
-            b0 = b1;
         }
+        let last = b1 == nb;
+        for (k, g) in (r0..r1).step_by(TILE_ROWS).enumerate() {
+            let wg = w.add(g * stride);
+            let mut acc = if b0 == 0 {
+                [[[_mm256_setzero_ps(); 2]; TILE_ROWS]; T]
+            } else {
+                kept[k].assume_init()
+            };
+            tile_blocks::<B, T>(&mut acc, wg, stride, acts.as_ptr().cast(), (b0, b1));
+            if last {
+                for (t, acc) in acc.iter().enumerate() {
+                    for (r, &[even, odd]) in acc.iter().enumerate() {
+                        out[(t0 + t) * out_rows + g + r] = hsum_ps(_mm256_add_ps(even, odd));
+                    }
+                }
+            } else {
+                kept[k].write(acc);
+            }
+        }
+        if last {
+            break;
+        }
+        b0 = b1;
     }
 }
 
@@ -501,12 +498,17 @@ unsafe fn dot_tokens<B: TileQuants>(
     single: unsafe fn(*const u8, *const u8, usize) -> f32,
 ) {
     let done = n_rows - n_rows % TILE_ROWS;
-    for t0 in (0..n_tokens).step_by(TOKENS) {
-        let at = a.add(t0 * a_stride);
-        let rows = (t0, n_rows);
-        match n_tokens - t0 {
-            1 => tokens_prepared::<B, 1>(w, stride, at, a_stride, nb, done, rows, out),
-            _ => tokens_prepared::<B, TOKENS>(w, stride, at, a_stride, nb, done, rows, out),
+    // Every token pair meets a block of rows before the next block is read, so the
+    // weights come from memory once per call, not once per pair.
+    for r0 in (0..done).step_by(BLOCK_GROUPS * TILE_ROWS) {
+        let rows = (r0, (r0 + BLOCK_GROUPS * TILE_ROWS).min(done));
+        for t0 in (0..n_tokens).step_by(TOKENS) {
+            let at = a.add(t0 * a_stride);
+            let outs = (t0, n_rows);
+            match n_tokens - t0 {
+                1 => tokens_prepared::<B, 1>(w, stride, at, a_stride, nb, rows, outs, out),
+                _ => tokens_prepared::<B, TOKENS>(w, stride, at, a_stride, nb, rows, outs, out),
+            }
         }
     }
     for r in done..n_rows {
