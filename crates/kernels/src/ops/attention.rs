@@ -390,37 +390,40 @@ impl Ops {
     }
 }
 
-/// Writes the attention output of one query row from the states of the passes over
-/// disjoint parts of its keys (`(m, l, o)` each, as [`FlashRows`] left them): `out =
-/// Σ e^(m_i - M)·o_i / Σ e^(m_i - M)·l_i` with `M = max m_i`. A row that saw no key
-/// becomes zeros (as a fully masked softmax row in Hearth).
-pub fn flash_finish<'a>(
-    parts: impl Iterator<Item = (f32, f32, &'a [f32])> + Clone,
-    out: &mut [f32],
-) {
-    let m_max = parts
-        .clone()
-        .map(|(m, _, _)| m)
-        .fold(f32::NEG_INFINITY, f32::max);
-    out.fill(0.0);
-    if m_max == f32::NEG_INFINITY {
+/// Adds the state `(m2, l2, o2)` of one query row's pass over later keys to `(m, l, o)`,
+/// its state over the keys before them: the larger maximum stays and the other side is
+/// scaled by `e^(its maximum - the larger)`. A side that saw no key (`-inf`) changes
+/// nothing, exactly, so passes over key ranges a row may not see never move its result.
+pub fn flash_merge(m: &mut f32, l: &mut f32, o: &mut [f32], (m2, l2, o2): (f32, f32, &[f32])) {
+    if m2 == f32::NEG_INFINITY {
         return;
     }
-    let mut l_sum = 0.0f32;
-    for (m, l, o) in parts {
-        if m == f32::NEG_INFINITY {
-            continue;
-        }
-        let c = (m - m_max).exp();
-        l_sum += c * l;
-        if c == 1.0 {
-            out.iter_mut().zip(o).for_each(|(y, &x)| *y += x);
-        } else {
-            out.iter_mut().zip(o).for_each(|(y, &x)| *y += c * x);
-        }
+    if *m == f32::NEG_INFINITY {
+        (*m, *l) = (m2, l2);
+        o.copy_from_slice(o2);
+    } else if m2 <= *m {
+        let c = (m2 - *m).exp();
+        *l += c * l2;
+        o.iter_mut().zip(o2).for_each(|(y, &x)| *y += c * x);
+    } else {
+        let c = (*m - m2).exp();
+        (*m, *l) = (m2, c * *l + l2);
+        o.iter_mut().zip(o2).for_each(|(y, &x)| *y = c * *y + x);
     }
-    if l_sum > 0.0 {
-        let inv = 1.0 / l_sum;
+}
+
+/// Writes the attention output of one query row from the states of its passes over
+/// consecutive parts of its keys (`(m, l, o)` each, as [`FlashRows`] left them, in key
+/// order): the states merged left to right ([`flash_merge`]), then `o / l`. A row that
+/// saw no key becomes zeros (as a fully masked softmax row in Hearth).
+pub fn flash_finish<'a>(parts: impl Iterator<Item = (f32, f32, &'a [f32])>, out: &mut [f32]) {
+    let (mut m, mut l) = (f32::NEG_INFINITY, 0.0f32);
+    out.fill(0.0);
+    for part in parts {
+        flash_merge(&mut m, &mut l, out, part);
+    }
+    if l > 0.0 {
+        let inv = 1.0 / l;
         out.iter_mut().for_each(|y| *y *= inv);
     }
 }
