@@ -442,9 +442,17 @@ impl Units {
         windows: impl FnOnce() -> (usize, usize),
     ) -> Units {
         let gqa = a.n_head / a.n_head_kv;
-        let tok_per_tile = (Q_TILE_ROWS / gqa).max(1);
+        let full = (Q_TILE_ROWS / gqa).max(1);
+        // Too few groups for the threads (decoding, few KV heads): a token per tile, so
+        // that several sequences' tokens go to different threads. A row's arithmetic
+        // does not depend on its tile (blocks its run may not see change nothing).
+        let tok_per_tile = if n_tokens.div_ceil(full) * a.n_head_kv < n_threads {
+            1
+        } else {
+            full
+        };
         let n_groups = n_tokens.div_ceil(tok_per_tile) * a.n_head_kv;
-        // Fewer groups than threads (decoding, few KV heads): a unit per window.
+        // Still fewer groups than threads (one token, few KV heads): a unit per window.
         let (w0, n_split) = if n_groups < n_threads {
             let (w0, w1) = windows();
             (w0, w1.saturating_sub(w0).max(1))
@@ -742,5 +750,8 @@ mod tests {
         // Many tokens: a unit per (tile, KV head), the windows in turn within it.
         let u = Units::new(&a, 512, 2, || unreachable!("not asked"));
         assert_eq!((u.n_split, u.n_units, u.rows), (1, 32, 64));
+        // Four sequences decoding: a tile each, which fills both threads.
+        let u = Units::new(&a, 4, 2, || unreachable!("not asked"));
+        assert_eq!((u.tok_per_tile, u.n_split, u.n_units, u.rows), (1, 1, 4, 4));
     }
 }
