@@ -372,8 +372,6 @@ pub(crate) fn attention(
                     alpha: &mut alpha[..rows.len()],
                 };
                 let qbuf = &mut qbuf[..rows.len() * a.head_dim_k];
-                let (wo, wml) = window_state.split_at_mut(rows.len() * hd_v);
-                let (wm, wl) = wml.split_at_mut(rows.len());
                 attend_run(
                     ops,
                     kv,
@@ -386,7 +384,7 @@ pub(crate) fn attention(
                     window,
                     (qbuf, vbuf),
                     &mut st,
-                    (wm, &mut wl[..rows.len()], wo),
+                    window_state,
                 );
                 ta = tb;
             }
@@ -520,7 +518,7 @@ fn key_windows(kv: &KvCache, ub: &UBatch<'_>, a: &Attention) -> (usize, usize) {
 /// sequence's, at most [`Q_TILE_ROWS`] rows) over the cache blocks any of them may see,
 /// window by window ([`WINDOW_KEYS`]), into `st` (reset here): only key window `window`
 /// when one is given, else every window, each one's state computed afresh in
-/// `window_state` (`m`, `l`, `o`; `st`'s shapes) and merged into `st` in order. `bufs`
+/// `window_state` (room for `st`'s `o`, `m` and `l`) and merged into `st` in order. `bufs`
 /// are the queries, packed `[rows, head_dim_k]`, and (`2 · KV_TILE · head_dim_v`, empty
 /// unless `a.v_in_k`) room for a tile's values taken from its keys.
 #[allow(clippy::too_many_arguments)]
@@ -536,7 +534,7 @@ fn attend_run(
     window: Option<usize>,
     (qbuf, vbuf): (&mut [f32], &mut [f32]),
     st: &mut FlashRows<'_>,
-    window_state: (&mut [f32], &mut [f32], &mut [f32]),
+    window_state: &mut [f32],
 ) {
     let gqa = a.n_head / a.n_head_kv;
     let width = gqa * a.head_dim_k;
@@ -563,8 +561,10 @@ fn attend_run(
         Some(w) => w..w + 1,
         None => jb0 / WINDOW_BLOCKS..jb1.div_ceil(WINDOW_BLOCKS),
     };
-    let hd_v = st.o.len() / st.m.len();
-    let (wm, wl, wo) = window_state;
+    let (hd_v, rows) = (a.head_dim_v, st.m.len());
+    let (wo, wml) = window_state.split_at_mut(rows * hd_v);
+    let (wm, wl) = wml.split_at_mut(rows);
+    let wl = &mut wl[..rows];
     let mut first = true;
     for w in windows {
         let blocks = (w * WINDOW_BLOCKS).max(jb0)..((w + 1) * WINDOW_BLOCKS).min(jb1);

@@ -514,8 +514,8 @@ unsafe fn dot_tokens<B: TileQuants>(
     single: unsafe fn(*const u8, *const u8, usize) -> f32,
 ) {
     let done = n_rows - n_rows % TILE_ROWS;
-    // Every token pair meets a block of rows before the next block is read, so the
-    // weights come from memory once per call, not once per pair.
+    // Every group of tokens meets a block of rows before the next block is read, so the
+    // weights come from memory once per call, not once per group.
     for r0 in (0..done).step_by(BLOCK_ROWS) {
         let rows = (r0, (r0 + BLOCK_ROWS).min(done));
         for t0 in (0..n_tokens).step_by(TOKENS) {
