@@ -11,6 +11,7 @@
 
 use std::time::Instant;
 
+use hearth_kernels::matmul::packed::{matmul_packed, PackedQ8_0};
 use hearth_kernels::matmul::{matmul, MatmulScratch, WeightMatrix};
 use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::{quantize_row, TensorType};
@@ -60,34 +61,54 @@ fn main() {
             let x = values(8 * n_cols, 99);
             let mut out = vec![0.0; 8 * rows];
             let mut scratch = MatmulScratch::new();
-            let mut line = format!("{name:<26}");
-            let mut base = 0.0;
-            for n_tokens in [1, 2, 4, 8] {
-                let reps = if regime == "l2" { 64 } else { 1 };
-                let mut times = Vec::with_capacity(PASSES);
-                for _ in 0..PASSES {
-                    let t = Instant::now();
-                    for _ in 0..reps {
-                        for m in data.chunks_exact(m_bytes) {
-                            let w = WeightMatrix::new(ty, rows, n_cols, m).unwrap();
+            // Q8_0 also packed sixteen rows at a time (matmul::packed), as a model packs
+            // its output head for batched decoding.
+            let packed: Vec<PackedQ8_0> = data
+                .chunks_exact(m_bytes)
+                .filter_map(|m| {
+                    PackedQ8_0::pack(&WeightMatrix::new(ty, rows, n_cols, m).unwrap()).unwrap()
+                })
+                .collect();
+            for layout in ["rows", "packed"] {
+                if layout == "packed" && packed.is_empty() {
+                    continue;
+                }
+                let mut line = format!("{name:<26}{layout:>7}");
+                let mut base = 0.0;
+                for n_tokens in [1, 2, 4, 8] {
+                    let reps = if regime == "l2" { 64 } else { 1 };
+                    let mut times = Vec::with_capacity(PASSES);
+                    for _ in 0..PASSES {
+                        let t = Instant::now();
+                        for _ in 0..reps {
                             let (x, out) = (&x[..n_tokens * n_cols], &mut out[..n_tokens * rows]);
-                            matmul(&pool, &w, x, n_tokens, out, &mut scratch).unwrap();
+                            if layout == "packed" {
+                                for p in &packed {
+                                    matmul_packed(&pool, p, x, n_tokens, out, &mut scratch)
+                                        .unwrap();
+                                }
+                                continue;
+                            }
+                            for m in data.chunks_exact(m_bytes) {
+                                let w = WeightMatrix::new(ty, rows, n_cols, m).unwrap();
+                                matmul(&pool, &w, x, n_tokens, out, &mut scratch).unwrap();
+                            }
                         }
+                        times.push(t.elapsed().as_secs_f64() / (reps * copies) as f64);
                     }
-                    times.push(t.elapsed().as_secs_f64() / (reps * copies) as f64);
+                    times.sort_by(f64::total_cmp);
+                    let per_call = times[PASSES / 2];
+                    if n_tokens == 1 {
+                        base = per_call;
+                    }
+                    line += &format!(
+                        " T={n_tokens}: {:7.1} us ({:4.2}x)",
+                        per_call * 1e6,
+                        per_call / base
+                    );
                 }
-                times.sort_by(f64::total_cmp);
-                let per_call = times[PASSES / 2];
-                if n_tokens == 1 {
-                    base = per_call;
-                }
-                line += &format!(
-                    " T={n_tokens}: {:7.1} us ({:4.2}x)",
-                    per_call * 1e6,
-                    per_call / base
-                );
+                println!("{line}");
             }
-            println!("{line}");
         }
     }
 }

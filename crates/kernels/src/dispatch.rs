@@ -134,6 +134,11 @@ pub type DotRowsFn = fn(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]);
 pub type DotTokensFn =
     fn(w: &[u8], row_bytes: usize, a: &[u8], a_stride: usize, n_tokens: usize, out: &mut [f32]);
 
+/// Products of packed Q8_0 rows (`crate::matmul::packed`): `out[t·n + r]` for the `n`
+/// rows of `groups` (whole groups of `nb` blocks) and the `n_tokens` prepared activation
+/// rows of `acts`, equal bit for bit to `crate::matmul::packed::dot_groups_scalar`.
+pub type PackedDotFn = fn(groups: &[u8], nb: usize, acts: &[u8], n_tokens: usize, out: &mut [f32]);
+
 /// Converts f32 activations into an activation format (Q8_0, Q8_1, Q8_K) as raw bytes.
 /// `x.len()` must be a multiple of the format's block length and `out` exactly its size.
 pub type QuantizeFn = fn(x: &[f32], out: &mut [u8]);
@@ -150,6 +155,7 @@ pub struct Kernels {
     gemm: Option<MicroKernel>,
     dot_rows: [Option<DotRowsFn>; N_TYPES],
     dot_tokens: [Option<DotTokensFn>; N_TYPES],
+    packed_q8_0: Option<PackedDotFn>,
 }
 
 impl Kernels {
@@ -189,6 +195,7 @@ impl Kernels {
             gemm: MicroKernel::for_level(level),
             dot_rows: [None; N_TYPES],
             dot_tokens: [None; N_TYPES],
+            packed_q8_0: None,
         };
         crate::quant::register_scalar(&mut k);
         match level {
@@ -269,6 +276,18 @@ impl Kernels {
     /// token.
     pub fn set_dot_tokens(&mut self, ty: TensorType, f: DotTokensFn) {
         self.dot_tokens[ty.id() as usize] = Some(f);
+    }
+
+    /// The kernel for packed Q8_0 rows, where this level has one; without one a model
+    /// keeps its Q8_0 matrices as they are stored (packing would only cost memory).
+    pub fn packed_q8_0(&self) -> Option<PackedDotFn> {
+        self.packed_q8_0
+    }
+
+    /// Installs the packed Q8_0 kernel (used by the level modules); it must give exactly
+    /// what `crate::matmul::packed::dot_groups_scalar` gives.
+    pub fn set_packed_q8_0(&mut self, f: PackedDotFn) {
+        self.packed_q8_0 = Some(f);
     }
 
     /// Installs the quantizer for activation format `act` (used by the level modules).

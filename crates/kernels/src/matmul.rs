@@ -42,6 +42,7 @@ use crate::pool::ThreadPool;
 use crate::quant::{activation_type, TensorType};
 
 mod group;
+pub mod packed;
 pub use group::{
     matvec_batch, matvec_batch_with, matvec_many, matvec_many_with, MAX_BATCH, MAX_PRODUCTS,
 };

@@ -3,6 +3,7 @@
 
 mod float;
 pub(super) mod kquants;
+mod packed;
 pub(super) mod q32;
 mod quantize;
 mod rows_k;
@@ -152,6 +153,7 @@ pub(super) fn register(k: &mut Kernels) {
     k.set_dot_rows(Q4_0, dot_rows_q4_0);
     k.set_dot_rows(Q5_0, dot_rows_q5_0);
     k.set_dot(Q8_0, dot_q8_0);
+    k.set_packed_q8_0(packed::dot_groups);
     // Several rows per activation vector (decode): the rows share each activation
     // block's loads and scale, and are prefetched ahead. Not Q6_K: its multi-row kernel
     // was slower than the single-row one row by row (see `rows_k`).

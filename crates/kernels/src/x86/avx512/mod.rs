@@ -5,6 +5,7 @@
 
 mod float;
 mod kquants;
+mod packed;
 mod q32;
 mod q6k;
 
@@ -198,6 +199,7 @@ pub(super) fn register(k: &mut Kernels, vnni: bool) {
     k.set_dot(BF16, dot_bf16);
     // The 32-element formats gain only from VNNI; without it their AVX2 kernels stay.
     if vnni {
+        k.set_packed_q8_0(packed::dot_groups);
         k.set_dot(Q4_0, dot_q4_0_vnni);
         k.set_dot(Q5_0, dot_q5_0_vnni);
         k.set_dot(Q8_0, dot_q8_0_vnni);
