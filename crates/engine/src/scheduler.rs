@@ -150,6 +150,9 @@ pub struct ModelInfo {
     /// Where the chat template comes from: the model file's own, or a built-in one for
     /// its family (a base model's file often has none); `None`: chat prompts are refused.
     pub chat_template: Option<TemplateOrigin>,
+    /// Bytes of the output head's packed copy, made when several sequences may run at
+    /// once (see `Model::pack_head`); 0 when the head stays as the file stores it.
+    pub packed_head_bytes: usize,
 }
 
 /// The pool's size and the most one sequence may hold: `ctx` (when given) is the pool;
@@ -201,14 +204,27 @@ pub fn run(
         Ok(t) => t,
         Err(e) => return ready(Err(format!("cannot build the tokenizer: {e}"))),
     };
-    let model = match Model::load(&file) {
+    let mut model = match Model::load(&file) {
         Ok(m) => m,
         Err(e) => return ready(Err(format!("cannot load the model: {e}"))),
+    };
+    // Batched decode steps multiply the head by several tokens: a packed head makes them
+    // cost about what one token's does. One sequence at a time gains too little for the
+    // memory (the packed copy is a second head).
+    let (_, _, parallel) = plan_limits(&config, &model);
+    let packed_head_bytes = if parallel > 1 {
+        match model.pack_head() {
+            Ok(bytes) => bytes,
+            Err(e) => return ready(Err(format!("cannot load the model: {e}"))),
+        }
+    } else {
+        0
     };
     let mut sched = match Scheduler::new(&config, &file, &model, &tok) {
         Ok(s) => s,
         Err(e) => return ready(Err(e)),
     };
+    sched.info.packed_head_bytes = packed_head_bytes;
     metrics::register_all();
     sched.publish();
     ready(Ok(sched.info.clone()));
@@ -225,6 +241,21 @@ fn open(config: &EngineConfig) -> Result<GgufFile, String> {
         .map(|p| &*p.0 as &dyn Fn(u64, u64));
     GgufFile::open_with_progress(&config.model, config.residency, progress)
         .map_err(|e| format!("{}: not a readable GGUF file: {e}", config.model.display()))
+}
+
+/// The KV pool's cells, the most tokens per sequence and the most sequences at once, as
+/// `config` asks for them or [`plan_context`] and [`default_parallel`] choose.
+fn plan_limits(config: &EngineConfig, model: &Model<'_>) -> (usize, usize, usize) {
+    let hp = model.hparams();
+    let (n_pool, n_ctx) = plan_context(
+        config.ctx,
+        config.parallel,
+        hp.n_ctx_train,
+        config.kv_types.bytes_per_token(hp),
+        mem_available(),
+    );
+    let parallel = config.parallel.unwrap_or_else(|| default_parallel(n_pool));
+    (n_pool, n_ctx, parallel)
 }
 
 /// Bytes of memory available to new allocations, from Linux's `/proc/meminfo`; `None`
@@ -306,14 +337,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             return Err("--parallel must be at least 1".into());
         }
         let kv_bytes_per_token = config.kv_types.bytes_per_token(hp);
-        let (n_pool, n_ctx) = plan_context(
-            config.ctx,
-            config.parallel,
-            hp.n_ctx_train,
-            kv_bytes_per_token,
-            mem_available(),
-        );
-        let parallel = config.parallel.unwrap_or_else(|| default_parallel(n_pool));
+        let (n_pool, n_ctx, parallel) = plan_limits(config, model);
         let md = file.metadata();
         let embedded = md
             .get_opt::<&str>("tokenizer.chat_template")
@@ -352,6 +376,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             arch,
             n_ctx_train: hp.n_ctx_train,
             chat_template: template.as_ref().map(ChatTemplate::origin),
+            packed_head_bytes: 0,
         };
         let tool_format = ToolFormat::detect(embedded.unwrap_or_default());
         Ok(Scheduler {

@@ -35,7 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         vec![1, 2, 4, 8]
     };
     let file = GgufFile::open_with(path, Residency::HugePages)?;
-    let model = Model::load(&file)?;
+    let mut model = Model::load(&file)?;
+    if std::env::var_os("PACK_HEAD").is_some() {
+        eprintln!("packed head: {} bytes", model.pack_head()?);
+    }
     let hp = model.hparams();
     let pool = ThreadPool::new(n_threads)?;
     let max_b = widths.iter().copied().max().unwrap_or(1);

@@ -17,6 +17,7 @@ use hearth_kernels::quant::dequantize_row;
 
 use crate::batch::UBatch;
 use crate::error::ModelError;
+use crate::head::Head;
 use crate::kv_cache::{KvCache, SeqView};
 use crate::moe::MoeScratch;
 use crate::scratch::{AttnPart, Scratch};
@@ -660,7 +661,7 @@ pub(crate) fn output(
     ub: &UBatch<'_>,
     output_norm: &[f32],
     eps: f32,
-    output: &WeightMatrix<'_>,
+    output: &Head<'_>,
     b: &mut Bufs<'_>,
     out_row: usize,
 ) -> Result<usize, ModelError> {
@@ -688,7 +689,7 @@ pub(crate) fn output(
     if let GemmTokens::From(_) = by_token {
         b.matmul.gemm_tokens = GemmTokens::From(n_out);
     }
-    let r = matmul(pool, output, normed, n_out, logits, b.matmul);
+    let r = output.matmul(pool, normed, n_out, logits, b.matmul);
     b.matmul.gemm_tokens = by_token;
     r?;
     Ok(n_out)

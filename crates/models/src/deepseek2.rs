@@ -41,6 +41,7 @@ use hearth_kernels::quant::dequantize_row;
 use crate::batch::UBatch;
 use crate::blocks::{self, Attention, Pass};
 use crate::error::ModelError;
+use crate::head::Head;
 use crate::hparams::{HParams, Keys};
 use crate::moe::{Gating, LayerFfn, Moe, Routing};
 use crate::scratch::Dims;
@@ -54,7 +55,7 @@ pub(crate) struct Deepseek2<'a> {
     /// `[n_embd]`
     output_norm: Vec<f32>,
     /// `[n_vocab, n_embd]`
-    output: WeightMatrix<'a>,
+    pub(crate) output: Head<'a>,
     /// Multi-query attention over the latent rows.
     attn: Attention,
     rope: RopeCache,
@@ -227,10 +228,7 @@ impl<'a> Deepseek2<'a> {
 
         let tok_embd = w.embedding("token_embd.weight", n_embd, hp.n_vocab)?;
         let output_norm = w.vector("output_norm.weight", n_embd)?;
-        let output = match w.matrix_opt("output.weight", n_embd, hp.n_vocab)? {
-            Some(m) => m,
-            None => w.matrix("token_embd.weight", n_embd, hp.n_vocab)?,
-        };
+        let output = w.head(n_embd, hp.n_vocab)?;
         let rope = hp.rope_params(hp.n_rot, hp.rope_freq_base, hp.rope_freq_scale);
         let kq_scale = kq_scale(hp, rope.attn_factor, k_mla);
         let rope = RopeCache::new(rope, None)?;

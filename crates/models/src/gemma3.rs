@@ -31,6 +31,7 @@ use hearth_kernels::ops::RopeCache;
 use crate::batch::UBatch;
 use crate::blocks::{self, Attention, Ffn, Gate, Pass};
 use crate::error::ModelError;
+use crate::head::Head;
 use crate::hparams::{HParams, Keys};
 use crate::llama::uniform_head_dim;
 use crate::weights::{Linear, Weights};
@@ -50,7 +51,7 @@ pub(crate) struct Gemma3<'a> {
     /// `[n_embd]`
     output_norm: Vec<f32>,
     /// `[n_vocab, n_embd]`
-    output: WeightMatrix<'a>,
+    pub(crate) output: Head<'a>,
     /// Multiplies the queries after RoPE.
     attention_scale: f32,
     attn_global: Attention,
@@ -132,10 +133,7 @@ impl<'a> Gemma3<'a> {
 
         let tok_embd = w.embedding("token_embd.weight", n_embd, hp.n_vocab)?;
         let output_norm = w.vector("output_norm.weight", n_embd)?;
-        let output = match w.matrix_opt("output.weight", n_embd, hp.n_vocab)? {
-            Some(m) => m,
-            None => w.matrix("token_embd.weight", n_embd, hp.n_vocab)?,
-        };
+        let output = w.head(n_embd, hp.n_vocab)?;
         let mut layers = Vec::with_capacity(hp.n_layer);
         for (il, &swa) in swa_layers.iter().enumerate() {
             let p = |name: &str| format!("blk.{il}.{name}");

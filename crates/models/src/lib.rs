@@ -45,6 +45,7 @@ mod blocks;
 mod deepseek2;
 mod error;
 mod gemma3;
+mod head;
 mod hparams;
 mod kv_cache;
 mod llama;

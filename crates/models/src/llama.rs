@@ -15,6 +15,7 @@ use hearth_kernels::ops::RopeCache;
 use crate::batch::UBatch;
 use crate::blocks::{self, Attention, Ffn, Gate, Pass};
 use crate::error::ModelError;
+use crate::head::Head;
 use crate::hparams::HParams;
 use crate::weights::{Linear, Weights};
 
@@ -26,7 +27,7 @@ pub(crate) struct Llama<'a> {
     /// `[n_embd]`
     output_norm: Vec<f32>,
     /// `[n_vocab, n_embd]`
-    output: WeightMatrix<'a>,
+    pub(crate) output: Head<'a>,
     attn: Attention,
     /// Angles for `rope.freq_base` (and `rope_freqs`), validated at load.
     rope: RopeCache,
@@ -80,10 +81,7 @@ impl<'a> Llama<'a> {
 
         let tok_embd = w.embedding("token_embd.weight", n_embd, hp.n_vocab)?;
         let output_norm = w.vector("output_norm.weight", n_embd)?;
-        let output = match w.matrix_opt("output.weight", n_embd, hp.n_vocab)? {
-            Some(m) => m,
-            None => w.matrix("token_embd.weight", n_embd, hp.n_vocab)?,
-        };
+        let output = w.head(n_embd, hp.n_vocab)?;
         let rope_freqs = w.vector_opt("rope_freqs.weight", hp.n_rot / 2)?;
         let rope = hp.rope_params(hp.n_rot, hp.rope_freq_base, hp.rope_freq_scale);
         let rope = RopeCache::new(rope, rope_freqs.as_deref())?;

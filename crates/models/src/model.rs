@@ -76,6 +76,21 @@ impl<'a> Model<'a> {
     }
 
     /// The hyper-parameters.
+    /// Packs the output head for this CPU level's kernels where its format allows (a Q8_0
+    /// head, on x86 with AVX2 or AVX-512 VNNI; see `head`): a step of several sequences'
+    /// tokens then costs about what reading the head costs, and one token's a little
+    /// less. The price is a second copy of the head in memory; returns its bytes (0
+    /// when nothing was packed). Logits change in the last bits (the packed kernels sum
+    /// each block exactly before scaling it), the same for every batch.
+    pub fn pack_head(&mut self) -> Result<usize, ModelError> {
+        match &mut self.net {
+            Net::Llama(m) => m.output.pack(),
+            Net::Qwen3(m) => m.output.pack(),
+            Net::Gemma3(m) => m.output.pack(),
+            Net::Deepseek2(m) => m.output.pack(),
+        }
+    }
+
     pub fn hparams(&self) -> &HParams {
         &self.hparams
     }

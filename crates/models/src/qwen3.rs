@@ -19,6 +19,7 @@ use hearth_kernels::pool::ThreadPool;
 
 use crate::blocks::{self, Attention, Bufs, Pass};
 use crate::error::ModelError;
+use crate::head::Head;
 use crate::hparams::{Arch, HParams, Keys};
 use crate::kv_cache::KvCache;
 use crate::llama::uniform_head_dim;
@@ -33,7 +34,7 @@ pub(crate) struct Qwen3<'a> {
     /// `[n_embd]`
     output_norm: Vec<f32>,
     /// `[n_vocab, n_embd]`
-    output: WeightMatrix<'a>,
+    pub(crate) output: Head<'a>,
     attn: Attention,
     rope: RopeCache,
     /// The feed-forward width: `n_ff`, or the experts' in `qwen3moe`.
@@ -145,10 +146,7 @@ impl<'a> Qwen3<'a> {
 
         let tok_embd = w.embedding("token_embd.weight", n_embd, hp.n_vocab)?;
         let output_norm = w.vector("output_norm.weight", n_embd)?;
-        let output = match w.matrix_opt("output.weight", n_embd, hp.n_vocab)? {
-            Some(m) => m,
-            None => w.matrix("token_embd.weight", n_embd, hp.n_vocab)?,
-        };
+        let output = w.head(n_embd, hp.n_vocab)?;
         let rope = hp.rope_params(hp.n_rot, hp.rope_freq_base, hp.rope_freq_scale);
         let rope = RopeCache::new(rope, None)?;
 

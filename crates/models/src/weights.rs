@@ -14,6 +14,7 @@ use hearth_kernels::matmul::WeightMatrix;
 use hearth_kernels::quant::dequantize_row;
 
 use crate::error::ModelError;
+use crate::head::Head;
 
 /// A linear layer: `y = W·x (+ b)`. `W` is `[n_out, n_in]` (GGUF shape `[n_in, n_out]`).
 #[derive(Debug, Clone)]
@@ -208,6 +209,16 @@ impl<'a> Weights<'a> {
             n_embd,
             self.file.tensor_data(info),
         )?)
+    }
+
+    /// The output head (`[n_embd, n_vocab]`): `output.weight`, or the token embedding
+    /// table when the file ties the two.
+    pub(crate) fn head(&mut self, n_embd: usize, n_vocab: usize) -> Result<Head<'a>, ModelError> {
+        let w = match self.matrix_opt("output.weight", n_embd, n_vocab)? {
+            Some(m) => m,
+            None => self.matrix("token_embd.weight", n_embd, n_vocab)?,
+        };
+        Ok(Head::new(w))
     }
 
     /// Marks every tensor whose name starts with `prefix` as deliberately unused (a

@@ -83,10 +83,14 @@ fn sequences_in_one_batch_are_independent() {
         .rev()
         .map(|&t| (t * 7) % tiny::N_VOCAB as u32)
         .collect();
-    for spec in tiny::specs() {
-        let name = spec.name;
-        let file = tiny_file(name);
-        let model = Model::load(&file).unwrap();
+    for (spec, pack) in tiny::specs().iter().flat_map(|s| [(s, false), (s, true)]) {
+        let file = tiny_file(spec.name);
+        let mut model = Model::load(&file).unwrap();
+        // With a packed head too (`Model::pack_head`), where the spec's head packs.
+        if pack && model.pack_head().unwrap() == 0 {
+            continue;
+        }
+        let name = format!("{}{}", spec.name, if pack { " (packed head)" } else { "" });
         let n_vocab = model.hparams().n_vocab;
         let alone_a = logits_rows(&model, &pool, &a);
         let alone_b = logits_rows(&model, &pool, &b);
@@ -129,6 +133,44 @@ fn sequences_in_one_batch_are_independent() {
         assert_eq!(kv.seq_len(sa), Some(a.len()));
         assert_eq!(kv.seq_next_pos(sb), Some(b.len() as u32));
     }
+}
+
+/// A packed output head (`Model::pack_head`) gives the logits of the head as the file
+/// stores it, within float rounding: the packed kernels sum each block's integers
+/// exactly before scaling it, the row kernels in eight partial lanes. Checked on every
+/// tiny model whose head packs at this CPU level (a Q8_0 head, on x86); a layout mistake
+/// moves logits by whole weights, far past the bound.
+#[test]
+fn packed_head_gives_the_same_logits() {
+    let pool = ThreadPool::new(2).unwrap();
+    let tokens = tiny::test_tokens(12);
+    let mut packed = 0;
+    for spec in tiny::specs() {
+        let file = tiny_file(spec.name);
+        let plain = Model::load(&file).unwrap();
+        let mut model = Model::load(&file).unwrap();
+        if model.pack_head().unwrap() == 0 {
+            continue;
+        }
+        packed += 1;
+        let (want, got) = (
+            logits_rows(&plain, &pool, &tokens),
+            logits_rows(&model, &pool, &tokens),
+        );
+        let err = rel_max_err(&got, &want);
+        assert!(
+            err < 1e-5,
+            "{}: packed head moved logits by {err:e}",
+            spec.name
+        );
+    }
+    let expect_packing = hearth_kernels::dispatch::Kernels::get()
+        .packed_q8_0()
+        .is_some();
+    assert!(
+        !expect_packing || packed > 0,
+        "no tiny model has a head that packs"
+    );
 }
 
 /// Past one attention window (256 keys) the keys are cut into windows whose states are

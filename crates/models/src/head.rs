@@ -1,0 +1,60 @@
+//! The output head: the matrix that turns each final hidden state into logits.
+//!
+//! Every decode step multiplies it by one row per decoding sequence, and on small models
+//! it is most of the weights (Gemma 3 270M: 168M of 268M, tied to the embeddings). A Q8_0
+//! head can be packed for the CPU level's kernels ([`PackedQ8_0`]), which makes a step of
+//! several sequences cost about what reading the matrix costs; the price is a second copy
+//! of it in memory (the file's stays, for the embedding lookups a tied head shares).
+
+use hearth_kernels::dispatch::Kernels;
+use hearth_kernels::matmul::packed::{matmul_packed, PackedQ8_0};
+use hearth_kernels::matmul::{matmul, MatmulError, MatmulScratch, WeightMatrix};
+use hearth_kernels::pool::ThreadPool;
+
+use crate::error::ModelError;
+
+/// The output matrix `[n_vocab, n_embd]`, packed or as the file stores it.
+#[derive(Debug)]
+pub(crate) struct Head<'a> {
+    w: WeightMatrix<'a>,
+    packed: Option<PackedQ8_0>,
+}
+
+impl<'a> Head<'a> {
+    pub(crate) fn new(w: WeightMatrix<'a>) -> Head<'a> {
+        Head { w, packed: None }
+    }
+
+    /// Rows: the vocabulary size.
+    pub(crate) fn n_rows(&self) -> usize {
+        self.w.n_rows()
+    }
+
+    /// Packs the matrix where its format and this CPU level's kernels allow; returns the
+    /// bytes the packed copy takes (0 when it stays as it is).
+    pub(crate) fn pack(&mut self) -> Result<usize, ModelError> {
+        if self.packed.is_some() || Kernels::get().packed_q8_0().is_none() {
+            return Ok(self.packed.as_ref().map_or(0, PackedQ8_0::bytes));
+        }
+        self.packed = PackedQ8_0::pack(&self.w).map_err(|e| ModelError::Config {
+            what: "output head",
+            reason: format!("no memory for its packed copy: {e}"),
+        })?;
+        Ok(self.packed.as_ref().map_or(0, PackedQ8_0::bytes))
+    }
+
+    /// `out[t] = W · x[t]` for `n_tokens` rows of `x`.
+    pub(crate) fn matmul(
+        &self,
+        pool: &ThreadPool,
+        x: &[f32],
+        n_tokens: usize,
+        out: &mut [f32],
+        scratch: &mut MatmulScratch,
+    ) -> Result<(), MatmulError> {
+        match &self.packed {
+            Some(p) => matmul_packed(pool, p, x, n_tokens, out, scratch),
+            None => matmul(pool, &self.w, x, n_tokens, out, scratch),
+        }
+    }
+}
