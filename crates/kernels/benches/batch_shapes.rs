@@ -2,6 +2,9 @@
 //! in the shapes of Gemma 3 270M Q4_K_M and a Qwen-style Q4_K_M layer, on one thread:
 //! the time per token and row, so the cost of a wider batch reads against one token's.
 //!
+//! Q8_0 shapes are measured twice: rows as stored, and packed sixteen at a time
+//! (`matmul::packed`, as a server packs the output head).
+//!
 //! Two regimes per shape: weights streamed from DRAM (each pass walks copies spanning at
 //! least 64 MiB, as decoding does) and weights in L2 (one copy of at most 512 KiB, the
 //! kernels' compute cost alone). Figures are medians of the passes (shared machines).
@@ -30,6 +33,7 @@ fn main() {
     let shapes = [
         (Q8_0, 262_144, 640),
         (Q5_0, 2048, 640),
+        (Q8_0, 2048, 640),
         (Q4_K, 640, 1024),
         (Q6_K, 640, 2048),
         (Q4_K, 8960, 1536),

@@ -36,7 +36,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{line_bytes, MatmulError, MatmulScratch, SharedSlice, WeightMatrix, CHUNKS_PER_THREAD};
+use super::{
+    line_bytes, MatmulError, MatmulScratch, SharedSlice, WeightMatrix, CHUNKS_PER_THREAD,
+    MIN_PARALLEL_MACS,
+};
 use crate::dispatch::{Kernels, PackedDotFn};
 use crate::pool::ThreadPool;
 use crate::quant::blocks::f16_le;
@@ -61,9 +64,6 @@ const GROUPS_PER_CALL: usize = 4;
 
 /// Tokens per kernel call (the kernels take them a few at a time in registers).
 const TOKENS_PER_CALL: usize = 16;
-
-/// Below this many multiply-adds a product runs on the calling thread alone.
-const MIN_PARALLEL_MACS: usize = 1 << 15;
 
 /// A Q8_0 matrix `[n_rows, n_cols]` packed in groups of [`GROUP_ROWS`] rows (see the
 /// module documentation), owning its bytes.
