@@ -30,7 +30,7 @@
 //! on the row and the token, never on how many tokens share the call or how the rows are
 //! split among threads.
 //!
-//! The memory cost is a second copy of the matrix (the file's stays mapped), so a model
+//! The memory cost is a second copy of the matrix (the file's bytes stay loaded), so a model
 //! packs only what it multiplies by several tokens at once: the output head when several
 //! sequences decode (see the model's `pack_head`).
 
