@@ -186,6 +186,21 @@ fn packed_products_do_not_depend_on_company_or_threads() {
     }
 }
 
+/// Only Q8_0 matrices with a whole group of rows and some columns are packed.
+#[test]
+fn what_cannot_be_packed_is_left_alone() {
+    let mut rng = Rng(3);
+    let q8 = q8_rows(15, 2, false, &mut rng);
+    let w = WeightMatrix::new(TensorType::Q8_0, 15, 64, &q8).unwrap();
+    assert!(PackedQ8_0::pack(&w).unwrap().is_none(), "15 rows");
+    let w = WeightMatrix::new(TensorType::Q8_0, 32, 0, &[]).unwrap();
+    assert!(PackedQ8_0::pack(&w).unwrap().is_none(), "no columns");
+    let mut q4 = vec![0u8; 16 * 18];
+    quantize_row(TensorType::Q4_0, &rng.vec(16 * 32), &mut q4).unwrap();
+    let w = WeightMatrix::new(TensorType::Q4_0, 16, 32, &q4).unwrap();
+    assert!(PackedQ8_0::pack(&w).unwrap().is_none(), "Q4_0");
+}
+
 #[test]
 fn packing_keeps_the_matrix() {
     let pool = ThreadPool::new(2).unwrap();

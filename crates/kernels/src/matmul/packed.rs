@@ -90,10 +90,10 @@ impl std::fmt::Debug for PackedQ8_0 {
 
 impl PackedQ8_0 {
     /// Packs `w` when it is Q8_0 with at least one whole group; `None` otherwise.
-    /// Packs `w` when it is Q8_0 with at least one whole group; `Ok(None)` otherwise, an
-    /// error when the memory for it cannot be mapped.
+    /// Packs `w` when it is Q8_0 with at least one whole group and one block per row;
+    /// `Ok(None)` otherwise, an error when the memory for it cannot be mapped.
     pub fn pack(w: &WeightMatrix<'_>) -> std::io::Result<Option<PackedQ8_0>> {
-        if w.ty() != TensorType::Q8_0 || w.n_rows() < GROUP_ROWS {
+        if w.ty() != TensorType::Q8_0 || w.n_rows() < GROUP_ROWS || w.n_cols() == 0 {
             return Ok(None);
         }
         let (n_rows, n_cols, rb) = (w.n_rows(), w.n_cols(), w.row_bytes());
