@@ -5,7 +5,9 @@
 //! Then mixed steps: 3 decode tokens plus a prompt chunk of `C` tokens of another
 //! sequence, the chunk through the row path (as the scheduler runs it beside decoding
 //! streams) and through the GEMM (what that would cost), median of 9. `DECODE_ONLY=1`
-//! skips the mixed steps, so that a profiler sees the decode steps alone.
+//! skips the mixed steps, so that a profiler sees the decode steps alone; `PACK_HEAD=1`
+//! packs the output head first, as `hearth serve` does when several sequences may run
+//! (`Model::pack_head`).
 //!
 //! ```text
 //! cargo run --release -p hearth-models --example batched_decode -- MODEL.gguf [THREADS] [N_GEN] [B...]
