@@ -211,8 +211,8 @@ pub fn run(
     // Batched decode steps multiply the head by several tokens: a packed head makes them
     // cost about what one token's does. One sequence at a time gains too little for the
     // memory (the packed copy is a second head).
-    let (_, _, parallel) = plan_limits(&config, &model);
-    let packed_head_bytes = if parallel > 1 {
+    let plan = plan_limits(&config, &model);
+    let packed_head_bytes = if plan.2 > 1 {
         match model.pack_head() {
             Ok(bytes) => bytes,
             Err(e) => return ready(Err(format!("cannot load the model: {e}"))),
@@ -220,7 +220,7 @@ pub fn run(
     } else {
         0
     };
-    let mut sched = match Scheduler::new(&config, &file, &model, &tok) {
+    let mut sched = match Scheduler::new(&config, plan, &file, &model, &tok) {
         Ok(s) => s,
         Err(e) => return ready(Err(e)),
     };
@@ -244,7 +244,8 @@ fn open(config: &EngineConfig) -> Result<GgufFile, String> {
 }
 
 /// The KV pool's cells, the most tokens per sequence and the most sequences at once, as
-/// `config` asks for them or [`plan_context`] and [`default_parallel`] choose.
+/// `config` asks for them or [`plan_context`] and [`default_parallel`] choose. Made once,
+/// before anything else takes memory (the default pool is sized from what is free).
 fn plan_limits(config: &EngineConfig, model: &Model<'_>) -> (usize, usize, usize) {
     let hp = model.hparams();
     let (n_pool, n_ctx) = plan_context(
@@ -322,6 +323,7 @@ struct Scheduler<'m, 'a> {
 impl<'m, 'a> Scheduler<'m, 'a> {
     fn new(
         config: &EngineConfig,
+        (n_pool, n_ctx, parallel): (usize, usize, usize),
         file: &GgufFile,
         model: &'m Model<'a>,
         tok: &'m Tokenizer,
@@ -337,7 +339,6 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             return Err("--parallel must be at least 1".into());
         }
         let kv_bytes_per_token = config.kv_types.bytes_per_token(hp);
-        let (n_pool, n_ctx, parallel) = plan_limits(config, model);
         let md = file.metadata();
         let embedded = md
             .get_opt::<&str>("tokenizer.chat_template")
