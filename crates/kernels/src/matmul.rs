@@ -586,7 +586,7 @@ const ROWS_PER_CALL: usize = 64;
 
 /// Tokens per call of a several-tokens kernel: all of a decoding batch (fewer than
 /// `gemm::MIN_TOKENS`) in one call, so each weight byte is read from memory once.
-const TOKENS_PER_CALL: usize = 16;
+pub(crate) const TOKENS_PER_CALL: usize = 16;
 
 impl Products<'_, '_> {
     /// Rows `r0..r1` (one chunk) for every token with the several-tokens kernel.

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{
     line_bytes, MatmulError, MatmulScratch, SharedSlice, WeightMatrix, CHUNKS_PER_THREAD,
-    MIN_PARALLEL_MACS,
+    MIN_PARALLEL_MACS, TOKENS_PER_CALL,
 };
 use crate::dispatch::{Kernels, PackedDotFn};
 use crate::pool::ThreadPool;
@@ -61,9 +61,6 @@ const Q8_0_BYTES: usize = 34;
 /// Groups per kernel call: the call's outputs for [`TOKENS_PER_CALL`] tokens fit a 4 KiB
 /// buffer on the stack.
 const GROUPS_PER_CALL: usize = 4;
-
-/// Tokens per kernel call (the kernels take them a few at a time in registers).
-const TOKENS_PER_CALL: usize = 16;
 
 /// A Q8_0 matrix `[n_rows, n_cols]` packed in groups of [`GROUP_ROWS`] rows (see the
 /// module documentation), owning its bytes.
@@ -172,9 +169,8 @@ pub fn prepare_acts(q8: &[u8], out: &mut [u8]) {
 /// `out[t·n + r]` for the `n` rows of `groups` (whole groups of `nb` blocks) and the
 /// `n_tokens` prepared activation rows of `acts` (`nb` blocks each, back to back).
 pub fn dot_groups_scalar(groups: &[u8], nb: usize, acts: &[u8], n_tokens: usize, out: &mut [f32]) {
+    let n_rows = check_call(groups, nb, acts, n_tokens, out) * GROUP_ROWS;
     let group_bytes = nb * GROUP_BLOCK_BYTES;
-    let n_rows = groups.len() / group_bytes.max(1) * GROUP_ROWS;
-    check_call(groups, nb, acts, n_tokens, out);
     for t in 0..n_tokens {
         let a = &acts[t * nb * ACT_BLOCK_BYTES..][..nb * ACT_BLOCK_BYTES];
         for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
@@ -202,25 +198,33 @@ pub fn dot_groups_scalar(groups: &[u8], nb: usize, acts: &[u8], n_tokens: usize,
 }
 
 /// Checks the sizes of one [`PackedDotFn`] call, so that a kernel never reads or writes
-/// outside its slices.
+/// outside its slices, and returns its number of groups.
 ///
 /// # Panics
 /// When `groups` is not whole groups of `nb` blocks, or `acts` and `out` do not match it
 /// for `n_tokens` tokens.
-pub(crate) fn check_call(groups: &[u8], nb: usize, acts: &[u8], n_tokens: usize, out: &[f32]) {
+pub(crate) fn check_call(
+    groups: &[u8],
+    nb: usize,
+    acts: &[u8],
+    n_tokens: usize,
+    out: &[f32],
+) -> usize {
     let group_bytes = nb * GROUP_BLOCK_BYTES;
     assert!(
         group_bytes > 0 && groups.len().is_multiple_of(group_bytes),
         "{} bytes are not whole groups of {nb} blocks",
         groups.len()
     );
-    let n_rows = groups.len() / group_bytes * GROUP_ROWS;
+    let n_groups = groups.len() / group_bytes;
+    let n_rows = n_groups * GROUP_ROWS;
     assert!(
         acts.len() == n_tokens * nb * ACT_BLOCK_BYTES && out.len() == n_tokens * n_rows,
         "{} activation bytes and {} outputs for {n_tokens} tokens of {nb} blocks and {n_rows} rows",
         acts.len(),
         out.len()
     );
+    n_groups
 }
 
 /// `out[t] = p · x[t]` for `n_tokens` tokens (`x` is `[n_tokens, n_cols]`, `out`
@@ -286,8 +290,8 @@ pub fn matmul_packed_with(
     }
     let (q8, acts) = (&*q8, &*acts);
 
-    let packed_rows = p.packed_rows();
-    let n_groups = packed_rows / GROUP_ROWS;
+    let n_groups = p.packed_rows() / GROUP_ROWS;
+    let parallel = x.len().saturating_mul(n_rows) >= MIN_PARALLEL_MACS;
     let task = GroupProducts {
         p,
         kernel,
@@ -295,20 +299,20 @@ pub fn matmul_packed_with(
         n_tokens,
         out: SharedSlice::new(out),
         next_chunk: AtomicUsize::new(0),
-        chunk_groups: n_groups,
+        chunk_groups: if parallel {
+            n_groups
+                .div_ceil(pool.n_threads() * CHUNKS_PER_THREAD)
+                .max(1)
+        } else {
+            n_groups
+        },
     };
-    if x.len().saturating_mul(n_rows) >= MIN_PARALLEL_MACS {
-        let nth = pool.n_threads();
-        let task = GroupProducts {
-            chunk_groups: n_groups.div_ceil(nth * CHUNKS_PER_THREAD).max(1),
-            ..task
-        };
+    if parallel {
         pool.run(&|_, _| task.run());
-        task.finish_tail(dot, q8, q_len);
     } else {
         task.run();
-        task.finish_tail(dot, q8, q_len);
     }
+    task.finish_tail(dot, q8, q_len);
     Ok(())
 }
 

@@ -73,8 +73,7 @@ unsafe fn group<const T: usize>(
 /// The level's [`crate::dispatch::PackedDotFn`]: every group of the call against the
 /// tokens [`TOKENS`] at a time.
 pub(super) fn dot_groups(groups: &[u8], nb: usize, acts: &[u8], n_tokens: usize, out: &mut [f32]) {
-    crate::matmul::packed::check_call(groups, nb, acts, n_tokens, out);
-    let n_groups = groups.len() / (nb * GROUP_BLOCK_BYTES);
+    let n_groups = crate::matmul::packed::check_call(groups, nb, acts, n_tokens, out);
     let n_rows = n_groups * GROUP_ROWS;
     let a_stride = nb * ACT_BLOCK_BYTES;
     for gi in 0..n_groups {
