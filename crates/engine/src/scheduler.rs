@@ -150,9 +150,9 @@ pub struct ModelInfo {
     /// Where the chat template comes from: the model file's own, or a built-in one for
     /// its family (a base model's file often has none); `None`: chat prompts are refused.
     pub chat_template: Option<TemplateOrigin>,
-    /// Bytes of the output head's packed copy, made when several sequences may run at
-    /// once (see `Model::pack_head`); 0 when the head stays as the file stores it.
-    pub packed_head_bytes: usize,
+    /// Bytes of the weights' packed copies, made when several sequences may run at once
+    /// (see `Model::pack_for_batches`); 0 when everything stays as the file stores it.
+    pub packed_bytes: usize,
 }
 
 /// The pool's size and the most one sequence may hold: `ctx` (when given) is the pool;
@@ -208,12 +208,12 @@ pub fn run(
         Ok(m) => m,
         Err(e) => return ready(Err(format!("cannot load the model: {e}"))),
     };
-    // Batched decode steps multiply the head by several tokens: a packed head makes them
-    // cost about what one token's does. One sequence at a time gains too little for the
-    // memory (the packed copy is a second head).
+    // Batched decode steps multiply each matrix by several tokens: packed weights make
+    // them cost about what one token's does. One sequence at a time gains too little for
+    // the memory (the packed copies are second copies).
     let plan = plan_limits(&config, &model);
-    let packed_head_bytes = if plan.2 > 1 {
-        match model.pack_head() {
+    let packed_bytes = if plan.2 > 1 {
+        match model.pack_for_batches() {
             Ok(bytes) => bytes,
             Err(e) => return ready(Err(format!("cannot load the model: {e}"))),
         }
@@ -224,7 +224,7 @@ pub fn run(
         Ok(s) => s,
         Err(e) => return ready(Err(e)),
     };
-    sched.info.packed_head_bytes = packed_head_bytes;
+    sched.info.packed_bytes = packed_bytes;
     metrics::register_all();
     sched.publish();
     ready(Ok(sched.info.clone()));
@@ -377,7 +377,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             arch,
             n_ctx_train: hp.n_ctx_train,
             chat_template: template.as_ref().map(ChatTemplate::origin),
-            packed_head_bytes: 0,
+            packed_bytes: 0,
         };
         let tool_format = ToolFormat::detect(embedded.unwrap_or_default());
         Ok(Scheduler {

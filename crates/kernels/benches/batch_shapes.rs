@@ -2,8 +2,8 @@
 //! in the shapes of Gemma 3 270M Q4_K_M and a Qwen-style Q4_K_M layer, on one thread:
 //! the time per token and row, so the cost of a wider batch reads against one token's.
 //!
-//! Q8_0 shapes are measured twice: rows as stored, and packed sixteen at a time
-//! (`matmul::packed`, as a server packs the output head).
+//! Q8_0 and Q5_0 shapes are measured twice: rows as stored, and packed sixteen at a
+//! time (`matmul::packed`, as a server packs the output head and Q5_0 layers).
 //!
 //! Two regimes per shape: weights streamed from DRAM (each pass walks copies spanning at
 //! least 64 MiB, as decoding does) and weights in L2 (one copy of at most 512 KiB, the
@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use hearth_kernels::matmul::packed::{matmul_packed, PackedQ8_0};
+use hearth_kernels::matmul::packed::{matmul_packed, PackedMatrix};
 use hearth_kernels::matmul::{matmul, MatmulScratch, WeightMatrix};
 use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::{quantize_row, TensorType};
@@ -65,12 +65,12 @@ fn main() {
             let x = values(8 * n_cols, 99);
             let mut out = vec![0.0; 8 * rows];
             let mut scratch = MatmulScratch::new();
-            // Q8_0 also packed sixteen rows at a time (matmul::packed), as a model packs
-            // its output head for batched decoding.
-            let packed: Vec<PackedQ8_0> = data
+            // Q8_0 and Q5_0 also packed sixteen rows at a time (matmul::packed), as a
+            // model packs them for batched decoding.
+            let packed: Vec<PackedMatrix> = data
                 .chunks_exact(m_bytes)
                 .filter_map(|m| {
-                    PackedQ8_0::pack(&WeightMatrix::new(ty, rows, n_cols, m).unwrap()).unwrap()
+                    PackedMatrix::pack(&WeightMatrix::new(ty, rows, n_cols, m).unwrap()).unwrap()
                 })
                 .collect();
             for layout in ["rows", "packed"] {

@@ -12,6 +12,7 @@
 use std::sync::OnceLock;
 
 use crate::gemm::MicroKernel;
+use crate::matmul::packed::PackedFormat;
 use crate::quant::TensorType;
 
 /// Every level, lowest first (on one architecture, each supported level's kernels are at
@@ -134,9 +135,10 @@ pub type DotRowsFn = fn(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]);
 pub type DotTokensFn =
     fn(w: &[u8], row_bytes: usize, a: &[u8], a_stride: usize, n_tokens: usize, out: &mut [f32]);
 
-/// Products of packed Q8_0 rows (`crate::matmul::packed`): `out[t·n + r]` for the `n`
-/// rows of `groups` (whole groups of `nb` blocks) and the `n_tokens` prepared activation
-/// rows of `acts`, equal bit for bit to `crate::matmul::packed::dot_groups_scalar`.
+/// Products of packed rows of one format (`crate::matmul::packed`): `out[t·n + r]` for
+/// the `n` rows of `groups` (whole groups of `nb` blocks) and the `n_tokens` prepared
+/// activation rows of `acts`, equal bit for bit to the format's
+/// `crate::matmul::packed::reference`.
 pub type PackedDotFn = fn(groups: &[u8], nb: usize, acts: &[u8], n_tokens: usize, out: &mut [f32]);
 
 /// Converts f32 activations into an activation format (Q8_0, Q8_1, Q8_K) as raw bytes.
@@ -155,7 +157,7 @@ pub struct Kernels {
     gemm: Option<MicroKernel>,
     dot_rows: [Option<DotRowsFn>; N_TYPES],
     dot_tokens: [Option<DotTokensFn>; N_TYPES],
-    packed_q8_0: Option<PackedDotFn>,
+    packed: [Option<PackedDotFn>; PackedFormat::ALL.len()],
 }
 
 impl Kernels {
@@ -195,7 +197,7 @@ impl Kernels {
             gemm: MicroKernel::for_level(level),
             dot_rows: [None; N_TYPES],
             dot_tokens: [None; N_TYPES],
-            packed_q8_0: None,
+            packed: [None; PackedFormat::ALL.len()],
         };
         crate::quant::register_scalar(&mut k);
         match level {
@@ -278,16 +280,16 @@ impl Kernels {
         self.dot_tokens[ty.id() as usize] = Some(f);
     }
 
-    /// The kernel for packed Q8_0 rows, where this level has one; without one a model
-    /// keeps its Q8_0 matrices as they are stored (packing would only cost memory).
-    pub fn packed_q8_0(&self) -> Option<PackedDotFn> {
-        self.packed_q8_0
+    /// The kernel for rows packed in `format`, where this level has one; without one a
+    /// model keeps such matrices as they are stored (packing would only cost memory).
+    pub fn packed(&self, format: PackedFormat) -> Option<PackedDotFn> {
+        self.packed[format.index()]
     }
 
-    /// Installs the packed Q8_0 kernel (used by the level modules); it must give exactly
-    /// what `crate::matmul::packed::dot_groups_scalar` gives.
-    pub fn set_packed_q8_0(&mut self, f: PackedDotFn) {
-        self.packed_q8_0 = Some(f);
+    /// Installs the kernel for rows packed in `format` (used by the level modules); it
+    /// must give exactly what `crate::matmul::packed::reference(format)` gives.
+    pub fn set_packed(&mut self, format: PackedFormat, f: PackedDotFn) {
+        self.packed[format.index()] = Some(f);
     }
 
     /// Installs the quantizer for activation format `act` (used by the level modules).

@@ -99,6 +99,12 @@ pub enum MatmulError {
         n_rows: usize,
         actual: usize,
     },
+    /// A packed matrix given as the packed form of a matrix it was not made from.
+    PackedShape {
+        ty: TensorType,
+        n_rows: usize,
+        n_cols: usize,
+    },
 }
 
 impl fmt::Display for MatmulError {
@@ -147,6 +153,10 @@ impl fmt::Display for MatmulError {
                 f,
                 "output [{n_tokens}, {n_rows}] needs {} values, got {actual}",
                 *n_tokens as u128 * *n_rows as u128
+            ),
+            MatmulError::PackedShape { ty, n_rows, n_cols } => write!(
+                f,
+                "the packed matrix given for {ty} weights [{n_rows}, {n_cols}] was not made from them"
             ),
         }
     }
@@ -429,11 +439,7 @@ pub fn matmul_with(
     // Tokens `gemm_from..` go through the GEMM, the others take the row path below.
     let mut gemm_from = n_tokens;
     if let Some(micro) = kernels.gemm() {
-        let first = match scratch.gemm_tokens {
-            GemmTokens::ByCount if n_tokens >= gemm::MIN_TOKENS => 0,
-            GemmTokens::ByCount => n_tokens,
-            GemmTokens::From(k) => k.min(n_tokens),
-        };
+        let first = gemm_first(scratch.gemm_tokens, n_tokens);
         if act_ty == TensorType::F32 && gemm::float::supports(ty) && first < n_tokens {
             let (x, out) = (&x[first * n_cols..], &mut out[first * n_rows..]);
             if gemm::matmul_float(micro, pool, w, x, n_tokens - first, out, &mut scratch.gemm) {
@@ -492,6 +498,16 @@ pub fn matmul_with(
         .run();
     }
     Ok(())
+}
+
+/// The first of `n_tokens` tokens that the GEMM takes where it can (`n_tokens` for
+/// none): the rule of [`GemmTokens`].
+fn gemm_first(by: GemmTokens, n_tokens: usize) -> usize {
+    match by {
+        GemmTokens::ByCount if n_tokens >= gemm::MIN_TOKENS => 0,
+        GemmTokens::ByCount => n_tokens,
+        GemmTokens::From(k) => k.min(n_tokens),
+    }
 }
 
 /// The activation rows of one call: row `t` is `bytes[t·stride..][..len]`.

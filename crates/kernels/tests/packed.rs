@@ -1,23 +1,28 @@
-//! Q8_0 rows packed sixteen at a time (`matmul::packed`).
+//! Rows packed sixteen at a time (`matmul::packed`), in both formats that pack (Q8_0
+//! and Q5_0).
 //!
-//! 1. Every level's packed kernel equals the scalar reference (`dot_groups_scalar`) bit
+//! 1. Every level's packed kernel equals the scalar reference (`packed::reference`) bit
 //!    for bit, for every token count from 1 to 11 (whole passes of tokens and every
 //!    leftover), one to three groups, block counts from 1 to 20, on quantized values and
-//!    on random quant bytes (-128 included) under finite random scales.
+//!    on random quant bytes (Q8_0's -128 included) under finite random scales.
 //! 2. The product (`matmul_packed_with`) gives each (row, token) what a one-token call
 //!    gives it, on 1, 2 and 3 threads, bit for bit, for row counts with and without rows
-//!    past the last group (those take the level's Q8_0 dot, checked exactly too).
-//! 3. The packing keeps the matrix: the products match the weights dequantized by
+//!    past the last group (those take the level's dot for the format, checked exactly
+//!    too); several products in one dispatch give what each gives alone.
+//! 3. `matmul_rows_packed_with` sends the row path's tokens through the packed form and
+//!    the GEMM's through the matrix as stored, each exactly as the call for those tokens
+//!    alone.
+//! 4. The packing keeps the matrix: the products match the weights dequantized by
 //!    `quant::dequantize_row` times the quantized activations, in f64, within float
 //!    rounding (1e-5·Σ|w·a| + 1e-6), and the unpacked product within the same bound.
 
 use half::f16;
 use hearth_kernels::dispatch::{Kernels, Level};
 use hearth_kernels::matmul::packed::{
-    dot_groups_scalar, matmul_packed_with, prepare_acts, PackedQ8_0, ACT_BLOCK_BYTES,
-    GROUP_BLOCK_BYTES,
+    matmul_packed_many_with, matmul_packed_with, matmul_rows_packed_with, prepare_acts, reference,
+    PackedFormat, PackedMatrix, ACT_BLOCK_BYTES,
 };
-use hearth_kernels::matmul::{matmul_with, MatmulScratch, WeightMatrix};
+use hearth_kernels::matmul::{matmul_with, GemmTokens, MatmulScratch, WeightMatrix};
 use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::{dequantize_row, quantize_row, TensorType};
 
@@ -45,33 +50,42 @@ impl Rng {
     }
 }
 
-/// `n_rows` Q8_0 rows of `nb` blocks: quantized values, or (`raw`) random quant bytes
-/// under finite random scales.
-fn q8_rows(n_rows: usize, nb: usize, raw: bool, rng: &mut Rng) -> Vec<u8> {
-    let row_bytes = 34 * nb;
+/// `n_rows` rows of `nb` blocks of `format`'s type: quantized values, or (`raw`) random
+/// quant bytes under finite random scales.
+fn rows_of(format: PackedFormat, n_rows: usize, nb: usize, raw: bool, rng: &mut Rng) -> Vec<u8> {
+    let ty = format.ty();
+    let bb = ty.row_bytes(32).unwrap() as usize;
+    let row_bytes = bb * nb;
     let mut out = vec![0u8; n_rows * row_bytes];
     for row in out.chunks_exact_mut(row_bytes) {
         if raw {
             row.iter_mut().for_each(|b| *b = rng.next() as u8);
-            for block in row.chunks_exact_mut(34) {
+            for block in row.chunks_exact_mut(bb) {
                 block[..2].copy_from_slice(&f16::from_f32(rng.normal() * 0.01).to_le_bytes());
             }
         } else {
-            quantize_row(TensorType::Q8_0, &rng.vec(32 * nb), row).unwrap();
+            quantize_row(ty, &rng.vec(32 * nb), row).unwrap();
         }
     }
     out
 }
 
-/// Levels whose table has a packed kernel.
-fn packed_levels() -> Vec<(Level, Kernels)> {
+/// Levels whose table has a packed kernel for `format`.
+fn packed_levels(format: PackedFormat) -> Vec<(Level, Kernels)> {
     Level::supported()
         .into_iter()
         .filter_map(|l| Kernels::for_level(l).map(|k| (l, k)))
-        .filter(|(_, k)| k.packed_q8_0().is_some())
+        .filter(|(_, k)| k.packed(format).is_some())
         .collect()
 }
 
+/// Every level, the scalar one included (its products fall back to the reference).
+fn all_levels() -> Vec<(Level, Kernels)> {
+    Level::supported()
+        .into_iter()
+        .filter_map(|l| Kernels::for_level(l).map(|k| (l, k)))
+        .collect()
+}
 /// `n_tokens` prepared activation rows of `nb` blocks, from the level's quantizer.
 fn prepared(k: &Kernels, n_tokens: usize, nb: usize, rng: &mut Rng) -> Vec<u8> {
     let quantize = k.quantizer(TensorType::Q8_0).unwrap();
@@ -91,94 +105,218 @@ fn prepared(k: &Kernels, n_tokens: usize, nb: usize, rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn packed_kernels_equal_the_scalar_reference() {
-    let levels = packed_levels();
     let mut rng = Rng(7);
-    let mut checked = 0;
-    for (level, k) in &levels {
-        let kernel = k.packed_q8_0().unwrap();
-        for nb in [1, 2, 3, 7, 20] {
-            for n_groups in 1..=3 {
-                for raw in [false, true] {
-                    let rows = q8_rows(16 * n_groups, nb, raw, &mut rng);
-                    let w =
-                        WeightMatrix::new(TensorType::Q8_0, 16 * n_groups, 32 * nb, &rows).unwrap();
-                    let p = PackedQ8_0::pack(&w).unwrap().unwrap();
-                    assert_eq!(p.bytes(), rows.len());
-                    let groups = p.group_bytes();
-                    assert_eq!(groups.len(), n_groups * nb * GROUP_BLOCK_BYTES);
-                    for n_tokens in 1..=11 {
-                        let acts = prepared(k, n_tokens, nb, &mut rng);
-                        let n = n_tokens * 16 * n_groups;
-                        let (mut want, mut got) = (vec![0.0; n], vec![f32::NAN; n]);
-                        dot_groups_scalar(groups, nb, &acts, n_tokens, &mut want);
-                        kernel(groups, nb, &acts, n_tokens, &mut got);
-                        for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-                            assert_eq!(
-                                w.to_bits(),
-                                g.to_bits(),
-                                "{level:?}: nb {nb}, {n_groups} groups, raw {raw}, \
-                                 {n_tokens} tokens, output {i}: {w} vs {g}"
-                            );
+    for format in PackedFormat::ALL {
+        let levels = packed_levels(format);
+        let mut checked = 0;
+        for (level, k) in &levels {
+            let kernel = k.packed(format).unwrap();
+            for nb in [1, 2, 3, 7, 20] {
+                for n_groups in 1..=3 {
+                    for raw in [false, true] {
+                        let n_rows = 16 * n_groups;
+                        let rows = rows_of(format, n_rows, nb, raw, &mut rng);
+                        let w = WeightMatrix::new(format.ty(), n_rows, 32 * nb, &rows).unwrap();
+                        let p = PackedMatrix::pack(&w).unwrap().unwrap();
+                        assert_eq!(p.format(), format);
+                        // Both formats keep the file's bytes per block.
+                        assert_eq!(p.bytes(), rows.len());
+                        let groups = p.group_bytes();
+                        assert_eq!(groups.len(), n_groups * nb * format.group_block_bytes());
+                        for n_tokens in 1..=11 {
+                            let acts = prepared(k, n_tokens, nb, &mut rng);
+                            let n = n_tokens * n_rows;
+                            let (mut want, mut got) = (vec![0.0; n], vec![f32::NAN; n]);
+                            reference(format)(groups, nb, &acts, n_tokens, &mut want);
+                            kernel(groups, nb, &acts, n_tokens, &mut got);
+                            for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+                                assert_eq!(
+                                    w.to_bits(),
+                                    g.to_bits(),
+                                    "{format:?} {level:?}: nb {nb}, {n_groups} groups, raw {raw}, \
+                                     {n_tokens} tokens, output {i}: {w} vs {g}"
+                                );
+                            }
+                            checked += 1;
                         }
-                        checked += 1;
                     }
                 }
             }
         }
+        eprintln!("{format:?}: {checked} cases over {} levels", levels.len());
     }
-    eprintln!("{checked} cases over {} levels", levels.len());
 }
 
 #[test]
 fn packed_products_do_not_depend_on_company_or_threads() {
     let pools = [1, 2, 3].map(|n| ThreadPool::new(n).unwrap());
     let mut rng = Rng(11);
-    let mut levels = packed_levels();
-    // The scalar level has no packed kernel: the product falls back to the reference.
-    levels.push((Level::Scalar, Kernels::for_level(Level::Scalar).unwrap()));
-    for (level, k) in &levels {
-        for (n_rows, nb) in [(16, 2), (17, 3), (40, 20), (79, 5), (1024, 20)] {
-            let n_cols = 32 * nb;
-            let rows = q8_rows(n_rows, nb, false, &mut rng);
-            let w = WeightMatrix::new(TensorType::Q8_0, n_rows, n_cols, &rows).unwrap();
-            let p = PackedQ8_0::pack(&w).unwrap().unwrap();
-            let n_tokens = 9;
-            let x = rng.vec(n_tokens * n_cols);
-            let mut scratch = MatmulScratch::new();
-            // Each token alone, on one thread.
-            let mut alone = vec![0.0; n_tokens * n_rows];
-            for (xt, o) in x.chunks_exact(n_cols).zip(alone.chunks_exact_mut(n_rows)) {
-                matmul_packed_with(k, &pools[0], &p, xt, 1, o, &mut scratch).unwrap();
-            }
-            for pool in &pools {
-                for n in [2, 3, 4, 5, 8, 9] {
-                    let mut got = vec![f32::NAN; n * n_rows];
-                    matmul_packed_with(k, pool, &p, &x[..n * n_cols], n, &mut got, &mut scratch)
-                        .unwrap();
-                    for (i, (a, g)) in alone.iter().zip(&got).enumerate() {
+    for format in PackedFormat::ALL {
+        for (level, k) in &all_levels() {
+            for (n_rows, nb) in [(16, 2), (17, 3), (40, 20), (79, 5), (1024, 20)] {
+                let n_cols = 32 * nb;
+                let rows = rows_of(format, n_rows, nb, false, &mut rng);
+                let w = WeightMatrix::new(format.ty(), n_rows, n_cols, &rows).unwrap();
+                let p = PackedMatrix::pack(&w).unwrap().unwrap();
+                let n_tokens = 9;
+                let x = rng.vec(n_tokens * n_cols);
+                let mut scratch = MatmulScratch::new();
+                // Each token alone, on one thread.
+                let mut alone = vec![0.0; n_tokens * n_rows];
+                for (xt, o) in x.chunks_exact(n_cols).zip(alone.chunks_exact_mut(n_rows)) {
+                    matmul_packed_with(k, &pools[0], &p, xt, 1, o, &mut scratch).unwrap();
+                }
+                for pool in &pools {
+                    for n in [2, 3, 4, 5, 8, 9] {
+                        let mut got = vec![f32::NAN; n * n_rows];
+                        let x = &x[..n * n_cols];
+                        matmul_packed_with(k, pool, &p, x, n, &mut got, &mut scratch).unwrap();
+                        for (i, (a, g)) in alone.iter().zip(&got).enumerate() {
+                            assert_eq!(
+                                a.to_bits(),
+                                g.to_bits(),
+                                "{format:?} {level:?}: {n_rows}x{n_cols}, {n} tokens on {} \
+                                 threads, token {} row {}: {a} vs {g}",
+                                pool.n_threads(),
+                                i / n_rows,
+                                i % n_rows
+                            );
+                        }
+                    }
+                }
+                // Rows past the last group: the level's dot on the quantized row.
+                let dot = k.dot(format.ty()).unwrap();
+                let mut q = vec![0u8; 34 * nb];
+                for (t, xt) in x.chunks_exact(n_cols).enumerate() {
+                    k.quantizer(TensorType::Q8_0).unwrap()(xt, &mut q);
+                    for r in n_rows - n_rows % 16..n_rows {
+                        let want = dot(w.row(r), &q);
                         assert_eq!(
-                            a.to_bits(),
-                            g.to_bits(),
-                            "{level:?}: {n_rows}x{n_cols}, {n} tokens on {} threads, \
-                             token {} row {}: {a} vs {g}",
-                            pool.n_threads(),
-                            i / n_rows,
-                            i % n_rows
+                            want.to_bits(),
+                            alone[t * n_rows + r].to_bits(),
+                            "{format:?} {level:?} tail row {r}"
                         );
                     }
                 }
             }
-            // Rows past the last group: the level's Q8_0 dot on the quantized row.
-            let dot = k.dot(TensorType::Q8_0).unwrap();
-            let mut q = vec![0u8; 34 * nb];
-            for (t, xt) in x.chunks_exact(n_cols).enumerate() {
-                k.quantizer(TensorType::Q8_0).unwrap()(xt, &mut q);
-                for r in n_rows - n_rows % 16..n_rows {
-                    let want = dot(w.row(r), &q);
+        }
+    }
+}
+
+/// Q, K and V of one input in one dispatch give what each gives alone, in either
+/// format and mixed.
+#[test]
+fn several_packed_products_equal_one_each() {
+    let pool = ThreadPool::new(2).unwrap();
+    let mut rng = Rng(13);
+    for (level, k) in &all_levels() {
+        let nb = 20;
+        let shapes = [
+            (PackedFormat::Q5_0, 1024),
+            (PackedFormat::Q8_0, 264),
+            (PackedFormat::Q5_0, 256),
+        ];
+        let rows: Vec<_> = shapes
+            .iter()
+            .map(|&(f, n)| rows_of(f, n, nb, false, &mut rng))
+            .collect();
+        let ws: Vec<_> = shapes
+            .iter()
+            .zip(&rows)
+            .map(|(&(f, n), r)| WeightMatrix::new(f.ty(), n, 32 * nb, r).unwrap())
+            .collect();
+        let ps: Vec<_> = ws
+            .iter()
+            .map(|w| PackedMatrix::pack(w).unwrap().unwrap())
+            .collect();
+        for n_tokens in [1, 4, 5] {
+            let x = rng.vec(n_tokens * 32 * nb);
+            let mut scratch = MatmulScratch::new();
+            let mut alone: Vec<Vec<f32>> = Vec::new();
+            for p in &ps {
+                let mut o = vec![0.0; n_tokens * p.n_rows()];
+                matmul_packed_with(k, &pool, p, &x, n_tokens, &mut o, &mut scratch).unwrap();
+                alone.push(o);
+            }
+            let mut outs: Vec<Vec<f32>> = ps
+                .iter()
+                .map(|p| vec![f32::NAN; n_tokens * p.n_rows()])
+                .collect();
+            let [o0, o1, o2] = &mut outs[..] else {
+                unreachable!()
+            };
+            let mut list = [
+                (&ps[0], &mut o0[..]),
+                (&ps[1], &mut o1[..]),
+                (&ps[2], &mut o2[..]),
+            ];
+            matmul_packed_many_with(k, &pool, &mut list, &x, n_tokens, &mut scratch).unwrap();
+            for (i, (a, g)) in alone.iter().zip(&outs).enumerate() {
+                assert!(
+                    a.iter().zip(g).all(|(a, g)| a.to_bits() == g.to_bits()),
+                    "{level:?}: product {i} of 3, {n_tokens} tokens"
+                );
+            }
+        }
+    }
+}
+
+/// The row path's tokens take the packed form, the GEMM's the matrix as stored.
+#[test]
+fn rows_take_the_packed_form_and_the_gemm_the_stored_one() {
+    let pool = ThreadPool::new(2).unwrap();
+    let mut rng = Rng(17);
+    for format in PackedFormat::ALL {
+        for (level, k) in &all_levels() {
+            let (n_rows, nb) = (200, 8);
+            let n_cols = 32 * nb;
+            let rows = rows_of(format, n_rows, nb, false, &mut rng);
+            let w = WeightMatrix::new(format.ty(), n_rows, n_cols, &rows).unwrap();
+            let p = PackedMatrix::pack(&w).unwrap().unwrap();
+            let n_tokens = 40;
+            let x = rng.vec(n_tokens * n_cols);
+            let mut scratch = MatmulScratch::new();
+            for split in [
+                GemmTokens::From(0),
+                GemmTokens::From(3),
+                GemmTokens::From(40),
+                GemmTokens::ByCount,
+            ] {
+                scratch.gemm_tokens = split;
+                let mut got = vec![f32::NAN; n_tokens * n_rows];
+                matmul_rows_packed_with(
+                    k,
+                    &pool,
+                    &mut [(&w, &p, &mut got[..])],
+                    &x,
+                    n_tokens,
+                    &mut scratch,
+                )
+                .unwrap();
+                assert_eq!(scratch.gemm_tokens, split, "the caller's split is restored");
+                // What the unpacked product calls the GEMM's tokens (none without one).
+                let mut stored = vec![0.0; n_tokens * n_rows];
+                matmul_with(k, &pool, &w, &x, n_tokens, &mut stored, &mut scratch).unwrap();
+                let first = match split {
+                    _ if k.gemm().is_none() => n_tokens,
+                    GemmTokens::From(f) => f,
+                    GemmTokens::ByCount => 0,
+                };
+                let mut packed = vec![0.0; first * n_rows];
+                let xr = &x[..first * n_cols];
+                matmul_packed_with(k, &pool, &p, xr, first, &mut packed, &mut scratch).unwrap();
+                for (i, g) in got.iter().enumerate() {
+                    let want = if i < first * n_rows {
+                        packed[i]
+                    } else {
+                        stored[i]
+                    };
                     assert_eq!(
                         want.to_bits(),
-                        alone[t * n_rows + r].to_bits(),
-                        "{level:?} tail row {r}"
+                        g.to_bits(),
+                        "{format:?} {level:?} {split:?}: token {} row {}",
+                        i / n_rows,
+                        i % n_rows
                     );
                 }
             }
@@ -186,58 +324,81 @@ fn packed_products_do_not_depend_on_company_or_threads() {
     }
 }
 
-/// Only Q8_0 matrices with a whole group of rows and some columns are packed.
+/// Only Q8_0 and Q5_0 matrices with a whole group of rows and some columns are packed;
+/// a packed matrix given for another matrix is refused.
 #[test]
 fn what_cannot_be_packed_is_left_alone() {
     let mut rng = Rng(3);
-    let q8 = q8_rows(15, 2, false, &mut rng);
+    let q8 = rows_of(PackedFormat::Q8_0, 15, 2, false, &mut rng);
     let w = WeightMatrix::new(TensorType::Q8_0, 15, 64, &q8).unwrap();
-    assert!(PackedQ8_0::pack(&w).unwrap().is_none(), "15 rows");
-    let w = WeightMatrix::new(TensorType::Q8_0, 32, 0, &[]).unwrap();
-    assert!(PackedQ8_0::pack(&w).unwrap().is_none(), "no columns");
+    assert!(PackedMatrix::pack(&w).unwrap().is_none(), "15 rows");
+    let w = WeightMatrix::new(TensorType::Q5_0, 32, 0, &[]).unwrap();
+    assert!(PackedMatrix::pack(&w).unwrap().is_none(), "no columns");
     let mut q4 = vec![0u8; 16 * 18];
     quantize_row(TensorType::Q4_0, &rng.vec(16 * 32), &mut q4).unwrap();
     let w = WeightMatrix::new(TensorType::Q4_0, 16, 32, &q4).unwrap();
-    assert!(PackedQ8_0::pack(&w).unwrap().is_none(), "Q4_0");
+    assert!(PackedMatrix::pack(&w).unwrap().is_none(), "Q4_0");
+
+    let q5 = rows_of(PackedFormat::Q5_0, 32, 2, false, &mut rng);
+    let w5 = WeightMatrix::new(TensorType::Q5_0, 32, 64, &q5).unwrap();
+    let q8 = rows_of(PackedFormat::Q8_0, 32, 2, false, &mut rng);
+    let w8 = WeightMatrix::new(TensorType::Q8_0, 32, 64, &q8).unwrap();
+    let p8 = PackedMatrix::pack(&w8).unwrap().unwrap();
+    let pool = ThreadPool::new(1).unwrap();
+    let x = rng.vec(64);
+    let mut out = [0.0; 32];
+    let r = matmul_rows_packed_with(
+        Kernels::get(),
+        &pool,
+        &mut [(&w5, &p8, &mut out[..])],
+        &x,
+        1,
+        &mut MatmulScratch::new(),
+    );
+    assert!(r.is_err(), "a Q8_0 packing given for Q5_0 weights");
 }
 
 #[test]
 fn packing_keeps_the_matrix() {
     let pool = ThreadPool::new(2).unwrap();
     let mut rng = Rng(5);
-    for (level, k) in packed_levels() {
-        for (n_rows, nb) in [(16, 1), (35, 4), (96, 20)] {
-            let n_cols = 32 * nb;
-            let rows = q8_rows(n_rows, nb, false, &mut rng);
-            let w = WeightMatrix::new(TensorType::Q8_0, n_rows, n_cols, &rows).unwrap();
-            let p = PackedQ8_0::pack(&w).unwrap().unwrap();
-            let n_tokens = 3;
-            let x = rng.vec(n_tokens * n_cols);
-            let mut scratch = MatmulScratch::new();
-            let mut got = vec![0.0; n_tokens * n_rows];
-            matmul_packed_with(&k, &pool, &p, &x, n_tokens, &mut got, &mut scratch).unwrap();
-            let mut unpacked = vec![0.0; n_tokens * n_rows];
-            matmul_with(&k, &pool, &w, &x, n_tokens, &mut unpacked, &mut scratch).unwrap();
-            let mut q = vec![0u8; 34 * nb];
-            let (mut wf, mut af) = (vec![0.0f32; n_cols], vec![0.0f32; n_cols]);
-            for (t, xt) in x.chunks_exact(n_cols).enumerate() {
-                quantize_row(TensorType::Q8_0, xt, &mut q).unwrap();
-                dequantize_row(TensorType::Q8_0, &q, &mut af).unwrap();
-                for r in 0..n_rows {
-                    dequantize_row(TensorType::Q8_0, w.row(r), &mut wf).unwrap();
-                    let exact: f64 = wf.iter().zip(&af).map(|(&a, &b)| a as f64 * b as f64).sum();
-                    let mag: f64 = wf
-                        .iter()
-                        .zip(&af)
-                        .map(|(&a, &b)| (a as f64 * b as f64).abs())
-                        .sum();
-                    let tol = 1e-5 * mag + 1e-6;
-                    let (g, u) = (got[t * n_rows + r] as f64, unpacked[t * n_rows + r] as f64);
-                    assert!(
-                        (g - exact).abs() <= tol && (g - u).abs() <= tol,
-                        "{level:?}: {n_rows}x{n_cols} token {t} row {r}: packed {g}, \
-                         unpacked {u}, f64 {exact}"
-                    );
+    for format in PackedFormat::ALL {
+        let ty = format.ty();
+        for (level, k) in packed_levels(format) {
+            for (n_rows, nb) in [(16, 1), (35, 4), (96, 20)] {
+                let n_cols = 32 * nb;
+                let rows = rows_of(format, n_rows, nb, false, &mut rng);
+                let w = WeightMatrix::new(ty, n_rows, n_cols, &rows).unwrap();
+                let p = PackedMatrix::pack(&w).unwrap().unwrap();
+                let n_tokens = 3;
+                let x = rng.vec(n_tokens * n_cols);
+                let mut scratch = MatmulScratch::new();
+                let mut got = vec![0.0; n_tokens * n_rows];
+                matmul_packed_with(&k, &pool, &p, &x, n_tokens, &mut got, &mut scratch).unwrap();
+                let mut unpacked = vec![0.0; n_tokens * n_rows];
+                matmul_with(&k, &pool, &w, &x, n_tokens, &mut unpacked, &mut scratch).unwrap();
+                let mut q = vec![0u8; 34 * nb];
+                let (mut wf, mut af) = (vec![0.0f32; n_cols], vec![0.0f32; n_cols]);
+                for (t, xt) in x.chunks_exact(n_cols).enumerate() {
+                    quantize_row(TensorType::Q8_0, xt, &mut q).unwrap();
+                    dequantize_row(TensorType::Q8_0, &q, &mut af).unwrap();
+                    for r in 0..n_rows {
+                        dequantize_row(ty, w.row(r), &mut wf).unwrap();
+                        let exact: f64 =
+                            wf.iter().zip(&af).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        let mag: f64 = wf
+                            .iter()
+                            .zip(&af)
+                            .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                            .sum();
+                        let tol = 1e-5 * mag + 1e-6;
+                        let (g, u) = (got[t * n_rows + r] as f64, unpacked[t * n_rows + r] as f64);
+                        assert!(
+                            (g - exact).abs() <= tol && (g - u).abs() <= tol,
+                            "{format:?} {level:?}: {n_rows}x{n_cols} token {t} row {r}: \
+                             packed {g}, unpacked {u}, f64 {exact}"
+                        );
+                    }
                 }
             }
         }

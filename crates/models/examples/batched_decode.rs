@@ -5,9 +5,9 @@
 //! Then mixed steps: 3 decode tokens plus a prompt chunk of `C` tokens of another
 //! sequence, the chunk through the row path (as the scheduler runs it beside decoding
 //! streams) and through the GEMM (what that would cost), median of 9. `DECODE_ONLY=1`
-//! skips the mixed steps, so that a profiler sees the decode steps alone; `PACK_HEAD=1`
-//! packs the output head first, as `hearth serve` does when several sequences may run
-//! (`Model::pack_head`).
+//! skips the mixed steps, so that a profiler sees the decode steps alone; `PACK=1`
+//! packs the weights first, as `hearth serve` does when several sequences may run
+//! (`Model::pack_for_batches`).
 //!
 //! ```text
 //! cargo run --release -p hearth-models --example batched_decode -- MODEL.gguf [THREADS] [N_GEN] [B...]
@@ -38,8 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let file = GgufFile::open_with(path, Residency::HugePages)?;
     let mut model = Model::load(&file)?;
-    if std::env::var_os("PACK_HEAD").is_some() {
-        eprintln!("packed head: {} bytes", model.pack_head()?);
+    if std::env::var_os("PACK").is_some() {
+        eprintln!("packed: {} bytes", model.pack_for_batches()?);
     }
     let hp = model.hparams();
     let pool = ThreadPool::new(n_threads)?;

@@ -7,6 +7,7 @@
 //! is bookkeeping, plus two element-wise loops (`add`, `scale`) too simple to need a
 //! kernel.
 
+use hearth_kernels::matmul::packed::matmul_rows_packed;
 use hearth_kernels::matmul::{matmul, matvec_many, GemmTokens, MatmulScratch, WeightMatrix};
 use hearth_kernels::ops::attention::{
     flash_finish, flash_merge, keys_to_values, FlashRows, KvData, KV_TILE,
@@ -124,7 +125,10 @@ pub(crate) fn linear(
     mm: &mut MatmulScratch,
 ) -> Result<(), ModelError> {
     let n_tokens = x.len() / l.w.n_cols().max(1);
-    matmul(pool, &l.w, x, n_tokens, out, mm)?;
+    match &l.packed {
+        Some(p) => matmul_rows_packed(pool, &mut [(&l.w, p, out)], x, n_tokens, mm)?,
+        None => matmul(pool, &l.w, x, n_tokens, out, mm)?,
+    }
     if let Some(b) = &l.b {
         for o in out.chunks_exact_mut(b.len()) {
             add(o, b);
@@ -133,21 +137,70 @@ pub(crate) fn linear(
     Ok(())
 }
 
-/// [`linear`] of the same `x` through each `(l, out)` of `products`. For one token (each
-/// step of decoding) two or three products share one quantization of `x` and one
-/// dispatch of the pool (`matvec_many`), with the same results as one call each.
+/// [`linear`] of the same `x` through each `(l, out)` of `products`, with the same
+/// results as one call each. For one token (each step of decoding) two or three
+/// products share one quantization of `x` and one dispatch of the pool (`matvec_many`);
+/// packed ones do for any number of tokens (`matmul_rows_packed`).
 pub(crate) fn linear_many(
     pool: &ThreadPool,
     products: &mut [(&Linear<'_>, &mut [f32])],
     x: &[f32],
     mm: &mut MatmulScratch,
 ) -> Result<(), ModelError> {
+    let n_tokens = x.len() / products.first().map_or(1, |(l, _)| l.w.n_cols().max(1));
     // A lone prompt token (a scheduler's batch) must go through the GEMM like any other.
     let one_token = mm.gemm_tokens != GemmTokens::From(0)
         && products
             .iter()
             .all(|(l, out)| x.len() == l.w.n_cols() && out.len() == l.w.n_rows());
     match products {
+        [(
+            Linear {
+                w: wa,
+                packed: Some(pa),
+                ..
+            },
+            oa,
+        ), (
+            Linear {
+                w: wb,
+                packed: Some(pb),
+                ..
+            },
+            ob,
+        )] => {
+            let list = &mut [(wa, pa, &mut **oa), (wb, pb, &mut **ob)];
+            matmul_rows_packed(pool, list, x, n_tokens, mm)?
+        }
+        [(
+            Linear {
+                w: wa,
+                packed: Some(pa),
+                ..
+            },
+            oa,
+        ), (
+            Linear {
+                w: wb,
+                packed: Some(pb),
+                ..
+            },
+            ob,
+        ), (
+            Linear {
+                w: wc,
+                packed: Some(pc),
+                ..
+            },
+            oc,
+        )] => {
+            let list = &mut [
+                (wa, pa, &mut **oa),
+                (wb, pb, &mut **ob),
+                (wc, pc, &mut **oc),
+            ];
+            matmul_rows_packed(pool, list, x, n_tokens, mm)?
+        }
         [(a, oa), (b, ob)] if one_token => {
             matvec_many(pool, &mut [(&a.w, &mut **oa), (&b.w, &mut **ob)], x, mm)?
         }

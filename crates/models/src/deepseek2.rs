@@ -154,6 +154,22 @@ struct Layer<'a> {
 }
 
 impl<'a> Deepseek2<'a> {
+    /// Every layer's linear layers (for packing).
+    pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear<'a>> {
+        let mut out = Vec::new();
+        for l in &mut self.layers {
+            match &mut l.q {
+                Queries::Lora {
+                    attn_q_a, attn_q_b, ..
+                } => out.extend([attn_q_a, attn_q_b]),
+                Queries::Direct(q) => out.push(q),
+            }
+            out.extend([&mut l.attn_kv_a_mqa, &mut l.attn_output]);
+            out.extend(l.ffn.linears_mut());
+        }
+        out
+    }
+
     /// Loads a `deepseek2` file.
     pub(crate) fn load(
         w: &mut Weights<'a>,

@@ -94,6 +94,23 @@ struct Layer<'a> {
 }
 
 impl<'a> Gemma3<'a> {
+    /// Every layer's linear layers (for packing).
+    pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear<'a>> {
+        let mut out = Vec::new();
+        for l in &mut self.layers {
+            out.extend([
+                &mut l.attn_q,
+                &mut l.attn_k,
+                &mut l.attn_v,
+                &mut l.attn_output,
+                &mut l.ffn_gate,
+                &mut l.ffn_up,
+                &mut l.ffn_down,
+            ]);
+        }
+        out
+    }
+
     /// Loads a `gemma3` file.
     pub(crate) fn load(
         w: &mut Weights<'a>,

@@ -2,12 +2,12 @@
 //!
 //! Every decode step multiplies it by one row per decoding sequence, and on small models
 //! it is most of the weights (Gemma 3 270M: 168M of 268M, tied to the embeddings). A Q8_0
-//! head can be packed for the CPU level's kernels ([`PackedQ8_0`]), which makes a step of
+//! or Q5_0 head can be packed for the CPU level's kernels ([`PackedMatrix`]), which makes a step of
 //! several sequences cost about what reading the matrix costs; the price is a second copy
 //! of it in memory (the file's stays, for the embedding lookups a tied head shares).
 
 use hearth_kernels::dispatch::Kernels;
-use hearth_kernels::matmul::packed::{matmul_packed, PackedQ8_0};
+use hearth_kernels::matmul::packed::{matmul_packed, PackedFormat, PackedMatrix};
 use hearth_kernels::matmul::{matmul, MatmulError, MatmulScratch, WeightMatrix};
 use hearth_kernels::pool::ThreadPool;
 
@@ -17,7 +17,7 @@ use crate::error::ModelError;
 #[derive(Debug)]
 pub(crate) struct Head<'a> {
     w: WeightMatrix<'a>,
-    packed: Option<PackedQ8_0>,
+    packed: Option<PackedMatrix>,
 }
 
 impl<'a> Head<'a> {
@@ -33,14 +33,14 @@ impl<'a> Head<'a> {
     /// Packs the matrix where its format and this CPU level's kernels allow; returns the
     /// bytes the packed copy takes (0 when it stays as it is).
     pub(crate) fn pack(&mut self) -> Result<usize, ModelError> {
-        if self.packed.is_some() || Kernels::get().packed_q8_0().is_none() {
-            return Ok(self.packed.as_ref().map_or(0, PackedQ8_0::bytes));
+        let format = PackedFormat::of(self.w.ty());
+        if self.packed.is_none() && format.is_some_and(|f| Kernels::get().packed(f).is_some()) {
+            self.packed = PackedMatrix::pack(&self.w).map_err(|e| ModelError::Config {
+                what: "output head",
+                reason: format!("no memory for its packed copy: {e}"),
+            })?;
         }
-        self.packed = PackedQ8_0::pack(&self.w).map_err(|e| ModelError::Config {
-            what: "output head",
-            reason: format!("no memory for its packed copy: {e}"),
-        })?;
-        Ok(self.packed.as_ref().map_or(0, PackedQ8_0::bytes))
+        Ok(self.packed.as_ref().map_or(0, PackedMatrix::bytes))
     }
 
     /// `out[t] = W · x[t]` for `n_tokens` rows of `x`.

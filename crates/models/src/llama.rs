@@ -63,6 +63,23 @@ pub(crate) enum QkvBias {
 }
 
 impl<'a> Llama<'a> {
+    /// Every layer's linear layers (for packing).
+    pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear<'a>> {
+        let mut out = Vec::new();
+        for l in &mut self.layers {
+            out.extend([
+                &mut l.attn_q,
+                &mut l.attn_k,
+                &mut l.attn_v,
+                &mut l.attn_output,
+                &mut l.ffn_gate,
+                &mut l.ffn_up,
+                &mut l.ffn_down,
+            ]);
+        }
+        out
+    }
+
     /// Loads a `llama` file.
     pub(crate) fn load(w: &mut Weights<'a>, hp: &HParams) -> Result<Llama<'a>, ModelError> {
         Llama::load_with(w, hp, QkvBias::Optional)

@@ -1,6 +1,7 @@
 //! Loading a model by its architecture, and the forward pass over a batch.
 
 use hearth_gguf::GgufFile;
+use hearth_kernels::matmul::packed::PackedFormat;
 use hearth_kernels::matmul::GemmTokens;
 use hearth_kernels::ops::{Ops, RopeCache};
 use hearth_kernels::pool::ThreadPool;
@@ -75,22 +76,31 @@ impl<'a> Model<'a> {
         Ok(Model { hparams, net })
     }
 
-    /// The hyper-parameters.
-    /// Packs the output head for this CPU level's kernels where its format allows (a Q8_0
-    /// head, on x86 with AVX2 or AVX-512 VNNI; see `head`): a step of several sequences'
-    /// tokens then costs about what reading the head costs, and one token's a little
-    /// less. The price is a second copy of the head in memory; returns its bytes (0
-    /// when nothing was packed). Logits change in the last bits (the packed kernels sum
-    /// each block exactly before scaling it), the same for every batch.
-    pub fn pack_head(&mut self) -> Result<usize, ModelError> {
-        match &mut self.net {
-            Net::Llama(m) => m.output.pack(),
-            Net::Qwen3(m) => m.output.pack(),
-            Net::Gemma3(m) => m.output.pack(),
-            Net::Deepseek2(m) => m.output.pack(),
+    /// Packs, for this CPU level's kernels, what a step of several sequences' tokens
+    /// gains most from (`hearth_kernels::matmul::packed`): the output head when it is
+    /// Q8_0 or Q5_0, and the layers' Q5_0 matrices. Such a step then costs about what
+    /// reading them costs, and one token's a little less. Q5_0 is the format of rows
+    /// whose length K-quants cannot take (Gemma 3's 640 and 1152), and the slowest per
+    /// token as stored; Q8_0 layers stay, since their copy would be as large as the
+    /// model. The price is a second copy of what is packed (the GEMM of long prompts
+    /// still reads the file's); returns its bytes (0 when nothing was packed). Outputs
+    /// change in the last bits (the packed kernels sum each block exactly before
+    /// scaling it), the same for every batch.
+    pub fn pack_for_batches(&mut self) -> Result<usize, ModelError> {
+        let (head, linears) = match &mut self.net {
+            Net::Llama(m) => (m.output.pack()?, m.linears_mut()),
+            Net::Qwen3(m) => (m.output.pack()?, m.linears_mut()),
+            Net::Gemma3(m) => (m.output.pack()?, m.linears_mut()),
+            Net::Deepseek2(m) => (m.output.pack()?, m.linears_mut()),
+        };
+        let mut bytes = head;
+        for l in linears {
+            bytes += l.pack(&[PackedFormat::Q5_0])?;
         }
+        Ok(bytes)
     }
 
+    /// The hyper-parameters.
     pub fn hparams(&self) -> &HParams {
         &self.hparams
     }

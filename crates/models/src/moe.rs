@@ -347,16 +347,7 @@ impl<'a> Moe<'a> {
 
         // Router logits and each token's chosen experts.
         let logits = &mut s.logits[..n * r.n_expert]; // [n, n_expert]
-        blocks::linear(
-            pool,
-            &Linear {
-                w: self.gate_inp,
-                b: None,
-            },
-            x,
-            logits,
-            mm,
-        )?;
+        blocks::linear(pool, &Linear::new(self.gate_inp, None), x, logits, mm)?;
         let chosen = &mut s.chosen[..n * r.n_used]; // [n, n_used]
         for (l, c) in logits
             .chunks_exact_mut(r.n_expert)
@@ -408,7 +399,7 @@ impl<'a> Moe<'a> {
             }
             let (gm, um) = (&mut g[..m * n_ff], &mut u[..m * n_ff]);
             // In place: xs = down(silu(gate(xs)) · up(xs)), the dense network's code.
-            let lin = |w| Linear { w, b: None };
+            let lin = |w| Linear::new(w, None);
             let (gate, up, down) = (lin(ex.gate), lin(ex.up), lin(ex.down));
             let ffn = Ffn {
                 gate: &gate,
@@ -460,6 +451,17 @@ pub(crate) enum LayerFfn<'a> {
     /// `ffn_gate`, `ffn_up` (`[n_ff, n_embd]`), `ffn_down` (`[n_embd, n_ff]`).
     Dense([Linear<'a>; 3]),
     Moe(Moe<'a>),
+}
+
+impl<'a> LayerFfn<'a> {
+    /// The linear layers of a dense network or of the shared experts (for packing; the
+    /// routed experts are slices of stacked tensors).
+    pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear<'a>> {
+        match self {
+            LayerFfn::Dense(l) => l.iter_mut().collect(),
+            LayerFfn::Moe(m) => m.shared.iter_mut().flatten().collect(),
+        }
+    }
 }
 
 impl LayerFfn<'_> {

@@ -122,6 +122,22 @@ impl<'a> SelfAttention<'a> {
 }
 
 impl<'a> Qwen3<'a> {
+    /// Every layer's linear layers (for packing).
+    pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear<'a>> {
+        let mut out = Vec::new();
+        for l in &mut self.layers {
+            let a = &mut l.attn;
+            out.extend([
+                &mut a.attn_q,
+                &mut a.attn_k,
+                &mut a.attn_v,
+                &mut a.attn_output,
+            ]);
+            out.extend(l.ffn.linears_mut());
+        }
+        out
+    }
+
     /// Loads a `qwen3` or `qwen3moe` file.
     pub(crate) fn load(
         w: &mut Weights<'a>,

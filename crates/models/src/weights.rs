@@ -10,6 +10,7 @@ use std::collections::HashSet;
 
 use hearth_gguf::{GgufFile, TensorInfo, TensorType};
 use hearth_kernels::dispatch::Kernels;
+use hearth_kernels::matmul::packed::{PackedFormat, PackedMatrix};
 use hearth_kernels::matmul::WeightMatrix;
 use hearth_kernels::quant::dequantize_row;
 
@@ -17,11 +18,33 @@ use crate::error::ModelError;
 use crate::head::Head;
 
 /// A linear layer: `y = W·x (+ b)`. `W` is `[n_out, n_in]` (GGUF shape `[n_in, n_out]`).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Linear<'a> {
     pub(crate) w: WeightMatrix<'a>,
     /// `[n_out]`
     pub(crate) b: Option<Vec<f32>>,
+    /// `W` packed for the products of a few tokens, where the model packed it
+    /// ([`Linear::pack`]); every token of the row path then goes through it.
+    pub(crate) packed: Option<PackedMatrix>,
+}
+
+impl<'a> Linear<'a> {
+    pub(crate) fn new(w: WeightMatrix<'a>, b: Option<Vec<f32>>) -> Linear<'a> {
+        Linear { w, b, packed: None }
+    }
+
+    /// Packs `W` when its format is one of `formats` and this CPU level has a packed
+    /// kernel for it; returns the bytes the packed copy takes (0 when it stays as it is).
+    pub(crate) fn pack(&mut self, formats: &[PackedFormat]) -> Result<usize, ModelError> {
+        let format = PackedFormat::of(self.w.ty()).filter(|f| formats.contains(f));
+        if self.packed.is_none() && format.is_some_and(|f| Kernels::get().packed(f).is_some()) {
+            self.packed = PackedMatrix::pack(&self.w).map_err(|e| ModelError::Config {
+                what: "packed weights",
+                reason: format!("no memory for a packed copy: {e}"),
+            })?;
+        }
+        Ok(self.packed.as_ref().map_or(0, PackedMatrix::bytes))
+    }
 }
 
 /// The weights of one GGUF file, handed out by name, with every use recorded.
@@ -153,7 +176,7 @@ impl<'a> Weights<'a> {
         } else {
             self.vector_opt(&bias, n_out)?
         };
-        Ok(Linear { w, b })
+        Ok(Linear::new(w, b))
     }
 
     /// The vector `name` (`[n]`) converted to f32; `None` if absent.

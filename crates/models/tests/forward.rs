@@ -86,11 +86,11 @@ fn sequences_in_one_batch_are_independent() {
     for (spec, pack) in tiny::specs().iter().flat_map(|s| [(s, false), (s, true)]) {
         let file = tiny_file(spec.name);
         let mut model = Model::load(&file).unwrap();
-        // With a packed head too (`Model::pack_head`), where the spec's head packs.
-        if pack && model.pack_head().unwrap() == 0 {
+        // With packed weights too (`Model::pack_for_batches`), where the spec's pack.
+        if pack && model.pack_for_batches().unwrap() == 0 {
             continue;
         }
-        let name = format!("{}{}", spec.name, if pack { " (packed head)" } else { "" });
+        let name = format!("{}{}", spec.name, if pack { " (packed)" } else { "" });
         let n_vocab = model.hparams().n_vocab;
         let alone_a = logits_rows(&model, &pool, &a);
         let alone_b = logits_rows(&model, &pool, &b);
@@ -135,13 +135,13 @@ fn sequences_in_one_batch_are_independent() {
     }
 }
 
-/// A packed output head (`Model::pack_head`) gives the logits of the head as the file
-/// stores it, within float rounding: the packed kernels sum each block's integers
+/// Packed weights (`Model::pack_for_batches`) give the logits of the weights as the file
+/// stores them, within float rounding: the packed kernels sum each block's integers
 /// exactly before scaling it, the row kernels in eight partial lanes. Checked on every
-/// tiny model whose head packs at this CPU level (a Q8_0 head, on x86); a layout mistake
-/// moves logits by whole weights, far past the bound.
+/// tiny model with weights that pack at this CPU level (a Q8_0 head or Q5_0 layers, on
+/// x86); a layout mistake moves logits by whole weights, far past the bound.
 #[test]
-fn packed_head_gives_the_same_logits() {
+fn packed_weights_give_the_same_logits() {
     let pool = ThreadPool::new(2).unwrap();
     let tokens = tiny::test_tokens(12);
     let mut packed = 0;
@@ -149,7 +149,7 @@ fn packed_head_gives_the_same_logits() {
         let file = tiny_file(spec.name);
         let plain = Model::load(&file).unwrap();
         let mut model = Model::load(&file).unwrap();
-        if model.pack_head().unwrap() == 0 {
+        if model.pack_for_batches().unwrap() == 0 {
             continue;
         }
         packed += 1;
@@ -158,18 +158,19 @@ fn packed_head_gives_the_same_logits() {
             logits_rows(&model, &pool, &tokens),
         );
         let err = rel_max_err(&got, &want);
-        assert!(
-            err < 1e-5,
-            "{}: packed head moved logits by {err:e}",
-            spec.name
-        );
+        // Packed products round differently in the last bits, and where such a bit
+        // decides the rounding of an activation to Q8_0 before the next layer, the
+        // difference grows to a quant step: gemma3_q's Q5_0 layers move its logits by
+        // 1.2e-3 packed, exactly as much as the VNNI GEMM's path does. A packing
+        // mistake moves them by whole weights.
+        assert!(err < 1e-2, "{}: packing moved logits by {err:e}", spec.name);
     }
     let expect_packing = hearth_kernels::dispatch::Kernels::get()
-        .packed_q8_0()
+        .packed(hearth_kernels::matmul::packed::PackedFormat::Q8_0)
         .is_some();
     assert!(
         !expect_packing || packed > 0,
-        "no tiny model has a head that packs"
+        "no tiny model has weights that pack"
     );
 }
 

@@ -136,10 +136,10 @@ async fn serve_async(config: ServeConfig) -> anyhow::Result<()> {
                         info.parallel,
                         info.queue
                     );
-                    if info.packed_head_bytes > 0 {
+                    if info.packed_bytes > 0 {
                         eprintln!(
-                            "hearth: output head packed for batched decoding ({:.0} MiB more memory)",
-                            info.packed_head_bytes as f64 / (1 << 20) as f64
+                            "hearth: weights packed for batched decoding ({:.0} MiB more memory)",
+                            info.packed_bytes as f64 / (1 << 20) as f64
                         );
                     }
                     eprintln!("{}", web::ready_text(local, &info.id, needs_key));

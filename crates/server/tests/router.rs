@@ -43,7 +43,7 @@ fn app(loaded: bool, key: Option<&str>, script: Vec<Event>) -> (Router, mpsc::Re
             arch: "llama".into(),
             n_ctx_train: 128,
             chat_template: None,
-            packed_head_bytes: 0,
+            packed_bytes: 0,
         });
     }
     let state = Arc::new(AppState {

@@ -1,13 +1,14 @@
-//! Q8_0 weights packed sixteen rows at a time, for the products of a few tokens.
+//! Weights packed sixteen rows at a time, for the products of a few tokens.
 //!
 //! A decode step of continuous batching multiplies each matrix by one activation row per
 //! running sequence. With rows as GGUF stores them, a kernel meets one row's block at a
 //! time: its integer sum fills a vector whose lanes must then be converted, scaled and
 //! summed for that row alone, once per token. On Gemma 3 270M the Q8_0 output head
 //! (262,144 rows) then costs more at four tokens than reading it does, which held a
-//! 4-sequence step at 1.5 times a 1-sequence one.
+//! 4-sequence step at 1.5 times a 1-sequence one; its Q5_0 layers (rows of 640, which
+//! K-quants cannot take) cost twice as much at four tokens as at one.
 //!
-//! Here sixteen rows are interleaved four bytes at a time, so one 512-bit multiply-add
+//! Here sixteen rows are interleaved four weights at a time, so one 512-bit multiply-add
 //! (`vpdpbusd`) takes four weights of each of the sixteen rows against the same four
 //! activations (broadcast), and a block's conversion, scaling and accumulation serve
 //! sixteen rows in one instruction each. Per row, token and block that is about 0.7
@@ -16,31 +17,41 @@
 //!
 //! # Layout
 //! Group `g` holds rows `16g..16g + 16`; its `nb` blocks follow each other, each
-//! [`GROUP_BLOCK_BYTES`] long: the sixteen rows' f16 scales (row `l` at bytes `2l..2l+2`),
-//! then chunk `c` (`0..8`) of every row: bytes `32 + 64c + 4l ..+ 4` are quants `4c..4c+4`
-//! of row `l`'s block, as signed bytes. Rows past the last whole group stay as Q8_0 rows
-//! and take the level's ordinary dot.
+//! [`PackedFormat::group_block_bytes`] long, starting with the sixteen rows' f16 scales
+//! (row `l` at bytes `2l..2l+2`). The quants are arranged in eight chunks: chunk `c` is
+//! quants `4c..4c+4` of every row, row `l` at bytes `4l..4l+4` of the chunk's 64.
+//! - [`PackedFormat::Q8_0`]: chunk `c` at bytes `32 + 64c`, as signed bytes.
+//! - [`PackedFormat::Q5_0`] (quant `u` in `0..32`, worth `u - 16`): the low four bits of
+//!   chunks `c` and `c + 4` share the 64 bytes at `32 + 64c` (`c < 4`), chunk `c` in the
+//!   low nibbles; the 64 bytes at 288 hold the fifth bits, chunk `c`'s as bit `c` of each
+//!   byte. The block keeps Q5_0's 22 bytes per row, and a shift and a mask put any
+//!   chunk's fifth bits in place.
+//!
+//! Rows past the last whole group stay as the file stores them and take the level's
+//! ordinary dot.
 //!
 //! # Arithmetic
-//! Every level computes each (row, token) result as [`dot_groups_scalar`] does: per block,
-//! the exact integer sum of the 32 products, converted to f32 (exact: it is below 2²⁴),
-//! times `d_w · d_a` (one f32 product) added with one fused multiply-add, blocks in order.
-//! That is not the row layout's order (which sums eight partial lanes), so a packed
-//! matrix's results differ from the unpacked one's in the last bits; but they depend only
-//! on the row and the token, never on how many tokens share the call or how the rows are
-//! split among threads.
+//! Every level computes each (row, token) result as [`reference`] does: per block, the
+//! exact integer sum of the 32 products, converted to f32 (exact: it is below 2²⁴), times
+//! `d_w · d_a` (one f32 product) added with one fused multiply-add, blocks in order. That
+//! is not the row layout's order, so a packed matrix's results differ from the unpacked
+//! one's in the last bits; but they depend only on the row and the token, never on how
+//! many tokens share the call or how the rows are split among threads. So a model that
+//! packs a matrix sends every token of its row path through the packed form
+//! ([`matmul_rows_packed`]); prompts long enough for the GEMM still read the file's copy.
 //!
-//! The memory cost is a second copy of the matrix (the file's bytes stay loaded), so a model
-//! packs only what it multiplies by several tokens at once: the output head when several
-//! sequences decode (see the model's `pack_head`).
+//! The memory cost is a second copy of each packed matrix (the file's bytes stay loaded,
+//! for the GEMM and the embedding lookups), so a model packs only what several tokens at
+//! once gain most from (see the model's `pack_for_batches`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{
-    line_bytes, MatmulError, MatmulScratch, SharedSlice, WeightMatrix, CHUNKS_PER_THREAD,
-    MIN_PARALLEL_MACS, TOKENS_PER_CALL,
+    gemm_first, line_bytes, matmul_with, MatmulError, MatmulScratch, SharedSlice, WeightMatrix,
+    CHUNKS_PER_THREAD, MIN_PARALLEL_MACS, TOKENS_PER_CALL,
 };
-use crate::dispatch::{Kernels, PackedDotFn};
+use crate::dispatch::{DotFn, Kernels, PackedDotFn};
+use crate::gemm;
 use crate::pool::ThreadPool;
 use crate::quant::blocks::f16_le;
 use crate::quant::TensorType;
@@ -48,23 +59,139 @@ use crate::quant::TensorType;
 /// Rows per group.
 pub const GROUP_ROWS: usize = 16;
 
-/// Bytes of one block of a group: sixteen f16 scales and sixteen rows of 32 quants.
-pub const GROUP_BLOCK_BYTES: usize = 2 * GROUP_ROWS + 32 * GROUP_ROWS;
-
 /// Bytes of one prepared activation block: the scale as f32, `-128 · Σ q` as i32 (what
-/// the AVX-512 kernel's unsigned weights need taken off), then the 32 quants.
+/// the AVX-512 Q8_0 kernel's unsigned weights need taken off; an eighth of it is the
+/// Q5_0 offset's share), then the 32 quants.
 pub const ACT_BLOCK_BYTES: usize = 40;
 
-/// Bytes of a Q8_0 block.
+/// Bytes of a Q8_0 block (the activations' format).
 const Q8_0_BYTES: usize = 34;
 
 /// Groups per kernel call: the call's outputs for [`TOKENS_PER_CALL`] tokens fit a 4 KiB
 /// buffer on the stack.
 const GROUPS_PER_CALL: usize = 4;
 
-/// A Q8_0 matrix `[n_rows, n_cols]` packed in groups of [`GROUP_ROWS`] rows (see the
-/// module documentation), owning its bytes.
-pub struct PackedQ8_0 {
+/// The most products one dispatch of [`matmul_packed_many`] takes (Q, K and V).
+const MAX_PRODUCTS: usize = 4;
+
+/// A weight format that packs, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackedFormat {
+    Q8_0,
+    Q5_0,
+}
+
+impl PackedFormat {
+    /// Both formats, in the order of the kernel table's slots.
+    pub const ALL: [PackedFormat; 2] = [PackedFormat::Q8_0, PackedFormat::Q5_0];
+
+    /// The packed format of `ty`'s matrices, if they pack.
+    pub fn of(ty: TensorType) -> Option<PackedFormat> {
+        match ty {
+            TensorType::Q8_0 => Some(PackedFormat::Q8_0),
+            TensorType::Q5_0 => Some(PackedFormat::Q5_0),
+            _ => None,
+        }
+    }
+
+    /// The tensor type it packs.
+    pub fn ty(self) -> TensorType {
+        match self {
+            PackedFormat::Q8_0 => TensorType::Q8_0,
+            PackedFormat::Q5_0 => TensorType::Q5_0,
+        }
+    }
+
+    /// Bytes of one block of a group (sixteen rows of 32 weights).
+    pub const fn group_block_bytes(self) -> usize {
+        match self {
+            PackedFormat::Q8_0 => 2 * GROUP_ROWS + 32 * GROUP_ROWS,
+            // Scales, two chunks' nibbles per 64 bytes, one bit of each chunk per byte.
+            PackedFormat::Q5_0 => 2 * GROUP_ROWS + 16 * GROUP_ROWS + 4 * GROUP_ROWS,
+        }
+    }
+
+    /// Bytes of one block of a row as the file stores it.
+    fn row_block_bytes(self) -> usize {
+        match self {
+            PackedFormat::Q8_0 => Q8_0_BYTES,
+            PackedFormat::Q5_0 => 22,
+        }
+    }
+
+    /// The slot of the kernel table.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Writes block `b` of rows `rows` (sixteen of them, as the file stores them) in
+    /// the group layout.
+    fn pack_block(self, rows: &[&[u8]; GROUP_ROWS], b: usize, dst: &mut [u8]) {
+        let bb = self.row_block_bytes();
+        for (l, row) in rows.iter().enumerate() {
+            let src = &row[b * bb..][..bb];
+            dst[2 * l..2 * l + 2].copy_from_slice(&src[..2]);
+            match self {
+                PackedFormat::Q8_0 => {
+                    for c in 0..8 {
+                        let at = 2 * GROUP_ROWS + 64 * c + 4 * l;
+                        dst[at..at + 4].copy_from_slice(&src[2 + 4 * c..][..4]);
+                    }
+                }
+                PackedFormat::Q5_0 => {
+                    let u = q5_0_quants(src);
+                    for c in 0..4 {
+                        for j in 0..4 {
+                            let (lo, hi) = (u[4 * c + j], u[4 * (c + 4) + j]);
+                            dst[2 * GROUP_ROWS + 64 * c + 4 * l + j] = (lo & 15) | (hi & 15) << 4;
+                        }
+                    }
+                    for j in 0..4 {
+                        dst[Q5_0_HIGH + 4 * l + j] =
+                            (0..8).map(|c| (u[4 * c + j] >> 4) << c).sum::<u8>();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Row `l`'s 32 weights of one group block, as signed integers.
+    fn weights(self, blk: &[u8], l: usize) -> [i32; 32] {
+        std::array::from_fn(|k| {
+            let (c, j) = (k / 4, k % 4);
+            match self {
+                PackedFormat::Q8_0 => blk[2 * GROUP_ROWS + 64 * c + 4 * l + j] as i8 as i32,
+                PackedFormat::Q5_0 => {
+                    let nib = blk[2 * GROUP_ROWS + 64 * (c % 4) + 4 * l + j] >> (4 * (c / 4)) & 15;
+                    let high = blk[Q5_0_HIGH + 4 * l + j] >> c & 1;
+                    (nib | high << 4) as i32 - 16
+                }
+            }
+        })
+    }
+}
+
+/// Where a packed Q5_0 block's fifth bits start.
+pub const Q5_0_HIGH: usize = 2 * GROUP_ROWS + 4 * 64;
+
+/// The 32 five-bit quants of a Q5_0 block (22 bytes: f16 scale, 32 fifth bits, 16 bytes
+/// of nibbles, element `j < 16` low and `j + 16` high).
+fn q5_0_quants(block: &[u8]) -> [u8; 32] {
+    let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+    std::array::from_fn(|k| {
+        let nib = if k < 16 {
+            block[6 + k] & 15
+        } else {
+            block[6 + k - 16] >> 4
+        };
+        nib | (((qh >> k) & 1) as u8) << 4
+    })
+}
+
+/// A matrix `[n_rows, n_cols]` packed in groups of [`GROUP_ROWS`] rows (see the module
+/// documentation), owning its bytes.
+pub struct PackedMatrix {
+    format: PackedFormat,
     n_rows: usize,
     n_cols: usize,
     /// Blocks per row.
@@ -72,56 +199,61 @@ pub struct PackedQ8_0 {
     /// The whole groups, on huge pages where the OS allows (a decode step streams all of
     /// them; on small pages the TLB misses cost ~10 % of a 178 MB head's read).
     groups: memmap2::MmapMut,
-    /// Rows past the last whole group, as Q8_0 rows.
+    /// Rows past the last whole group, as the file stores them.
     tail: Vec<u8>,
 }
 
-impl std::fmt::Debug for PackedQ8_0 {
+impl std::fmt::Debug for PackedMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PackedQ8_0")
+        f.debug_struct("PackedMatrix")
+            .field("format", &self.format)
             .field("n_rows", &self.n_rows)
             .field("n_cols", &self.n_cols)
             .finish_non_exhaustive()
     }
 }
 
-impl PackedQ8_0 {
-    /// Packs `w` when it is Q8_0 with at least one whole group; `None` otherwise.
-    /// Packs `w` when it is Q8_0 with at least one whole group and one block per row;
-    /// `Ok(None)` otherwise, an error when the memory for it cannot be mapped.
-    pub fn pack(w: &WeightMatrix<'_>) -> std::io::Result<Option<PackedQ8_0>> {
-        if w.ty() != TensorType::Q8_0 || w.n_rows() < GROUP_ROWS || w.n_cols() == 0 {
+impl PackedMatrix {
+    /// Packs `w` when its format packs and it has at least one whole group and one
+    /// block per row; `Ok(None)` otherwise, an error when the memory for it cannot be
+    /// mapped.
+    pub fn pack(w: &WeightMatrix<'_>) -> std::io::Result<Option<PackedMatrix>> {
+        let Some(format) = PackedFormat::of(w.ty()) else {
+            return Ok(None);
+        };
+        if w.n_rows() < GROUP_ROWS || w.n_cols() == 0 {
             return Ok(None);
         }
         let (n_rows, n_cols, rb) = (w.n_rows(), w.n_cols(), w.row_bytes());
-        let nb = rb / Q8_0_BYTES;
+        let nb = rb / format.row_block_bytes();
         let n_groups = n_rows / GROUP_ROWS;
-        let mut groups = memmap2::MmapMut::map_anon(n_groups * nb * GROUP_BLOCK_BYTES)?;
+        let gbb = format.group_block_bytes();
+        let mut groups = memmap2::MmapMut::map_anon(n_groups * nb * gbb)?;
         #[cfg(target_os = "linux")]
         {
             // Advice only: without huge pages the products are the same, a little slower.
             let _ = groups.advise(memmap2::Advice::HugePage);
         }
-        for (g, dst) in groups.chunks_exact_mut(nb * GROUP_BLOCK_BYTES).enumerate() {
-            for (b, dst) in dst.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
-                for l in 0..GROUP_ROWS {
-                    let src = &w.row(g * GROUP_ROWS + l)[b * Q8_0_BYTES..][..Q8_0_BYTES];
-                    dst[2 * l..2 * l + 2].copy_from_slice(&src[..2]);
-                    for c in 0..8 {
-                        let at = 2 * GROUP_ROWS + 64 * c + 4 * l;
-                        dst[at..at + 4].copy_from_slice(&src[2 + 4 * c..][..4]);
-                    }
-                }
+        for (g, dst) in groups.chunks_exact_mut(nb * gbb).enumerate() {
+            let rows: [&[u8]; GROUP_ROWS] = std::array::from_fn(|l| w.row(g * GROUP_ROWS + l));
+            for (b, dst) in dst.chunks_exact_mut(gbb).enumerate() {
+                format.pack_block(&rows, b, dst);
             }
         }
         let tail = w.data()[n_groups * GROUP_ROWS * rb..].to_vec();
-        Ok(Some(PackedQ8_0 {
+        Ok(Some(PackedMatrix {
+            format,
             n_rows,
             n_cols,
             nb,
             groups,
             tail,
         }))
+    }
+
+    /// The format it is packed in.
+    pub fn format(&self) -> PackedFormat {
+        self.format
     }
 
     /// Number of rows (outputs per token).
@@ -148,6 +280,19 @@ impl PackedQ8_0 {
     fn packed_rows(&self) -> usize {
         self.n_rows - self.n_rows % GROUP_ROWS
     }
+
+    /// Groups per part of a product: all of them on the calling thread, or enough
+    /// parts for each thread of `pool` to claim [`CHUNKS_PER_THREAD`].
+    fn chunk_groups(&self, pool: &ThreadPool, parallel: bool) -> usize {
+        let n_groups = self.packed_rows() / GROUP_ROWS;
+        if parallel {
+            n_groups
+                .div_ceil(pool.n_threads() * CHUNKS_PER_THREAD)
+                .max(1)
+        } else {
+            n_groups.max(1)
+        }
+    }
 }
 
 /// Converts Q8_0 activation blocks (34 bytes each) into the prepared form the packed
@@ -165,30 +310,46 @@ pub fn prepare_acts(q8: &[u8], out: &mut [u8]) {
     }
 }
 
-/// The reference every level's packed kernel equals bit for bit ([`PackedDotFn`]):
-/// `out[t·n + r]` for the `n` rows of `groups` (whole groups of `nb` blocks) and the
-/// `n_tokens` prepared activation rows of `acts` (`nb` blocks each, back to back).
-pub fn dot_groups_scalar(groups: &[u8], nb: usize, acts: &[u8], n_tokens: usize, out: &mut [f32]) {
-    let n_rows = check_call(groups, nb, acts, n_tokens, out) * GROUP_ROWS;
-    let group_bytes = nb * GROUP_BLOCK_BYTES;
+/// The reference every level's packed kernel for `format` equals bit for bit
+/// ([`PackedDotFn`]).
+pub fn reference(format: PackedFormat) -> PackedDotFn {
+    match format {
+        PackedFormat::Q8_0 => {
+            |g, nb, a, n, out| dot_groups_scalar(PackedFormat::Q8_0, g, nb, a, n, out)
+        }
+        PackedFormat::Q5_0 => {
+            |g, nb, a, n, out| dot_groups_scalar(PackedFormat::Q5_0, g, nb, a, n, out)
+        }
+    }
+}
+
+/// `out[t·n + r]` for the `n` rows of `groups` (whole groups of `nb` blocks of
+/// `format`) and the `n_tokens` prepared activation rows of `acts` (`nb` blocks each,
+/// back to back), with plain integer and float arithmetic.
+fn dot_groups_scalar(
+    format: PackedFormat,
+    groups: &[u8],
+    nb: usize,
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let n_rows = check_call(format, groups, nb, acts, n_tokens, out) * GROUP_ROWS;
+    let gbb = format.group_block_bytes();
     for t in 0..n_tokens {
         let a = &acts[t * nb * ACT_BLOCK_BYTES..][..nb * ACT_BLOCK_BYTES];
-        for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
+        for (g, group) in groups.chunks_exact(nb * gbb).enumerate() {
             for l in 0..GROUP_ROWS {
                 let mut acc = 0.0f32;
-                for (blk, ab) in group
-                    .chunks_exact(GROUP_BLOCK_BYTES)
-                    .zip(a.chunks_exact(ACT_BLOCK_BYTES))
-                {
+                for (blk, ab) in group.chunks_exact(gbb).zip(a.chunks_exact(ACT_BLOCK_BYTES)) {
                     let dw = f16_le([blk[2 * l], blk[2 * l + 1]]);
                     let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
-                    let mut sum = 0i32;
-                    for c in 0..8 {
-                        for j in 0..4 {
-                            let w = blk[2 * GROUP_ROWS + 64 * c + 4 * l + j] as i8;
-                            sum += w as i32 * ab[8 + 4 * c + j] as i8 as i32;
-                        }
-                    }
+                    let sum: i32 = format
+                        .weights(blk, l)
+                        .iter()
+                        .zip(&ab[8..])
+                        .map(|(&w, &q)| w * q as i8 as i32)
+                        .sum();
                     acc = (sum as f32).mul_add(dw * da, acc);
                 }
                 out[t * n_rows + g * GROUP_ROWS + l] = acc;
@@ -204,16 +365,17 @@ pub fn dot_groups_scalar(groups: &[u8], nb: usize, acts: &[u8], n_tokens: usize,
 /// When `groups` is not whole groups of `nb` blocks, or `acts` and `out` do not match it
 /// for `n_tokens` tokens.
 pub(crate) fn check_call(
+    format: PackedFormat,
     groups: &[u8],
     nb: usize,
     acts: &[u8],
     n_tokens: usize,
     out: &[f32],
 ) -> usize {
-    let group_bytes = nb * GROUP_BLOCK_BYTES;
+    let group_bytes = nb * format.group_block_bytes();
     assert!(
         group_bytes > 0 && groups.len().is_multiple_of(group_bytes),
-        "{} bytes are not whole groups of {nb} blocks",
+        "{} bytes are not whole groups of {nb} {format:?} blocks",
         groups.len()
     );
     let n_groups = groups.len() / group_bytes;
@@ -228,57 +390,98 @@ pub(crate) fn check_call(
 }
 
 /// `out[t] = p · x[t]` for `n_tokens` tokens (`x` is `[n_tokens, n_cols]`, `out`
-/// `[n_tokens, n_rows]`), with the kernels of [`Kernels::get`]. See [`matmul_packed_with`].
+/// `[n_tokens, n_rows]`), every token through the packed form, with the kernels of
+/// [`Kernels::get`]. See [`matmul_packed_many_with`].
 pub fn matmul_packed(
     pool: &ThreadPool,
-    p: &PackedQ8_0,
+    p: &PackedMatrix,
     x: &[f32],
     n_tokens: usize,
     out: &mut [f32],
     scratch: &mut MatmulScratch,
 ) -> Result<(), MatmulError> {
-    matmul_packed_with(Kernels::get(), pool, p, x, n_tokens, out, scratch)
+    matmul_packed_many_with(Kernels::get(), pool, &mut [(p, out)], x, n_tokens, scratch)
 }
 
-/// As [`matmul_packed`], with an explicit kernel table: the level's packed kernel for the
-/// whole groups (the scalar reference where the level has none), its Q8_0 dot for the
-/// rows after them. The activations are quantized by the level's Q8_0 quantizer, as the
-/// unpacked product does. Shapes are checked before anything is computed.
+/// As [`matmul_packed`], with an explicit kernel table.
 pub fn matmul_packed_with(
     kernels: &Kernels,
     pool: &ThreadPool,
-    p: &PackedQ8_0,
+    p: &PackedMatrix,
     x: &[f32],
     n_tokens: usize,
     out: &mut [f32],
     scratch: &mut MatmulScratch,
 ) -> Result<(), MatmulError> {
-    let (n_rows, n_cols, nb) = (p.n_rows, p.n_cols, p.nb);
-    let ty = TensorType::Q8_0;
-    if n_tokens.checked_mul(n_cols) != Some(x.len()) {
-        return Err(MatmulError::Activations {
-            n_tokens,
-            n_cols,
-            actual: x.len(),
-        });
-    }
-    if n_tokens.checked_mul(n_rows) != Some(out.len()) {
-        return Err(MatmulError::Output {
-            n_tokens,
-            n_rows,
-            actual: out.len(),
-        });
-    }
-    let dot = kernels.dot(ty).ok_or(MatmulError::NotComputable(ty))?;
-    let quantize = kernels
-        .quantizer(ty)
-        .ok_or(MatmulError::NoQuantizer { ty, activation: ty })?;
-    if out.is_empty() {
+    matmul_packed_many_with(kernels, pool, &mut [(p, out)], x, n_tokens, scratch)
+}
+
+/// [`matmul_packed`] of the same `x` through each `(p, out)` of `products`, in one
+/// dispatch of the pool. See [`matmul_packed_many_with`].
+pub fn matmul_packed_many(
+    pool: &ThreadPool,
+    products: &mut [(&PackedMatrix, &mut [f32])],
+    x: &[f32],
+    n_tokens: usize,
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    matmul_packed_many_with(Kernels::get(), pool, products, x, n_tokens, scratch)
+}
+
+/// As [`matmul_packed_many`], with an explicit kernel table: each format's packed kernel
+/// for the whole groups (the [`reference`] where the level has none), the level's dot
+/// for the rows after them. The activations are quantized once, by the level's Q8_0
+/// quantizer (as the unpacked products quantize them), and the groups of all the
+/// products are dealt from one counter, so a thread done with Q's goes on with K's.
+/// Every product's shapes are checked before anything is computed; a mismatch is an
+/// error, not a panic.
+pub fn matmul_packed_many_with(
+    kernels: &Kernels,
+    pool: &ThreadPool,
+    products: &mut [(&PackedMatrix, &mut [f32])],
+    x: &[f32],
+    n_tokens: usize,
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    if products.len() > MAX_PRODUCTS {
+        for (p, out) in products.iter_mut() {
+            matmul_packed_many_with(kernels, pool, &mut [(p, out)], x, n_tokens, scratch)?;
+        }
         return Ok(());
     }
-    let kernel = kernels.packed_q8_0().unwrap_or(dot_groups_scalar);
+    let Some(n_cols) = products.first().map(|(p, _)| p.n_cols) else {
+        return Ok(());
+    };
+    let act = TensorType::Q8_0;
+    let mut dots: [Option<DotFn>; MAX_PRODUCTS] = [None; MAX_PRODUCTS];
+    for ((p, out), dot) in products.iter().zip(&mut dots) {
+        if n_tokens.checked_mul(p.n_cols) != Some(x.len()) {
+            return Err(MatmulError::Activations {
+                n_tokens,
+                n_cols: p.n_cols,
+                actual: x.len(),
+            });
+        }
+        if n_tokens.checked_mul(p.n_rows) != Some(out.len()) {
+            return Err(MatmulError::Output {
+                n_tokens,
+                n_rows: p.n_rows,
+                actual: out.len(),
+            });
+        }
+        let ty = p.format.ty();
+        *dot = Some(kernels.dot(ty).ok_or(MatmulError::NotComputable(ty))?);
+    }
+    let quantize = kernels.quantizer(act).ok_or(MatmulError::NoQuantizer {
+        ty: products[0].0.format.ty(),
+        activation: act,
+    })?;
+    if x.is_empty() {
+        return Ok(());
+    }
 
-    // Q8_0 rows (for the tail's dot), then the prepared rows, one scratch buffer.
+    // Q8_0 rows (for the tails' dot), then the prepared rows, one scratch buffer.
+    let nb = n_cols / 32;
     let q_len = nb * Q8_0_BYTES;
     let a_len = nb * ACT_BLOCK_BYTES;
     let buf = line_bytes(&mut scratch.lines, n_tokens * (q_len + a_len));
@@ -290,94 +493,240 @@ pub fn matmul_packed_with(
     }
     let (q8, acts) = (&*q8, &*acts);
 
-    let n_groups = p.packed_rows() / GROUP_ROWS;
-    let parallel = x.len().saturating_mul(n_rows) >= MIN_PARALLEL_MACS;
+    let total_rows: usize = products.iter().map(|(p, _)| p.n_rows).sum();
+    let parallel = n_tokens.saturating_mul(n_cols).saturating_mul(total_rows) >= MIN_PARALLEL_MACS;
+    let mut parts: [Option<Part<'_>>; MAX_PRODUCTS] = Default::default();
+    let mut first_chunk = 0;
+    for ((p, out), part) in products.iter_mut().zip(&mut parts) {
+        let chunk_groups = p.chunk_groups(pool, parallel);
+        let n_chunks = (p.packed_rows() / GROUP_ROWS).div_ceil(chunk_groups);
+        *part = Some(Part {
+            p,
+            kernel: kernels.packed(p.format).unwrap_or(reference(p.format)),
+            out: SharedSlice::new(out),
+            chunk_groups,
+            first_chunk,
+            n_chunks,
+        });
+        first_chunk += n_chunks;
+    }
     let task = GroupProducts {
-        p,
-        kernel,
+        parts,
         acts,
         n_tokens,
-        out: SharedSlice::new(out),
         next_chunk: AtomicUsize::new(0),
-        chunk_groups: if parallel {
-            n_groups
-                .div_ceil(pool.n_threads() * CHUNKS_PER_THREAD)
-                .max(1)
-        } else {
-            n_groups
-        },
     };
     if parallel {
         pool.run(&|_, _| task.run());
     } else {
         task.run();
     }
-    task.finish_tail(dot, q8, q_len);
+    for (part, dot) in task.parts.iter().zip(dots) {
+        if let (Some(part), Some(dot)) = (part, dot) {
+            part.finish_tail(dot, q8, q_len, n_tokens);
+        }
+    }
     Ok(())
 }
 
-/// The packed groups of one call, claimed chunk by chunk by whichever threads run
+/// [`matmul_with`] for `w`, of which `p` is the packed form: the tokens the row path
+/// would take (decoding sequences; see `GemmTokens`) go through `p`, the rest through
+/// the GEMM on `w`. So every token of the row path gets the packed result, whoever
+/// shares its batch. `products` is one or more `(w, p, out)` of the same `x`; where
+/// all of them split `x` at the same token, their packed parts go in one dispatch.
+pub fn matmul_rows_packed(
+    pool: &ThreadPool,
+    products: &mut [(&WeightMatrix<'_>, &PackedMatrix, &mut [f32])],
+    x: &[f32],
+    n_tokens: usize,
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    matmul_rows_packed_with(Kernels::get(), pool, products, x, n_tokens, scratch)
+}
+
+/// As [`matmul_rows_packed`], with an explicit kernel table.
+pub fn matmul_rows_packed_with(
+    kernels: &Kernels,
+    pool: &ThreadPool,
+    products: &mut [(&WeightMatrix<'_>, &PackedMatrix, &mut [f32])],
+    x: &[f32],
+    n_tokens: usize,
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    for (w, p, out) in products.iter() {
+        if PackedFormat::of(w.ty()) != Some(p.format)
+            || (w.n_rows(), w.n_cols()) != (p.n_rows, p.n_cols)
+        {
+            return Err(MatmulError::PackedShape {
+                ty: w.ty(),
+                n_rows: w.n_rows(),
+                n_cols: w.n_cols(),
+            });
+        }
+        if n_tokens.checked_mul(p.n_cols) != Some(x.len()) {
+            return Err(MatmulError::Activations {
+                n_tokens,
+                n_cols: p.n_cols,
+                actual: x.len(),
+            });
+        }
+        if n_tokens.checked_mul(p.n_rows) != Some(out.len()) {
+            return Err(MatmulError::Output {
+                n_tokens,
+                n_rows: p.n_rows,
+                actual: out.len(),
+            });
+        }
+    }
+    // Where each product's GEMM tokens start: the same rule as `matmul_with`'s.
+    let row_tokens = |ty: TensorType| {
+        if kernels.gemm().is_some() && gemm::supports(ty) {
+            gemm_first(scratch.gemm_tokens, n_tokens)
+        } else {
+            n_tokens
+        }
+    };
+    let k = row_tokens(
+        products
+            .first()
+            .map_or(TensorType::Q8_0, |(w, _, _)| w.ty()),
+    );
+    if products.iter().any(|(w, _, _)| row_tokens(w.ty()) != k) {
+        for (w, p, out) in products.iter_mut() {
+            matmul_rows_packed_with(kernels, pool, &mut [(w, p, out)], x, n_tokens, scratch)?;
+        }
+        return Ok(());
+    }
+    let n_cols = products.first().map_or(0, |(_, p, _)| p.n_cols);
+    if k < n_tokens {
+        let by_token = scratch.gemm_tokens;
+        scratch.gemm_tokens = super::GemmTokens::From(0);
+        let mut r = Ok(());
+        for (w, _, out) in products.iter_mut() {
+            let out = &mut out[k * w.n_rows()..];
+            r = matmul_with(
+                kernels,
+                pool,
+                w,
+                &x[k * n_cols..],
+                n_tokens - k,
+                out,
+                scratch,
+            );
+            if r.is_err() {
+                break;
+            }
+        }
+        scratch.gemm_tokens = by_token;
+        r?;
+    }
+    let x = &x[..k * n_cols];
+    let rows = |p: &PackedMatrix| ..k * p.n_rows;
+    match products {
+        [(_, a, oa)] => {
+            let oa = &mut oa[rows(a)];
+            matmul_packed_many_with(kernels, pool, &mut [(a, oa)], x, k, scratch)
+        }
+        [(_, a, oa), (_, b, ob)] => {
+            let (oa, ob) = (&mut oa[rows(a)], &mut ob[rows(b)]);
+            matmul_packed_many_with(kernels, pool, &mut [(a, oa), (b, ob)], x, k, scratch)
+        }
+        [(_, a, oa), (_, b, ob), (_, c, oc)] => {
+            let (oa, ob, oc) = (&mut oa[rows(a)], &mut ob[rows(b)], &mut oc[rows(c)]);
+            let list = &mut [(*a, oa), (*b, ob), (*c, oc)];
+            matmul_packed_many_with(kernels, pool, list, x, k, scratch)
+        }
+        _ => {
+            for (_, p, out) in products.iter_mut() {
+                let out = &mut out[rows(p)];
+                matmul_packed_many_with(kernels, pool, &mut [(p, out)], x, k, scratch)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One product of a [`GroupProducts`] dispatch: chunks `first_chunk..+n_chunks` of the
+/// shared counter are its groups, `chunk_groups` at a time.
+struct Part<'a> {
+    p: &'a PackedMatrix,
+    kernel: PackedDotFn,
+    /// `[n_tokens, n_rows]`
+    out: SharedSlice<'a, f32>,
+    chunk_groups: usize,
+    first_chunk: usize,
+    n_chunks: usize,
+}
+
+/// The packed groups of one dispatch, claimed chunk by chunk by whichever threads run
 /// [`GroupProducts::run`].
 struct GroupProducts<'a> {
-    p: &'a PackedQ8_0,
-    kernel: PackedDotFn,
+    parts: [Option<Part<'a>>; MAX_PRODUCTS],
     /// The prepared activation rows, back to back.
     acts: &'a [u8],
     n_tokens: usize,
-    /// `[n_tokens, n_rows]`
-    out: SharedSlice<'a, f32>,
     next_chunk: AtomicUsize,
-    chunk_groups: usize,
 }
 
 impl GroupProducts<'_> {
-    /// Claims chunks of groups until none is left; each goes to the kernel
+    /// Claims chunks until none is left; each goes to its product's kernel
     /// [`GROUPS_PER_CALL`] groups and [`TOKENS_PER_CALL`] tokens at a time, through a
     /// local buffer (the call's outputs are `[tokens, rows]` for its own rows only).
     fn run(&self) {
-        let p = self.p;
-        let (nb, n_rows) = (p.nb, p.n_rows);
-        let group_bytes = nb * GROUP_BLOCK_BYTES;
-        let a_len = nb * ACT_BLOCK_BYTES;
-        let n_groups = p.packed_rows() / GROUP_ROWS;
         let mut buf = [0.0f32; GROUPS_PER_CALL * GROUP_ROWS * TOKENS_PER_CALL];
         loop {
             // Relaxed: the counter only hands out chunk numbers; the data every thread
             // reads was published by the pool's dispatch.
             let chunk = self.next_chunk.fetch_add(1, Ordering::Relaxed);
-            let g0 = chunk.saturating_mul(self.chunk_groups);
-            if g0 >= n_groups {
+            let Some(part) = self
+                .parts
+                .iter()
+                .flatten()
+                .find(|p| (p.first_chunk..p.first_chunk + p.n_chunks).contains(&chunk))
+            else {
                 return;
-            }
-            let g1 = (g0 + self.chunk_groups).min(n_groups);
-            for s0 in (g0..g1).step_by(GROUPS_PER_CALL) {
-                let s1 = (s0 + GROUPS_PER_CALL).min(g1);
-                let rows = (s1 - s0) * GROUP_ROWS;
-                let groups = &p.groups[s0 * group_bytes..s1 * group_bytes];
-                for t0 in (0..self.n_tokens).step_by(TOKENS_PER_CALL) {
-                    let nt = TOKENS_PER_CALL.min(self.n_tokens - t0);
-                    let o = &mut buf[..nt * rows];
-                    (self.kernel)(groups, nb, &self.acts[t0 * a_len..][..nt * a_len], nt, o);
-                    for (t, o) in o.chunks_exact(rows).enumerate() {
-                        // SAFETY: groups g0..g1 belong to this chunk, which the counter
-                        // hands to exactly one thread, so out[t, 16·s0..16·s1] is written
-                        // by nobody else; the tail rows are written after the pool ends.
-                        let dst =
-                            unsafe { self.out.piece((t0 + t) * n_rows + s0 * GROUP_ROWS, rows) };
-                        dst.copy_from_slice(o);
-                    }
+            };
+            part.run_chunk(chunk - part.first_chunk, self.acts, self.n_tokens, &mut buf);
+        }
+    }
+}
+
+impl Part<'_> {
+    /// The groups of chunk `chunk` against every token.
+    fn run_chunk(&self, chunk: usize, acts: &[u8], n_tokens: usize, buf: &mut [f32]) {
+        let p = self.p;
+        let (nb, n_rows) = (p.nb, p.n_rows);
+        let group_bytes = nb * p.format.group_block_bytes();
+        let a_len = nb * ACT_BLOCK_BYTES;
+        let n_groups = p.packed_rows() / GROUP_ROWS;
+        let g0 = chunk * self.chunk_groups;
+        let g1 = (g0 + self.chunk_groups).min(n_groups);
+        for s0 in (g0..g1).step_by(GROUPS_PER_CALL) {
+            let s1 = (s0 + GROUPS_PER_CALL).min(g1);
+            let rows = (s1 - s0) * GROUP_ROWS;
+            let groups = &p.groups[s0 * group_bytes..s1 * group_bytes];
+            for t0 in (0..n_tokens).step_by(TOKENS_PER_CALL) {
+                let nt = TOKENS_PER_CALL.min(n_tokens - t0);
+                let o = &mut buf[..nt * rows];
+                (self.kernel)(groups, nb, &acts[t0 * a_len..][..nt * a_len], nt, o);
+                for (t, o) in o.chunks_exact(rows).enumerate() {
+                    // SAFETY: groups g0..g1 belong to this chunk, which the counter hands
+                    // to exactly one thread, so out[t, 16·s0..16·s1] is written by nobody
+                    // else; the tail rows are written after the pool ends.
+                    let dst = unsafe { self.out.piece((t0 + t) * n_rows + s0 * GROUP_ROWS, rows) };
+                    dst.copy_from_slice(o);
                 }
             }
         }
     }
 
-    /// The rows after the last whole group, with the level's Q8_0 dot on the Q8_0
-    /// activation rows (`q_len` bytes each in `q8`).
-    fn finish_tail(&self, dot: crate::dispatch::DotFn, q8: &[u8], q_len: usize) {
+    /// The rows after the last whole group, with the level's dot for the format on the
+    /// Q8_0 activation rows (`q_len` bytes each in `q8`).
+    fn finish_tail(&self, dot: DotFn, q8: &[u8], q_len: usize, n_tokens: usize) {
         let p = self.p;
-        let rb = p.nb * Q8_0_BYTES;
+        let rb = p.nb * p.format.row_block_bytes();
         let r0 = p.packed_rows();
-        for t in 0..self.n_tokens {
+        for t in 0..n_tokens {
             let a = &q8[t * q_len..][..q_len];
             // SAFETY: the pool's parts are done; this is the only live piece.
             let o = unsafe { self.out.piece(t * p.n_rows + r0, p.n_rows - r0) };

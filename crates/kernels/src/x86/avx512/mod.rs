@@ -11,6 +11,7 @@ mod q6k;
 
 use super::block_count;
 use crate::dispatch::Kernels;
+use crate::matmul::packed::PackedFormat;
 use crate::quant::TensorType;
 
 /// Defines a safe [`crate::dispatch::DotFn`] around an AVX-512 kernel taking
@@ -199,7 +200,8 @@ pub(super) fn register(k: &mut Kernels, vnni: bool) {
     k.set_dot(BF16, dot_bf16);
     // The 32-element formats gain only from VNNI; without it their AVX2 kernels stay.
     if vnni {
-        k.set_packed_q8_0(packed::dot_groups);
+        k.set_packed(PackedFormat::Q8_0, packed::dot_groups_q8_0);
+        k.set_packed(PackedFormat::Q5_0, packed::dot_groups_q5_0);
         k.set_dot(Q4_0, dot_q4_0_vnni);
         k.set_dot(Q5_0, dot_q5_0_vnni);
         k.set_dot(Q8_0, dot_q8_0_vnni);

@@ -1,34 +1,126 @@
-//! Packed Q8_0 rows (`crate::matmul::packed`) with AVX512-VNNI.
+//! Packed rows (`crate::matmul::packed`) with AVX512-VNNI.
 //!
 //! A 512-bit register holds one chunk of a group: four quants of each of its sixteen
-//! rows. The weights become unsigned for `vpdpbusd` by flipping their top bit (`q + 128`,
-//! once per block for every token), and each token's four activations of that chunk are a
-//! broadcast memory operand; the `128 · Σ a` this adds is taken off by starting the sum at
-//! the prepared `-128 · Σ a`. So a block costs, per token, eight `vpdpbusd`, one
-//! conversion, one scale product and one FMA for all sixteen rows.
+//! rows. `vpdpbusd` multiplies unsigned weights by signed activations, and each token's
+//! four activations of a chunk are a broadcast memory operand.
+//! - Q8_0: the weights become unsigned by flipping their top bit (`q + 128`, once per
+//!   block for every token); the `128 · Σ a` this adds is taken off by starting the sum
+//!   at the prepared `-128 · Σ a`.
+//! - Q5_0: the quants are unsigned already (`u`, worth `u - 16`); a chunk is a nibble
+//!   and its fifth bits put together (a shift, a mask and one ternary-logic op, once per
+//!   block for every token), and the sum starts at `-16 · Σ a`, an eighth of the
+//!   prepared value.
+//!
+//! So a block costs, per token, eight `vpdpbusd`, one conversion, one scale product and
+//! one FMA for all sixteen rows.
 
 use std::arch::x86_64::*;
 
-use crate::matmul::packed::{ACT_BLOCK_BYTES, GROUP_BLOCK_BYTES, GROUP_ROWS};
+use crate::matmul::packed::{check_call, PackedFormat, ACT_BLOCK_BYTES, GROUP_ROWS, Q5_0_HIGH};
 
 /// Tokens per pass: their accumulators and the block's eight weight vectors stay in
 /// registers.
 const TOKENS: usize = 8;
 
-/// How far ahead of the block being multiplied its group's bytes are prefetched.
-/// Eight blocks (4 KiB): sixteen was no better at four tokens on one thread.
-const PREFETCH_BYTES: usize = 8 * GROUP_BLOCK_BYTES;
+/// How many blocks ahead of the block being multiplied its group's bytes are
+/// prefetched: eight Q8_0 blocks (4 KiB); sixteen were no better at four tokens on one
+/// thread.
+const PREFETCH_BLOCKS: usize = 8;
+
+/// A block's eight chunks of weights, as unsigned bytes, and what each token's sum
+/// starts at given its prepared `-128 · Σ a`.
+trait Format {
+    const FORMAT: PackedFormat;
+    const BLOCK_BYTES: usize = Self::FORMAT.group_block_bytes();
+
+    /// # Safety
+    /// As [`group`]; `blk` is one group block.
+    unsafe fn chunks(blk: *const u8) -> [__m512i; 8];
+
+    /// # Safety
+    /// As [`group`].
+    unsafe fn start(prepared: i32) -> __m512i;
+}
+
+struct Q8_0;
+
+impl Format for Q8_0 {
+    const FORMAT: PackedFormat = PackedFormat::Q8_0;
+
+    #[inline(always)]
+    unsafe fn chunks(blk: *const u8) -> [__m512i; 8] {
+        let flip = _mm512_set1_epi8(-128);
+        let mut w = [_mm512_setzero_si512(); 8];
+        for (c, w) in w.iter_mut().enumerate() {
+            let q = _mm512_loadu_si512(blk.add(2 * GROUP_ROWS + 64 * c) as *const _);
+            *w = _mm512_xor_si512(q, flip);
+        }
+        w
+    }
+
+    #[inline(always)]
+    unsafe fn start(prepared: i32) -> __m512i {
+        _mm512_set1_epi32(prepared)
+    }
+}
+
+struct Q5_0;
+
+/// Bit `c` of each byte of `h` moved to bit 4, the other bits cleared. The shifts are
+/// on 16-bit lanes: what crosses into the other byte lands below or above bit 4 and is
+/// masked off.
+#[inline(always)]
+unsafe fn fifth_bit(h: __m512i, c: usize) -> __m512i {
+    let bit = _mm512_set1_epi8(0x10);
+    let moved = match c {
+        0 => _mm512_slli_epi16::<4>(h),
+        1 => _mm512_slli_epi16::<3>(h),
+        2 => _mm512_slli_epi16::<2>(h),
+        3 => _mm512_slli_epi16::<1>(h),
+        4 => h,
+        5 => _mm512_srli_epi16::<1>(h),
+        6 => _mm512_srli_epi16::<2>(h),
+        _ => _mm512_srli_epi16::<3>(h),
+    };
+    _mm512_and_si512(moved, bit)
+}
+
+impl Format for Q5_0 {
+    const FORMAT: PackedFormat = PackedFormat::Q5_0;
+
+    #[inline(always)]
+    unsafe fn chunks(blk: *const u8) -> [__m512i; 8] {
+        let low = _mm512_set1_epi8(0x0F);
+        let h = _mm512_loadu_si512(blk.add(Q5_0_HIGH) as *const _);
+        let mut w = [_mm512_setzero_si512(); 8];
+        for c in 0..4 {
+            let n = _mm512_loadu_si512(blk.add(2 * GROUP_ROWS + 64 * c) as *const _);
+            // (n & low) | fifth: A = 0xF0, B = 0xCC, C = 0xAA.
+            w[c] = _mm512_ternarylogic_epi32::<0xEA>(n, low, fifth_bit(h, c));
+            let n = _mm512_srli_epi16::<4>(n);
+            w[c + 4] = _mm512_ternarylogic_epi32::<0xEA>(n, low, fifth_bit(h, c + 4));
+        }
+        w
+    }
+
+    #[inline(always)]
+    unsafe fn start(prepared: i32) -> __m512i {
+        // -16 · Σ a: the prepared -128 · Σ a is a multiple of 8, so the shift is exact.
+        _mm512_set1_epi32(prepared >> 3)
+    }
+}
 
 /// One group against `T` tokens (`a + t·a_stride`, `nb` prepared blocks each), the sums
 /// stored at `out + t·out_stride`, sixteen rows each.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/BW and VNNI, AVX2 and F16C; `g` must hold `nb` group
-/// blocks, each token `nb` prepared blocks, and each `out + t·out_stride` sixteen floats.
+/// blocks of `F`, each token `nb` prepared blocks, and each `out + t·out_stride` sixteen
+/// floats.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[allow(clippy::needless_range_loop)]
 #[inline]
-unsafe fn group<const T: usize>(
+unsafe fn group<F: Format, const T: usize>(
     g: *const u8,
     nb: usize,
     a: *const u8,
@@ -36,28 +128,23 @@ unsafe fn group<const T: usize>(
     out: *mut f32,
     out_stride: usize,
 ) {
-    let flip = _mm512_set1_epi8(-128);
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..nb {
-        let blk = g.add(b * GROUP_BLOCK_BYTES);
-        // The block PREFETCH_BYTES ahead (into the next group's, past the last group's
+        let blk = g.add(b * F::BLOCK_BYTES);
+        // The block PREFETCH_BLOCKS ahead (into the next group's, past the last group's
         // end: a prefetch never faults), so that its lines are in flight while this
         // one computes; the hardware prefetchers alone left the multiplies waiting on
         // memory at four tokens and more.
-        let ahead = blk.wrapping_add(PREFETCH_BYTES);
-        for k in 0..GROUP_BLOCK_BYTES.div_ceil(64) {
+        let ahead = blk.wrapping_add(PREFETCH_BLOCKS * F::BLOCK_BYTES);
+        for k in 0..F::BLOCK_BYTES.div_ceil(64) {
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * k) as *const i8);
         }
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
-        let mut w = [_mm512_setzero_si512(); 8];
-        for c in 0..8 {
-            let q = _mm512_loadu_si512(blk.add(2 * GROUP_ROWS + 64 * c) as *const _);
-            w[c] = _mm512_xor_si512(q, flip);
-        }
+        let w = F::chunks(blk);
         for t in 0..T {
             let y = a.add(t * a_stride + b * ACT_BLOCK_BYTES);
             let word = |at: usize| (y.add(at) as *const i32).read_unaligned();
-            let mut sum = _mm512_set1_epi32(word(4));
+            let mut sum = F::start(word(4));
             for c in 0..8 {
                 sum = _mm512_dpbusd_epi32(sum, w[c], _mm512_set1_epi32(word(8 + 4 * c)));
             }
@@ -70,10 +157,9 @@ unsafe fn group<const T: usize>(
     }
 }
 
-/// The level's [`crate::dispatch::PackedDotFn`]: every group of the call against the
-/// tokens [`TOKENS`] at a time.
-pub(super) fn dot_groups(groups: &[u8], nb: usize, acts: &[u8], n_tokens: usize, out: &mut [f32]) {
-    let n_groups = crate::matmul::packed::check_call(groups, nb, acts, n_tokens, out);
+/// Every group of the call against the tokens [`TOKENS`] at a time.
+fn dot_groups<F: Format>(groups: &[u8], nb: usize, acts: &[u8], n_tokens: usize, out: &mut [f32]) {
+    let n_groups = check_call(F::FORMAT, groups, nb, acts, n_tokens, out);
     let n_rows = n_groups * GROUP_ROWS;
     let a_stride = nb * ACT_BLOCK_BYTES;
     for gi in 0..n_groups {
@@ -84,20 +170,42 @@ pub(super) fn dot_groups(groups: &[u8], nb: usize, acts: &[u8], n_tokens: usize,
             // blocks and `out` n_tokens rows of n_rows, so group gi and tokens t0.. are
             // inside them.
             unsafe {
-                let g = groups.as_ptr().add(gi * nb * GROUP_BLOCK_BYTES);
+                let g = groups.as_ptr().add(gi * nb * F::BLOCK_BYTES);
                 let a = acts.as_ptr().add(t0 * a_stride);
                 let o = out.as_mut_ptr().add(t0 * n_rows + gi * GROUP_ROWS);
                 match n_tokens - t0 {
-                    1 => group::<1>(g, nb, a, a_stride, o, n_rows),
-                    2 => group::<2>(g, nb, a, a_stride, o, n_rows),
-                    3 => group::<3>(g, nb, a, a_stride, o, n_rows),
-                    4 => group::<4>(g, nb, a, a_stride, o, n_rows),
-                    5 => group::<5>(g, nb, a, a_stride, o, n_rows),
-                    6 => group::<6>(g, nb, a, a_stride, o, n_rows),
-                    7 => group::<7>(g, nb, a, a_stride, o, n_rows),
-                    _ => group::<TOKENS>(g, nb, a, a_stride, o, n_rows),
+                    1 => group::<F, 1>(g, nb, a, a_stride, o, n_rows),
+                    2 => group::<F, 2>(g, nb, a, a_stride, o, n_rows),
+                    3 => group::<F, 3>(g, nb, a, a_stride, o, n_rows),
+                    4 => group::<F, 4>(g, nb, a, a_stride, o, n_rows),
+                    5 => group::<F, 5>(g, nb, a, a_stride, o, n_rows),
+                    6 => group::<F, 6>(g, nb, a, a_stride, o, n_rows),
+                    7 => group::<F, 7>(g, nb, a, a_stride, o, n_rows),
+                    _ => group::<F, TOKENS>(g, nb, a, a_stride, o, n_rows),
                 }
             }
         }
     }
+}
+
+/// The level's [`crate::dispatch::PackedDotFn`] for packed Q8_0.
+pub(super) fn dot_groups_q8_0(
+    groups: &[u8],
+    nb: usize,
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    dot_groups::<Q8_0>(groups, nb, acts, n_tokens, out)
+}
+
+/// The level's [`crate::dispatch::PackedDotFn`] for packed Q5_0.
+pub(super) fn dot_groups_q5_0(
+    groups: &[u8],
+    nb: usize,
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    dot_groups::<Q5_0>(groups, nb, acts, n_tokens, out)
 }
