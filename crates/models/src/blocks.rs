@@ -147,6 +147,17 @@ pub(crate) fn linear_many(
     x: &[f32],
     mm: &mut MatmulScratch,
 ) -> Result<(), ModelError> {
+    // Packed and stored products apart, each set in its own call: a packed matrix's
+    // tokens must take the packed form whatever its siblings' (Gemma 3 270M's Q8_0
+    // `attn_v` beside Q5_0 `attn_q` and `attn_k`), or one token's outputs would differ
+    // from several tokens'.
+    let n_packed = products.iter().filter(|(l, _)| l.packed.is_some()).count();
+    if 0 < n_packed && n_packed < products.len() {
+        products.sort_by_key(|(l, _)| l.packed.is_none());
+        let (packed, stored) = products.split_at_mut(n_packed);
+        linear_many(pool, packed, x, mm)?;
+        return linear_many(pool, stored, x, mm);
+    }
     let n_tokens = x.len() / products.first().map_or(1, |(l, _)| l.w.n_cols().max(1));
     // A lone prompt token (a scheduler's batch) must go through the GEMM like any other.
     let one_token = mm.gemm_tokens != GemmTokens::From(0)

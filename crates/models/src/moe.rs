@@ -454,12 +454,13 @@ pub(crate) enum LayerFfn<'a> {
 }
 
 impl<'a> LayerFfn<'a> {
-    /// The linear layers of a dense network or of the shared experts (for packing; the
-    /// routed experts are slices of stacked tensors).
+    /// The linear layers of a dense network (for packing). Not the shared experts': a
+    /// decoding token multiplies them in one dispatch with the routed experts, which
+    /// are slices of stacked tensors and do not pack.
     pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear<'a>> {
         match self {
             LayerFfn::Dense(l) => l.iter_mut().collect(),
-            LayerFfn::Moe(m) => m.shared.iter_mut().flatten().collect(),
+            LayerFfn::Moe(_) => Vec::new(),
         }
     }
 }
