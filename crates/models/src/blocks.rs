@@ -165,73 +165,50 @@ pub(crate) fn linear_many(
             .iter()
             .all(|(l, out)| x.len() == l.w.n_cols() && out.len() == l.w.n_rows());
     match products {
-        [(
-            Linear {
-                w: wa,
-                packed: Some(pa),
-                ..
-            },
-            oa,
-        ), (
-            Linear {
-                w: wb,
-                packed: Some(pb),
-                ..
-            },
-            ob,
-        )] => {
-            let list = &mut [(wa, pa, &mut **oa), (wb, pb, &mut **ob)];
-            matmul_rows_packed(pool, list, x, n_tokens, mm)?
-        }
-        [(
-            Linear {
-                w: wa,
-                packed: Some(pa),
-                ..
-            },
-            oa,
-        ), (
-            Linear {
-                w: wb,
-                packed: Some(pb),
-                ..
-            },
-            ob,
-        ), (
-            Linear {
-                w: wc,
-                packed: Some(pc),
-                ..
-            },
-            oc,
-        )] => {
-            let list = &mut [
-                (wa, pa, &mut **oa),
-                (wb, pb, &mut **ob),
-                (wc, pc, &mut **oc),
-            ];
-            matmul_rows_packed(pool, list, x, n_tokens, mm)?
-        }
-        [(a, oa), (b, ob)] if one_token => {
-            matvec_many(pool, &mut [(&a.w, &mut **oa), (&b.w, &mut **ob)], x, mm)?
-        }
-        [(a, oa), (b, ob), (c, oc)] if one_token => matvec_many(
-            pool,
-            &mut [(&a.w, &mut **oa), (&b.w, &mut **ob), (&c.w, &mut **oc)],
-            x,
-            mm,
-        )?,
-        _ => {
-            for (l, out) in products.iter_mut() {
-                linear(pool, l, x, out, mm)?;
+        [(a, oa), (b, ob)] => match (&a.packed, &b.packed) {
+            (Some(pa), Some(pb)) => {
+                let list = &mut [(&a.w, pa, &mut **oa), (&b.w, pb, &mut **ob)];
+                matmul_rows_packed(pool, list, x, n_tokens, mm)?
             }
-            return Ok(());
-        }
+            _ if one_token => {
+                matvec_many(pool, &mut [(&a.w, &mut **oa), (&b.w, &mut **ob)], x, mm)?
+            }
+            _ => return linear_each(pool, products, x, mm),
+        },
+        [(a, oa), (b, ob), (c, oc)] => match (&a.packed, &b.packed, &c.packed) {
+            (Some(pa), Some(pb), Some(pc)) => {
+                let list = &mut [
+                    (&a.w, pa, &mut **oa),
+                    (&b.w, pb, &mut **ob),
+                    (&c.w, pc, &mut **oc),
+                ];
+                matmul_rows_packed(pool, list, x, n_tokens, mm)?
+            }
+            _ if one_token => {
+                let list = &mut [(&a.w, &mut **oa), (&b.w, &mut **ob), (&c.w, &mut **oc)];
+                matvec_many(pool, list, x, mm)?
+            }
+            _ => return linear_each(pool, products, x, mm),
+        },
+        _ => return linear_each(pool, products, x, mm),
     }
     for (l, out) in products.iter_mut() {
         if let Some(b) = &l.b {
             add(out, b);
         }
+    }
+    Ok(())
+}
+
+/// [`linear`] of `x` through each `(l, out)` of `products`, one call each.
+fn linear_each(
+    pool: &ThreadPool,
+    products: &mut [(&Linear<'_>, &mut [f32])],
+    x: &[f32],
+    mm: &mut MatmulScratch,
+) -> Result<(), ModelError> {
+    for (l, out) in products.iter_mut() {
+        linear(pool, l, x, out, mm)?;
     }
     Ok(())
 }
