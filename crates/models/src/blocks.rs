@@ -153,7 +153,7 @@ pub(crate) fn linear_many(
     // from several tokens'.
     let n_packed = products.iter().filter(|(l, _)| l.packed.is_some()).count();
     if 0 < n_packed && n_packed < products.len() {
-        products.sort_by_key(|(l, _)| l.packed.is_none());
+        products.sort_unstable_by_key(|(l, _)| l.packed.is_none());
         let (packed, stored) = products.split_at_mut(n_packed);
         linear_many(pool, packed, x, mm)?;
         return linear_many(pool, stored, x, mm);
