@@ -59,6 +59,15 @@ for level in native avx2; do
             --dump-logprobs "$fidelity/ctx$ctx.topk" | tail -1
     done
     "$HEARTH_PYTHON" tests/fixtures/fidelity/check.py "$fidelity/ctx512.topk" "$fidelity/ctx1024.topk"
+    # The same targets through the path of `serve`'s decoding tokens: packed weights and
+    # the row kernels, which round differently from the prompt GEMM.
+    echo "level: $level, decode path"
+    for ctx in 512 1024; do
+        env "${cpu[@]}" target/release/hearth perplexity "$model" \
+            -f tests/fixtures/fidelity/corpus.txt -c "$ctx" -t 2 --decode-path \
+            --dump-logprobs "$fidelity/ctx$ctx.topk" | tail -1
+    done
+    "$HEARTH_PYTHON" tests/fixtures/fidelity/check.py "$fidelity/ctx512.topk" "$fidelity/ctx1024.topk"
 done
 HEARTH_CPU=avx2 cargo test --workspace --release --test run
 "$HEARTH_PYTHON" tests/fixtures/fidelity/greedy_compare.py target/release/hearth "$model"

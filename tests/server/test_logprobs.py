@@ -75,10 +75,15 @@ class LogprobsTest(unittest.TestCase):
         # after temperature, or of probabilities, would miss by far more. This prompt is
         # short, so the server runs it through the row kernels (batch invariance: see the
         # scheduler's `takes_gemm`), not the GEMM, which rounds differently: the largest
-        # step error measured there is 0.44 (the seventh step; the mean stays under 0.2),
-        # hence 0.5.
+        # step error measured there is 0.44 (the seventh step), hence 0.5. The mean over
+        # these 7 steps moves with the rounding order of equally accurate arithmetic: 0.15
+        # with the row kernels at either level, 0.22 (AVX-512) and 0.19 (AVX2) with
+        # `serve`'s packed Q5_0 layers, whose teacher-forced KL from exact math over 2,295
+        # positions is the row kernels' within 2 % (`hearth perplexity --decode-path`,
+        # checked by scripts/test.sh); hence 0.25. A gap of log-softmax after temperature,
+        # or of probabilities, misses by far more.
         self.assertLess(max(errors), 0.5, errors)
-        self.assertLess(sum(errors) / len(errors), 0.2, errors)
+        self.assertLess(sum(errors) / len(errors), 0.25, errors)
 
     def test_streamed_chat_logprobs_equal_unstreamed(self):
         kw = dict(model=MODEL_ID, messages=ITALY, max_tokens=12, temperature=0,

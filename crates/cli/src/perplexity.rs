@@ -19,6 +19,11 @@
 //! log-probability, the logsumexp, the entropy and the top-20 log-probabilities, in the
 //! fidelity format `HFTOPK01` (`tests/fixtures/fidelity/topk_format.py`), for comparing
 //! Hearth's distributions with a reference's position by position.
+//!
+//! `--decode-path` scores every position the way `serve` computes a decoding token
+//! instead of through the prompt GEMM: the weights packed as `serve` packs them when
+//! several sequences may run (`Model::pack_for_batches`), every product through the row
+//! kernels. Those round differently from the GEMM, so CI checks their fidelity too.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -65,6 +70,10 @@ pub struct PerplexityArgs {
     /// Keep the model file mapped instead of copying it onto huge pages.
     #[arg(long)]
     pub mmap: bool,
+    /// Score as `serve` computes decoding tokens: the weights packed as it packs them,
+    /// every product through the row kernels instead of the prompt GEMM (slower).
+    #[arg(long)]
+    pub decode_path: bool,
     #[command(flatten)]
     pub cache: crate::run::CacheTypeArgs,
 }
@@ -86,8 +95,14 @@ pub fn run(mut args: PerplexityArgs) -> anyhow::Result<()> {
     let file = open_model_with(&args.model, args.mmap)?;
     let tok = Tokenizer::from_gguf(&file)
         .with_context(|| format!("{}: cannot build the tokenizer", args.model.display()))?;
-    let model = Model::load(&file)
+    let mut model = Model::load(&file)
         .with_context(|| format!("{}: cannot load the model", args.model.display()))?;
+    if args.decode_path {
+        model
+            .pack_for_batches()
+            .with_context(|| format!("{}: cannot pack the weights", args.model.display()))?;
+    }
+    let model = model;
     let hp = model.hparams();
     let n_vocab = hp.n_vocab;
     if n_ctx > hp.n_ctx_train {
@@ -175,6 +190,10 @@ pub fn run(mut args: PerplexityArgs) -> anyhow::Result<()> {
                         targets.push(chunk[p + 1]);
                     }
                 }
+            }
+            if args.decode_path {
+                // Every token of the call on the row path, as decoding tokens take it.
+                batch.set_gemm_from(batch.len());
             }
             let logits = model
                 .forward(&pool, &mut kv, &mut scratch, &batch)

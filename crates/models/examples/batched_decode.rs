@@ -6,9 +6,8 @@
 //! sequence, the chunk through the row path (as the scheduler runs it beside decoding
 //! streams) and through the GEMM (what that would cost), median of 9. `DECODE_ONLY=1`
 //! skips the mixed steps, so that a profiler sees the decode steps alone; `PACK=1`
-//! packs the output head first, as `hearth serve` does when several sequences may run
-//! (`Model::pack_for_batches`); `PACK=layers` the layers' Q5_0 matrices too
-//! (`Model::pack_layers`).
+//! packs the weights first, as `hearth serve` does when several sequences may run
+//! (`Model::pack_for_batches`).
 //!
 //! ```text
 //! cargo run --release -p hearth-models --example batched_decode -- MODEL.gguf [THREADS] [N_GEN] [B...]
@@ -39,12 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let file = GgufFile::open_with(path, Residency::HugePages)?;
     let mut model = Model::load(&file)?;
-    if let Some(v) = std::env::var_os("PACK") {
-        let mut bytes = model.pack_for_batches()?;
-        if v == "layers" {
-            bytes += model.pack_layers()?;
-        }
-        eprintln!("packed: {bytes} bytes");
+    if std::env::var_os("PACK").is_some() {
+        eprintln!("packed: {} bytes", model.pack_for_batches()?);
     }
     let hp = model.hparams();
     let pool = ThreadPool::new(n_threads)?;

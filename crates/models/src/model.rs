@@ -76,38 +76,26 @@ impl<'a> Model<'a> {
         Ok(Model { hparams, net })
     }
 
-    /// Packs the output head for this CPU level's kernels where its format allows (Q8_0
-    /// or Q5_0, on x86 with AVX2 or AVX-512 VNNI; `hearth_kernels::matmul::packed`): a
-    /// step of several sequences' tokens then costs about what reading the head costs,
-    /// and one token's a little less. The price is a second copy of the head in memory;
-    /// returns its bytes (0 when nothing was packed). Logits change in the last bits
-    /// (the packed kernels sum each block exactly before scaling it), the same for every
-    /// batch.
+    /// Packs, for this CPU level's kernels, what a step of several sequences' tokens
+    /// gains most from (`hearth_kernels::matmul::packed`): the output head when it is
+    /// Q8_0 or Q5_0, and the layers' Q5_0 matrices. Such a step then costs about what
+    /// reading them costs, and one token's a little less. Q5_0 is the format of rows
+    /// whose length K-quants cannot take (Gemma 3's 640 and 1152), and the slowest per
+    /// token as stored; Q8_0 layers stay, since their copy would be as large as the
+    /// model. The price is a second copy of what is packed (the GEMM of long prompts
+    /// still reads the file's); returns its bytes (0 when nothing was packed). Outputs
+    /// change in the last bits (the packed kernels sum each block exactly before
+    /// scaling it), the same for every batch; their distributions stay as close to
+    /// llama.cpp's and exact math's as the row kernels' (`hearth perplexity
+    /// --decode-path`, checked in CI).
     pub fn pack_for_batches(&mut self) -> Result<usize, ModelError> {
-        match &mut self.net {
-            Net::Llama(m) => m.output.pack(),
-            Net::Qwen3(m) => m.output.pack(),
-            Net::Gemma3(m) => m.output.pack(),
-            Net::Deepseek2(m) => m.output.pack(),
-        }
-    }
-
-    /// Packs the layers' Q5_0 matrices as well (rows whose length K-quants cannot take,
-    /// such as Gemma 3's 640): a 4-sequence decode step of Gemma 3 270M then takes 9–11 %
-    /// less time. Not what `serve` does: on Gemma 3 270M at the AVX-512 level it moved
-    /// the greedy logit margins of tests/server/test_logprobs.py's chat further from
-    /// both llama.cpp's and exact math's (mean 0.15 → 0.22 and 0.11 → 0.20; at AVX2
-    /// 0.09 → 0.07 from exact math), past that test's bound, so it waits for a closer
-    /// look at its rounding. Q8_0 layers are never packed: their copy would be as large
-    /// as the model. Returns the bytes the copies take.
-    pub fn pack_layers(&mut self) -> Result<usize, ModelError> {
-        let linears = match &mut self.net {
-            Net::Llama(m) => m.linears_mut(),
-            Net::Qwen3(m) => m.linears_mut(),
-            Net::Gemma3(m) => m.linears_mut(),
-            Net::Deepseek2(m) => m.linears_mut(),
+        let (head, linears) = match &mut self.net {
+            Net::Llama(m) => (m.output.pack()?, m.linears_mut()),
+            Net::Qwen3(m) => (m.output.pack()?, m.linears_mut()),
+            Net::Gemma3(m) => (m.output.pack()?, m.linears_mut()),
+            Net::Deepseek2(m) => (m.output.pack()?, m.linears_mut()),
         };
-        let mut bytes = 0;
+        let mut bytes = head;
         for l in linears {
             bytes += l.pack(&[PackedFormat::Q5_0])?;
         }

@@ -103,9 +103,8 @@ fn sequences_in_one_batch_are_independent() {
     for (spec, pack) in tiny::specs().iter().flat_map(|s| [(s, false), (s, true)]) {
         let file = tiny_file(spec.name);
         let mut model = Model::load(&file).unwrap();
-        // With packed weights too (`Model::pack_for_batches` and `pack_layers`), where
-        // the spec's pack.
-        if pack && model.pack_for_batches().unwrap() + model.pack_layers().unwrap() == 0 {
+        // With packed weights too (`Model::pack_for_batches`), where the spec's pack.
+        if pack && model.pack_for_batches().unwrap() == 0 {
             continue;
         }
         let name = format!("{}{}", spec.name, if pack { " (packed)" } else { "" });
@@ -160,8 +159,8 @@ fn sequences_in_one_batch_are_independent() {
     }
 }
 
-/// Packed weights (`Model::pack_for_batches`, `pack_layers`) give the logits of the
-/// weights as the file stores them, within float rounding: the packed kernels sum each block's integers
+/// Packed weights (`Model::pack_for_batches`) give the logits of the weights as the file
+/// stores them, within float rounding: the packed kernels sum each block's integers
 /// exactly before scaling it, the row kernels in eight partial lanes. Checked on every
 /// tiny model with weights that pack at this CPU level (a Q8_0 head or Q5_0 layers, on
 /// x86); a layout mistake moves logits by whole weights, far past the bound.
@@ -174,7 +173,7 @@ fn packed_weights_give_the_same_logits() {
         let file = tiny_file(spec.name);
         let plain = Model::load(&file).unwrap();
         let mut model = Model::load(&file).unwrap();
-        if model.pack_for_batches().unwrap() + model.pack_layers().unwrap() == 0 {
+        if model.pack_for_batches().unwrap() == 0 {
             continue;
         }
         packed += 1;
