@@ -68,23 +68,6 @@ fn logits_rows(model: &Model<'_>, pool: &ThreadPool, tokens: &[u32]) -> Vec<f32>
         .to_vec()
 }
 
-/// The logits of each of `tokens`, fed one forward pass per token (a sequence decoding
-/// alone: every product takes a single token).
-fn logits_steps(model: &Model<'_>, pool: &ThreadPool, tokens: &[u32]) -> Vec<f32> {
-    let mut kv = KvCache::new(model.hparams(), 64).unwrap();
-    let mut scratch = Scratch::new(model, 64, 1).unwrap();
-    let seq = kv.new_sequence();
-    let mut batch = Batch::new();
-    let mut out = Vec::new();
-    for (i, &t) in tokens.iter().enumerate() {
-        batch.clear();
-        batch.push(t, i as u32, seq, true);
-        batch.set_gemm_from(1);
-        out.extend_from_slice(model.forward(pool, &mut kv, &mut scratch, &batch).unwrap());
-    }
-    out
-}
-
 /// A request's text must not depend on who shares its steps, so under the scheduler's
 /// rule (`Batch::set_gemm_from`: the row path in company) a sequence's logits in a
 /// batch equal its logits alone bit for bit, wherever its cells and its tokens lie.
@@ -112,7 +95,7 @@ fn sequences_in_one_batch_are_independent() {
         let alone_a = logits_rows(&model, &pool, &a);
         let alone_b = logits_rows(&model, &pool, &b);
         // One token per step, as a sequence decodes alone: the same logits.
-        let steps = logits_steps(&model, &pool, &a);
+        let steps = logits_decode(&model, &pool, &a);
         let err = rel_max_err(&steps, &alone_a);
         assert!(
             steps == alone_a,
