@@ -6,12 +6,12 @@
 //! several sequences cost about what reading the matrix costs; the price is a second copy
 //! of it in memory (the file's stays, for the embedding lookups a tied head shares).
 
-use hearth_kernels::dispatch::Kernels;
 use hearth_kernels::matmul::packed::{matmul_packed, PackedFormat, PackedMatrix};
 use hearth_kernels::matmul::{matmul, MatmulError, MatmulScratch, WeightMatrix};
 use hearth_kernels::pool::ThreadPool;
 
 use crate::error::ModelError;
+use crate::weights::pack_into;
 
 /// The output matrix `[n_vocab, n_embd]`, packed or as the file stores it.
 #[derive(Debug)]
@@ -33,14 +33,7 @@ impl<'a> Head<'a> {
     /// Packs the matrix where its format and this CPU level's kernels allow; returns the
     /// bytes the packed copy takes (0 when it stays as it is).
     pub(crate) fn pack(&mut self) -> Result<usize, ModelError> {
-        let format = PackedFormat::of(self.w.ty());
-        if self.packed.is_none() && format.is_some_and(|f| Kernels::get().packed(f).is_some()) {
-            self.packed = PackedMatrix::pack(&self.w).map_err(|e| ModelError::Config {
-                what: "output head",
-                reason: format!("no memory for its packed copy: {e}"),
-            })?;
-        }
-        Ok(self.packed.as_ref().map_or(0, PackedMatrix::bytes))
+        pack_into(&mut self.packed, &self.w, &PackedFormat::ALL, "output head")
     }
 
     /// `out[t] = W · x[t]` for `n_tokens` rows of `x`.

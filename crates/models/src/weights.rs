@@ -36,15 +36,27 @@ impl<'a> Linear<'a> {
     /// Packs `W` when its format is one of `formats` and this CPU level has a packed
     /// kernel for it; returns the bytes the packed copy takes (0 when it stays as it is).
     pub(crate) fn pack(&mut self, formats: &[PackedFormat]) -> Result<usize, ModelError> {
-        let format = PackedFormat::of(self.w.ty()).filter(|f| formats.contains(f));
-        if self.packed.is_none() && format.is_some_and(|f| Kernels::get().packed(f).is_some()) {
-            self.packed = PackedMatrix::pack(&self.w).map_err(|e| ModelError::Config {
-                what: "packed weights",
-                reason: format!("no memory for a packed copy: {e}"),
-            })?;
-        }
-        Ok(self.packed.as_ref().map_or(0, PackedMatrix::bytes))
+        pack_into(&mut self.packed, &self.w, formats, "packed weights")
     }
+}
+
+/// Packs `w` into `slot` (once) when its format is one of `formats` and this CPU level
+/// has a packed kernel for it; returns the bytes the packed copy takes (0 when `w`
+/// stays as it is). `what` names the matrix in the error.
+pub(crate) fn pack_into(
+    slot: &mut Option<PackedMatrix>,
+    w: &WeightMatrix<'_>,
+    formats: &[PackedFormat],
+    what: &'static str,
+) -> Result<usize, ModelError> {
+    let format = PackedFormat::of(w.ty()).filter(|f| formats.contains(f));
+    if slot.is_none() && format.is_some_and(|f| Kernels::get().packed(f).is_some()) {
+        *slot = PackedMatrix::pack(w).map_err(|e| ModelError::Config {
+            what,
+            reason: format!("no memory for its packed copy: {e}"),
+        })?;
+    }
+    Ok(slot.as_ref().map_or(0, PackedMatrix::bytes))
 }
 
 /// The weights of one GGUF file, handed out by name, with every use recorded.
