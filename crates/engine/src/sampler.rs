@@ -409,7 +409,10 @@ impl Sampler {
         if let Some(scan) = scan {
             self.check_len(logits)?;
             let first = scan.first_steps(allowed, self.window.as_ref(), &mut self.window_tokens);
-            return candidates::argmax_of(logits, first).ok_or(SamplerError::AllMasked);
+            return self
+                .cands
+                .argmax_of(logits, first)
+                .ok_or(SamplerError::AllMasked);
         }
         self.apply_masked(logits, allowed)?;
         if self.greedy {

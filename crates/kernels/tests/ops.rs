@@ -12,8 +12,10 @@
 //! - RMSNorm: 2 ulp relative (only the order of the f64 sum differs).
 //! - RoPE: bit-identical (the same multiplies and adds, no FMA).
 //! - softmax: 8e-7 relative per entry plus 1e-9 absolute (exp's error, and the sum's).
+//! - block maxima of order keys: integer code, equal at every level.
 
 use hearth_kernels::dispatch::Level;
+use hearth_kernels::ops::select::{order_key, raw_key, KEY_BLOCK};
 use hearth_kernels::ops::{act, Ops, RopeCache, RopeError, RopeMode, RopeParams};
 use proptest::prelude::*;
 
@@ -525,6 +527,105 @@ fn softmax_fully_masked_row_is_zero_at_every_level() {
             assert_eq!(x, vec![0.0; n], "{:?} n={n}", ops.level());
         }
     }
+}
+
+/// Floats that a key must order as `total_cmp` does: both zeros, both infinities, both
+/// NaN signs, subnormals, the extremes.
+fn awkward_floats() -> Vec<f32> {
+    vec![
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+        f32::from_bits(1),
+        -f32::from_bits(1),
+        f32::MIN_POSITIVE,
+        f32::MAX,
+        f32::MIN,
+        1.0,
+        -1.0,
+        3.5,
+        -7.25,
+    ]
+}
+
+#[test]
+fn keys_order_as_total_cmp_with_nan_as_minus_infinity() {
+    let xs = awkward_floats();
+    for &a in &xs {
+        for &b in &xs {
+            assert_eq!(
+                raw_key(a).cmp(&raw_key(b)),
+                a.total_cmp(&b),
+                "raw_key({a:?}) against raw_key({b:?})"
+            );
+            let read = |x: f32| if x.is_nan() { f32::NEG_INFINITY } else { x };
+            assert_eq!(
+                order_key(a).cmp(&order_key(b)),
+                read(a).total_cmp(&read(b)),
+                "order_key({a:?}) against order_key({b:?})"
+            );
+        }
+    }
+}
+
+/// The reference written the plain way: each block's largest logit in `total_cmp`'s
+/// order, NaN read as `-inf`, then its key.
+fn block_maxima_by_total_cmp(x: &[f32]) -> Vec<i32> {
+    x.chunks(KEY_BLOCK)
+        .map(|b| {
+            let read = |x: f32| if x.is_nan() { f32::NEG_INFINITY } else { x };
+            let m = b.iter().map(|&x| read(x)).max_by(f32::total_cmp);
+            raw_key(m.expect("blocks are not empty"))
+        })
+        .collect()
+}
+
+#[test]
+fn block_max_keys_at_every_level_equal_the_reference() {
+    let awkward = awkward_floats();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for n in [0, 1, 15, 63, 64, 65, 200, 4096, 262_144 / 8 + 3] {
+        for case in 0..4 {
+            // Random bit patterns (every kind of float), logits-like values, blocks that
+            // are all negative, and awkward values sprinkled over logits.
+            let x: Vec<f32> = (0..n)
+                .map(|i| {
+                    let r = next();
+                    match case {
+                        0 => f32::from_bits(r as u32),
+                        1 => (r % 20_000) as f32 / 1000.0 - 10.0,
+                        2 => -((r % 1000) as f32) / 7.0,
+                        _ if r % 9 == 0 => awkward[i % awkward.len()],
+                        _ => (r % 2000) as f32 / 100.0 - 10.0,
+                    }
+                })
+                .collect();
+            let want = block_maxima_by_total_cmp(&x);
+            let mut got = vec![0; n.div_ceil(KEY_BLOCK)];
+            scalar().block_max_keys(&x, &mut got);
+            assert_eq!(got, want, "scalar n={n} case={case}");
+            for ops in simd_levels() {
+                got.fill(0);
+                ops.block_max_keys(&x, &mut got);
+                assert_eq!(got, want, "{:?} n={n} case={case}", ops.level());
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "one key per block")]
+fn block_max_keys_checks_its_output_length() {
+    Ops::get().block_max_keys(&[1.0; 65], &mut [0; 1]);
 }
 
 #[test]

@@ -16,6 +16,9 @@
 
 use std::cmp::Ordering;
 
+use hearth_kernels::ops::select::{order_key, raw_key, KEY_BLOCK};
+use hearth_kernels::ops::Ops;
+
 use super::penalties::PenaltyWindow;
 use super::rng::Pcg64;
 use super::Candidate;
@@ -32,6 +35,11 @@ pub(super) struct Candidates {
     pub(super) by_id: bool,
     /// `data[..sorted]` is sorted descending and no smaller than any of `data[sorted..len]`.
     pub(super) sorted: usize,
+    /// `[n_vocab / BLOCK]` (rounded up): the largest key of each block of a step's logits,
+    /// as loaded (before any mask, bias or penalty).
+    block_max: Vec<i32>,
+    /// The CPU's kernels, chosen at construction (choosing them allocates once).
+    ops: &'static Ops,
 }
 
 /// The order of the sorted prefix: larger logit first, then smaller id.
@@ -39,27 +47,11 @@ fn descending(a: &Candidate, b: &Candidate) -> Ordering {
     b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))
 }
 
-/// `total_cmp`'s order as an integer: `raw_key(a) < raw_key(b)` exactly when `a` comes
-/// before `b`. Integers compare in plain vector instructions, so a scan over a whole
-/// vocabulary vectorizes.
-fn raw_key(l: f32) -> i32 {
-    let b = l.to_bits() as i32;
-    b ^ (((b >> 31) as u32) >> 1) as i32
-}
-
-/// [`raw_key`] of a logit as [`Candidates::load`] leaves it (NaN read as `-inf`).
-fn order_key(l: f32) -> i32 {
-    raw_key(if l.is_nan() { f32::NEG_INFINITY } else { l })
-}
-
-/// Logits scanned per block in the selections below: a block that no mask or bias
-/// touches is first seen through one vectorized pass, and passed over when it cannot win.
-const BLOCK: usize = 64;
-
-/// The largest [`order_key`] in `block`.
-fn block_max(block: &[f32]) -> i32 {
-    block.iter().fold(i32::MIN, |m, &l| m.max(order_key(l)))
-}
+/// Logits scanned per block in the selections below: each block's largest key comes
+/// from one pass over the whole vocabulary at the CPU's widest level
+/// ([`Ops::block_max_keys`]), and a block that no mask or bias touches is passed over
+/// when that key cannot win.
+const BLOCK: usize = KEY_BLOCK;
 
 /// What the chain's first steps make of the logits when they are only a grammar's mask,
 /// a logit bias (sorted by token) and penalties: loading reads NaN as `-inf`, the mask
@@ -129,39 +121,6 @@ fn admitted(allowed: Option<&[u32]>, i: usize) -> bool {
     allowed.is_none_or(|bits| bits.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1))
 }
 
-/// The token with the largest logit after `first` (the lowest id on a tie); `None` when
-/// that logit is `-inf`. What loading the candidates, masking, biasing and taking
-/// [`Candidates::argmax`] gives, without writing a candidate per token: greedy decoding
-/// over a 262k vocabulary does this once per token per sequence.
-pub(super) fn argmax_of(logits: &[f32], first: FirstSteps<'_>) -> Option<u32> {
-    let floor = order_key(f32::NEG_INFINITY);
-    let mut best = floor;
-    // Where the best is: a token, or the first untouched block holding its key.
-    let (mut at, mut in_block) = (0, false);
-    let mut next = Cursor::default();
-    for (b, block) in logits.chunks(BLOCK).enumerate() {
-        let start = b * BLOCK;
-        if first.untouched(&next, start + block.len()) {
-            let m = block_max(block);
-            if m > best {
-                (best, at, in_block) = (m, start, true);
-            }
-            continue;
-        }
-        for (j, &l) in block.iter().enumerate() {
-            let (_, k) = first.adjust(start + j, l, &mut next);
-            if k > best {
-                (best, at, in_block) = (k, start + j, false);
-            }
-        }
-    }
-    if in_block {
-        // Searching for the first maximum does not vectorize; one block of it is cheap.
-        at += logits[at..].iter().position(|&l| order_key(l) == best)?;
-    }
-    (best > floor).then_some(at as u32)
-}
-
 impl Candidates {
     pub(super) fn new(n_vocab: usize) -> Candidates {
         Candidates {
@@ -169,6 +128,8 @@ impl Candidates {
             len: 0,
             by_id: true,
             sorted: 0,
+            block_max: vec![i32::MIN; n_vocab.div_ceil(BLOCK)],
+            ops: Ops::get(),
         }
     }
 
@@ -196,6 +157,7 @@ impl Candidates {
     /// higher id) and stays out, as in the full order.
     pub(super) fn load_top_k(&mut self, logits: &[f32], first: FirstSteps<'_>, k: usize) {
         let cap = (4 * k).max(BLOCK);
+        self.block_maxima(logits);
         let mut fill = 0;
         let mut bar: Option<i32> = None;
         let mut next = Cursor::default();
@@ -205,7 +167,7 @@ impl Candidates {
                 // Masking only lowers a logit, so the unmasked block bounds the masked
                 // one; a bias or penalty may raise one, so such a block is always looked
                 // into.
-                if first.unbiased(&next, start + block.len()) && block_max(block) <= bar {
+                if first.unbiased(&next, start + block.len()) && self.block_max[b] <= bar {
                     continue;
                 }
             }
@@ -235,6 +197,56 @@ impl Candidates {
         self.len = kept;
         self.sorted = kept;
         self.by_id = false;
+    }
+
+    /// Each block's largest key of `logits` (`logits.len() == data.len()`, checked by the
+    /// caller), in the scratch kept for it.
+    fn block_maxima(&mut self, logits: &[f32]) -> &[i32] {
+        self.ops.block_max_keys(logits, &mut self.block_max);
+        &self.block_max
+    }
+
+    /// The token with the largest logit after `first` (the lowest id on a tie); `None` when
+    /// that logit is `-inf`. What loading the candidates, masking, biasing and taking
+    /// [`Candidates::argmax`] gives, without writing a candidate per token: greedy decoding
+    /// over a 262k vocabulary does this once per token per sequence.
+    pub(super) fn argmax_of(&mut self, logits: &[f32], first: FirstSteps<'_>) -> Option<u32> {
+        let block_max = self.block_maxima(logits);
+        let floor = order_key(f32::NEG_INFINITY);
+        let mut best = floor;
+        // Where the best is: a token, or the first untouched block holding its key.
+        let (mut at, mut in_block) = (0, false);
+        let mut next = Cursor::default();
+        let plain = first.untouched(&next, logits.len());
+        if plain {
+            // Nothing changes any logit (plain greedy): the first block with the largest
+            // key holds the winner, and the scan below has nothing to do.
+            best = block_max.iter().copied().max().unwrap_or(floor);
+            let b = block_max.iter().position(|&m| m == best).unwrap_or(0);
+            (at, in_block) = (b * BLOCK, true);
+        }
+        let scanned = if plain { 0 } else { block_max.len() };
+        for (b, block) in logits.chunks(BLOCK).enumerate().take(scanned) {
+            let start = b * BLOCK;
+            if first.untouched(&next, start + block.len()) {
+                let m = block_max[b];
+                if m > best {
+                    (best, at, in_block) = (m, start, true);
+                }
+                continue;
+            }
+            for (j, &l) in block.iter().enumerate() {
+                let (_, k) = first.adjust(start + j, l, &mut next);
+                if k > best {
+                    (best, at, in_block) = (k, start + j, false);
+                }
+            }
+        }
+        if in_block {
+            // Searching for the first maximum does not vectorize; one block of it is cheap.
+            at += logits[at..].iter().position(|&l| order_key(l) == best)?;
+        }
+        (best > floor).then_some(at as u32)
     }
 
     pub(super) fn live(&self) -> &[Candidate] {

@@ -28,6 +28,7 @@ pub(crate) mod approx;
 pub mod attention;
 pub mod norm;
 pub mod rope;
+pub mod select;
 pub mod softmax;
 
 use std::sync::OnceLock;
@@ -46,6 +47,8 @@ pub(crate) type RmsNormFn = fn(x: &[f32], weight: Option<&[f32]>, eps: f32, out:
 pub(crate) type RopeFn = fn(x: &mut [f32], cos: &[f32], sin: &[f32]);
 /// In-place softmax of one row with scale and optional mask of the same length.
 pub(crate) type SoftmaxFn = fn(x: &mut [f32], scale: f32, mask: Option<&[f32]>);
+/// Each block's largest order key: `out.len() == x.len().div_ceil(select::KEY_BLOCK)`.
+pub(crate) type BlockKeysFn = fn(x: &[f32], out: &mut [i32]);
 
 /// The op kernels chosen for one [`Level`].
 ///
@@ -65,6 +68,7 @@ pub struct Ops {
     pub(crate) rope_normal: RopeFn,
     pub(crate) rope_neox: RopeFn,
     pub(crate) softmax: SoftmaxFn,
+    pub(crate) block_max_keys: BlockKeysFn,
     pub(crate) attn_qk: attention::QkFn,
     pub(crate) attn_pv: attention::PvFn,
     pub(crate) attn_qk_f16: attention::QkF16Fn,
@@ -129,6 +133,7 @@ impl Ops {
             rope_normal: rope::rope_normal,
             rope_neox: rope::rope_neox,
             softmax: softmax::softmax,
+            block_max_keys: select::block_max_keys,
             attn_qk: attention::qk,
             attn_pv: attention::pv,
             attn_qk_f16: attention::qk_f16,
@@ -187,6 +192,21 @@ impl Ops {
             assert_eq!(m.len(), x.len(), "softmax: mask length");
         }
         (self.softmax)(x, scale, mask)
+    }
+
+    /// `out[b]` = the largest [`select::order_key`] among `x[b·KEY_BLOCK..]`, for every
+    /// block of [`select::KEY_BLOCK`] logits (the last one may be short): one pass over a
+    /// vocabulary's logits that tells a sampler which blocks may hold its winners.
+    ///
+    /// # Panics
+    /// When `out.len()` is not `x.len().div_ceil(KEY_BLOCK)`.
+    pub fn block_max_keys(&self, x: &[f32], out: &mut [i32]) {
+        assert_eq!(
+            out.len(),
+            x.len().div_ceil(select::KEY_BLOCK),
+            "block_max_keys: one key per block"
+        );
+        (self.block_max_keys)(x, out)
     }
 
     /// In place: `x = x·sigmoid(x)`.

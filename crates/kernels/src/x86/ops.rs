@@ -33,6 +33,7 @@ pub(crate) fn register_avx2(ops: &mut Ops) {
     ops.rope_normal = wrap::rope_normal_avx2;
     ops.rope_neox = wrap::rope_neox_avx2;
     ops.softmax = wrap::softmax_avx2;
+    ops.block_max_keys = wrap::block_max_keys_avx2;
 }
 
 /// Installs the AVX-512 versions over the AVX2 ones.
@@ -48,6 +49,7 @@ pub(crate) fn register_avx512(ops: &mut Ops) {
     ops.rope_normal = wrap::rope_normal_avx512;
     ops.rope_neox = wrap::rope_neox_avx512;
     ops.softmax = wrap::softmax_avx512;
+    ops.block_max_keys = wrap::block_max_keys_avx512;
 }
 
 /// The plain-`fn` wrappers that the [`Ops`] table stores.
@@ -79,6 +81,7 @@ mod wrap {
         rope_normal_avx2 = avx2::rope_normal, (x: &mut [f32], cos: &[f32], sin: &[f32]);
         rope_neox_avx2 = avx2::rope_neox, (x: &mut [f32], cos: &[f32], sin: &[f32]);
         softmax_avx2 = avx2::softmax, (x: &mut [f32], scale: f32, mask: Option<&[f32]>);
+        block_max_keys_avx2 = avx2::block_max_keys, (x: &[f32], out: &mut [i32]);
         exp_avx512 = avx512::exp, (x: &mut [f32]);
         tanh_avx512 = avx512::tanh, (x: &mut [f32]);
         silu_avx512 = avx512::silu, (x: &mut [f32]);
@@ -90,6 +93,7 @@ mod wrap {
         rope_normal_avx512 = avx512::rope_normal, (x: &mut [f32], cos: &[f32], sin: &[f32]);
         rope_neox_avx512 = avx512::rope_neox, (x: &mut [f32], cos: &[f32], sin: &[f32]);
         softmax_avx512 = avx512::softmax, (x: &mut [f32], scale: f32, mask: Option<&[f32]>);
+        block_max_keys_avx512 = avx512::block_max_keys, (x: &[f32], out: &mut [i32]);
     }
 }
 
@@ -381,6 +385,12 @@ mod avx2 {
             lo[i] = x0 * cos[i] - x1 * sin[i];
             hi[i] = x0 * sin[i] + x1 * cos[i];
         }
+    }
+
+    /// The reference's integer code, compiled for 256-bit registers.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn block_max_keys(x: &[f32], out: &mut [i32]) {
+        crate::ops::select::block_max_keys(x, out)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -717,6 +727,12 @@ mod avx512 {
             lo[i] = x0 * cos[i] - x1 * sin[i];
             hi[i] = x0 * sin[i] + x1 * cos[i];
         }
+    }
+
+    /// The reference's integer code, compiled for 512-bit registers.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) fn block_max_keys(x: &[f32], out: &mut [i32]) {
+        crate::ops::select::block_max_keys(x, out)
     }
 
     #[target_feature(enable = "avx512f")]
