@@ -26,29 +26,9 @@ use hearth_kernels::matmul::{matmul_with, GemmTokens, MatmulScratch, WeightMatri
 use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::{dequantize_row, quantize_row, TensorType};
 
-/// SplitMix64, deterministic.
-struct Rng(u64);
+mod kernel_inputs;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn normal(&mut self) -> f32 {
-        (0..4)
-            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
-            .sum::<f32>()
-            - 2.0
-    }
-
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.normal()).collect()
-    }
-}
+use kernel_inputs::Rng;
 
 /// `n_rows` rows of `nb` blocks of `format`'s type: quantized values, or (`raw`) random
 /// quant bytes under finite random scales.

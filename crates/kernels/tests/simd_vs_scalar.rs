@@ -42,33 +42,9 @@ fn dot_types() -> Vec<TensorType> {
 
 const ACTIVATION_TYPES: [TensorType; 3] = [TensorType::Q8_0, TensorType::Q8_1, TensorType::Q8_K];
 
-/// A small deterministic generator (SplitMix64), so that a failing proptest seed
-/// reproduces the whole case.
-struct Rng(u64);
+mod kernel_inputs;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// Uniform in [-1, 1).
-    fn signed(&mut self) -> f32 {
-        2.0 * self.unit() - 1.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+use kernel_inputs::Rng;
 
 /// Bytes in a buffer aligned for f32, as the `DotFn` contract asks of activations.
 fn aligned_bytes(n: usize) -> Vec<u32> {
