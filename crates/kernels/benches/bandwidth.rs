@@ -9,9 +9,6 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use hearth_kernels::pool::ThreadPool;
 
-/// Buffer size: 8× this machine's 32 MiB L3.
-const BYTES: usize = 256 << 20;
-
 /// XOR of every 64-bit word with eight independent accumulators, so that the loop is
 /// limited by loads rather than by one dependency chain. A plain-Rust build vectorizes
 /// only to SSE2 (16-byte loads), which on this machine reads about a third slower than
@@ -95,16 +92,17 @@ fn sum(x: &[u64]) -> u64 {
 }
 
 mod common;
-use common::{buffer, Pages};
+use common::{buffer, dram_span, Pages};
 
 fn bench_bandwidth(c: &mut Criterion) {
     let mut g = c.benchmark_group("read_bandwidth");
     g.sample_size(10);
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(2));
-    g.throughput(Throughput::Bytes(BYTES as u64));
+    let bytes = 2 * dram_span();
+    g.throughput(Throughput::Bytes(bytes as u64));
     for pages in Pages::BOTH {
-        let map = buffer(BYTES, pages);
+        let map = buffer(bytes, pages);
         let buf: &[u64] = bytemuck::cast_slice(&map[..]);
         for n in [1usize, 2] {
             let pool = ThreadPool::new(n).unwrap();

@@ -5,8 +5,8 @@
 //! Q8_0 and Q5_0 shapes are measured twice: rows as stored, and packed sixteen at a
 //! time (`matmul::packed`, as a server packs the output head and Q5_0 layers).
 //!
-//! Two regimes per shape: weights streamed from DRAM (each pass walks copies spanning at
-//! least 64 MiB, as decoding does) and weights in L2 (one copy of at most 512 KiB, the
+//! Two regimes per shape: weights streamed from DRAM (each pass walks copies spanning four
+//! times the largest cache, as decoding does) and weights in L2 (one copy of at most 512 KiB, the
 //! kernels' compute cost alone). Figures are medians of the passes (shared machines).
 //!
 //! Run: `cargo bench -p hearth-kernels --bench batch_shapes [-- FILTER]`; set
@@ -22,7 +22,7 @@ use hearth_kernels::quant::{quantize_row, TensorType};
 // Shared with benches that measure both page kinds; this one uses huge pages only.
 #[allow(dead_code)]
 mod common;
-use common::{buffer, values, Pages};
+use common::{buffer, dram_span, values, Pages};
 
 /// Passes per shape and token count.
 const PASSES: usize = 9;
@@ -45,7 +45,8 @@ fn main() {
     let pool = ThreadPool::new(1).unwrap();
     for (ty, n_rows, n_cols) in shapes {
         let row_bytes = ty.row_bytes(n_cols as u64).unwrap() as usize;
-        for (regime, max_bytes, min_total) in [("dram", usize::MAX, 64 << 20), ("l2", 512 << 10, 0)]
+        for (regime, max_bytes, min_total) in
+            [("dram", usize::MAX, dram_span()), ("l2", 512 << 10, 0)]
         {
             let name = format!("{}_{n_rows}x{n_cols}_{regime}", ty.name());
             if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
@@ -53,7 +54,7 @@ fn main() {
             }
             let rows = n_rows.min(max_bytes / row_bytes);
             let m_bytes = rows * row_bytes;
-            let copies = (min_total as usize).div_ceil(m_bytes).max(1);
+            let copies = min_total.div_ceil(m_bytes).max(1);
             let mut data = buffer(copies * m_bytes, Pages::Huge);
             let mut row = vec![0u8; row_bytes];
             for (i, dst) in data.chunks_exact_mut(row_bytes).enumerate() {

@@ -4,8 +4,8 @@
 //!
 //! `benches/matvec.rs` measures 4096-wide rows; decoding small models multiplies much
 //! narrower ones (640 columns: 20 Q8_0 blocks), where the per-row overhead of the row
-//! loop (call, reduction, tail) weighs far more. Each shape is repeated until it spans at
-//! least 64 MiB, so every pass reads from DRAM, and the figure is the median of the passes
+//! loop (call, reduction, tail) weighs far more. Each shape is repeated until it spans
+//! four times the largest cache (`common::dram_span`), so every pass reads from DRAM, and the figure is the median of the passes
 //! (the machine this was tuned on is shared: medians, not means).
 //!
 //! Run: `cargo bench -p hearth-kernels --bench decode_shapes [-- FILTER]`.
@@ -17,10 +17,8 @@ use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::{quantize_row, TensorType};
 
 mod common;
-use common::{buffer, values, Pages};
+use common::{buffer, dram_span, values, Pages};
 
-/// Smallest amount of weights one pass reads.
-const MIN_BYTES: usize = 64 << 20;
 /// Passes per shape and thread count.
 const PASSES: usize = 15;
 
@@ -56,7 +54,7 @@ fn main() {
         }
         let row_bytes = ty.row_bytes(n_cols as u64).unwrap() as usize;
         let bytes = n_rows * row_bytes;
-        let copies = MIN_BYTES.div_ceil(bytes);
+        let copies = dram_span().div_ceil(bytes);
         let mut data = buffer(copies * bytes, pages);
         let mut row = vec![0u8; row_bytes];
         for (i, dst) in data.chunks_exact_mut(row_bytes).enumerate().take(4096) {

@@ -2,8 +2,8 @@
 //!
 //! Decoding one token multiplies every weight matrix by one activation vector, so its
 //! speed is set by how fast the weights stream from memory. Each matrix here is 4096
-//! columns wide and at least 64 MiB (twice this machine's 32 MiB L3; increase `MIN_BYTES`
-//! on CPUs with bigger caches), so every iteration reads it from DRAM. Compare the figures
+//! columns wide and spans four times the largest cache (`common::dram_span`), so every
+//! iteration reads it from DRAM. Compare the figures
 //! with `benches/bandwidth.rs` on the same machine.
 //!
 //! The kernels are those of `Kernels::get()` (the CPU's best level, or `HEARTH_CPU`).
@@ -18,21 +18,19 @@ use hearth_kernels::quant::{quantize_row, TensorType};
 use memmap2::MmapMut;
 
 mod common;
-use common::{buffer, values, Pages};
+use common::{buffer, dram_span, values, Pages};
 
-/// Smallest weight matrix benchmarked.
-const MIN_BYTES: usize = 64 << 20;
 const N_COLS: usize = 4096;
 
-/// A `[n_rows, N_COLS]` matrix of at least `MIN_BYTES`: 64 distinct quantized rows,
-/// repeated (quantizing 64 MiB of k-quants from scratch would take longer than the bench).
+/// A `[n_rows, N_COLS]` matrix spanning at least [`dram_span`]: 64 distinct quantized rows,
+/// repeated (quantizing hundreds of MiB of k-quants from scratch would take longer than the bench).
 fn matrix(ty: TensorType, pages: Pages) -> (usize, MmapMut) {
     let row_bytes = ty.row_bytes(N_COLS as u64).expect("4096 columns") as usize;
     let mut distinct = vec![0u8; 64 * row_bytes];
     for (i, row) in distinct.chunks_exact_mut(row_bytes).enumerate() {
         quantize_row(ty, &values(N_COLS, i as u64 + 1), row).expect("quantizable type");
     }
-    let n_rows = MIN_BYTES.div_ceil(row_bytes).next_multiple_of(64);
+    let n_rows = dram_span().div_ceil(row_bytes).next_multiple_of(64);
     let mut data = buffer(n_rows * row_bytes, pages);
     for chunk in data.chunks_exact_mut(distinct.len()) {
         chunk.copy_from_slice(&distinct);

@@ -1,4 +1,5 @@
-//! Memory for the bandwidth-bound benchmarks, in two kinds of pages.
+//! Memory for the bandwidth-bound benchmarks, in two kinds of pages, and how much of it
+//! a pass must span to read from DRAM rather than from a cache.
 //!
 //! With transparent huge pages in `madvise` mode (the default on many distributions and on
 //! this machine), plain heap memory sits on 4 KiB pages, and streaming reads through it
@@ -27,6 +28,33 @@ impl Pages {
             Pages::Huge => "huge",
         }
     }
+}
+
+/// Bytes a pass must span so that it reads from DRAM: four times the largest cache the
+/// OS reports for this CPU, and at least 64 MiB (twice a 32 MiB L3). A fixed 64 MiB fit
+/// in the 260 MiB L3 of a Xeon Emerald Rapids VM, where "DRAM" figures were then L3's.
+#[allow(dead_code)]
+pub fn dram_span() -> usize {
+    (4 * largest_cache().unwrap_or(32 << 20)).max(64 << 20)
+}
+
+/// The largest cache of CPU 0 in bytes, from Linux's sysfs (`index*/size`, e.g.
+/// `266240K`); `None` elsewhere.
+fn largest_cache() -> Option<usize> {
+    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("size")).ok())
+        .filter_map(|s| {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+            let mult = match unit {
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                _ => return None,
+            };
+            num.parse::<usize>().ok()?.checked_mul(mult)
+        })
+        .max()
 }
 
 /// A zeroed, page-aligned buffer of `bytes`, faulted in before it is returned.
