@@ -1,7 +1,8 @@
 //! Any bytes given to the GGUF reader must give `Ok` or `Err`: no panic, no abort, no
 //! allocation larger than the input (libFuzzer's `-malloc_limit_mb` catches those). A
-//! file that is accepted must also survive being used and rewritten: every tensor's
-//! bytes are where its info says, and writer → reader → writer is byte-identical.
+//! file that is accepted (with an alignment of at most 64 KiB) must also survive being
+//! used and rewritten: every tensor's bytes are where its info says, and writer → reader
+//! → writer is byte-identical.
 
 #![no_main]
 
@@ -12,6 +13,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok(file) = GgufFile::from_bytes(data.to_vec()) else {
         return;
     };
+    // The rewrite pads to the file's `general.alignment`, which may be up to 2^31: a
+    // 91-byte input with 2^30 allocated a gigabyte here (an out-of-memory report about
+    // this harness, not the reader), and ones at 2^27 slowed the whole run a
+    // thousandfold. The reader has taken the file by now; rewrite only files whose
+    // padding is modest (real ones use 32 to 4096).
+    if file.alignment() > 1 << 16 {
+        return;
+    }
     let mut w = GgufWriter::new();
     w.set_version(file.version());
     for (key, value) in file.metadata().iter() {
