@@ -14,9 +14,12 @@
 //! - softmax: 8e-7 relative per entry plus 1e-9 absolute (exp's error, and the sum's).
 //! - block maxima of order keys: integer code, equal at every level.
 
+mod kernel_inputs;
+
 use hearth_kernels::dispatch::Level;
 use hearth_kernels::ops::select::{order_key, raw_key, KEY_BLOCK};
 use hearth_kernels::ops::{act, Ops, RopeCache, RopeError, RopeMode, RopeParams};
+use kernel_inputs::Rng;
 use proptest::prelude::*;
 
 /// Every level this CPU supports, except Scalar.
@@ -586,25 +589,19 @@ fn block_maxima_by_total_cmp(x: &[f32]) -> Vec<i32> {
 #[test]
 fn block_max_keys_at_every_level_equal_the_reference() {
     let awkward = awkward_floats();
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = Rng(7);
     for n in [0, 1, 15, 63, 64, 65, 200, 4096, 262_144 / 8 + 3] {
         for case in 0..4 {
             // Random bit patterns (every kind of float), logits-like values, blocks that
             // are all negative, and awkward values sprinkled over logits.
             let x: Vec<f32> = (0..n)
                 .map(|i| {
-                    let r = next();
+                    let r = rng.next();
                     match case {
                         0 => f32::from_bits(r as u32),
                         1 => (r % 20_000) as f32 / 1000.0 - 10.0,
                         2 => -((r % 1000) as f32) / 7.0,
-                        _ if r % 9 == 0 => awkward[i % awkward.len()],
+                        _ if r.is_multiple_of(9) => awkward[i % awkward.len()],
                         _ => (r % 2000) as f32 / 100.0 - 10.0,
                     }
                 })
