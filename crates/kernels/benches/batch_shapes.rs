@@ -6,8 +6,9 @@
 //! time (`matmul::packed`, as a server packs the output head and Q5_0 layers).
 //!
 //! Two regimes per shape: weights streamed from DRAM (each pass walks copies spanning four
-//! times the largest cache, as decoding does) and weights in L2 (one copy of at most 512 KiB, the
-//! kernels' compute cost alone). Figures are medians of the passes (shared machines).
+//! times the largest cache, as decoding does) and weights in L2 (one copy of at most
+//! 512 KiB, the kernels' compute cost alone). Figures are medians of the passes (shared
+//! machines).
 //!
 //! Run: `cargo bench -p hearth-kernels --bench batch_shapes [-- FILTER]`; set
 //! `HEARTH_CPU` to compare levels.

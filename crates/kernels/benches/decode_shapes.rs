@@ -5,8 +5,9 @@
 //! `benches/matvec.rs` measures 4096-wide rows; decoding small models multiplies much
 //! narrower ones (640 columns: 20 Q8_0 blocks), where the per-row overhead of the row
 //! loop (call, reduction, tail) weighs far more. Each shape is repeated until it spans
-//! four times the largest cache (`common::dram_span`), so every pass reads from DRAM, and the figure is the median of the passes
-//! (the machine this was tuned on is shared: medians, not means).
+//! four times the largest cache (`common::dram_span`), so every pass reads from DRAM, and
+//! the figure is the median of the passes (the machine this was tuned on is shared:
+//! medians, not means).
 //!
 //! Run: `cargo bench -p hearth-kernels --bench decode_shapes [-- FILTER]`.
 

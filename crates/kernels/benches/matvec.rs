@@ -3,8 +3,8 @@
 //! Decoding one token multiplies every weight matrix by one activation vector, so its
 //! speed is set by how fast the weights stream from memory. Each matrix here is 4096
 //! columns wide and spans four times the largest cache (`common::dram_span`), so every
-//! iteration reads it from DRAM. Compare the figures
-//! with `benches/bandwidth.rs` on the same machine.
+//! iteration reads it from DRAM. Compare the figures with `benches/bandwidth.rs` on the
+//! same machine.
 //!
 //! The kernels are those of `Kernels::get()` (the CPU's best level, or `HEARTH_CPU`).
 //! Run: `cargo bench -p hearth-kernels --bench matvec [-- Q4_K]`.
@@ -22,8 +22,9 @@ use common::{buffer, dram_span, values, Pages};
 
 const N_COLS: usize = 4096;
 
-/// A `[n_rows, N_COLS]` matrix spanning at least [`dram_span`]: 64 distinct quantized rows,
-/// repeated (quantizing hundreds of MiB of k-quants from scratch would take longer than the bench).
+/// A `[n_rows, N_COLS]` matrix spanning at least [`dram_span`]: 64 distinct quantized
+/// rows, repeated (quantizing hundreds of MiB of k-quants from scratch would take longer
+/// than the bench).
 fn matrix(ty: TensorType, pages: Pages) -> (usize, MmapMut) {
     let row_bytes = ty.row_bytes(N_COLS as u64).expect("4096 columns") as usize;
     let mut distinct = vec![0u8; 64 * row_bytes];
