@@ -22,6 +22,10 @@
 //! continues exactly where it was. A running sequence is never truncated or corrupted;
 //! it ends only by its own stop, its `max_tokens`, or the per-sequence context.
 //!
+//! # Bursts
+//! A job that wakes an idle engine waits a few milliseconds for the rest of its burst
+//! before the first step ([`gather`]), so that prompts sent together share that step.
+//!
 //! # n > 1
 //! A request for `n` choices is admitted with `n` slots; its prompt is processed once,
 //! then forked into `n` sequences sharing the prompt's blocks, each with its own sampler
@@ -33,6 +37,7 @@
 //! prefix cache).
 
 mod budget;
+mod gather;
 pub mod job;
 pub mod metrics;
 mod sequence;
@@ -430,6 +435,10 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                     Ok(job) => self.intake(job),
                     Err(_) => return,
                 }
+                open = gather::gather(jobs, self.has_slots(), |job| {
+                    self.intake(job);
+                    self.has_slots()
+                });
             }
             while open {
                 match jobs.try_recv() {
@@ -440,6 +449,15 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             }
             self.step();
         }
+    }
+
+    /// Whether another sequence could start beside those running and waiting.
+    fn has_slots(&self) -> bool {
+        let held: usize = (self.running.iter())
+            .chain(&self.waiting)
+            .map(|s| 1 + s.n_forks)
+            .sum();
+        held < self.limits.parallel
     }
 
     /// Validates a job and queues it, or answers it with an error.
