@@ -11,6 +11,8 @@ ends inside a UTF-8 character is held back and sent with the next one; the table
    own ~200-token prompt and `max_tokens` 128 with `ignore_eos` (llama.cpp's extension: the
    end-of-sequence token does not stop generation), so every stream is exactly 128 tokens.
      agg tok/s  all generated tokens / (last chunk of the level - first request sent)
+     gen tok/s  generation alone, as llama.cpp's "eval" rate: the tokens after each
+                stream's first / (last chunk - first stream's first chunk)
      TTFT       first text chunk - request sent          (median, p99 over the clients)
      ITL        gap between consecutive text chunks      (median, p99 over all gaps)
 2. Interference: 3 streams decode (256 tokens, `ignore_eos`); once all 3 are streaming, a
@@ -305,6 +307,9 @@ def level(server, prompts, n_clients, args):
         result.update({
             "wall_s": wall,
             "agg_tok_s": sum(s.n_chunks for s in ok) / wall,
+            # Generation alone, as llama.cpp's "eval" rate: the tokens after each
+            # stream's first, over the span from the first of them to the last token.
+            "gen_tok_s": gen_rate(ok),
             "ttft_median_s": med(ttfts),
             "ttft_p99_s": pct(ttfts, 99),
             "itl_median_s": med(itls),
@@ -314,6 +319,14 @@ def level(server, prompts, n_clients, args):
                                         for s in ok if s.n_chunks > 1]),
         })
     return result
+
+
+def gen_rate(streams):
+    going = [s for s in streams if s.n_chunks > 1]
+    if not going:
+        return None
+    span = max(s.t_chunks[-1] for s in going) - min(s.t_chunks[0] for s in going)
+    return sum(s.n_chunks - 1 for s in going) / span if span > 0 else None
 
 
 def interference(server, prompts, args):
@@ -417,11 +430,13 @@ def print_report(name, r):
     if r["dropped_fields"]:
         print(f"   server rejected {', '.join(sorted(r['dropped_fields']))}: sent without")
     print(f"{'clients':>7} {'prompt':>6} {'tokens':>9} {'tok/chunk':>9} {'agg tok/s':>9} "
-          f"{'TTFT med':>9} {'TTFT p99':>9} {'ITL med':>8} {'ITL p99':>8} {'stream t/s':>10}  (ms)")
+          f"{'gen tok/s':>9} {'TTFT med':>9} {'TTFT p99':>9} {'ITL med':>8} {'ITL p99':>8} "
+          f"{'stream t/s':>10}  (ms)")
     for lv in r["levels"]:
         toks = f"{lv['tokens_min']}-{lv['tokens_max']}" if lv["tokens_min"] != lv["tokens_max"] else str(lv["tokens_min"])
         print(f"{lv['clients']:>7} {num(lv['prompt_tokens'], '.0f'):>6} {toks:>9} "
               f"{num(lv['tokens_per_chunk'], '.2f'):>9} {num(lv.get('agg_tok_s')):>9} "
+              f"{num(lv.get('gen_tok_s')):>9} "
               f"{ms(lv.get('ttft_median_s')):>9} {ms(lv.get('ttft_p99_s')):>9} "
               f"{ms(lv.get('itl_median_s')):>8} {ms(lv.get('itl_p99_s')):>8} "
               f"{num(lv.get('stream_tok_s_median')):>10}")
@@ -474,6 +489,7 @@ def compare(directory, a, b):
         def lv(key, k=k):
             return lambda r: r["levels"][k].get(key) if k < len(r["levels"]) else None
         row(f"{n} clients: agg tok/s", lv("agg_tok_s"), 1, ".1f", "higher is better")
+        row(f"{n} clients: generation tok/s", lv("gen_tok_s"), 1, ".1f", "after first tokens")
         row(f"{n} clients: TTFT median", lv("ttft_median_s"), 1000, ".1f", "ms")
         row(f"{n} clients: TTFT p99", lv("ttft_p99_s"), 1000, ".1f", "ms")
         row(f"{n} clients: ITL median", lv("itl_median_s"), 1000, ".1f", "ms")
