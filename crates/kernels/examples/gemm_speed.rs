@@ -7,8 +7,10 @@
 //! ```
 //!
 //! `TYPES` (e.g. `Q4_K,Q6_K`) limits the run to those formats, so that a profile of it
-//! shows one format's kernel.
+//! shows one format's kernel. Formats that pack (`matmul::packed`: Q8_0, Q5_0) are also
+//! measured packed, as a server multiplies them.
 
+use hearth_kernels::matmul::packed::{matmul_packed, PackedMatrix};
 use hearth_kernels::matmul::{matmul, MatmulScratch, WeightMatrix};
 use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::{quantize_row, TensorType};
@@ -73,5 +75,18 @@ fn main() {
             macs / best / 1e9,
             best * 1e3
         );
+        if let Some(p) = PackedMatrix::pack(&w).expect("pack") {
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = cpu_time();
+                matmul_packed(&pool, &p, &x, n_tokens, &mut out, &mut scratch).expect("packed");
+                best = best.min((cpu_time() - t).as_secs_f64());
+            }
+            println!(
+                "{ty} packed: {:.1} GMAC per CPU-second ({:.1} ms)",
+                macs / best / 1e9,
+                best * 1e3
+            );
+        }
     }
 }

@@ -241,7 +241,8 @@ fn several_packed_products_equal_one_each() {
     }
 }
 
-/// The row path's tokens take the packed form, the GEMM's the matrix as stored.
+/// Every token takes the packed form at a level with a packed kernel for the format;
+/// elsewhere the row path's tokens take it and the GEMM's the matrix as stored.
 #[test]
 fn rows_take_the_packed_form_and_the_gemm_the_stored_one() {
     let pool = ThreadPool::new(2).unwrap();
@@ -278,7 +279,7 @@ fn rows_take_the_packed_form_and_the_gemm_the_stored_one() {
                 let mut stored = vec![0.0; n_tokens * n_rows];
                 matmul_with(k, &pool, &w, &x, n_tokens, &mut stored, &mut scratch).unwrap();
                 let first = match split {
-                    _ if k.gemm().is_none() => n_tokens,
+                    _ if k.gemm().is_none() || k.packed(format).is_some() => n_tokens,
                     GemmTokens::From(f) => f,
                     GemmTokens::ByCount => 0,
                 };
