@@ -158,6 +158,8 @@ pub struct Kernels {
     dot_rows: [Option<DotRowsFn>; N_TYPES],
     dot_tokens: [Option<DotTokensFn>; N_TYPES],
     packed: [Option<PackedDotFn>; PackedFormat::ALL.len()],
+    /// Whether the packed kernels beat this level's GEMM at prompt sizes too.
+    packed_prompts: bool,
 }
 
 impl Kernels {
@@ -198,6 +200,7 @@ impl Kernels {
             dot_rows: [None; N_TYPES],
             dot_tokens: [None; N_TYPES],
             packed: [None; PackedFormat::ALL.len()],
+            packed_prompts: false,
         };
         crate::quant::register_scalar(&mut k);
         match level {
@@ -290,6 +293,19 @@ impl Kernels {
     /// must give exactly what `crate::matmul::packed::reference(format)` gives.
     pub fn set_packed(&mut self, format: PackedFormat, f: PackedDotFn) {
         self.packed[format.index()] = Some(f);
+    }
+
+    /// Whether a packed matrix should take a prompt's tokens as well, not only decoding
+    /// ones: where this level's packed kernels beat its GEMM at prompt sizes (see
+    /// `matmul::packed::matmul_rows_packed`).
+    pub fn packed_prompts(&self) -> bool {
+        self.packed_prompts
+    }
+
+    /// Says that this level's packed kernels beat its GEMM at prompt sizes (used by the
+    /// level modules).
+    pub fn set_packed_prompts(&mut self, yes: bool) {
+        self.packed_prompts = yes;
     }
 
     /// Installs the quantizer for activation format `act` (used by the level modules).

@@ -241,8 +241,9 @@ fn several_packed_products_equal_one_each() {
     }
 }
 
-/// Every token takes the packed form at a level with a packed kernel for the format;
-/// elsewhere the row path's tokens take it and the GEMM's the matrix as stored.
+/// Every token takes the packed form at a level whose packed kernels beat its GEMM at
+/// prompt sizes; elsewhere the row path's tokens take it and the GEMM's the matrix as
+/// stored.
 #[test]
 fn rows_take_the_packed_form_and_the_gemm_the_stored_one() {
     let pool = ThreadPool::new(2).unwrap();
@@ -279,7 +280,7 @@ fn rows_take_the_packed_form_and_the_gemm_the_stored_one() {
                 let mut stored = vec![0.0; n_tokens * n_rows];
                 matmul_with(k, &pool, &w, &x, n_tokens, &mut stored, &mut scratch).unwrap();
                 let first = match split {
-                    _ if k.gemm().is_none() || k.packed(format).is_some() => n_tokens,
+                    _ if k.gemm().is_none() || k.packed_prompts() => n_tokens,
                     GemmTokens::From(f) => f,
                     GemmTokens::ByCount => 0,
                 };

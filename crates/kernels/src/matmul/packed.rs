@@ -38,12 +38,11 @@
 //! one's in the last bits; but they depend only on the row and the token, never on how
 //! many tokens share the call or how the rows are split among threads. So a model that
 //! packs a matrix sends every token of its row path through the packed form
-//! ([`matmul_rows_packed`]), and at the levels with a packed kernel the prompts the GEMM
-//! would take too (faster there as well; a level without one keeps the GEMM on the
-//! file's copy).
+//! ([`matmul_rows_packed`]), and at AVX-512 VNNI the prompts the GEMM would take too
+//! (faster there as well); other levels keep the GEMM on the file's copy for them.
 //!
 //! The memory cost is a second copy of each packed matrix (the file's bytes stay loaded,
-//! for the embedding lookups and the levels without a packed kernel), so a model packs only what several tokens at
+//! for the GEMM and the embedding lookups), so a model packs only what several tokens at
 //! once gain most from (see the model's `pack_for_batches`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -532,7 +531,8 @@ pub fn matmul_packed_many_with(
 }
 
 /// [`matmul_with`] for `w`, of which `p` is the packed form: every token goes through
-/// `p` where the level has a packed kernel for its format; elsewhere the tokens the row
+/// `p` where the level's packed kernels beat its GEMM at prompt sizes
+/// ([`Kernels::packed_prompts`]); elsewhere the tokens the row
 /// path would take (decoding sequences; see `GemmTokens`) go through `p` and the rest
 /// through the GEMM on `w`. So every token of the row path gets the packed result,
 /// whoever shares its batch. `products` is one or more `(w, p, out)` of the same `x`; where
@@ -582,14 +582,17 @@ pub fn matmul_rows_packed_with(
         }
     }
     // Where each product's GEMM tokens start: the same rule as `matmul_with`'s, except
-    // that a level with a packed kernel for the format takes every token through it. It
-    // beats the GEMM at prompt sizes too: `examples/gemm_speed`, 512 tokens, one thread,
-    // Emerald Rapids, AVX-512 VNNI: Q5_0 2048 × 640 90 → 143 GMAC per CPU-second, Q8_0
-    // 94 → 174, 4096 × 3584 Q5_0 121 → 163, Q8_0 138 → 193; AVX2: Q8_0 38 → 47 and
-    // 44 → 51, Q5_0 58 → 59 at 640 columns (64 tokens: 45 → 65) but 71 → 65 at 3584.
-    // A prompt's tokens then also get the result a decoding token gets.
+    // at a level whose packed kernels beat its GEMM at prompt sizes too
+    // (`Kernels::packed_prompts`), where every token goes through the packed form and
+    // a prompt's tokens get the result a decoding token gets. `examples/gemm_speed`, 512
+    // tokens, one thread, Emerald Rapids, AVX-512 VNNI: Q5_0 2048 × 640 90 → 143 GMAC
+    // per CPU-second, Q8_0 94 → 174, 4096 × 3584 Q5_0 121 → 163, Q8_0 138 → 193; Gemma
+    // 3 270M's four 188-token prompts at 2 threads got their first tokens 17–22 % sooner.
+    // At AVX2, Q5_0 58 → 59 at 640 columns but 71 → 65 at 3584, and those four prompts
+    // took 10–20 % longer, so that level keeps the GEMM.
     let row_tokens = |ty: TensorType| {
-        let packed = PackedFormat::of(ty).is_some_and(|f| kernels.packed(f).is_some());
+        let packed = kernels.packed_prompts()
+            && PackedFormat::of(ty).is_some_and(|f| kernels.packed(f).is_some());
         if !packed && kernels.gemm().is_some() && gemm::supports(ty) {
             gemm_first(scratch.gemm_tokens, n_tokens)
         } else {
