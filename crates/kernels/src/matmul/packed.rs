@@ -589,7 +589,8 @@ pub fn matmul_rows_packed_with(
     // per CPU-second, Q8_0 94 → 174, 4096 × 3584 Q5_0 121 → 163, Q8_0 138 → 193; Gemma
     // 3 270M's four 188-token prompts at 2 threads got their first tokens 17–22 % sooner.
     // At AVX2, Q5_0 58 → 59 at 640 columns but 71 → 65 at 3584, and those four prompts
-    // took 10–20 % longer, so that level keeps the GEMM.
+    // gained nothing (five alternations of the servers: as often slower as faster), so
+    // that level keeps the GEMM.
     let row_tokens = |ty: TensorType| {
         let packed = kernels.packed_prompts()
             && PackedFormat::of(ty).is_some_and(|f| kernels.packed(f).is_some());
