@@ -453,9 +453,11 @@ impl<'m, 'a> Scheduler<'m, 'a> {
 
     /// Whether another sequence could start beside those running and waiting.
     fn has_slots(&self) -> bool {
-        let held: usize = (self.running.iter())
+        let held: usize = self
+            .running
+            .iter()
             .chain(&self.waiting)
-            .map(|s| 1 + s.n_forks)
+            .map(Seq::slots)
             .sum();
         held < self.limits.parallel
     }
@@ -862,8 +864,8 @@ impl<'m, 'a> Scheduler<'m, 'a> {
     fn admit(&mut self) {
         while let Some(front) = self.waiting.front() {
             // A sequence with forks to come holds their slots already.
-            let used: usize = self.running.iter().map(|s| 1 + s.n_forks).sum();
-            if used + 1 + front.n_forks > self.limits.parallel {
+            let used: usize = self.running.iter().map(Seq::slots).sum();
+            if used + front.slots() > self.limits.parallel {
                 return;
             }
             // At least the last token is computed: its logits start generation.

@@ -63,30 +63,35 @@ fn main() {
         let mut out = vec![0f32; n_tokens * n_rows];
         let mut scratch = MatmulScratch::new();
         matmul(&pool, &w, &x, n_tokens, &mut out, &mut scratch).expect("matmul");
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            let t = cpu_time();
+        let best = best_cpu_s(|| {
             matmul(&pool, &w, &x, n_tokens, &mut out, &mut scratch).expect("matmul");
-            best = best.min((cpu_time() - t).as_secs_f64());
-        }
+        });
         let macs = (n_tokens * n_rows * n_cols) as f64;
-        println!(
-            "{ty}: {:.1} GMAC per CPU-second ({:.1} ms)",
-            macs / best / 1e9,
-            best * 1e3
-        );
+        report(&ty.to_string(), macs, best);
         if let Some(p) = PackedMatrix::pack(&w).expect("pack") {
-            let mut best = f64::INFINITY;
-            for _ in 0..5 {
-                let t = cpu_time();
+            let best = best_cpu_s(|| {
                 matmul_packed(&pool, &p, &x, n_tokens, &mut out, &mut scratch).expect("packed");
-                best = best.min((cpu_time() - t).as_secs_f64());
-            }
-            println!(
-                "{ty} packed: {:.1} GMAC per CPU-second ({:.1} ms)",
-                macs / best / 1e9,
-                best * 1e3
-            );
+            });
+            report(&format!("{ty} packed"), macs, best);
         }
     }
+}
+
+/// The least CPU time of five runs of `run`, in seconds.
+fn best_cpu_s(mut run: impl FnMut()) -> f64 {
+    (0..5)
+        .map(|_| {
+            let t = cpu_time();
+            run();
+            (cpu_time() - t).as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn report(label: &str, macs: f64, seconds: f64) {
+    println!(
+        "{label}: {:.1} GMAC per CPU-second ({:.1} ms)",
+        macs / seconds / 1e9,
+        seconds * 1e3
+    );
 }

@@ -135,6 +135,11 @@ pub(crate) enum Progress {
 }
 
 impl<'t> Seq<'t> {
+    /// The running slots it holds: its own and those of the forks it will make.
+    pub(crate) fn slots(&self) -> usize {
+        1 + self.n_forks
+    }
+
     /// The first choice of a request, from what the scheduler prepared.
     pub(crate) fn new(
         tok: &'t Tokenizer,

@@ -532,11 +532,11 @@ pub fn matmul_packed_many_with(
 
 /// [`matmul_with`] for `w`, of which `p` is the packed form: every token goes through
 /// `p` where the level's packed kernels beat its GEMM at prompt sizes
-/// ([`Kernels::packed_prompts`]); elsewhere the tokens the row
-/// path would take (decoding sequences; see `GemmTokens`) go through `p` and the rest
-/// through the GEMM on `w`. So every token of the row path gets the packed result,
-/// whoever shares its batch. `products` is one or more `(w, p, out)` of the same `x`; where
-/// all of them split `x` at the same token, their packed parts go in one dispatch.
+/// ([`Kernels::packed_prompts`]); elsewhere the tokens the row path would take (decoding
+/// sequences; see `GemmTokens`) go through `p` and the rest through the GEMM on `w`. So
+/// every token of the row path gets the packed result, whoever shares its batch.
+/// `products` is one or more `(w, p, out)` of the same `x`; where all of them split `x`
+/// at the same token, their packed parts go in one dispatch.
 pub fn matmul_rows_packed(
     pool: &ThreadPool,
     products: &mut [(&WeightMatrix<'_>, &PackedMatrix, &mut [f32])],
