@@ -246,15 +246,18 @@ impl Case {
                 alpha: &mut alpha,
             };
             st.reset();
-            for b in n_tiles * split / n_split..n_tiles * (split + 1) / n_split {
+            let end = n_tiles * (split + 1) / n_split;
+            for b in n_tiles * split / n_split..end {
                 let tile = self.tile(b);
+                // As attention passes it: the next tile of the pass, fetched meanwhile.
+                let next = (b + 1 < end).then(|| self.tile(b + 1));
                 let j0 = b * KV_TILE;
                 let vis: Vec<(usize, usize)> = self
                     .vis
                     .iter()
                     .map(|&(lo, hi)| (lo.saturating_sub(j0), hi.saturating_sub(j0)))
                     .collect();
-                ops.attn_tile(&self.q, self.scale, &tile, &vis, &mut st);
+                ops.attn_tile(&self.q, self.scale, &tile, next.as_ref(), &vis, &mut st);
             }
             states.push((m, l, o));
         }

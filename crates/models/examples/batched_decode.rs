@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use hearth_gguf::{GgufFile, Residency};
 use hearth_kernels::pool::ThreadPool;
-use hearth_models::{Batch, KvCache, Model, Scratch};
+use hearth_models::{Batch, KvCache, KvTypes, Model, Scratch};
 
 const N_PROMPT: usize = 64;
 
@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let hp = model.hparams();
     let pool = ThreadPool::new(n_threads)?;
     let max_b = widths.iter().copied().max().unwrap_or(1);
-    let mut kv = KvCache::new(hp, max_b * (N_PROMPT + n_gen + 16))?;
+    let mut kv = KvCache::with_types(hp, max_b * (N_PROMPT + n_gen + 16), KvTypes::default())?;
     let mut scratch = Scratch::new(&model, 512, max_b)?;
     let mut batch = Batch::with_capacity(512);
     for &b in &widths {

@@ -671,23 +671,25 @@ fn attend_blocks(
     let mut vis = [(0, 0); Q_TILE_ROWS];
     let vis = &mut vis[..seen.len()];
     let hd_v_cached = if a.v_in_k { 0 } else { a.head_dim_v };
+    let tile_of = |jb: usize| kv.tile(il, seq.block(jb), g, a.head_dim_k, hd_v_cached);
+    // The first tile now; each later one while the kernels work on the one before.
+    if !blocks.is_empty() {
+        tile_of(blocks.start).prefetch();
+    }
     for jb in blocks.clone() {
-        if jb + 1 < blocks.end {
-            kv.tile(il, seq.block(jb + 1), g, a.head_dim_k, hd_v_cached)
-                .prefetch();
-        }
+        let next = (jb + 1 < blocks.end).then(|| tile_of(jb + 1));
         let j0 = jb * KV_TILE;
         for (v, s) in vis.iter_mut().zip(seen.iter()) {
             *v = (s.0.saturating_sub(j0), s.1.saturating_sub(j0));
         }
-        let mut tile = kv.tile(il, seq.block(jb), g, a.head_dim_k, hd_v_cached);
+        let mut tile = tile_of(jb);
         if a.v_in_k {
             let (tmp, values) = vbuf.split_at_mut(KV_TILE * a.head_dim_v);
             keys_to_values(&tile.k, a.head_dim_v, tmp, values);
             tile.v = KvData::F32(values);
             tile.v_stride = a.head_dim_v;
         }
-        ops.attn_tile(qbuf, a.kq_scale, &tile, vis, st);
+        ops.attn_tile(qbuf, a.kq_scale, &tile, next.as_ref(), vis, st);
     }
 }
 
