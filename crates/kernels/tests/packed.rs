@@ -1,5 +1,5 @@
-//! Rows packed sixteen at a time (`matmul::packed`), in both formats that pack (Q8_0
-//! and Q5_0).
+//! Rows packed sixteen at a time (`matmul::packed`), in every format that packs (Q8_0,
+//! Q5_0 and Q4_K).
 //!
 //! 1. Every level's packed kernel equals the scalar reference (`packed::reference`) bit
 //!    for bit, for every token count from 1 to 11 (whole passes of tokens and every
@@ -30,18 +30,38 @@ mod kernel_inputs;
 
 use kernel_inputs::Rng;
 
-/// `n_rows` rows of `nb` blocks of `format`'s type: quantized values, or (`raw`) random
-/// quant bytes under finite random scales.
+/// Weights in a block of the file's `format` rows: 32, or 256 for Q4_K's super-blocks.
+fn block_weights(format: PackedFormat) -> usize {
+    if format == PackedFormat::Q4_K {
+        256
+    } else {
+        32
+    }
+}
+
+/// Whether `n_rows` rows of `nb` blocks of 32 weights pack in `format`: whole blocks of
+/// the file's rows, and for Q4_K whole groups of rows (it takes no rows past them).
+fn fits(format: PackedFormat, n_rows: usize, nb: usize) -> bool {
+    (32 * nb).is_multiple_of(block_weights(format))
+        && (format != PackedFormat::Q4_K || n_rows.is_multiple_of(16))
+}
+
+/// `n_rows` rows of `nb` blocks (of 32 weights) of `format`'s type: quantized values, or
+/// (`raw`) random quant bytes under finite random scales (and Q4_K's mins).
 fn rows_of(format: PackedFormat, n_rows: usize, nb: usize, raw: bool, rng: &mut Rng) -> Vec<u8> {
     let ty = format.ty();
-    let bb = ty.row_bytes(32).unwrap() as usize;
-    let row_bytes = bb * nb;
+    let bb = ty.row_bytes(block_weights(format) as u64).unwrap() as usize;
+    let row_bytes = ty.row_bytes(32 * nb as u64).unwrap() as usize;
+    let n_scales = if format == PackedFormat::Q4_K { 2 } else { 1 };
     let mut out = vec![0u8; n_rows * row_bytes];
     for row in out.chunks_exact_mut(row_bytes) {
         if raw {
             row.iter_mut().for_each(|b| *b = rng.next() as u8);
             for block in row.chunks_exact_mut(bb) {
-                block[..2].copy_from_slice(&f16::from_f32(rng.normal() * 0.01).to_le_bytes());
+                for i in 0..n_scales {
+                    let d = f16::from_f32(rng.normal() * 0.01).to_le_bytes();
+                    block[2 * i..2 * i + 2].copy_from_slice(&d);
+                }
             }
         } else {
             quantize_row(ty, &rng.vec(32 * nb), row).unwrap();
@@ -91,16 +111,24 @@ fn packed_kernels_equal_the_scalar_reference() {
         let mut checked = 0;
         for (level, k) in &levels {
             let kernel = k.packed(format).unwrap();
-            for nb in [1, 2, 3, 7, 20] {
+            for nb in [1, 2, 3, 7, 8, 16, 20, 24] {
                 for n_groups in 1..=3 {
                     for raw in [false, true] {
                         let n_rows = 16 * n_groups;
+                        if !fits(format, n_rows, nb) {
+                            continue;
+                        }
                         let rows = rows_of(format, n_rows, nb, raw, &mut rng);
                         let w = WeightMatrix::new(format.ty(), n_rows, 32 * nb, &rows).unwrap();
                         let p = PackedMatrix::pack(&w).unwrap().unwrap();
                         assert_eq!(p.format(), format);
-                        // Both formats keep the file's bytes per block.
-                        assert_eq!(p.bytes(), rows.len());
+                        // The 32-weight formats keep the file's bytes per block; Q4_K's
+                        // eight scales and mins take 16 bytes per super-block, not 12.
+                        if format == PackedFormat::Q4_K {
+                            assert_eq!(p.bytes(), rows.len() / 144 * 148);
+                        } else {
+                            assert_eq!(p.bytes(), rows.len());
+                        }
                         let groups = p.group_bytes();
                         assert_eq!(groups.len(), n_groups * nb * format.group_block_bytes());
                         for n_tokens in 1..=11 {
@@ -133,7 +161,18 @@ fn packed_products_do_not_depend_on_company_or_threads() {
     let mut rng = Rng(11);
     for format in PackedFormat::ALL {
         for (level, k) in &all_levels() {
-            for (n_rows, nb) in [(16, 2), (17, 3), (40, 20), (79, 5), (1024, 20)] {
+            for (n_rows, nb) in [
+                (16, 2),
+                (17, 3),
+                (40, 20),
+                (79, 5),
+                (1024, 20),
+                (48, 8),
+                (1024, 16),
+            ] {
+                if !fits(format, n_rows, nb) {
+                    continue;
+                }
                 let n_cols = 32 * nb;
                 let rows = rows_of(format, n_rows, nb, false, &mut rng);
                 let w = WeightMatrix::new(format.ty(), n_rows, n_cols, &rows).unwrap();
@@ -183,18 +222,18 @@ fn packed_products_do_not_depend_on_company_or_threads() {
     }
 }
 
-/// Q, K and V of one input in one dispatch give what each gives alone, in either
-/// format and mixed.
+/// Q, K and V of one input in one dispatch give what each gives alone, in three formats
+/// mixed.
 #[test]
 fn several_packed_products_equal_one_each() {
     let pool = ThreadPool::new(2).unwrap();
     let mut rng = Rng(13);
     for (level, k) in &all_levels() {
-        let nb = 20;
+        let nb = 24;
         let shapes = [
             (PackedFormat::Q5_0, 1024),
             (PackedFormat::Q8_0, 264),
-            (PackedFormat::Q5_0, 256),
+            (PackedFormat::Q4_K, 256),
         ];
         let rows: Vec<_> = shapes
             .iter()
@@ -250,7 +289,7 @@ fn rows_take_the_packed_form_and_the_gemm_the_stored_one() {
     let mut rng = Rng(17);
     for format in PackedFormat::ALL {
         for (level, k) in &all_levels() {
-            let (n_rows, nb) = (200, 8);
+            let (n_rows, nb) = (208, 8);
             let n_cols = 32 * nb;
             let rows = rows_of(format, n_rows, nb, false, &mut rng);
             let w = WeightMatrix::new(format.ty(), n_rows, n_cols, &rows).unwrap();
@@ -306,8 +345,9 @@ fn rows_take_the_packed_form_and_the_gemm_the_stored_one() {
     }
 }
 
-/// Only Q8_0 and Q5_0 matrices with a whole group of rows and some columns are packed;
-/// a packed matrix given for another matrix is refused.
+/// Only Q8_0, Q5_0 and Q4_K matrices with a whole group of rows and some columns are
+/// packed (Q4_K only when its rows are whole groups); a packed matrix given for another
+/// matrix is refused.
 #[test]
 fn what_cannot_be_packed_is_left_alone() {
     let mut rng = Rng(3);
@@ -320,6 +360,12 @@ fn what_cannot_be_packed_is_left_alone() {
     quantize_row(TensorType::Q4_0, &rng.vec(16 * 32), &mut q4).unwrap();
     let w = WeightMatrix::new(TensorType::Q4_0, 16, 32, &q4).unwrap();
     assert!(PackedMatrix::pack(&w).unwrap().is_none(), "Q4_0");
+    let q4k = rows_of(PackedFormat::Q4_K, 40, 8, false, &mut rng);
+    let w = WeightMatrix::new(TensorType::Q4_K, 40, 256, &q4k).unwrap();
+    assert!(
+        PackedMatrix::pack(&w).unwrap().is_none(),
+        "Q4_K with rows past a group"
+    );
 
     let q5 = rows_of(PackedFormat::Q5_0, 32, 2, false, &mut rng);
     let w5 = WeightMatrix::new(TensorType::Q5_0, 32, 64, &q5).unwrap();
@@ -347,7 +393,10 @@ fn packing_keeps_the_matrix() {
     for format in PackedFormat::ALL {
         let ty = format.ty();
         for (level, k) in packed_levels(format) {
-            for (n_rows, nb) in [(16, 1), (35, 4), (96, 20)] {
+            for (n_rows, nb) in [(16, 1), (35, 4), (96, 20), (16, 8), (96, 24)] {
+                if !fits(format, n_rows, nb) {
+                    continue;
+                }
                 let n_cols = 32 * nb;
                 let rows = rows_of(format, n_rows, nb, false, &mut rng);
                 let w = WeightMatrix::new(ty, n_rows, n_cols, &rows).unwrap();
@@ -374,9 +423,17 @@ fn packing_keeps_the_matrix() {
                             .map(|(&a, &b)| (a as f64 * b as f64).abs())
                             .sum();
                         let tol = 1e-5 * mag + 1e-6;
+                        // Unpacked Q4_K takes Q8_K activations (one scale per 256), so it
+                        // differs by their rounding: a few parts in a thousand of the
+                        // magnitude.
+                        let tol_u = if format == PackedFormat::Q4_K {
+                            1e-2 * mag + 1e-5
+                        } else {
+                            tol
+                        };
                         let (g, u) = (got[t * n_rows + r] as f64, unpacked[t * n_rows + r] as f64);
                         assert!(
-                            (g - exact).abs() <= tol && (g - u).abs() <= tol,
+                            (g - exact).abs() <= tol && (g - u).abs() <= tol_u,
                             "{format:?} {level:?}: {n_rows}x{n_cols} token {t} row {r}: \
                              packed {g}, unpacked {u}, f64 {exact}"
                         );

@@ -26,16 +26,27 @@
 //!   low nibbles; the 64 bytes at 288 hold the fifth bits, chunk `c`'s as bit `c` of each
 //!   byte. The block keeps Q5_0's 22 bytes per row, and a shift and a mask put any
 //!   chunk's fifth bits in place.
+//! - [`PackedFormat::Q4_K`]: the file's 256-weight super-blocks stay whole, eight
+//!   blocks in [`Q4K_SUPER_BYTES`]: the sixteen rows' f16 `d`, their f16 `dmin`, then
+//!   for each sub-block `j` their 6-bit scales `sc` as bytes (at `64 + 16j`) and mins
+//!   `m` (at `192 + 16j`), then each sub-block's nibbles as Q5_0's (at `320 + 256j`).
+//!   Weight `k` of sub-block `j` is `scale·u[k] - min` with `scale = d·sc` and `min =
+//!   dmin·m` (an f16 times a 6-bit integer: exact in f32). A row takes 148 bytes per
+//!   super-block where the file takes 144.
 //!
 //! Rows past the last whole group stay as the file stores them and take the level's
-//! ordinary dot.
+//! ordinary dot; Q4_K's dot reads Q8_K activations, not the Q8_0 ones the products
+//! prepare, so Q4_K packs only matrices of whole groups.
 //!
 //! # Arithmetic
 //! Every level computes each (row, token) result as [`reference`] does: per block, the
 //! exact integer sum of the 32 products, converted to f32 (exact: it is below 2²⁴), times
-//! `d_w · d_a` (one f32 product) added with one fused multiply-add, blocks in order. That
+//! `d_w · d_a` (one f32 product) added with one fused multiply-add, blocks in order (for
+//! Q4_K, then `-min · (d_a · Σ a)` with another, `Σ a` taken from the prepared block). That
 //! is not the row layout's order, so a packed matrix's results differ from the unpacked
-//! one's in the last bits; but they depend only on the row and the token, never on how
+//! one's in the last bits (Q4_K's more: its stored rows' kernels read Q8_K activations,
+//! one scale per 256, and the packed kernels Q8_0's, one per 32, which is closer to exact
+//! math); but they depend only on the row and the token, never on how
 //! many tokens share the call or how the rows are split among threads. So a model that
 //! packs a matrix sends every token of its row path through the packed form
 //! ([`matmul_rows_packed`]), and at AVX-512 VNNI the prompts the GEMM would take too
@@ -77,20 +88,23 @@ const MAX_PRODUCTS: usize = 4;
 
 /// A weight format that packs, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)] // ggml's names, as `TensorType`'s
 pub enum PackedFormat {
     Q8_0,
     Q5_0,
+    Q4_K,
 }
 
 impl PackedFormat {
-    /// Both formats, in the order of the kernel table's slots.
-    pub const ALL: [PackedFormat; 2] = [PackedFormat::Q8_0, PackedFormat::Q5_0];
+    /// Every format, in the order of the kernel table's slots.
+    pub const ALL: [PackedFormat; 3] = [PackedFormat::Q8_0, PackedFormat::Q5_0, PackedFormat::Q4_K];
 
     /// The packed format of `ty`'s matrices, if they pack.
     pub fn of(ty: TensorType) -> Option<PackedFormat> {
         match ty {
             TensorType::Q8_0 => Some(PackedFormat::Q8_0),
             TensorType::Q5_0 => Some(PackedFormat::Q5_0),
+            TensorType::Q4_K => Some(PackedFormat::Q4_K),
             _ => None,
         }
     }
@@ -100,6 +114,7 @@ impl PackedFormat {
         match self {
             PackedFormat::Q8_0 => TensorType::Q8_0,
             PackedFormat::Q5_0 => TensorType::Q5_0,
+            PackedFormat::Q4_K => TensorType::Q4_K,
         }
     }
 
@@ -109,15 +124,23 @@ impl PackedFormat {
             PackedFormat::Q8_0 => 2 * GROUP_ROWS + 32 * GROUP_ROWS,
             // Scales, two chunks' nibbles per 64 bytes, one bit of each chunk per byte.
             PackedFormat::Q5_0 => 2 * GROUP_ROWS + 16 * GROUP_ROWS + 4 * GROUP_ROWS,
+            // A super-block's bytes per block: the eight blocks share its d and dmin.
+            PackedFormat::Q4_K => Q4K_SUPER_BYTES / 8,
         }
     }
 
-    /// Bytes of one block of a row as the file stores it.
-    fn row_block_bytes(self) -> usize {
+    /// Blocks of 32 weights that pack together: eight for Q4_K's super-blocks.
+    pub const fn blocks_per_unit(self) -> usize {
         match self {
-            PackedFormat::Q8_0 => Q8_0_BYTES,
-            PackedFormat::Q5_0 => 22,
+            PackedFormat::Q8_0 | PackedFormat::Q5_0 => 1,
+            PackedFormat::Q4_K => 8,
         }
+    }
+
+    /// Whether its rows may be packed with rows left over: the rows past the last whole
+    /// group take the level's dot on Q8_0 activations, which K-quants' dots do not read.
+    fn takes_tails(self) -> bool {
+        self != PackedFormat::Q4_K
     }
 
     /// The slot of the kernel table.
@@ -125,50 +148,101 @@ impl PackedFormat {
         self as usize
     }
 
-    /// Writes block `b` of rows `rows` (sixteen of them, as the file stores them) in
-    /// the group layout.
+    /// Writes unit `b` (weights `32b·u..32(b + 1)·u` for `u = blocks_per_unit`) of rows
+    /// `rows` (sixteen of them, as the file stores them) in the group layout.
     fn pack_block(self, rows: &[&[u8]; GROUP_ROWS], b: usize, dst: &mut [u8]) {
-        let bb = self.row_block_bytes();
         for (l, row) in rows.iter().enumerate() {
-            let src = &row[b * bb..][..bb];
-            dst[2 * l..2 * l + 2].copy_from_slice(&src[..2]);
             match self {
                 PackedFormat::Q8_0 => {
+                    let src = &row[b * Q8_0_BYTES..][..Q8_0_BYTES];
+                    dst[2 * l..2 * l + 2].copy_from_slice(&src[..2]);
                     for c in 0..8 {
                         let at = 2 * GROUP_ROWS + 64 * c + 4 * l;
                         dst[at..at + 4].copy_from_slice(&src[2 + 4 * c..][..4]);
                     }
                 }
                 PackedFormat::Q5_0 => {
+                    let src = &row[b * 22..][..22];
+                    dst[2 * l..2 * l + 2].copy_from_slice(&src[..2]);
                     let u = q5_0_quants(src);
-                    for c in 0..4 {
-                        for j in 0..4 {
-                            let (lo, hi) = (u[4 * c + j], u[4 * (c + 4) + j]);
-                            dst[2 * GROUP_ROWS + 64 * c + 4 * l + j] = (lo & 15) | (hi & 15) << 4;
-                        }
-                    }
+                    put_nibbles(&u, l, &mut dst[2 * GROUP_ROWS..]);
                     for j in 0..4 {
                         dst[Q5_0_HIGH + 4 * l + j] =
                             (0..8).map(|c| (u[4 * c + j] >> 4) << c).sum::<u8>();
+                    }
+                }
+                PackedFormat::Q4_K => {
+                    // `b` is a super-block here (`blocks_per_unit`).
+                    let sb = &row[b * 144..][..144];
+                    dst[2 * l..2 * l + 2].copy_from_slice(&sb[..2]);
+                    dst[32 + 2 * l..32 + 2 * l + 2].copy_from_slice(&sb[2..4]);
+                    let scales: &[u8; 12] = sb[4..16].try_into().expect("12 bytes");
+                    for j in 0..8 {
+                        let (sc, m) = crate::quant::kquants::get_scale_min_k4(j, scales);
+                        dst[64 + 16 * j + l] = sc;
+                        dst[192 + 16 * j + l] = m;
+                        // Sub-blocks 2i and 2i + 1: low and high nibbles of 32i..32i + 32.
+                        let qs = &sb[16 + 32 * (j / 2)..][..32];
+                        let u = std::array::from_fn(|k| qs[k] >> (4 * (j % 2)) & 15);
+                        put_nibbles(&u, l, &mut dst[Q4K_QUANTS + 256 * j..]);
                     }
                 }
             }
         }
     }
 
-    /// Row `l`'s 32 weights of one group block, as signed integers.
-    fn weights(self, blk: &[u8], l: usize) -> [i32; 32] {
-        std::array::from_fn(|k| {
-            let (c, j) = (k / 4, k % 4);
-            match self {
-                PackedFormat::Q8_0 => blk[2 * GROUP_ROWS + 64 * c + 4 * l + j] as i8 as i32,
-                PackedFormat::Q5_0 => {
-                    let nib = blk[2 * GROUP_ROWS + 64 * (c % 4) + 4 * l + j] >> (4 * (c / 4)) & 15;
-                    let high = blk[Q5_0_HIGH + 4 * l + j] >> c & 1;
-                    (nib | high << 4) as i32 - 16
-                }
+    /// Row `l`'s block `b` of a group's bytes: its scale, its min (0 where there is
+    /// none) and its 32 weights as integers (Q4_K's before the scale and min).
+    fn row_block(self, group: &[u8], b: usize, l: usize) -> (f32, f32, [i32; 32]) {
+        let gbb = self.group_block_bytes();
+        match self {
+            PackedFormat::Q8_0 | PackedFormat::Q5_0 => {
+                let blk = &group[b * gbb..][..gbb];
+                let weights = std::array::from_fn(|k| {
+                    let (c, j) = (k / 4, k % 4);
+                    if self == PackedFormat::Q8_0 {
+                        blk[2 * GROUP_ROWS + 64 * c + 4 * l + j] as i8 as i32
+                    } else {
+                        let nib =
+                            blk[2 * GROUP_ROWS + 64 * (c % 4) + 4 * l + j] >> (4 * (c / 4)) & 15;
+                        let high = blk[Q5_0_HIGH + 4 * l + j] >> c & 1;
+                        (nib | high << 4) as i32 - 16
+                    }
+                });
+                (f16_le([blk[2 * l], blk[2 * l + 1]]), 0.0, weights)
             }
-        })
+            PackedFormat::Q4_K => {
+                let sup = &group[b / 8 * Q4K_SUPER_BYTES..][..Q4K_SUPER_BYTES];
+                let j = b % 8;
+                let d = f16_le([sup[2 * l], sup[2 * l + 1]]);
+                let dmin = f16_le([sup[32 + 2 * l], sup[32 + 2 * l + 1]]);
+                let (sc, m) = (sup[64 + 16 * j + l], sup[192 + 16 * j + l]);
+                let nibbles = &sup[Q4K_QUANTS + 256 * j..][..256];
+                let weights = std::array::from_fn(|k| {
+                    let (c, i) = (k / 4, k % 4);
+                    (nibbles[64 * (c % 4) + 4 * l + i] >> (4 * (c / 4)) & 15) as i32
+                });
+                (d * f32::from(sc), dmin * f32::from(m), weights)
+            }
+        }
+    }
+}
+
+/// Bytes of a packed Q4_K super-block (eight blocks of a group): the sixteen rows' f16
+/// `d` and `dmin`, eight bytes of scales and eight of mins, and eight blocks' nibbles.
+pub const Q4K_SUPER_BYTES: usize = Q4K_QUANTS + 8 * 16 * GROUP_ROWS;
+
+/// Where a packed Q4_K super-block's nibbles start.
+pub const Q4K_QUANTS: usize = 4 * GROUP_ROWS + 16 * GROUP_ROWS;
+
+/// Writes 32 quants (each below 16 where they sit) of row `l` as nibbles: chunks `c` and
+/// `c + 4` share the 64 bytes at `64c`, chunk `c` in the low nibbles.
+fn put_nibbles(u: &[u8; 32], l: usize, dst: &mut [u8]) {
+    for c in 0..4 {
+        for j in 0..4 {
+            let (lo, hi) = (u[4 * c + j], u[4 * (c + 4) + j]);
+            dst[64 * c + 4 * l + j] = (lo & 15) | (hi & 15) << 4;
+        }
     }
 }
 
@@ -195,8 +269,10 @@ pub struct PackedMatrix {
     format: PackedFormat,
     n_rows: usize,
     n_cols: usize,
-    /// Blocks per row.
+    /// Blocks (of 32 weights) per row.
     nb: usize,
+    /// Bytes of a row as the file stores it (the tail's rows).
+    row_bytes: usize,
     /// The whole groups, on huge pages where the OS allows (a decode step streams all of
     /// them; on small pages the TLB misses cost ~10 % of a 178 MB head's read).
     groups: memmap2::MmapMut,
@@ -222,11 +298,15 @@ impl PackedMatrix {
         let Some(format) = PackedFormat::of(w.ty()) else {
             return Ok(None);
         };
-        if w.n_rows() < GROUP_ROWS || w.n_cols() == 0 {
+        if w.n_rows() < GROUP_ROWS
+            || w.n_cols() == 0
+            || (!format.takes_tails() && !w.n_rows().is_multiple_of(GROUP_ROWS))
+            || !(w.n_cols() / 32).is_multiple_of(format.blocks_per_unit())
+        {
             return Ok(None);
         }
         let (n_rows, n_cols, rb) = (w.n_rows(), w.n_cols(), w.row_bytes());
-        let nb = rb / format.row_block_bytes();
+        let nb = n_cols / 32;
         let n_groups = n_rows / GROUP_ROWS;
         let gbb = format.group_block_bytes();
         let mut groups = memmap2::MmapMut::map_anon(n_groups * nb * gbb)?;
@@ -237,7 +317,8 @@ impl PackedMatrix {
         }
         for (g, dst) in groups.chunks_exact_mut(nb * gbb).enumerate() {
             let rows: [&[u8]; GROUP_ROWS] = std::array::from_fn(|l| w.row(g * GROUP_ROWS + l));
-            for (b, dst) in dst.chunks_exact_mut(gbb).enumerate() {
+            let unit = gbb * format.blocks_per_unit();
+            for (b, dst) in dst.chunks_exact_mut(unit).enumerate() {
                 format.pack_block(&rows, b, dst);
             }
         }
@@ -247,6 +328,7 @@ impl PackedMatrix {
             n_rows,
             n_cols,
             nb,
+            row_bytes: rb,
             groups,
             tail,
         }))
@@ -321,6 +403,9 @@ pub fn reference(format: PackedFormat) -> PackedDotFn {
         PackedFormat::Q5_0 => {
             |g, nb, a, n, out| dot_groups_scalar(PackedFormat::Q5_0, g, nb, a, n, out)
         }
+        PackedFormat::Q4_K => {
+            |g, nb, a, n, out| dot_groups_scalar(PackedFormat::Q4_K, g, nb, a, n, out)
+        }
     }
 }
 
@@ -342,16 +427,20 @@ fn dot_groups_scalar(
         for (g, group) in groups.chunks_exact(nb * gbb).enumerate() {
             for l in 0..GROUP_ROWS {
                 let mut acc = 0.0f32;
-                for (blk, ab) in group.chunks_exact(gbb).zip(a.chunks_exact(ACT_BLOCK_BYTES)) {
-                    let dw = f16_le([blk[2 * l], blk[2 * l + 1]]);
+                for (b, ab) in a.chunks_exact(ACT_BLOCK_BYTES).enumerate() {
+                    let (dw, mw, weights) = format.row_block(group, b, l);
                     let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
-                    let sum: i32 = format
-                        .weights(blk, l)
+                    let sum: i32 = weights
                         .iter()
                         .zip(&ab[8..])
                         .map(|(&w, &q)| w * q as i8 as i32)
                         .sum();
                     acc = (sum as f32).mul_add(dw * da, acc);
+                    if format == PackedFormat::Q4_K {
+                        // The min: `-mw · da · Σ a`, Σ a from the prepared `-128 · Σ a`.
+                        let prepared = i32::from_le_bytes([ab[4], ab[5], ab[6], ab[7]]);
+                        acc = (-mw).mul_add(da * (-(prepared >> 7)) as f32, acc);
+                    }
                 }
                 out[t * n_rows + g * GROUP_ROWS + l] = acc;
             }
@@ -375,7 +464,9 @@ pub(crate) fn check_call(
 ) -> usize {
     let group_bytes = nb * format.group_block_bytes();
     assert!(
-        group_bytes > 0 && groups.len().is_multiple_of(group_bytes),
+        group_bytes > 0
+            && nb.is_multiple_of(format.blocks_per_unit())
+            && groups.len().is_multiple_of(group_bytes),
         "{} bytes are not whole groups of {nb} {format:?} blocks",
         groups.len()
     );
@@ -738,7 +829,7 @@ impl Part<'_> {
     /// Q8_0 activation rows (`q_len` bytes each in `q8`).
     fn finish_tail(&self, dot: DotFn, q8: &[u8], q_len: usize, n_tokens: usize) {
         let p = self.p;
-        let rb = p.nb * p.format.row_block_bytes();
+        let rb = p.row_bytes;
         let r0 = p.packed_rows();
         for t in 0..n_tokens {
             let a = &q8[t * q_len..][..q_len];

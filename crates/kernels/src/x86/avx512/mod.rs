@@ -202,6 +202,7 @@ pub(super) fn register(k: &mut Kernels, vnni: bool) {
     if vnni {
         k.set_packed(PackedFormat::Q8_0, packed::dot_groups_q8_0);
         k.set_packed(PackedFormat::Q5_0, packed::dot_groups_q5_0);
+        k.set_packed(PackedFormat::Q4_K, packed::dot_groups_q4_k);
         // One scaling per block for sixteen rows, where the GEMM scales every (row,
         // token) pair of each block: faster at prompt sizes too (`matmul_rows_packed`).
         k.set_packed_prompts(true);

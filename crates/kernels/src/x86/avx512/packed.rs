@@ -10,13 +10,18 @@
 //!   and its fifth bits put together (a shift, a mask and one ternary-logic op, once per
 //!   block for every token), and the sum starts at `-16 · Σ a`, an eighth of the
 //!   prepared value.
+//! - Q4_K: the quants are unsigned (`u`, worth `scale·u - min`): a chunk is a nibble
+//!   (a mask, and a shift for the high ones), the sum starts at 0, and the min is taken
+//!   off after the block's scaling with one more FMA, `-min · (d_a · Σ a)`.
 //!
 //! So a block costs, per token, eight `vpdpbusd`, one conversion, one scale product and
 //! one FMA for all sixteen rows.
 
 use std::arch::x86_64::*;
 
-use crate::matmul::packed::{check_call, PackedFormat, ACT_BLOCK_BYTES, GROUP_ROWS, Q5_0_HIGH};
+use crate::matmul::packed::{
+    check_call, PackedFormat, ACT_BLOCK_BYTES, GROUP_ROWS, Q4K_QUANTS, Q4K_SUPER_BYTES, Q5_0_HIGH,
+};
 
 /// Tokens per pass: their accumulators and the block's eight weight vectors stay in
 /// registers.
@@ -32,14 +37,47 @@ const PREFETCH_BLOCKS: usize = 8;
 trait Format {
     const FORMAT: PackedFormat;
     const BLOCK_BYTES: usize = Self::FORMAT.group_block_bytes();
+    /// Whether blocks have a min (a per-row offset times the activations' sum).
+    const MINS: bool = false;
 
+    /// Block `b` of the group at `g`: its eight chunks of weights, as unsigned bytes.
+    ///
+    /// # Safety
+    /// As [`group`]; `b < nb`.
+    #[inline(always)]
+    unsafe fn chunks(g: *const u8, b: usize) -> [__m512i; 8] {
+        Self::chunks_at(g.add(b * Self::BLOCK_BYTES))
+    }
+
+    /// The chunks of a block that starts at `blk`.
+    ///
     /// # Safety
     /// As [`group`]; `blk` is one group block.
-    unsafe fn chunks(blk: *const u8) -> [__m512i; 8];
+    unsafe fn chunks_at(blk: *const u8) -> [__m512i; 8];
 
     /// # Safety
     /// As [`group`].
     unsafe fn start(prepared: i32) -> __m512i;
+
+    /// The sixteen rows' scales of block `b` (stored as f16 at its start).
+    ///
+    /// # Safety
+    /// As [`group`]; `b < nb`.
+    #[inline(always)]
+    unsafe fn scales(g: *const u8, b: usize) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(
+            g.add(b * Self::BLOCK_BYTES) as *const __m256i
+        ))
+    }
+
+    /// The sixteen rows' mins of block `b`, where [`Format::MINS`].
+    ///
+    /// # Safety
+    /// As [`group`]; `b < nb`.
+    #[inline(always)]
+    unsafe fn mins(_g: *const u8, _b: usize) -> __m512 {
+        _mm512_setzero_ps()
+    }
 }
 
 struct Q8_0;
@@ -48,7 +86,7 @@ impl Format for Q8_0 {
     const FORMAT: PackedFormat = PackedFormat::Q8_0;
 
     #[inline(always)]
-    unsafe fn chunks(blk: *const u8) -> [__m512i; 8] {
+    unsafe fn chunks_at(blk: *const u8) -> [__m512i; 8] {
         let flip = _mm512_set1_epi8(-128);
         let mut w = [_mm512_setzero_si512(); 8];
         for (c, w) in w.iter_mut().enumerate() {
@@ -85,11 +123,68 @@ unsafe fn fifth_bit(h: __m512i, c: usize) -> __m512i {
     _mm512_and_si512(moved, bit)
 }
 
+/// Four 64-byte runs of nibbles at `at` as eight chunks: run `c` holds chunk `c` in its
+/// low nibbles and chunk `c + 4` in its high ones.
+#[inline(always)]
+unsafe fn nibble_chunks(at: *const u8) -> [__m512i; 8] {
+    let low = _mm512_set1_epi8(0x0F);
+    let mut w = [_mm512_setzero_si512(); 8];
+    for c in 0..4 {
+        let n = _mm512_loadu_si512(at.add(64 * c) as *const _);
+        w[c] = _mm512_and_si512(n, low);
+        w[c + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(n), low);
+    }
+    w
+}
+
+struct Q4K;
+
+/// Block `b`'s sixteen 6-bit factors (scales at `at` 64, mins at 192) times the
+/// super-block's f16 `d` (at `d_at` 0) or `dmin` (32): exact products, as the reference's.
+#[inline(always)]
+unsafe fn q4_k_factor(g: *const u8, b: usize, d_at: usize, at: usize) -> __m512 {
+    let sup = g.add(b / 8 * Q4K_SUPER_BYTES);
+    let d = _mm512_cvtph_ps(_mm256_loadu_si256(sup.add(d_at) as *const __m256i));
+    let f = _mm_loadu_si128(sup.add(at + 16 * (b % 8)) as *const __m128i);
+    _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(f)))
+}
+
+impl Format for Q4K {
+    const FORMAT: PackedFormat = PackedFormat::Q4_K;
+    const MINS: bool = true;
+
+    #[inline(always)]
+    unsafe fn chunks(g: *const u8, b: usize) -> [__m512i; 8] {
+        nibble_chunks(g.add(b / 8 * Q4K_SUPER_BYTES + Q4K_QUANTS + 256 * (b % 8)))
+    }
+
+    #[inline(always)]
+    unsafe fn chunks_at(blk: *const u8) -> [__m512i; 8] {
+        nibble_chunks(blk)
+    }
+
+    #[inline(always)]
+    unsafe fn start(_prepared: i32) -> __m512i {
+        // The quants are the weights' unsigned parts; the min is taken off in floats.
+        _mm512_setzero_si512()
+    }
+
+    #[inline(always)]
+    unsafe fn scales(g: *const u8, b: usize) -> __m512 {
+        q4_k_factor(g, b, 0, 64)
+    }
+
+    #[inline(always)]
+    unsafe fn mins(g: *const u8, b: usize) -> __m512 {
+        q4_k_factor(g, b, 2 * GROUP_ROWS, 192)
+    }
+}
+
 impl Format for Q5_0 {
     const FORMAT: PackedFormat = PackedFormat::Q5_0;
 
     #[inline(always)]
-    unsafe fn chunks(blk: *const u8) -> [__m512i; 8] {
+    unsafe fn chunks_at(blk: *const u8) -> [__m512i; 8] {
         let low = _mm512_set1_epi8(0x0F);
         let h = _mm512_loadu_si512(blk.add(Q5_0_HIGH) as *const _);
         let mut w = [_mm512_setzero_si512(); 8];
@@ -139,8 +234,9 @@ unsafe fn group<F: Format, const T: usize>(
         for k in 0..F::BLOCK_BYTES.div_ceil(64) {
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * k) as *const i8);
         }
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
-        let w = F::chunks(blk);
+        let dw = F::scales(g, b);
+        let mw = F::mins(g, b);
+        let w = F::chunks(g, b);
         for t in 0..T {
             let y = a.add(t * a_stride + b * ACT_BLOCK_BYTES);
             let word = |at: usize| (y.add(at) as *const i32).read_unaligned();
@@ -148,8 +244,14 @@ unsafe fn group<F: Format, const T: usize>(
             for c in 0..8 {
                 sum = _mm512_dpbusd_epi32(sum, w[c], _mm512_set1_epi32(word(8 + 4 * c)));
             }
-            let d = _mm512_mul_ps(dw, _mm512_set1_ps((y as *const f32).read_unaligned()));
+            let da = (y as *const f32).read_unaligned();
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(da));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, acc[t]);
+            if F::MINS {
+                // Σ a from the prepared -128 · Σ a, exactly; then acc - mw · (da · Σ a).
+                let sum_a = -(word(4) >> 7);
+                acc[t] = _mm512_fnmadd_ps(mw, _mm512_set1_ps(da * sum_a as f32), acc[t]);
+            }
         }
     }
     for t in 0..T {
@@ -197,6 +299,17 @@ pub(super) fn dot_groups_q8_0(
     out: &mut [f32],
 ) {
     dot_groups::<Q8_0>(groups, nb, acts, n_tokens, out)
+}
+
+/// The level's [`crate::dispatch::PackedDotFn`] for packed Q4_K.
+pub(super) fn dot_groups_q4_k(
+    groups: &[u8],
+    nb: usize,
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    dot_groups::<Q4K>(groups, nb, acts, n_tokens, out)
 }
 
 /// The level's [`crate::dispatch::PackedDotFn`] for packed Q5_0.
