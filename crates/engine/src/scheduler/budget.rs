@@ -11,8 +11,15 @@
 //! together are then all done in one step and start decoding together, instead of the
 //! first ones decoding while the rest crawl through the small chunks decoding allows.
 
-/// A mixed step may take this many times a decode-only step.
-pub const STALL: f64 = 2.0;
+/// A mixed step may take this many times a decode-only step. The users of the running
+/// streams see a percentile, not the mean this sets, and on a shared machine single
+/// steps take twice their share now and then. On Gemma 3 270M at 2 threads on an AMD
+/// Zen 5 VM (bench/server: interference, p99 gap in the window over the streams'
+/// median), 2.0 here gave 2.7, 2.7, 4.5 and 3.0 in four runs, 1.75 gave 2.6, 3.0, 2.8
+/// and 2.4, and 1.5 gave 2.4, 2.3, 2.5 and 2.5, the arriving 963-token prompt's first
+/// token then coming at 1.1–1.3 s instead of 0.9–1.0 (llama.cpp's server: about 1.2 s,
+/// stalling every stream meanwhile).
+pub const STALL: f64 = 1.5;
 /// Fewest prompt tokens per step while decoding (progress even when prompts are costly;
 /// on Gemma 3 270M at 2 threads a prompt token on the row path costs about a third of a
 /// 3-stream decode step, so more would break the stall bound by itself).
@@ -118,12 +125,14 @@ mod tests {
             b.record(3, 0, 0.020);
             b.record(3, 20, 0.020 + 20.0 * 0.001);
         }
-        let near = |got: usize, want: usize| got.abs_diff(want) <= 1;
-        assert!(near(b.prompt_tokens(3), 20), "{}", b.prompt_tokens(3));
-        assert!(near(b.prompt_tokens(4), 26), "{}", b.prompt_tokens(4));
+        // (STALL - 1) decode steps' worth of 1 ms tokens.
+        let near =
+            |got: usize, decode_ms: f64| got.abs_diff(((STALL - 1.0) * decode_ms) as usize) <= 1;
+        assert!(near(b.prompt_tokens(3), 20.0), "{}", b.prompt_tokens(3));
+        assert!(near(b.prompt_tokens(4), 26.0), "{}", b.prompt_tokens(4));
         // A count never seen takes the nearest one's cost.
-        assert!(near(b.prompt_tokens(2), 20), "{}", b.prompt_tokens(2));
-        assert!(near(b.prompt_tokens(7), 26), "{}", b.prompt_tokens(7));
+        assert!(near(b.prompt_tokens(2), 20.0), "{}", b.prompt_tokens(2));
+        assert!(near(b.prompt_tokens(7), 26.0), "{}", b.prompt_tokens(7));
     }
 
     #[test]
@@ -134,16 +143,20 @@ mod tests {
             b.record(3, 0, 0.010);
             b.record(3, 20, 0.010 + 20.0 * 0.001);
         }
+        // (STALL - 1) · 10 ms of 1 ms tokens.
+        let want = ((STALL - 1.0) * 10.0) as usize;
         let chunk = b.prompt_tokens(3);
-        assert!((9..=11).contains(&chunk) || chunk == MIN_CHUNK, "{chunk}");
+        assert!(chunk.abs_diff(want) <= 1 || chunk == MIN_CHUNK, "{chunk}");
         // Cheap prompt tokens allow more, up to the step's room.
         let mut b = Budget::new(512);
         for _ in 0..50 {
             b.record(2, 0, 0.010);
             b.record(2, 100, 0.010 + 100.0 * 0.00005);
         }
+        // (STALL - 1) · 10 ms of 0.05 ms tokens.
+        let want = ((STALL - 1.0) * 200.0) as usize;
         let chunk = b.prompt_tokens(2);
-        assert!((190..=210).contains(&chunk), "{chunk}");
+        assert!(chunk.abs_diff(want) <= 10, "{chunk}");
         let mut b = Budget::new(64);
         for _ in 0..50 {
             b.record(2, 0, 0.010);
