@@ -27,7 +27,7 @@
 //!   byte. The block keeps Q5_0's 22 bytes per row, and a shift and a mask put any
 //!   chunk's fifth bits in place.
 //! - [`PackedFormat::Q4_K`]: the file's 256-weight super-blocks stay whole, eight
-//!   blocks in [`Q4K_SUPER_BYTES`]: the sixteen rows' f16 `d`, their f16 `dmin`, then
+//!   blocks in [`Q4_K_SUPER_BYTES`]: the sixteen rows' f16 `d`, their f16 `dmin`, then
 //!   for each sub-block `j` their 6-bit scales `sc` as bytes (at `64 + 16j`) and mins
 //!   `m` (at `192 + 16j`), then each sub-block's nibbles as Q5_0's (at `320 + 256j`).
 //!   Weight `k` of sub-block `j` is `scale·u[k] - min` with `scale = d·sc` and `min =
@@ -125,7 +125,7 @@ impl PackedFormat {
             // Scales, two chunks' nibbles per 64 bytes, one bit of each chunk per byte.
             PackedFormat::Q5_0 => 2 * GROUP_ROWS + 16 * GROUP_ROWS + 4 * GROUP_ROWS,
             // A super-block's bytes per block: the eight blocks share its d and dmin.
-            PackedFormat::Q4_K => Q4K_SUPER_BYTES / 8,
+            PackedFormat::Q4_K => Q4_K_SUPER_BYTES / 8,
         }
     }
 
@@ -184,7 +184,7 @@ impl PackedFormat {
                         // Sub-blocks 2i and 2i + 1: low and high nibbles of 32i..32i + 32.
                         let qs = &sb[16 + 32 * (j / 2)..][..32];
                         let u = std::array::from_fn(|k| qs[k] >> (4 * (j % 2)) & 15);
-                        put_nibbles(&u, l, &mut dst[Q4K_QUANTS + 256 * j..]);
+                        put_nibbles(&u, l, &mut dst[Q4_K_QUANTS + 256 * j..]);
                     }
                 }
             }
@@ -203,8 +203,7 @@ impl PackedFormat {
                     if self == PackedFormat::Q8_0 {
                         blk[2 * GROUP_ROWS + 64 * c + 4 * l + j] as i8 as i32
                     } else {
-                        let nib =
-                            blk[2 * GROUP_ROWS + 64 * (c % 4) + 4 * l + j] >> (4 * (c / 4)) & 15;
+                        let nib = nibble(&blk[2 * GROUP_ROWS..], l, k);
                         let high = blk[Q5_0_HIGH + 4 * l + j] >> c & 1;
                         (nib | high << 4) as i32 - 16
                     }
@@ -212,16 +211,13 @@ impl PackedFormat {
                 (f16_le([blk[2 * l], blk[2 * l + 1]]), 0.0, weights)
             }
             PackedFormat::Q4_K => {
-                let sup = &group[b / 8 * Q4K_SUPER_BYTES..][..Q4K_SUPER_BYTES];
+                let sup = &group[b / 8 * Q4_K_SUPER_BYTES..][..Q4_K_SUPER_BYTES];
                 let j = b % 8;
                 let d = f16_le([sup[2 * l], sup[2 * l + 1]]);
                 let dmin = f16_le([sup[32 + 2 * l], sup[32 + 2 * l + 1]]);
                 let (sc, m) = (sup[64 + 16 * j + l], sup[192 + 16 * j + l]);
-                let nibbles = &sup[Q4K_QUANTS + 256 * j..][..256];
-                let weights = std::array::from_fn(|k| {
-                    let (c, i) = (k / 4, k % 4);
-                    (nibbles[64 * (c % 4) + 4 * l + i] >> (4 * (c / 4)) & 15) as i32
-                });
+                let nibbles = &sup[Q4_K_QUANTS + 256 * j..][..256];
+                let weights = std::array::from_fn(|k| nibble(nibbles, l, k) as i32);
                 (d * f32::from(sc), dmin * f32::from(m), weights)
             }
         }
@@ -230,10 +226,10 @@ impl PackedFormat {
 
 /// Bytes of a packed Q4_K super-block (eight blocks of a group): the sixteen rows' f16
 /// `d` and `dmin`, eight bytes of scales and eight of mins, and eight blocks' nibbles.
-pub const Q4K_SUPER_BYTES: usize = Q4K_QUANTS + 8 * 16 * GROUP_ROWS;
+pub const Q4_K_SUPER_BYTES: usize = Q4_K_QUANTS + 8 * 16 * GROUP_ROWS;
 
 /// Where a packed Q4_K super-block's nibbles start.
-pub const Q4K_QUANTS: usize = 4 * GROUP_ROWS + 16 * GROUP_ROWS;
+pub const Q4_K_QUANTS: usize = 4 * GROUP_ROWS + 16 * GROUP_ROWS;
 
 /// Writes 32 quants (each below 16 where they sit) of row `l` as nibbles: chunks `c` and
 /// `c + 4` share the 64 bytes at `64c`, chunk `c` in the low nibbles.
@@ -244,6 +240,12 @@ fn put_nibbles(u: &[u8; 32], l: usize, dst: &mut [u8]) {
             dst[64 * c + 4 * l + j] = (lo & 15) | (hi & 15) << 4;
         }
     }
+}
+
+/// Quant `k` of row `l` from nibbles laid out by [`put_nibbles`].
+fn nibble(nibbles: &[u8], l: usize, k: usize) -> u8 {
+    let (c, j) = (k / 4, k % 4);
+    nibbles[64 * (c % 4) + 4 * l + j] >> (4 * (c / 4)) & 15
 }
 
 /// Where a packed Q5_0 block's fifth bits start.

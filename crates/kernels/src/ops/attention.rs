@@ -181,27 +181,22 @@ impl KvTile<'_> {
         self.prefetch_scales();
     }
 
-    /// The lines of this tile's keys and of its values, Q8_0 scales aside.
+    /// The lines of this tile's keys and of its values, Q8_0 scales aside (none for a
+    /// tile without values, as MLA's: its value rows are 0 wide).
     fn ahead(&self) -> (Ahead, Ahead) {
         // Keys are one run of `[head_dim_k, KV_TILE]`.
         let k = self.k.ahead_rows(1, 0, self.k.len());
-        let v = match self.v_width() {
-            0 => Ahead::default(),
-            w => self.v.ahead_rows(KV_TILE, self.v_stride, w),
-        };
-        (k, v)
+        (k, self.v.ahead_rows(KV_TILE, self.v_stride, self.v_width()))
     }
 
     /// Prefetches the Q8_0 scales of the keys and values now.
     fn prefetch_scales(&self) {
         self.k.prefetch_scales(1, 0, self.k.len());
-        let w = self.v_width();
-        if w > 0 {
-            self.v.prefetch_scales(KV_TILE, self.v_stride, w);
-        }
+        self.v
+            .prefetch_scales(KV_TILE, self.v_stride, self.v_width());
     }
 
-    /// Elements of a value row (0 for a tile without values, as MLA's).
+    /// Elements of a value row.
     fn v_width(&self) -> usize {
         self.v.len().saturating_sub((KV_TILE - 1) * self.v_stride)
     }

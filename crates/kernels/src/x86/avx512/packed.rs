@@ -20,7 +20,7 @@
 use std::arch::x86_64::*;
 
 use crate::matmul::packed::{
-    check_call, PackedFormat, ACT_BLOCK_BYTES, GROUP_ROWS, Q4K_QUANTS, Q4K_SUPER_BYTES, Q5_0_HIGH,
+    check_call, PackedFormat, ACT_BLOCK_BYTES, GROUP_ROWS, Q4_K_QUANTS, Q4_K_SUPER_BYTES, Q5_0_HIGH,
 };
 
 /// Tokens per pass: their accumulators and the block's eight weight vectors stay in
@@ -44,16 +44,7 @@ trait Format {
     ///
     /// # Safety
     /// As [`group`]; `b < nb`.
-    #[inline(always)]
-    unsafe fn chunks(g: *const u8, b: usize) -> [__m512i; 8] {
-        Self::chunks_at(g.add(b * Self::BLOCK_BYTES))
-    }
-
-    /// The chunks of a block that starts at `blk`.
-    ///
-    /// # Safety
-    /// As [`group`]; `blk` is one group block.
-    unsafe fn chunks_at(blk: *const u8) -> [__m512i; 8];
+    unsafe fn chunks(g: *const u8, b: usize) -> [__m512i; 8];
 
     /// # Safety
     /// As [`group`].
@@ -86,7 +77,8 @@ impl Format for Q8_0 {
     const FORMAT: PackedFormat = PackedFormat::Q8_0;
 
     #[inline(always)]
-    unsafe fn chunks_at(blk: *const u8) -> [__m512i; 8] {
+    unsafe fn chunks(g: *const u8, b: usize) -> [__m512i; 8] {
+        let blk = g.add(b * Self::BLOCK_BYTES);
         let flip = _mm512_set1_epi8(-128);
         let mut w = [_mm512_setzero_si512(); 8];
         for (c, w) in w.iter_mut().enumerate() {
@@ -143,7 +135,7 @@ struct Q4K;
 /// super-block's f16 `d` (at `d_at` 0) or `dmin` (32): exact products, as the reference's.
 #[inline(always)]
 unsafe fn q4_k_factor(g: *const u8, b: usize, d_at: usize, at: usize) -> __m512 {
-    let sup = g.add(b / 8 * Q4K_SUPER_BYTES);
+    let sup = g.add(b / 8 * Q4_K_SUPER_BYTES);
     let d = _mm512_cvtph_ps(_mm256_loadu_si256(sup.add(d_at) as *const __m256i));
     let f = _mm_loadu_si128(sup.add(at + 16 * (b % 8)) as *const __m128i);
     _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(f)))
@@ -155,12 +147,7 @@ impl Format for Q4K {
 
     #[inline(always)]
     unsafe fn chunks(g: *const u8, b: usize) -> [__m512i; 8] {
-        nibble_chunks(g.add(b / 8 * Q4K_SUPER_BYTES + Q4K_QUANTS + 256 * (b % 8)))
-    }
-
-    #[inline(always)]
-    unsafe fn chunks_at(blk: *const u8) -> [__m512i; 8] {
-        nibble_chunks(blk)
+        nibble_chunks(g.add(b / 8 * Q4_K_SUPER_BYTES + Q4_K_QUANTS + 256 * (b % 8)))
     }
 
     #[inline(always)]
@@ -184,7 +171,8 @@ impl Format for Q5_0 {
     const FORMAT: PackedFormat = PackedFormat::Q5_0;
 
     #[inline(always)]
-    unsafe fn chunks_at(blk: *const u8) -> [__m512i; 8] {
+    unsafe fn chunks(g: *const u8, b: usize) -> [__m512i; 8] {
+        let blk = g.add(b * Self::BLOCK_BYTES);
         let low = _mm512_set1_epi8(0x0F);
         let h = _mm512_loadu_si512(blk.add(Q5_0_HIGH) as *const _);
         let mut w = [_mm512_setzero_si512(); 8];
