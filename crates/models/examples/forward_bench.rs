@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Token ids are arbitrary (a fixed pattern over the vocabulary): speed does not depend
-//! on them.
+//! on them. `PACK=1` packs the weights first, as `hearth serve` does when several
+//! sequences may run (`Model::pack_for_batches`); `RUNS=N` takes the best of `N` runs
+//! (default 3), so that a profiler sees enough of them.
 
 use std::time::Instant;
 
@@ -27,7 +29,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Weights on huge pages, as `hearth run` and `hearth serve` load them.
     let file = GgufFile::open_with(path, Residency::HugePages)?;
     let t = Instant::now();
-    let model = Model::load(&file)?;
+    let mut model = Model::load(&file)?;
+    if std::env::var_os("PACK").is_some() {
+        eprintln!("packed: {} bytes", model.pack_for_batches()?);
+    }
+    let runs: usize = std::env::var("RUNS").map_or(Ok(3), |s| s.parse())?;
     let hp = model.hparams();
     eprintln!(
         "{} {:?}: n_embd {}, n_layer {}, n_vocab {} (loaded in {:.1} ms)",
@@ -48,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut best_pp = f64::INFINITY;
     let mut best_tg = f64::INFINITY;
-    for _ in 0..3 {
+    for _ in 0..runs {
         kv.clear();
         let seq = kv.new_sequence();
         batch.clear();
