@@ -7,7 +7,7 @@
 //! ```
 //!
 //! `TYPES` (e.g. `Q4_K,Q6_K`) limits the run to those formats, so that a profile of it
-//! shows one format's kernel. Formats that pack (`matmul::packed`: Q8_0, Q5_0, Q4_K) are
+//! shows one format's kernel. Formats that pack (`matmul::packed`: Q8_0, Q5_0, Q4_K, Q6_K) are
 //! also measured packed, as a server multiplies them.
 
 use hearth_kernels::matmul::packed::{matmul_packed, PackedMatrix};

@@ -1,5 +1,5 @@
 //! Rows packed sixteen at a time (`matmul::packed`), in every format that packs (Q8_0,
-//! Q5_0 and Q4_K).
+//! Q5_0, Q4_K and Q6_K).
 //!
 //! 1. Every level's packed kernel equals the scalar reference (`packed::reference`) bit
 //!    for bit, for every token count from 1 to 11 (whole passes of tokens and every
@@ -30,9 +30,16 @@ mod kernel_inputs;
 
 use kernel_inputs::Rng;
 
-/// Weights in a block of the file's `format` rows: 32, or 256 for Q4_K's super-blocks.
+/// Whether `format` is a K-quant (super-blocks of 256 weights, no rows past the last
+/// group).
+fn k_quant(format: PackedFormat) -> bool {
+    matches!(format, PackedFormat::Q4_K | PackedFormat::Q6_K)
+}
+
+/// Weights in a block of the file's `format` rows: 32, or 256 for the K-quants'
+/// super-blocks.
 fn block_weights(format: PackedFormat) -> usize {
-    if format == PackedFormat::Q4_K {
+    if k_quant(format) {
         256
     } else {
         32
@@ -40,27 +47,38 @@ fn block_weights(format: PackedFormat) -> usize {
 }
 
 /// Whether `n_rows` rows of `nb` blocks of 32 weights pack in `format`: whole blocks of
-/// the file's rows, and for Q4_K whole groups of rows (it takes no rows past them).
+/// the file's rows, and for the K-quants whole groups of rows (they take no rows past
+/// them).
 fn fits(format: PackedFormat, n_rows: usize, nb: usize) -> bool {
     (32 * nb).is_multiple_of(block_weights(format))
-        && (format != PackedFormat::Q4_K || n_rows.is_multiple_of(16))
+        && (!k_quant(format) || n_rows.is_multiple_of(16))
+}
+
+/// Where the f16 factors of a block of `format` lie: the scale (and Q4_K's min) first,
+/// Q6_K's `d` last.
+fn f16_factors(format: PackedFormat) -> std::ops::Range<usize> {
+    match format {
+        PackedFormat::Q4_K => 0..4,
+        PackedFormat::Q6_K => 208..210,
+        _ => 0..2,
+    }
 }
 
 /// `n_rows` rows of `nb` blocks (of 32 weights) of `format`'s type: quantized values, or
-/// (`raw`) random quant bytes under finite random scales (and Q4_K's mins).
+/// (`raw`) random quant bytes under finite random scales (and Q4_K's mins; Q6_K's
+/// sub-block scales are random bytes).
 fn rows_of(format: PackedFormat, n_rows: usize, nb: usize, raw: bool, rng: &mut Rng) -> Vec<u8> {
     let ty = format.ty();
     let bb = ty.row_bytes(block_weights(format) as u64).unwrap() as usize;
     let row_bytes = ty.row_bytes(32 * nb as u64).unwrap() as usize;
-    let n_scales = if format == PackedFormat::Q4_K { 2 } else { 1 };
     let mut out = vec![0u8; n_rows * row_bytes];
     for row in out.chunks_exact_mut(row_bytes) {
         if raw {
             row.iter_mut().for_each(|b| *b = rng.next() as u8);
             for block in row.chunks_exact_mut(bb) {
-                for i in 0..n_scales {
+                for at in f16_factors(format).step_by(2) {
                     let d = f16::from_f32(rng.normal() * 0.01).to_le_bytes();
-                    block[2 * i..2 * i + 2].copy_from_slice(&d);
+                    block[at..at + 2].copy_from_slice(&d);
                 }
             }
         } else {
@@ -122,8 +140,8 @@ fn packed_kernels_equal_the_scalar_reference() {
                         let w = WeightMatrix::new(format.ty(), n_rows, 32 * nb, &rows).unwrap();
                         let p = PackedMatrix::pack(&w).unwrap().unwrap();
                         assert_eq!(p.format(), format);
-                        // The 32-weight formats keep the file's bytes per block; Q4_K's
-                        // eight scales and mins take 16 bytes per super-block, not 12.
+                        // The file's bytes per block, but Q4_K's eight scales and mins
+                        // take 16 bytes per super-block, not 12.
                         if format == PackedFormat::Q4_K {
                             assert_eq!(p.bytes(), rows.len() / 144 * 148);
                         } else {
@@ -222,8 +240,8 @@ fn packed_products_do_not_depend_on_company_or_threads() {
     }
 }
 
-/// Q, K and V of one input in one dispatch give what each gives alone, in three formats
-/// mixed.
+/// Four products of one input in one dispatch (Q, K, V and one more) give what each
+/// gives alone, in four formats mixed.
 #[test]
 fn several_packed_products_equal_one_each() {
     let pool = ThreadPool::new(2).unwrap();
@@ -234,6 +252,7 @@ fn several_packed_products_equal_one_each() {
             (PackedFormat::Q5_0, 1024),
             (PackedFormat::Q8_0, 264),
             (PackedFormat::Q4_K, 256),
+            (PackedFormat::Q6_K, 96),
         ];
         let rows: Vec<_> = shapes
             .iter()
@@ -261,19 +280,20 @@ fn several_packed_products_equal_one_each() {
                 .iter()
                 .map(|p| vec![f32::NAN; n_tokens * p.n_rows()])
                 .collect();
-            let [o0, o1, o2] = &mut outs[..] else {
+            let [o0, o1, o2, o3] = &mut outs[..] else {
                 unreachable!()
             };
             let mut list = [
                 (&ps[0], &mut o0[..]),
                 (&ps[1], &mut o1[..]),
                 (&ps[2], &mut o2[..]),
+                (&ps[3], &mut o3[..]),
             ];
             matmul_packed_many_with(k, &pool, &mut list, &x, n_tokens, &mut scratch).unwrap();
             for (i, (a, g)) in alone.iter().zip(&outs).enumerate() {
                 assert!(
                     a.iter().zip(g).all(|(a, g)| a.to_bits() == g.to_bits()),
-                    "{level:?}: product {i} of 3, {n_tokens} tokens"
+                    "{level:?}: product {i} of 4, {n_tokens} tokens"
                 );
             }
         }
@@ -345,8 +365,9 @@ fn rows_take_the_packed_form_and_the_gemm_the_stored_one() {
     }
 }
 
-/// Only Q8_0, Q5_0 and Q4_K matrices with a whole group of rows and some columns are
-/// packed (Q4_K only when its rows are whole groups); a packed matrix given for another
+/// Only Q8_0, Q5_0, Q4_K and Q6_K matrices with a whole group of rows and some columns
+/// are packed (the K-quants only when their rows are whole groups); a packed matrix
+/// given for another
 /// matrix is refused.
 #[test]
 fn what_cannot_be_packed_is_left_alone() {
@@ -365,6 +386,12 @@ fn what_cannot_be_packed_is_left_alone() {
     assert!(
         PackedMatrix::pack(&w).unwrap().is_none(),
         "Q4_K with rows past a group"
+    );
+    let q6k = rows_of(PackedFormat::Q6_K, 24, 8, false, &mut rng);
+    let w = WeightMatrix::new(TensorType::Q6_K, 24, 256, &q6k).unwrap();
+    assert!(
+        PackedMatrix::pack(&w).unwrap().is_none(),
+        "Q6_K with rows past a group"
     );
 
     let q5 = rows_of(PackedFormat::Q5_0, 32, 2, false, &mut rng);
@@ -423,10 +450,10 @@ fn packing_keeps_the_matrix() {
                             .map(|(&a, &b)| (a as f64 * b as f64).abs())
                             .sum();
                         let tol = 1e-5 * mag + 1e-6;
-                        // Unpacked Q4_K takes Q8_K activations (one scale per 256), so it
-                        // differs by their rounding: a few parts in a thousand of the
+                        // Unpacked K-quants take Q8_K activations (one scale per 256), so
+                        // they differ by their rounding: a few parts in a thousand of the
                         // magnitude.
-                        let tol_u = if format == PackedFormat::Q4_K {
+                        let tol_u = if k_quant(format) {
                             1e-2 * mag + 1e-5
                         } else {
                             tol

@@ -19,9 +19,9 @@ use crate::qwen3::Qwen3;
 use crate::scratch::{Dims, Scratch};
 use crate::weights::Weights;
 
-/// [`Model::pack_for_batches`] packs Q4_K matrices only when their copy takes at most
-/// this fraction (1/n) of the layers' bytes.
-const Q4_K_COPY_SHARE: usize = 3;
+/// [`Model::pack_for_batches`] packs the layers' K-quant (Q4_K and Q6_K) matrices only
+/// when their copy takes at most this fraction (1/n) of the layers' bytes.
+const K_QUANT_COPY_SHARE: usize = 2;
 
 /// A loaded model: hyper-parameters and weights, the weights borrowed from the (mapped)
 /// GGUF file, so `Model<'a>` lives no longer than the [`GgufFile`] it was loaded from.
@@ -83,15 +83,16 @@ impl<'a> Model<'a> {
 
     /// Packs, for this CPU level's kernels, what a step of several sequences' tokens
     /// gains most from (`hearth_kernels::matmul::packed`): the output head when it is
-    /// Q8_0 or Q5_0 (or Q4_K), the layers' Q5_0 matrices, and their Q4_K ones where that
-    /// copy is small (at AVX-512 VNNI, the level with a packed Q4_K kernel). Such a step
+    /// Q8_0 or Q5_0 (or Q4_K or Q6_K), the layers' Q5_0 matrices, and their Q4_K and Q6_K
+    /// ones where that copy is small (at AVX-512 VNNI, the level with packed K-quant
+    /// kernels). Such a step
     /// then costs about what reading them costs, and one token's a little less. Q5_0 is
     /// the format of rows whose length K-quants cannot take (Gemma 3's 640 and 1152), and
     /// the slowest per token as stored; Q8_0 layers stay, since their copy would be as
     /// large as the model. The price is a second copy of what is packed (the GEMM of long
     /// prompts still reads the file's); returns its bytes (0 when nothing was packed).
     /// Outputs change in the last bits (the packed kernels sum each block exactly before
-    /// scaling it; packed Q4_K also reads Q8_0 activations, not Q8_K), the same for every
+    /// scaling it; packed K-quants also read Q8_0 activations, not Q8_K), the same for every
     /// batch; their distributions stay as close to llama.cpp's and exact math's as the
     /// row kernels' (`hearth perplexity --decode-path`, checked in CI).
     pub fn pack_for_batches(&mut self) -> Result<usize, ModelError> {
@@ -101,17 +102,21 @@ impl<'a> Model<'a> {
             Net::Gemma3(m) => (m.output.pack()?, m.linears_mut()),
             Net::Deepseek2(m) => (m.output.pack()?, m.linears_mut()),
         };
-        // Q4_K matrices only where their copy (148 bytes per 144) is a small share of the
-        // layers' (Gemma 3 270M Q4_K_M: 13.0 MiB beside 65): most Q4_K_M models are
-        // mostly Q4_K, and a second copy would double their memory.
+        // K-quant matrices only where their copy (Q4_K's 148 bytes per 144, Q6_K's 210
+        // per 210) is a small share of the layers' (Gemma 3 270M Q4_K_M: 22 MiB beside
+        // 65): most Q4_K_M models are mostly Q4_K and Q6_K, and a second copy would
+        // double their memory.
         let file_bytes: usize = linears.iter().map(|l| l.w.data().len()).sum();
-        let q4_k_bytes: usize = linears
+        let copy_bytes: usize = linears
             .iter()
-            .filter(|l| l.w.ty() == TensorType::Q4_K)
-            .map(|l| l.w.data().len())
+            .map(|l| match l.w.ty() {
+                TensorType::Q4_K => l.w.data().len() / 144 * 148,
+                TensorType::Q6_K => l.w.data().len(),
+                _ => 0,
+            })
             .sum();
-        let formats: &[PackedFormat] = if q4_k_bytes / 144 * 148 <= file_bytes / Q4_K_COPY_SHARE {
-            &[PackedFormat::Q5_0, PackedFormat::Q4_K]
+        let formats: &[PackedFormat] = if copy_bytes <= file_bytes / K_QUANT_COPY_SHARE {
+            &[PackedFormat::Q5_0, PackedFormat::Q4_K, PackedFormat::Q6_K]
         } else {
             &[PackedFormat::Q5_0]
         };

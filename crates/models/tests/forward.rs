@@ -169,10 +169,13 @@ fn packed_weights_give_the_same_logits() {
         // decides the rounding of an activation to Q8_0 before the next layer, the
         // difference grows to a quant step: gemma3_q's Q5_0 layers moved its logits by
         // 1.2e-3 packed, exactly as much as the VNNI GEMM's path does. Where its Q4_K
-        // `attn_output` packs too (AVX-512 VNNI), 2.4e-3: packed Q4_K reads Q8_0
+        // `attn_output` packs too (AVX-512 VNNI), 2.4e-3: packed K-quants read Q8_0
         // activations (a scale per 32) where the stored rows' kernels read Q8_K (one per
-        // 256). A packing mistake moves them by whole weights.
-        assert!(err < 1e-2, "{}: packing moved logits by {err:e}", spec.name);
+        // 256). llama_q4_k, all K-quants, moves 1.25e-2 when they pack: the size of its
+        // Q8_K rounding itself (2.5e-2 from numpy's exact math either way, see
+        // `tiny_fixtures`, which checks packed models against numpy too). A packing
+        // mistake moves them by whole weights.
+        assert!(err < 3e-2, "{}: packing moved logits by {err:e}", spec.name);
     }
     let expect_packing = hearth_kernels::dispatch::Kernels::get()
         .packed(hearth_kernels::matmul::packed::PackedFormat::Q8_0)

@@ -3,8 +3,10 @@
 //! (llama-cpp-python), both computed by `tests/fixtures/models/make_fixtures.py` for
 //! the GGUF files `hearth_models::tiny` builds, which this test rebuilds byte for byte.
 //!
-//! Errors are `max |ours - reference| / max |reference|` over all positions and the
-//! whole vocabulary. The tolerances below are about three times the errors measured
+//! Each model is checked as loaded and, where this CPU level packs any of its weights,
+//! packed as a server packs it (`Model::pack_for_batches`), against the same
+//! tolerances. Errors are `max |ours - reference| / max |reference|` over all positions
+//! and the whole vocabulary. The tolerances below are about three times the errors measured
 //! when they were set (listed beside each); what makes them differ by model:
 //! - full-precision weights (F32): only f32 rounding and summation order differ, so
 //!   agreement is ~1e-6 with numpy and with llama.cpp;
@@ -115,76 +117,85 @@ fn logits_match_numpy_and_llama_cpp() {
             "{name}: the tiny model generator changed; rerun make_fixtures.py"
         );
         let file = hearth_gguf::GgufFile::from_bytes(bytes).unwrap();
-        let model = Model::load(&file).unwrap();
-        let ours = logits_batch(&model, &pool, &tokens, 64);
-
+        let mut model = Model::load(&file).unwrap();
         let n_vocab = model.hparams().n_vocab;
-        // Quantized models with experts: positions where the reference's own choice of
-        // experts is a near tie are left out (see the module doc).
-        let checked: Vec<usize> = match (m.get("route_gap"), name.ends_with("_f32")) {
-            (Some(gaps), false) => gaps
-                .as_array()
-                .unwrap()
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| g.as_f64().unwrap() >= MIN_ROUTE_GAP)
-                .map(|(t, _)| t)
-                .collect(),
-            _ => (0..tokens.len()).collect(),
-        };
-        assert!(
-            checked.len() * 4 >= tokens.len(),
-            "{name}: most positions left out"
-        );
-        let rows = |x: &[f32]| -> Vec<f32> {
-            checked
-                .iter()
-                .flat_map(|&t| x[t * n_vocab..][..n_vocab].iter().copied())
-                .collect()
-        };
-        let ours = rows(&ours);
-        // Routing flips past the near ties: at most one position in 50 (see the doc).
-        let routed_q = m.get("route_gap").is_some() && !name.ends_with("_f32");
-        let n_flips = if routed_q { checked.len() / 50 } else { 0 };
-        for source in m["sources"].as_array().unwrap() {
-            let source = source.as_str().unwrap();
-            let reference = rows(&read_f32(&dir.join(format!("{name}.{source}.bin"))));
-            let scale = max_abs(&reference) as f64;
-            // Per compared position, max |ours - reference| over the largest logit.
-            let errs: Vec<f64> = ours
-                .chunks_exact(n_vocab)
-                .zip(reference.chunks_exact(n_vocab))
-                .map(|(a, b)| rel_max_err(a, b) * max_abs(b) as f64 / scale)
-                .collect();
-            let mut sorted = errs.clone();
-            sorted.sort_by(|a, b| b.total_cmp(a));
-            let err = sorted[n_flips];
-            let tol = if source == "ref" { tol_ref } else { tol_llama };
-            let flips = errs.iter().filter(|&&e| e > tol).count();
-            report.push(format!(
-                "{name} vs {source}: {err:.2e} (tolerance {tol:.0e}; {flips} of {} positions \
-                 beyond it, {n_flips} allowed)",
-                errs.len()
-            ));
+        // As loaded, and packed as a server packs it (`Model::pack_for_batches`, where
+        // this CPU level packs any of its weights): the same tolerances, since packing
+        // changes how activations round (K-quants read Q8_0 activations packed, Q8_K
+        // stored), not how far the result may be from exact math.
+        let mut variants = vec![("", logits_batch(&model, &pool, &tokens, 64))];
+        if model.pack_for_batches().unwrap() > 0 {
+            variants.push((" packed", logits_batch(&model, &pool, &tokens, 64)));
+        }
+        for (variant, ours) in variants {
+            let label = format!("{name}{variant}");
+            // Quantized models with experts: positions where the reference's own choice of
+            // experts is a near tie are left out (see the module doc).
+            let checked: Vec<usize> = match (m.get("route_gap"), name.ends_with("_f32")) {
+                (Some(gaps), false) => gaps
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| g.as_f64().unwrap() >= MIN_ROUTE_GAP)
+                    .map(|(t, _)| t)
+                    .collect(),
+                _ => (0..tokens.len()).collect(),
+            };
             assert!(
-                err <= tol,
-                "{name} vs {source}: error {err:.3e} > {tol:.0e} at {} positions",
-                flips
+                checked.len() * 4 >= tokens.len(),
+                "{label}: most positions left out"
             );
-            // The most likely token agrees wherever the reference is not near a tie.
-            for (t, (a, b)) in ours
-                .chunks_exact(n_vocab)
-                .zip(reference.chunks_exact(n_vocab))
-                .enumerate()
-                .filter(|(t, _)| errs[*t] <= tol)
-            {
-                let (ia, ib) = (argmax(a), argmax(b));
-                let gap = b[ib] - b[ia];
-                let t = checked[t];
+            let rows = |x: &[f32]| -> Vec<f32> {
+                checked
+                    .iter()
+                    .flat_map(|&t| x[t * n_vocab..][..n_vocab].iter().copied())
+                    .collect()
+            };
+            let ours = rows(&ours);
+            // Routing flips past the near ties: at most one position in 50 (see the doc).
+            let routed_q = m.get("route_gap").is_some() && !name.ends_with("_f32");
+            let n_flips = if routed_q { checked.len() / 50 } else { 0 };
+            for source in m["sources"].as_array().unwrap() {
+                let source = source.as_str().unwrap();
+                let reference = rows(&read_f32(&dir.join(format!("{name}.{source}.bin"))));
+                let scale = max_abs(&reference) as f64;
+                // Per compared position, max |ours - reference| over the largest logit.
+                let errs: Vec<f64> = ours
+                    .chunks_exact(n_vocab)
+                    .zip(reference.chunks_exact(n_vocab))
+                    .map(|(a, b)| rel_max_err(a, b) * max_abs(b) as f64 / scale)
+                    .collect();
+                let mut sorted = errs.clone();
+                sorted.sort_by(|a, b| b.total_cmp(a));
+                let err = sorted[n_flips];
+                let tol = if source == "ref" { tol_ref } else { tol_llama };
+                let flips = errs.iter().filter(|&&e| e > tol).count();
+                report.push(format!(
+                    "{label} vs {source}: {err:.2e} (tolerance {tol:.0e}; {flips} of {} positions \
+                     beyond it, {n_flips} allowed)",
+                    errs.len()
+                ));
                 assert!(
-                    ia == ib || gap <= 2.0 * tol as f32 * max_abs(b),
-                    "{name} vs {source}: position {t}: argmax {ia}, reference {ib} (gap {gap})"
+                    err <= tol,
+                    "{label} vs {source}: error {err:.3e} > {tol:.0e} at {} positions",
+                    flips
                 );
+                // The most likely token agrees wherever the reference is not near a tie.
+                for (t, (a, b)) in ours
+                    .chunks_exact(n_vocab)
+                    .zip(reference.chunks_exact(n_vocab))
+                    .enumerate()
+                    .filter(|(t, _)| errs[*t] <= tol)
+                {
+                    let (ia, ib) = (argmax(a), argmax(b));
+                    let gap = b[ib] - b[ia];
+                    let t = checked[t];
+                    assert!(
+                        ia == ib || gap <= 2.0 * tol as f32 * max_abs(b),
+                        "{label} vs {source}: position {t}: argmax {ia}, reference {ib} (gap {gap})"
+                    );
+                }
             }
         }
     }

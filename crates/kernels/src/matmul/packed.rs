@@ -33,20 +33,29 @@
 //!   Weight `k` of sub-block `j` is `scale·u[k] - min` with `scale = d·sc` and `min =
 //!   dmin·m` (an f16 times a 6-bit integer: exact in f32). A row takes 148 bytes per
 //!   super-block where the file takes 144.
+//! - [`PackedFormat::Q6_K`]: the file's super-blocks stay whole too, eight blocks in
+//!   [`Q6_K_SUPER_BYTES`]: the sixteen rows' f16 `d`, then for each of the sixteen
+//!   sub-blocks of 16 weights their signed 8-bit scales (at `32 + 16s`), then per block
+//!   `j` (at [`Q6_K_QUANTS`]` + 384j`) the low four bits of its quants `u` (worth `u -
+//!   32`) as Q5_0's nibbles and their two high bits in two runs of 64 bytes, chunk `c`'s
+//!   at bits `2(c % 4)` of run `c / 4`, row `l` at bytes `4l..4l+4`. A row takes the
+//!   file's 210 bytes per super-block.
 //!
 //! Rows past the last whole group stay as the file stores them and take the level's
-//! ordinary dot; Q4_K's dot reads Q8_K activations, not the Q8_0 ones the products
-//! prepare, so Q4_K packs only matrices of whole groups.
+//! ordinary dot; the K-quants' dots read Q8_K activations, not the Q8_0 ones the products
+//! prepare, so Q4_K and Q6_K pack only matrices of whole groups.
 //!
 //! # Arithmetic
 //! Every level computes each (row, token) result as [`reference`] does: per block, the
 //! exact integer sum of the 32 products, converted to f32 (exact: it is below 2²⁴), times
 //! `d_w · d_a` (one f32 product) added with one fused multiply-add, blocks in order (for
-//! Q4_K, then `-min · (d_a · Σ a)` with another, `Σ a` taken from the prepared block). That
-//! is not the row layout's order, so a packed matrix's results differ from the unpacked
-//! one's in the last bits (Q4_K's more: its stored rows' kernels read Q8_K activations,
-//! one scale per 256, and the packed kernels Q8_0's, one per 32, which is closer to exact
-//! math); but they depend only on the row and the token, never on how
+//! Q4_K, then `-min · (d_a · Σ a)` with another, `Σ a` taken from the prepared block;
+//! Q6_K's integer sum is each half's exact sum times its sub-block's scale, added in
+//! 32 bits, and `d_w` the super-block's `d`). That is not the row layout's order, so a
+//! packed matrix's results differ from the unpacked one's in the last bits (the K-quants'
+//! more: their stored rows' kernels read Q8_K activations, one scale per 256, and the
+//! packed kernels Q8_0's, one per 32, which is closer to exact math); but they depend
+//! only on the row and the token, never on how
 //! many tokens share the call or how the rows are split among threads. So a model that
 //! packs a matrix sends every token of its row path through the packed form
 //! ([`matmul_rows_packed`]), and at AVX-512 VNNI the prompts the GEMM would take too
@@ -65,7 +74,7 @@ use super::{
 use crate::dispatch::{DotFn, Kernels, PackedDotFn};
 use crate::gemm;
 use crate::pool::ThreadPool;
-use crate::quant::blocks::f16_le;
+use crate::quant::blocks::{f16_le, BlockQ6K};
 use crate::quant::TensorType;
 
 /// Rows per group.
@@ -73,8 +82,12 @@ pub const GROUP_ROWS: usize = 16;
 
 /// Bytes of one prepared activation block: the scale as f32, `-128 · Σ q` as i32 (what
 /// the AVX-512 Q8_0 kernel's unsigned weights need taken off; an eighth of it is the
-/// Q5_0 offset's share), then the 32 quants.
-pub const ACT_BLOCK_BYTES: usize = 40;
+/// Q5_0 offset's share), `-32 · Σ q` of each half as i32 (Q6_K's offset, per sub-block
+/// of 16), then the 32 quants (at [`ACT_QUANTS`]).
+pub const ACT_BLOCK_BYTES: usize = 48;
+
+/// Where a prepared activation block's quants start.
+pub const ACT_QUANTS: usize = 16;
 
 /// Bytes of a Q8_0 block (the activations' format).
 const Q8_0_BYTES: usize = 34;
@@ -93,11 +106,17 @@ pub enum PackedFormat {
     Q8_0,
     Q5_0,
     Q4_K,
+    Q6_K,
 }
 
 impl PackedFormat {
     /// Every format, in the order of the kernel table's slots.
-    pub const ALL: [PackedFormat; 3] = [PackedFormat::Q8_0, PackedFormat::Q5_0, PackedFormat::Q4_K];
+    pub const ALL: [PackedFormat; 4] = [
+        PackedFormat::Q8_0,
+        PackedFormat::Q5_0,
+        PackedFormat::Q4_K,
+        PackedFormat::Q6_K,
+    ];
 
     /// The packed format of `ty`'s matrices, if they pack.
     pub fn of(ty: TensorType) -> Option<PackedFormat> {
@@ -105,6 +124,7 @@ impl PackedFormat {
             TensorType::Q8_0 => Some(PackedFormat::Q8_0),
             TensorType::Q5_0 => Some(PackedFormat::Q5_0),
             TensorType::Q4_K => Some(PackedFormat::Q4_K),
+            TensorType::Q6_K => Some(PackedFormat::Q6_K),
             _ => None,
         }
     }
@@ -115,6 +135,7 @@ impl PackedFormat {
             PackedFormat::Q8_0 => TensorType::Q8_0,
             PackedFormat::Q5_0 => TensorType::Q5_0,
             PackedFormat::Q4_K => TensorType::Q4_K,
+            PackedFormat::Q6_K => TensorType::Q6_K,
         }
     }
 
@@ -126,21 +147,22 @@ impl PackedFormat {
             PackedFormat::Q5_0 => 2 * GROUP_ROWS + 16 * GROUP_ROWS + 4 * GROUP_ROWS,
             // A super-block's bytes per block: the eight blocks share its d and dmin.
             PackedFormat::Q4_K => Q4_K_SUPER_BYTES / 8,
+            PackedFormat::Q6_K => Q6_K_SUPER_BYTES / 8,
         }
     }
 
-    /// Blocks of 32 weights that pack together: eight for Q4_K's super-blocks.
+    /// Blocks of 32 weights that pack together: eight for the K-quants' super-blocks.
     pub const fn blocks_per_unit(self) -> usize {
         match self {
             PackedFormat::Q8_0 | PackedFormat::Q5_0 => 1,
-            PackedFormat::Q4_K => 8,
+            PackedFormat::Q4_K | PackedFormat::Q6_K => 8,
         }
     }
 
     /// Whether its rows may be packed with rows left over: the rows past the last whole
     /// group take the level's dot on Q8_0 activations, which K-quants' dots do not read.
     fn takes_tails(self) -> bool {
-        self != PackedFormat::Q4_K
+        self.blocks_per_unit() == 1
     }
 
     /// The slot of the kernel table.
@@ -187,13 +209,33 @@ impl PackedFormat {
                         put_nibbles(&u, l, &mut dst[Q4_K_QUANTS + 256 * j..]);
                     }
                 }
+                PackedFormat::Q6_K => {
+                    let sb: &BlockQ6K = bytemuck::from_bytes(&row[b * 210..][..210]);
+                    dst[2 * l..2 * l + 2].copy_from_slice(&sb.d);
+                    for (s, &sc) in sb.scales.iter().enumerate() {
+                        dst[Q6_K_SCALES + 16 * s + l] = sc as u8;
+                    }
+                    // `unpack` gives `u - 32`; the packed form keeps `u`.
+                    let u = crate::quant::q6_k::unpack(sb).map(|q| (q + 32) as u8);
+                    for j in 0..8 {
+                        let u: &[u8; 32] = u[32 * j..][..32].try_into().expect("32 quants");
+                        let blk = &mut dst[Q6_K_QUANTS + Q6_K_BLOCK * j..][..Q6_K_BLOCK];
+                        put_nibbles(u, l, blk);
+                        for run in 0..2 {
+                            for i in 0..4 {
+                                blk[256 + 64 * run + 4 * l + i] = (0..4)
+                                    .map(|c| (u[4 * (4 * run + c) + i] >> 4) << (2 * c))
+                                    .sum::<u8>();
+                            }
+                        }
+                    }
+                }
             }
         }
     }
 
-    /// Row `l`'s block `b` of a group's bytes: its scale, its min (0 where there is
-    /// none) and its 32 weights as integers (Q4_K's before the scale and min).
-    fn row_block(self, group: &[u8], b: usize, l: usize) -> (f32, f32, [i32; 32]) {
+    /// Row `l`'s block `b` of a group's bytes (see [`RowBlock`]).
+    fn row_block(self, group: &[u8], b: usize, l: usize) -> RowBlock {
         let gbb = self.group_block_bytes();
         match self {
             PackedFormat::Q8_0 | PackedFormat::Q5_0 => {
@@ -208,7 +250,7 @@ impl PackedFormat {
                         (nib | high << 4) as i32 - 16
                     }
                 });
-                (f16_le([blk[2 * l], blk[2 * l + 1]]), 0.0, weights)
+                RowBlock::plain(f16_le([blk[2 * l], blk[2 * l + 1]]), 0.0, weights)
             }
             PackedFormat::Q4_K => {
                 let sup = &group[b / 8 * Q4_K_SUPER_BYTES..][..Q4_K_SUPER_BYTES];
@@ -218,8 +260,48 @@ impl PackedFormat {
                 let (sc, m) = (sup[64 + 16 * j + l], sup[192 + 16 * j + l]);
                 let nibbles = &sup[Q4_K_QUANTS + 256 * j..][..256];
                 let weights = std::array::from_fn(|k| nibble(nibbles, l, k) as i32);
-                (d * f32::from(sc), dmin * f32::from(m), weights)
+                RowBlock::plain(d * f32::from(sc), dmin * f32::from(m), weights)
             }
+            PackedFormat::Q6_K => {
+                let sup = &group[b / 8 * Q6_K_SUPER_BYTES..][..Q6_K_SUPER_BYTES];
+                let j = b % 8;
+                let blk = &sup[Q6_K_QUANTS + Q6_K_BLOCK * j..][..Q6_K_BLOCK];
+                let weights = std::array::from_fn(|k| {
+                    let high = blk[256 + 64 * (k / 16) + 4 * l + k % 4] >> (2 * (k / 4 % 4)) & 3;
+                    (nibble(blk, l, k) | high << 4) as i32 - 32
+                });
+                let sub = |s: usize| i32::from(sup[Q6_K_SCALES + 16 * s + l] as i8);
+                RowBlock {
+                    scale: f16_le([sup[2 * l], sup[2 * l + 1]]),
+                    min: 0.0,
+                    weights,
+                    halves: [sub(2 * j), sub(2 * j + 1)],
+                }
+            }
+        }
+    }
+}
+
+/// One row's block of 32 weights in a group, as the kernels take it: the integer sum
+/// against a block of activations `q` is `halves[0] · Σ_{k<16} w_k q_k + halves[1] ·
+/// Σ_{k≥16} w_k q_k` (Q6_K's sub-block scales; 1 and 1 elsewhere), and the block adds
+/// `sum · (scale · d_a) - min · (d_a · Σ q)` to the row's result.
+struct RowBlock {
+    scale: f32,
+    /// 0 where the format has none.
+    min: f32,
+    /// The quants as the weights' integer parts (Q4_K's before the scale and min).
+    weights: [i32; 32],
+    halves: [i32; 2],
+}
+
+impl RowBlock {
+    fn plain(scale: f32, min: f32, weights: [i32; 32]) -> RowBlock {
+        RowBlock {
+            scale,
+            min,
+            weights,
+            halves: [1, 1],
         }
     }
 }
@@ -230,6 +312,19 @@ pub const Q4_K_SUPER_BYTES: usize = Q4_K_QUANTS + 8 * 16 * GROUP_ROWS;
 
 /// Where a packed Q4_K super-block's nibbles start.
 pub const Q4_K_QUANTS: usize = 4 * GROUP_ROWS + 16 * GROUP_ROWS;
+
+/// Bytes of a packed Q6_K super-block (eight blocks of a group): the sixteen rows' f16
+/// `d`, sixteen bytes of sub-block scales, and eight blocks of quants.
+pub const Q6_K_SUPER_BYTES: usize = Q6_K_QUANTS + 8 * Q6_K_BLOCK;
+
+/// Where a packed Q6_K super-block's sub-block scales start (sub-block `s` at `16s`).
+pub const Q6_K_SCALES: usize = 2 * GROUP_ROWS;
+
+/// Where a packed Q6_K super-block's blocks of quants start.
+pub const Q6_K_QUANTS: usize = Q6_K_SCALES + 16 * GROUP_ROWS;
+
+/// Bytes of a packed Q6_K block's quants: nibbles, then two runs of high bits.
+pub const Q6_K_BLOCK: usize = 16 * GROUP_ROWS + 8 * GROUP_ROWS;
 
 /// Writes 32 quants (each below 16 where they sit) of row `l` as nibbles: chunks `c` and
 /// `c + 4` share the 64 bytes at `64c`, chunk `c` in the low nibbles.
@@ -388,10 +483,18 @@ pub fn prepare_acts(q8: &[u8], out: &mut [u8]) {
         .zip(out.chunks_exact_mut(ACT_BLOCK_BYTES))
     {
         let d = f16_le([src[0], src[1]]);
-        let sum: i32 = src[2..].iter().map(|&q| q as i8 as i32).sum();
+        let half = |h: usize| -> i32 {
+            src[2 + 16 * h..][..16]
+                .iter()
+                .map(|&q| q as i8 as i32)
+                .sum()
+        };
+        let (first, second) = (half(0), half(1));
         dst[..4].copy_from_slice(&d.to_le_bytes());
-        dst[4..8].copy_from_slice(&(-128 * sum).to_le_bytes());
-        dst[8..].copy_from_slice(&src[2..]);
+        dst[4..8].copy_from_slice(&(-128 * (first + second)).to_le_bytes());
+        dst[8..12].copy_from_slice(&(-32 * first).to_le_bytes());
+        dst[12..16].copy_from_slice(&(-32 * second).to_le_bytes());
+        dst[ACT_QUANTS..].copy_from_slice(&src[2..]);
     }
 }
 
@@ -407,6 +510,9 @@ pub fn reference(format: PackedFormat) -> PackedDotFn {
         }
         PackedFormat::Q4_K => {
             |g, nb, a, n, out| dot_groups_scalar(PackedFormat::Q4_K, g, nb, a, n, out)
+        }
+        PackedFormat::Q6_K => {
+            |g, nb, a, n, out| dot_groups_scalar(PackedFormat::Q6_K, g, nb, a, n, out)
         }
     }
 }
@@ -430,18 +536,20 @@ fn dot_groups_scalar(
             for l in 0..GROUP_ROWS {
                 let mut acc = 0.0f32;
                 for (b, ab) in a.chunks_exact(ACT_BLOCK_BYTES).enumerate() {
-                    let (dw, mw, weights) = format.row_block(group, b, l);
+                    let rb = format.row_block(group, b, l);
                     let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
-                    let sum: i32 = weights
-                        .iter()
-                        .zip(&ab[8..])
-                        .map(|(&w, &q)| w * q as i8 as i32)
-                        .sum();
-                    acc = (sum as f32).mul_add(dw * da, acc);
+                    let q = &ab[ACT_QUANTS..];
+                    let half = |h: usize| -> i32 {
+                        (16 * h..16 * h + 16)
+                            .map(|k| rb.weights[k] * q[k] as i8 as i32)
+                            .sum()
+                    };
+                    let sum = rb.halves[0] * half(0) + rb.halves[1] * half(1);
+                    acc = (sum as f32).mul_add(rb.scale * da, acc);
                     if format == PackedFormat::Q4_K {
-                        // The min: `-mw · da · Σ a`, Σ a from the prepared `-128 · Σ a`.
+                        // The min: `-min · da · Σ a`, Σ a from the prepared `-128 · Σ a`.
                         let prepared = i32::from_le_bytes([ab[4], ab[5], ab[6], ab[7]]);
-                        acc = (-mw).mul_add(da * (-(prepared >> 7)) as f32, acc);
+                        acc = (-rb.min).mul_add(da * (-(prepared >> 7)) as f32, acc);
                     }
                 }
                 out[t * n_rows + g * GROUP_ROWS + l] = acc;

@@ -17,7 +17,9 @@
 
 use std::arch::x86_64::*;
 
-use crate::matmul::packed::{check_call, PackedFormat, ACT_BLOCK_BYTES, GROUP_ROWS, Q5_0_HIGH};
+use crate::matmul::packed::{
+    check_call, PackedFormat, ACT_BLOCK_BYTES, ACT_QUANTS, GROUP_ROWS, Q5_0_HIGH,
+};
 
 /// Tokens per pass: with their accumulators and sums, the sixteen registers are full.
 const TOKENS: usize = 4;
@@ -42,7 +44,7 @@ trait Format {
 /// Four activations of chunk `c` of the prepared block at `y`, in every i32 lane.
 #[inline(always)]
 unsafe fn broadcast(y: *const u8, c: usize) -> __m256i {
-    _mm256_set1_epi32((y.add(8 + 4 * c) as *const i32).read_unaligned())
+    _mm256_set1_epi32((y.add(ACT_QUANTS + 4 * c) as *const i32).read_unaligned())
 }
 
 struct Q8_0;

@@ -203,6 +203,7 @@ pub(super) fn register(k: &mut Kernels, vnni: bool) {
         k.set_packed(PackedFormat::Q8_0, packed::dot_groups_q8_0);
         k.set_packed(PackedFormat::Q5_0, packed::dot_groups_q5_0);
         k.set_packed(PackedFormat::Q4_K, packed::dot_groups_q4_k);
+        k.set_packed(PackedFormat::Q6_K, packed::dot_groups_q6_k);
         // One scaling per block for sixteen rows, where the GEMM scales every (row,
         // token) pair of each block: faster at prompt sizes too (`matmul_rows_packed`).
         k.set_packed_prompts(true);

@@ -13,14 +13,20 @@
 //! - Q4_K: the quants are unsigned (`u`, worth `scale·u - min`): a chunk is a nibble
 //!   (a mask, and a shift for the high ones), the sum starts at 0, and the min is taken
 //!   off after the block's scaling with one more FMA, `-min · (d_a · Σ a)`.
+//! - Q6_K: the quants are unsigned (`u`, worth `u - 32`, six bits: a nibble and two high
+//!   bits put together as Q5_0's fifth). A block holds two sub-blocks of 16 with their
+//!   own scales, so each token takes two sums of four chunks, started at `-32 · Σ a` of
+//!   its half (from the prepared block), multiplied by their sixteen rows' scales in
+//!   32-bit integers and added, exactly.
 //!
 //! So a block costs, per token, eight `vpdpbusd`, one conversion, one scale product and
-//! one FMA for all sixteen rows.
+//! one FMA for all sixteen rows (Q6_K two integer multiplies and an add more).
 
 use std::arch::x86_64::*;
 
 use crate::matmul::packed::{
-    check_call, PackedFormat, ACT_BLOCK_BYTES, GROUP_ROWS, Q4_K_QUANTS, Q4_K_SUPER_BYTES, Q5_0_HIGH,
+    check_call, PackedFormat, ACT_BLOCK_BYTES, ACT_QUANTS, GROUP_ROWS, Q4_K_QUANTS,
+    Q4_K_SUPER_BYTES, Q5_0_HIGH, Q6_K_BLOCK, Q6_K_QUANTS, Q6_K_SCALES, Q6_K_SUPER_BYTES,
 };
 
 /// Tokens per pass: their accumulators and the block's eight weight vectors stay in
@@ -39,6 +45,8 @@ trait Format {
     const BLOCK_BYTES: usize = Self::FORMAT.group_block_bytes();
     /// Whether blocks have a min (a per-row offset times the activations' sum).
     const MINS: bool = false;
+    /// Whether each half of a block has its own integer scale per row ([`Format::halves`]).
+    const HALVES: bool = false;
 
     /// Block `b` of the group at `g`: its eight chunks of weights, as unsigned bytes.
     ///
@@ -68,6 +76,16 @@ trait Format {
     #[inline(always)]
     unsafe fn mins(_g: *const u8, _b: usize) -> __m512 {
         _mm512_setzero_ps()
+    }
+
+    /// The sixteen rows' integer scales of block `b`'s two halves, where
+    /// [`Format::HALVES`].
+    ///
+    /// # Safety
+    /// As [`group`]; `b < nb`.
+    #[inline(always)]
+    unsafe fn halves(_g: *const u8, _b: usize) -> [__m512i; 2] {
+        [_mm512_setzero_si512(); 2]
     }
 }
 
@@ -167,6 +185,62 @@ impl Format for Q4K {
     }
 }
 
+struct Q6K;
+
+/// Chunk `c`'s two high bits (bits `2(c % 4)` of each byte of `h`, the run of chunks
+/// `4(c / 4)..`) moved to bits 4 and 5, the other bits cleared. As [`fifth_bit`], what
+/// the 16-bit shifts carry into the other byte is masked off.
+#[inline(always)]
+unsafe fn high_bits(h: __m512i, c: usize) -> __m512i {
+    let bits = _mm512_set1_epi8(0x30);
+    let moved = match c % 4 {
+        0 => _mm512_slli_epi16::<4>(h),
+        1 => _mm512_slli_epi16::<2>(h),
+        2 => h,
+        _ => _mm512_srli_epi16::<2>(h),
+    };
+    _mm512_and_si512(moved, bits)
+}
+
+impl Format for Q6K {
+    const FORMAT: PackedFormat = PackedFormat::Q6_K;
+    const HALVES: bool = true;
+
+    #[inline(always)]
+    unsafe fn chunks(g: *const u8, b: usize) -> [__m512i; 8] {
+        let blk = g.add(b / 8 * Q6_K_SUPER_BYTES + Q6_K_QUANTS + Q6_K_BLOCK * (b % 8));
+        let low = _mm512_set1_epi8(0x0F);
+        let h = [0, 1].map(|r| _mm512_loadu_si512(blk.add(256 + 64 * r) as *const _));
+        let mut w = [_mm512_setzero_si512(); 8];
+        for c in 0..4 {
+            let n = _mm512_loadu_si512(blk.add(64 * c) as *const _);
+            // (n & low) | high: A = 0xF0, B = 0xCC, C = 0xAA.
+            w[c] = _mm512_ternarylogic_epi32::<0xEA>(n, low, high_bits(h[0], c));
+            let n = _mm512_srli_epi16::<4>(n);
+            w[c + 4] = _mm512_ternarylogic_epi32::<0xEA>(n, low, high_bits(h[1], c));
+        }
+        w
+    }
+
+    #[inline(always)]
+    unsafe fn start(_prepared: i32) -> __m512i {
+        // Each half starts at its own offset (`group`).
+        _mm512_setzero_si512()
+    }
+
+    #[inline(always)]
+    unsafe fn scales(g: *const u8, b: usize) -> __m512 {
+        let sup = g.add(b / 8 * Q6_K_SUPER_BYTES);
+        _mm512_cvtph_ps(_mm256_loadu_si256(sup as *const __m256i))
+    }
+
+    #[inline(always)]
+    unsafe fn halves(g: *const u8, b: usize) -> [__m512i; 2] {
+        let sc = g.add(b / 8 * Q6_K_SUPER_BYTES + Q6_K_SCALES + 32 * (b % 8));
+        [0, 1].map(|h| _mm512_cvtepi8_epi32(_mm_loadu_si128(sc.add(16 * h) as *const __m128i)))
+    }
+}
+
 impl Format for Q5_0 {
     const FORMAT: PackedFormat = PackedFormat::Q5_0;
 
@@ -224,14 +298,29 @@ unsafe fn group<F: Format, const T: usize>(
         }
         let dw = F::scales(g, b);
         let mw = F::mins(g, b);
+        let halves = F::halves(g, b);
         let w = F::chunks(g, b);
         for t in 0..T {
             let y = a.add(t * a_stride + b * ACT_BLOCK_BYTES);
             let word = |at: usize| (y.add(at) as *const i32).read_unaligned();
-            let mut sum = F::start(word(4));
-            for c in 0..8 {
-                sum = _mm512_dpbusd_epi32(sum, w[c], _mm512_set1_epi32(word(8 + 4 * c)));
-            }
+            let quads = |c: usize| _mm512_set1_epi32(word(ACT_QUANTS + 4 * c));
+            let sum = if F::HALVES {
+                // Each half from its own -32 · Σ a, times its scale, exactly.
+                let mut s = [_mm512_set1_epi32(word(8)), _mm512_set1_epi32(word(12))];
+                for c in 0..8 {
+                    s[c / 4] = _mm512_dpbusd_epi32(s[c / 4], w[c], quads(c));
+                }
+                _mm512_add_epi32(
+                    _mm512_mullo_epi32(s[0], halves[0]),
+                    _mm512_mullo_epi32(s[1], halves[1]),
+                )
+            } else {
+                let mut sum = F::start(word(4));
+                for c in 0..8 {
+                    sum = _mm512_dpbusd_epi32(sum, w[c], quads(c));
+                }
+                sum
+            };
             let da = (y as *const f32).read_unaligned();
             let d = _mm512_mul_ps(dw, _mm512_set1_ps(da));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, acc[t]);
@@ -298,6 +387,17 @@ pub(super) fn dot_groups_q4_k(
     out: &mut [f32],
 ) {
     dot_groups::<Q4K>(groups, nb, acts, n_tokens, out)
+}
+
+/// The level's [`crate::dispatch::PackedDotFn`] for packed Q6_K.
+pub(super) fn dot_groups_q6_k(
+    groups: &[u8],
+    nb: usize,
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    dot_groups::<Q6K>(groups, nb, acts, n_tokens, out)
 }
 
 /// The level's [`crate::dispatch::PackedDotFn`] for packed Q5_0.
