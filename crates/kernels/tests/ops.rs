@@ -248,6 +248,37 @@ fn rope_cache_matches_f64_angles() {
     }
 }
 
+/// A table of a batch's positions gives each row what `set_pos` gives that position, bit
+/// for bit, whether it was filled for those positions or kept from a call with the same
+/// ones, and it is refilled when the positions change.
+#[test]
+fn rope_table_rows_equal_single_positions() {
+    let (head_dim, n_dims) = (64, 64);
+    for mode in [RopeMode::Normal, RopeMode::Neox] {
+        let mut cache = RopeCache::new(RopeParams::new(n_dims, mode, 10000.0), None).unwrap();
+        let mut single = cache.clone();
+        cache.reserve(4);
+        for pos in [
+            &[5u32, 6, 7, 900][..],
+            &[5, 6, 7, 900],
+            &[0, 3],
+            &[70000, 1, 2, 3, 4],
+        ] {
+            cache.set_positions(pos);
+            for (i, &p) in pos.iter().enumerate() {
+                single.set_pos(p);
+                let (cos, sin) = cache.row(i);
+                assert_eq!((cos, sin), (single.cos(), single.sin()), "{mode:?} pos {p}");
+                let x: Vec<f32> = (0..2 * head_dim).map(|j| 1.0 + j as f32 * 0.1).collect();
+                let (mut a, mut b) = (x.clone(), x);
+                scalar().rope(&mut a, head_dim, &single);
+                scalar().rope_row(&mut b, head_dim, &cache, i);
+                assert_eq!(a, b, "{mode:?} pos {p}");
+            }
+        }
+    }
+}
+
 #[test]
 fn rope_yarn_cache_matches_f64() {
     // YaRN as ggml's rope_yarn: theta = interp·(1 - mix) + extrap·mix with

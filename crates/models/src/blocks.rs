@@ -224,10 +224,15 @@ pub(crate) fn rope(
     cache: &mut RopeCache,
 ) {
     let (nq, nk) = (q.len() / pos.len(), k.len() / pos.len());
-    for ((q, k), &p) in q.chunks_exact_mut(nq).zip(k.chunks_exact_mut(nk)).zip(pos) {
-        cache.set_pos(p);
-        ops.rope(q, head_dim, cache);
-        ops.rope(k, head_dim, cache);
+    // Once per pass for all the layers sharing `cache`.
+    cache.set_positions(pos);
+    for (i, (q, k)) in q
+        .chunks_exact_mut(nq)
+        .zip(k.chunks_exact_mut(nk))
+        .enumerate()
+    {
+        ops.rope_row(q, head_dim, cache, i);
+        ops.rope_row(k, head_dim, cache, i);
     }
 }
 

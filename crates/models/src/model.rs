@@ -34,6 +34,8 @@ pub struct Model<'a> {
 }
 
 /// The architecture-specific weights and graph.
+// One per loaded model, so the variants' difference in size costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Net<'a> {
     /// `llama` and `qwen2` (the same graph).
     Llama(Llama<'a>),

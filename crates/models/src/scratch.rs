@@ -142,7 +142,14 @@ impl Scratch {
             row: vec![0.0; dims.n_row],
             cells: vec![0; n_ubatch],
             matmul: MatmulScratch::new(),
-            rope: model.rope_caches(),
+            rope: model
+                .rope_caches()
+                .into_iter()
+                .map(|mut c| {
+                    c.reserve(n_ubatch);
+                    c
+                })
+                .collect(),
             attn_parts: Vec::new(),
             moe: MoeScratch::new(
                 n_ubatch,

@@ -182,6 +182,28 @@ impl Ops {
         }
     }
 
+    /// As [`Ops::rope`], at the position of row `i` of `cache`'s table
+    /// ([`RopeCache::set_positions`]).
+    ///
+    /// # Panics
+    /// As [`Ops::rope`], and when the table holds no row `i`.
+    pub fn rope_row(&self, x: &mut [f32], head_dim: usize, cache: &RopeCache, i: usize) {
+        let n_dims = cache.params().n_dims;
+        assert!(
+            head_dim >= n_dims && head_dim > 0 && x.len().is_multiple_of(head_dim),
+            "rope: {} values are not heads of {head_dim} with {n_dims} rotated dims",
+            x.len()
+        );
+        let f = match cache.params().mode {
+            RopeMode::Normal => self.rope_normal,
+            RopeMode::Neox => self.rope_neox,
+        };
+        let (cos, sin) = cache.row(i);
+        for head in x.chunks_exact_mut(head_dim) {
+            f(&mut head[..n_dims], cos, sin);
+        }
+    }
+
     /// In place: `x = softmax(x·scale + mask)` over the whole row (ggml's `soft_max_ext`
     /// without ALiBi). Masked entries are `-inf`; a row masked entirely becomes zeros.
     ///

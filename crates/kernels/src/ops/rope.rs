@@ -120,7 +120,10 @@ impl std::error::Error for RopeError {}
 
 /// The cos and sin of every rotated pair for one position, plus the parameters they came
 /// from. Built once per model (it allocates), refilled per token with
-/// [`RopeCache::set_pos`] (it does not).
+/// [`RopeCache::set_pos`] (it does not). It also keeps a table of the pairs of a whole
+/// batch's positions ([`RopeCache::set_positions`]), so that the layers sharing a cache
+/// compute each position's angles once, not once per layer: that took about 3 % of a
+/// 188-token prompt step of Gemma 3 270M, serially.
 #[derive(Debug, Clone)]
 pub struct RopeCache {
     params: RopeParams,
@@ -134,6 +137,11 @@ pub struct RopeCache {
     cos: Vec<f32>,
     /// `[n_dims/2]`
     sin: Vec<f32>,
+    /// The positions [`RopeCache::set_positions`] last filled the table for.
+    table_pos: Vec<u32>,
+    /// `[table_pos.len(), n_dims/2]` each.
+    table_cos: Vec<f32>,
+    table_sin: Vec<f32>,
 }
 
 impl RopeCache {
@@ -170,9 +178,52 @@ impl RopeCache {
             pos: 0,
             cos: vec![0.0; n / 2],
             sin: vec![0.0; n / 2],
+            table_pos: Vec::new(),
+            table_cos: Vec::new(),
+            table_sin: Vec::new(),
         };
         cache.set_pos(0);
         Ok(cache)
+    }
+
+    /// Makes room in the table for `n` positions, so that filling it for up to `n`
+    /// allocates nothing.
+    pub fn reserve(&mut self, n: usize) {
+        let half = self.params.n_dims / 2;
+        self.table_pos.reserve(n);
+        self.table_cos.reserve(n * half);
+        self.table_sin.reserve(n * half);
+    }
+
+    /// Fills the table for `pos`, unless it holds exactly those positions already; row
+    /// `i` ([`RopeCache::row`]) is then what [`RopeCache::set_pos`]`(pos[i])` computes.
+    pub fn set_positions(&mut self, pos: &[u32]) {
+        if self.table_pos == pos {
+            return;
+        }
+        let half = self.params.n_dims / 2;
+        self.table_pos.clear();
+        self.table_cos.clear();
+        self.table_sin.clear();
+        for &p in pos {
+            self.set_pos(p);
+            self.table_pos.push(p);
+            self.table_cos.extend_from_slice(&self.cos);
+            self.table_sin.extend_from_slice(&self.sin);
+        }
+        debug_assert_eq!(self.table_cos.len(), pos.len() * half);
+    }
+
+    /// The cos and sin of row `i` of the table (`[n_dims/2]` each).
+    ///
+    /// # Panics
+    /// When the table holds no row `i`.
+    pub fn row(&self, i: usize) -> (&[f32], &[f32]) {
+        let half = self.params.n_dims / 2;
+        (
+            &self.table_cos[i * half..][..half],
+            &self.table_sin[i * half..][..half],
+        )
     }
 
     /// Refills the cache for position `pos` (ggml's `ggml_rope_cache_init`).
