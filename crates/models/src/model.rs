@@ -86,8 +86,8 @@ impl<'a> Model<'a> {
     /// Packs, for this CPU level's kernels, what a step of several sequences' tokens
     /// gains most from (`hearth_kernels::matmul::packed`): the output head when it is
     /// Q8_0 or Q5_0 (or Q4_K or Q6_K), the layers' Q5_0 matrices, and their Q4_K and Q6_K
-    /// ones where that copy is small (at AVX-512 VNNI, the level with packed K-quant
-    /// kernels). Such a step
+    /// ones where that copy is small (at AVX2 and AVX-512 VNNI, the levels with packed
+    /// K-quant kernels). Such a step
     /// then costs about what reading them costs, and one token's a little less. Q5_0 is
     /// the format of rows whose length K-quants cannot take (Gemma 3's 640 and 1152), and
     /// the slowest per token as stored; Q8_0 layers stay, since their copy would be as

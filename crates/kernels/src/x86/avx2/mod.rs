@@ -156,6 +156,8 @@ pub(super) fn register(k: &mut Kernels) {
     k.set_dot(Q8_0, dot_q8_0);
     k.set_packed(PackedFormat::Q8_0, packed::dot_groups_q8_0);
     k.set_packed(PackedFormat::Q5_0, packed::dot_groups_q5_0);
+    k.set_packed(PackedFormat::Q4_K, packed::dot_groups_q4_k);
+    k.set_packed(PackedFormat::Q6_K, packed::dot_groups_q6_k);
     // Several rows per activation vector (decode): the rows share each activation
     // block's loads and scale, and are prefetched ahead. Not Q6_K: its multi-row kernel
     // was slower than the single-row one row by row (see `rows_k`).

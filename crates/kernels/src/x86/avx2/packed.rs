@@ -12,13 +12,23 @@
 //!   bits put together once per block for every token. The sum starts at `-16 · Σ a`, an
 //!   eighth of the prepared value.
 //!
+//! - Q4_K: the quants are unsigned nibbles (`u`, worth `scale·u - min`): all eight
+//!   chunks' pair sums add up in i16 (`8 · 2 · 15 · 127 < 2¹⁵`) before one widening; the
+//!   sum starts at 0 and the min is taken off after the scaling with one more FMA,
+//!   `-min · (d_a · Σ a)`, as the AVX-512 kernel does.
+//! - Q6_K: the quants are unsigned six-bit values (`u`, worth `u - 32`), so only two
+//!   chunks' pair sums fit an i16 (`2 · 2 · 63 · 127 < 2¹⁵`); each half of the block
+//!   (a sub-block of 16, four chunks) starts at its `-32 · Σ a` and is multiplied by its
+//!   rows' scales in 32-bit integers before the halves are added.
+//!
 //! Then one conversion, scale product and FMA per token, where the row layout needs
 //! about six instructions per row.
 
 use std::arch::x86_64::*;
 
 use crate::matmul::packed::{
-    check_call, PackedFormat, ACT_BLOCK_BYTES, ACT_QUANTS, GROUP_ROWS, Q5_0_HIGH,
+    check_call, PackedFormat, ACT_BLOCK_BYTES, ACT_QUANTS, GROUP_ROWS, Q4_K_QUANTS,
+    Q4_K_SUPER_BYTES, Q5_0_HIGH, Q6_K_BLOCK, Q6_K_QUANTS, Q6_K_SCALES, Q6_K_SUPER_BYTES,
 };
 
 /// Tokens per pass: with their accumulators and sums, the sixteen registers are full.
@@ -28,17 +38,43 @@ const TOKENS: usize = 4;
 /// prefetched (as in the AVX-512 kernel).
 const PREFETCH_BLOCKS: usize = 8;
 
-/// A block's integer sums for half a group.
+/// A block's integer sums and scales for half a group.
 trait Format {
     const FORMAT: PackedFormat;
     const BLOCK_BYTES: usize = Self::FORMAT.group_block_bytes();
+    /// Whether blocks have a min (a per-row offset times the activations' sum).
+    const MINS: bool = false;
 
-    /// Each token's exact integer sum of the block for rows `8h..8h + 8`, `y[t]` being
-    /// its prepared activation block.
+    /// Each token's exact integer sum of block `b` of the group at `g` for rows `8h..8h +
+    /// 8`, `y[t]` being its prepared activation block.
     ///
     /// # Safety
-    /// As [`half`]; `blk` is one group block and each `y[t]` one prepared block.
-    unsafe fn sums<const T: usize>(blk: *const u8, h: usize, y: &[*const u8; T]) -> [__m256i; T];
+    /// As [`half`]; `b < nb` and each `y[t]` one prepared block.
+    unsafe fn sums<const T: usize>(
+        g: *const u8,
+        b: usize,
+        h: usize,
+        y: &[*const u8; T],
+    ) -> [__m256i; T];
+
+    /// Rows `8h..8h + 8`'s scales of block `b` (stored as f16 at its start).
+    ///
+    /// # Safety
+    /// As [`half`]; `b < nb`.
+    #[inline(always)]
+    unsafe fn scales(g: *const u8, b: usize, h: usize) -> __m256 {
+        let blk = g.add(b * Self::BLOCK_BYTES);
+        _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h) as *const __m128i))
+    }
+
+    /// Rows `8h..8h + 8`'s mins of block `b`, where [`Format::MINS`].
+    ///
+    /// # Safety
+    /// As [`half`]; `b < nb`.
+    #[inline(always)]
+    unsafe fn mins(_g: *const u8, _b: usize, _h: usize) -> __m256 {
+        _mm256_setzero_ps()
+    }
 }
 
 /// Four activations of chunk `c` of the prepared block at `y`, in every i32 lane.
@@ -53,7 +89,13 @@ impl Format for Q8_0 {
     const FORMAT: PackedFormat = PackedFormat::Q8_0;
 
     #[inline(always)]
-    unsafe fn sums<const T: usize>(blk: *const u8, h: usize, y: &[*const u8; T]) -> [__m256i; T] {
+    unsafe fn sums<const T: usize>(
+        g: *const u8,
+        b: usize,
+        h: usize,
+        y: &[*const u8; T],
+    ) -> [__m256i; T] {
+        let blk = g.add(b * Self::BLOCK_BYTES);
         let ones = _mm256_set1_epi16(1);
         let mut sum = [_mm256_setzero_si256(); T];
         for c in 0..8 {
@@ -93,7 +135,13 @@ impl Format for Q5_0 {
     const FORMAT: PackedFormat = PackedFormat::Q5_0;
 
     #[inline(always)]
-    unsafe fn sums<const T: usize>(blk: *const u8, h: usize, y: &[*const u8; T]) -> [__m256i; T] {
+    unsafe fn sums<const T: usize>(
+        g: *const u8,
+        b: usize,
+        h: usize,
+        y: &[*const u8; T],
+    ) -> [__m256i; T] {
+        let blk = g.add(b * Self::BLOCK_BYTES);
         let ones = _mm256_set1_epi16(1);
         let low = _mm256_set1_epi8(0x0F);
         let high = _mm256_loadu_si256(blk.add(Q5_0_HIGH + 32 * h) as *const __m256i);
@@ -129,6 +177,134 @@ impl Format for Q5_0 {
     }
 }
 
+struct Q4K;
+
+/// Block `b`'s eight 6-bit factors of rows `8h..8h + 8` (scales at `at` 64, mins at 192)
+/// times the super-block's f16 `d` (at `d_at` 0) or `dmin` (32): exact products, as the
+/// reference's.
+#[inline(always)]
+unsafe fn q4_k_factor(g: *const u8, b: usize, h: usize, d_at: usize, at: usize) -> __m256 {
+    let sup = g.add(b / 8 * Q4_K_SUPER_BYTES);
+    let d = _mm256_cvtph_ps(_mm_loadu_si128(sup.add(d_at + 16 * h) as *const __m128i));
+    let f = _mm_loadl_epi64(sup.add(at + 16 * (b % 8) + 8 * h) as *const __m128i);
+    _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(f)))
+}
+
+impl Format for Q4K {
+    const FORMAT: PackedFormat = PackedFormat::Q4_K;
+    const MINS: bool = true;
+
+    #[inline(always)]
+    unsafe fn sums<const T: usize>(
+        g: *const u8,
+        b: usize,
+        h: usize,
+        y: &[*const u8; T],
+    ) -> [__m256i; T] {
+        let nib = g.add(b / 8 * Q4_K_SUPER_BYTES + Q4_K_QUANTS + 256 * (b % 8) + 32 * h);
+        let ones = _mm256_set1_epi16(1);
+        let low = _mm256_set1_epi8(0x0F);
+        // |pair| ≤ 2·15·127; all eight chunks' pairs stay below 2¹⁵.
+        let mut pairs = [_mm256_setzero_si256(); T];
+        for v in 0..4 {
+            let n = _mm256_loadu_si256(nib.add(64 * v) as *const __m256i);
+            let w = [
+                _mm256_and_si256(n, low),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(n), low),
+            ];
+            for (part, w) in w.iter().enumerate() {
+                for t in 0..T {
+                    let p = _mm256_maddubs_epi16(*w, broadcast(y[t], v + 4 * part));
+                    pairs[t] = _mm256_add_epi16(pairs[t], p);
+                }
+            }
+        }
+        let mut sum = [_mm256_setzero_si256(); T];
+        for t in 0..T {
+            sum[t] = _mm256_madd_epi16(pairs[t], ones);
+        }
+        sum
+    }
+
+    #[inline(always)]
+    unsafe fn scales(g: *const u8, b: usize, h: usize) -> __m256 {
+        q4_k_factor(g, b, h, 0, 64)
+    }
+
+    #[inline(always)]
+    unsafe fn mins(g: *const u8, b: usize, h: usize) -> __m256 {
+        q4_k_factor(g, b, h, 2 * GROUP_ROWS, 192)
+    }
+}
+
+struct Q6K;
+
+/// Chunk `c` of the packed Q6_K block at `blk` for rows `8h..8h + 8`: its nibble (run
+/// `c % 4`, the high nibbles for `c ≥ 4`) and its two high bits (run `c / 4`, bits
+/// `2(c % 4)`) moved to bits 4 and 5.
+#[inline(always)]
+unsafe fn q6_k_chunk(blk: *const u8, h: usize, c: usize) -> __m256i {
+    let n = _mm256_loadu_si256(blk.add(64 * (c % 4) + 32 * h) as *const __m256i);
+    let n = if c < 4 { n } else { _mm256_srli_epi16::<4>(n) };
+    let hb = _mm256_loadu_si256(blk.add(256 + 64 * (c / 4) + 32 * h) as *const __m256i);
+    let hb = match c % 4 {
+        0 => _mm256_slli_epi16::<4>(hb),
+        1 => _mm256_slli_epi16::<2>(hb),
+        2 => hb,
+        _ => _mm256_srli_epi16::<2>(hb),
+    };
+    _mm256_or_si256(
+        _mm256_and_si256(n, _mm256_set1_epi8(0x0F)),
+        _mm256_and_si256(hb, _mm256_set1_epi8(0x30)),
+    )
+}
+
+impl Format for Q6K {
+    const FORMAT: PackedFormat = PackedFormat::Q6_K;
+
+    #[inline(always)]
+    unsafe fn sums<const T: usize>(
+        g: *const u8,
+        b: usize,
+        h: usize,
+        y: &[*const u8; T],
+    ) -> [__m256i; T] {
+        let sup = g.add(b / 8 * Q6_K_SUPER_BYTES);
+        let blk = sup.add(Q6_K_QUANTS + Q6_K_BLOCK * (b % 8));
+        let ones = _mm256_set1_epi16(1);
+        let mut sum = [_mm256_setzero_si256(); T];
+        for half in 0..2 {
+            let mut s = [_mm256_setzero_si256(); T];
+            for t in 0..T {
+                s[t] = _mm256_set1_epi32((y[t].add(8 + 4 * half) as *const i32).read_unaligned());
+            }
+            // |pair| ≤ 2·63·127: two chunks' pairs stay below 2¹⁵.
+            for c in (4 * half..4 * half + 4).step_by(2) {
+                let (w0, w1) = (q6_k_chunk(blk, h, c), q6_k_chunk(blk, h, c + 1));
+                for t in 0..T {
+                    let p = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(w0, broadcast(y[t], c)),
+                        _mm256_maddubs_epi16(w1, broadcast(y[t], c + 1)),
+                    );
+                    s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(p, ones));
+                }
+            }
+            let at = sup.add(Q6_K_SCALES + 16 * (2 * (b % 8) + half) + 8 * h);
+            let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(at as *const __m128i));
+            for t in 0..T {
+                sum[t] = _mm256_add_epi32(sum[t], _mm256_mullo_epi32(s[t], sc));
+            }
+        }
+        sum
+    }
+
+    #[inline(always)]
+    unsafe fn scales(g: *const u8, b: usize, h: usize) -> __m256 {
+        let sup = g.add(b / 8 * Q6_K_SUPER_BYTES);
+        _mm256_cvtph_ps(_mm_loadu_si128(sup.add(16 * h) as *const __m128i))
+    }
+}
+
 /// Rows `8h..8h + 8` of one group against `T` tokens (`a + t·a_stride`, `nb` prepared
 /// blocks each), the sums stored at `out + t·out_stride + 8h`.
 ///
@@ -158,16 +334,22 @@ unsafe fn half<F: Format, const T: usize>(
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * k) as *const i8);
             }
         }
-        let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h) as *const __m128i));
+        let dw = F::scales(g, b, h);
+        let mw = F::mins(g, b, h);
         let mut y = [a; T];
         for t in 0..T {
             y[t] = a.add(t * a_stride + b * ACT_BLOCK_BYTES);
         }
-        let sum = F::sums::<T>(blk, h, &y);
+        let sum = F::sums::<T>(g, b, h, &y);
         for t in 0..T {
             let da = (y[t] as *const f32).read_unaligned();
             let d = _mm256_mul_ps(dw, _mm256_set1_ps(da));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[t]), d, acc[t]);
+            if F::MINS {
+                // Σ a from the prepared -128 · Σ a, exactly; then acc - mw · (da · Σ a).
+                let sum_a = -((y[t].add(4) as *const i32).read_unaligned() >> 7);
+                acc[t] = _mm256_fnmadd_ps(mw, _mm256_set1_ps(da * sum_a as f32), acc[t]);
+            }
         }
     }
     for t in 0..T {
@@ -213,6 +395,28 @@ pub(super) fn dot_groups_q8_0(
     out: &mut [f32],
 ) {
     dot_groups::<Q8_0>(groups, nb, acts, n_tokens, out)
+}
+
+/// The level's [`crate::dispatch::PackedDotFn`] for packed Q4_K.
+pub(super) fn dot_groups_q4_k(
+    groups: &[u8],
+    nb: usize,
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    dot_groups::<Q4K>(groups, nb, acts, n_tokens, out)
+}
+
+/// The level's [`crate::dispatch::PackedDotFn`] for packed Q6_K.
+pub(super) fn dot_groups_q6_k(
+    groups: &[u8],
+    nb: usize,
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    dot_groups::<Q6K>(groups, nb, acts, n_tokens, out)
 }
 
 /// The level's [`crate::dispatch::PackedDotFn`] for packed Q5_0.
