@@ -167,19 +167,7 @@ impl Ops {
     /// # Panics
     /// When `x.len()` is not a multiple of `head_dim` or `head_dim < n_dims`.
     pub fn rope(&self, x: &mut [f32], head_dim: usize, cache: &RopeCache) {
-        let n_dims = cache.params().n_dims;
-        assert!(
-            head_dim >= n_dims && head_dim > 0 && x.len().is_multiple_of(head_dim),
-            "rope: {} values are not heads of {head_dim} with {n_dims} rotated dims",
-            x.len()
-        );
-        let f = match cache.params().mode {
-            RopeMode::Normal => self.rope_normal,
-            RopeMode::Neox => self.rope_neox,
-        };
-        for head in x.chunks_exact_mut(head_dim) {
-            f(&mut head[..n_dims], cache.cos(), cache.sin());
-        }
+        self.rope_with(x, head_dim, cache, cache.cos(), cache.sin());
     }
 
     /// As [`Ops::rope`], at the position of row `i` of `cache`'s table
@@ -188,6 +176,19 @@ impl Ops {
     /// # Panics
     /// As [`Ops::rope`], and when the table holds no row `i`.
     pub fn rope_row(&self, x: &mut [f32], head_dim: usize, cache: &RopeCache, i: usize) {
+        let (cos, sin) = cache.row(i);
+        self.rope_with(x, head_dim, cache, cos, sin);
+    }
+
+    /// [`Ops::rope`] by the angles `cos` and `sin` (`[n_dims/2]`, from `cache`).
+    fn rope_with(
+        &self,
+        x: &mut [f32],
+        head_dim: usize,
+        cache: &RopeCache,
+        cos: &[f32],
+        sin: &[f32],
+    ) {
         let n_dims = cache.params().n_dims;
         assert!(
             head_dim >= n_dims && head_dim > 0 && x.len().is_multiple_of(head_dim),
@@ -198,7 +199,6 @@ impl Ops {
             RopeMode::Normal => self.rope_normal,
             RopeMode::Neox => self.rope_neox,
         };
-        let (cos, sin) = cache.row(i);
         for head in x.chunks_exact_mut(head_dim) {
             f(&mut head[..n_dims], cos, sin);
         }

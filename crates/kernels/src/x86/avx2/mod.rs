@@ -13,7 +13,6 @@ pub(super) mod util;
 
 use super::{block_count, quant_block_count};
 use crate::dispatch::Kernels;
-use crate::matmul::packed::PackedFormat;
 use crate::quant::TensorType;
 
 /// Defines a safe [`crate::dispatch::DotFn`] around an AVX2 kernel taking
@@ -154,10 +153,9 @@ pub(super) fn register(k: &mut Kernels) {
     k.set_dot_rows(Q4_0, dot_rows_q4_0);
     k.set_dot_rows(Q5_0, dot_rows_q5_0);
     k.set_dot(Q8_0, dot_q8_0);
-    k.set_packed(PackedFormat::Q8_0, packed::dot_groups_q8_0);
-    k.set_packed(PackedFormat::Q5_0, packed::dot_groups_q5_0);
-    k.set_packed(PackedFormat::Q4_K, packed::dot_groups_q4_k);
-    k.set_packed(PackedFormat::Q6_K, packed::dot_groups_q6_k);
+    for (format, kernel) in packed::KERNELS {
+        k.set_packed(format, kernel);
+    }
     // Several rows per activation vector (decode): the rows share each activation
     // block's loads and scale, and are prefetched ahead. Not Q6_K: its multi-row kernel
     // was slower than the single-row one row by row (see `rows_k`).

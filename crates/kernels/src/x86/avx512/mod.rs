@@ -11,7 +11,6 @@ mod q6k;
 
 use super::block_count;
 use crate::dispatch::Kernels;
-use crate::matmul::packed::PackedFormat;
 use crate::quant::TensorType;
 
 /// Defines a safe [`crate::dispatch::DotFn`] around an AVX-512 kernel taking
@@ -200,10 +199,9 @@ pub(super) fn register(k: &mut Kernels, vnni: bool) {
     k.set_dot(BF16, dot_bf16);
     // The 32-element formats gain only from VNNI; without it their AVX2 kernels stay.
     if vnni {
-        k.set_packed(PackedFormat::Q8_0, packed::dot_groups_q8_0);
-        k.set_packed(PackedFormat::Q5_0, packed::dot_groups_q5_0);
-        k.set_packed(PackedFormat::Q4_K, packed::dot_groups_q4_k);
-        k.set_packed(PackedFormat::Q6_K, packed::dot_groups_q6_k);
+        for (format, kernel) in packed::KERNELS {
+            k.set_packed(format, kernel);
+        }
         // One scaling per block for sixteen rows, where the GEMM scales every (row,
         // token) pair of each block: faster at prompt sizes too (`matmul_rows_packed`).
         k.set_packed_prompts(true);

@@ -24,6 +24,8 @@
 
 use std::arch::x86_64::*;
 
+use crate::dispatch::PackedDotFn;
+
 use crate::matmul::packed::{
     check_call, PackedFormat, ACT_BLOCK_BYTES, ACT_QUANTS, GROUP_ROWS, Q4_K_QUANTS,
     Q4_K_SUPER_BYTES, Q5_0_HIGH, Q6_K_BLOCK, Q6_K_QUANTS, Q6_K_SCALES, Q6_K_SUPER_BYTES,
@@ -367,46 +369,10 @@ fn dot_groups<F: Format>(groups: &[u8], nb: usize, acts: &[u8], n_tokens: usize,
     }
 }
 
-/// The level's [`crate::dispatch::PackedDotFn`] for packed Q8_0.
-pub(super) fn dot_groups_q8_0(
-    groups: &[u8],
-    nb: usize,
-    acts: &[u8],
-    n_tokens: usize,
-    out: &mut [f32],
-) {
-    dot_groups::<Q8_0>(groups, nb, acts, n_tokens, out)
-}
-
-/// The level's [`crate::dispatch::PackedDotFn`] for packed Q4_K.
-pub(super) fn dot_groups_q4_k(
-    groups: &[u8],
-    nb: usize,
-    acts: &[u8],
-    n_tokens: usize,
-    out: &mut [f32],
-) {
-    dot_groups::<Q4K>(groups, nb, acts, n_tokens, out)
-}
-
-/// The level's [`crate::dispatch::PackedDotFn`] for packed Q6_K.
-pub(super) fn dot_groups_q6_k(
-    groups: &[u8],
-    nb: usize,
-    acts: &[u8],
-    n_tokens: usize,
-    out: &mut [f32],
-) {
-    dot_groups::<Q6K>(groups, nb, acts, n_tokens, out)
-}
-
-/// The level's [`crate::dispatch::PackedDotFn`] for packed Q5_0.
-pub(super) fn dot_groups_q5_0(
-    groups: &[u8],
-    nb: usize,
-    acts: &[u8],
-    n_tokens: usize,
-    out: &mut [f32],
-) {
-    dot_groups::<Q5_0>(groups, nb, acts, n_tokens, out)
-}
+/// The level's packed kernels ([`PackedDotFn`]), one per format.
+pub(super) const KERNELS: [(PackedFormat, PackedDotFn); 4] = [
+    (PackedFormat::Q8_0, dot_groups::<Q8_0>),
+    (PackedFormat::Q5_0, dot_groups::<Q5_0>),
+    (PackedFormat::Q4_K, dot_groups::<Q4K>),
+    (PackedFormat::Q6_K, dot_groups::<Q6K>),
+];
