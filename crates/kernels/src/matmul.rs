@@ -414,21 +414,13 @@ pub fn matmul_with(
         // Rows padded to whole cache lines (see `Line`).
         let stride = act_row_bytes.next_multiple_of(64);
         let buf = line_bytes(&mut scratch.lines, n_tokens * stride);
-        if parallel && n_tokens > 1 && x.len() >= MIN_PARALLEL_QUANTIZE {
-            let rows = SharedSlice::new(buf);
-            pool.run(&|ith, nth| {
-                for t in n_tokens * ith / nth..n_tokens * (ith + 1) / nth {
-                    // SAFETY: part `ith` owns tokens [n·ith/nth, n·(ith+1)/nth), disjoint
-                    // from every other part's, so no two live pieces overlap.
-                    let row = unsafe { rows.piece(t * stride, act_row_bytes) };
-                    quantize(&x[t * n_cols..(t + 1) * n_cols], row);
-                }
-            });
-        } else {
-            for (t, xt) in x.chunks_exact(n_cols).enumerate() {
-                quantize(xt, &mut buf[t * stride..][..act_row_bytes]);
-            }
-        }
+        let rows = SharedSlice::new(buf);
+        for_each_act_row(pool, parallel, n_tokens, x.len(), &|t| {
+            // SAFETY: each token is visited once (`for_each_act_row`), and token `t`'s
+            // piece is its own row: no two live pieces overlap.
+            let row = unsafe { rows.piece(t * stride, act_row_bytes) };
+            quantize(&x[t * n_cols..(t + 1) * n_cols], row);
+        });
         Activations {
             bytes: &*buf,
             stride,
@@ -507,6 +499,26 @@ fn gemm_first(by: GemmTokens, n_tokens: usize) -> usize {
         GemmTokens::ByCount if n_tokens >= gemm::MIN_TOKENS => 0,
         GemmTokens::ByCount => n_tokens,
         GemmTokens::From(k) => k.min(n_tokens),
+    }
+}
+
+/// Runs `row(t)` once for every token `t < n_tokens` (the quantization of its
+/// activation row): spread over the pool when the product is (`parallel`) and there are
+/// several tokens and at least [`MIN_PARALLEL_QUANTIZE`] values (`n_values`), on the
+/// calling thread otherwise.
+fn for_each_act_row(
+    pool: &ThreadPool,
+    parallel: bool,
+    n_tokens: usize,
+    n_values: usize,
+    row: &(dyn Fn(usize) + Sync),
+) {
+    if parallel && n_tokens > 1 && n_values >= MIN_PARALLEL_QUANTIZE {
+        pool.run(&|ith, nth| {
+            (n_tokens * ith / nth..n_tokens * (ith + 1) / nth).for_each(row);
+        });
+    } else {
+        (0..n_tokens).for_each(row);
     }
 }
 

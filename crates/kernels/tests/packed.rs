@@ -147,6 +147,7 @@ fn packed_kernels_equal_the_scalar_reference() {
                         } else {
                             assert_eq!(p.bytes(), rows.len());
                         }
+                        assert_eq!(p.bytes(), format.packed_bytes(n_rows, 32 * nb));
                         let groups = p.group_bytes();
                         assert_eq!(groups.len(), n_groups * nb * format.group_block_bytes());
                         for n_tokens in 1..=11 {
@@ -195,6 +196,11 @@ fn packed_products_do_not_depend_on_company_or_threads() {
                 let rows = rows_of(format, n_rows, nb, false, &mut rng);
                 let w = WeightMatrix::new(format.ty(), n_rows, n_cols, &rows).unwrap();
                 let p = PackedMatrix::pack(&w).unwrap().unwrap();
+                assert_eq!(
+                    p.bytes(),
+                    format.packed_bytes(n_rows, n_cols),
+                    "rows past a group"
+                );
                 let n_tokens = 9;
                 let x = rng.vec(n_tokens * n_cols);
                 let mut scratch = MatmulScratch::new();

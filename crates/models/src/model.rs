@@ -5,7 +5,6 @@ use hearth_kernels::matmul::packed::PackedFormat;
 use hearth_kernels::matmul::GemmTokens;
 use hearth_kernels::ops::{Ops, RopeCache};
 use hearth_kernels::pool::ThreadPool;
-use hearth_kernels::quant::TensorType;
 
 use crate::batch::{Batch, UBatch};
 use crate::blocks::Pass;
@@ -111,10 +110,10 @@ impl<'a> Model<'a> {
         let file_bytes: usize = linears.iter().map(|l| l.w.data().len()).sum();
         let copy_bytes: usize = linears
             .iter()
-            .map(|l| match l.w.ty() {
-                TensorType::Q4_K => l.w.data().len() / 144 * 148,
-                TensorType::Q6_K => l.w.data().len(),
-                _ => 0,
+            .filter_map(|l| {
+                PackedFormat::of(l.w.ty())
+                    .filter(|f| matches!(f, PackedFormat::Q4_K | PackedFormat::Q6_K))
+                    .map(|f| f.packed_bytes(l.w.n_rows(), l.w.n_cols()))
             })
             .sum();
         let formats: &[PackedFormat] = if copy_bytes <= file_bytes / K_QUANT_COPY_SHARE {

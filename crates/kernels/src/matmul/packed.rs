@@ -68,8 +68,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{
-    gemm_first, line_bytes, matmul_with, MatmulError, MatmulScratch, SharedSlice, WeightMatrix,
-    CHUNKS_PER_THREAD, MIN_PARALLEL_MACS, MIN_PARALLEL_QUANTIZE, TOKENS_PER_CALL,
+    for_each_act_row, gemm_first, line_bytes, matmul_with, MatmulError, MatmulScratch, SharedSlice,
+    WeightMatrix, CHUNKS_PER_THREAD, MIN_PARALLEL_MACS, TOKENS_PER_CALL,
 };
 use crate::dispatch::{DotFn, Kernels, PackedDotFn};
 use crate::gemm;
@@ -157,6 +157,16 @@ impl PackedFormat {
             PackedFormat::Q8_0 | PackedFormat::Q5_0 => 1,
             PackedFormat::Q4_K | PackedFormat::Q6_K => 8,
         }
+    }
+
+    /// Bytes the packed copy of an `[n_rows, n_cols]` matrix of this format takes (its
+    /// whole groups in the group layout, the rows past them as the file stores them),
+    /// where it packs ([`PackedMatrix::pack`]); what [`PackedMatrix::bytes`] then says.
+    pub fn packed_bytes(self, n_rows: usize, n_cols: usize) -> usize {
+        let nb = n_cols / 32;
+        let tail_rows = n_rows % GROUP_ROWS;
+        let row_bytes = self.ty().row_bytes(n_cols as u64).map_or(0, |b| b as usize);
+        n_rows / GROUP_ROWS * nb * self.group_block_bytes() + tail_rows * row_bytes
     }
 
     /// Whether its rows may be packed with rows left over: the rows past the last whole
@@ -693,29 +703,19 @@ pub fn matmul_packed_many_with(
     // A prompt's rows on every thread, as `matmul_with` quantizes them: on the calling
     // thread alone they took about a tenth of a 188-token prompt step at 2 threads while
     // the other thread waited (Gemma 3 270M, everything packed).
-    if parallel && n_tokens > 1 && x.len() >= MIN_PARALLEL_QUANTIZE {
-        let (q_rows, a_rows) = (SharedSlice::new(q8), SharedSlice::new(acts));
-        pool.run(&|ith, nth| {
-            for t in n_tokens * ith / nth..n_tokens * (ith + 1) / nth {
-                // SAFETY: part `ith` owns tokens [n·ith/nth, n·(ith+1)/nth), disjoint
-                // from every other part's, so no two live pieces overlap.
-                let (q, a) = unsafe {
-                    (
-                        q_rows.piece(t * q_len, q_len),
-                        a_rows.piece(t * a_len, a_len),
-                    )
-                };
-                quantize(&x[t * n_cols..][..n_cols], q);
-                prepare_acts(q, a);
-            }
-        });
-    } else {
-        for (t, xt) in x.chunks_exact(n_cols).enumerate() {
-            let q = &mut q8[t * q_len..][..q_len];
-            quantize(xt, q);
-            prepare_acts(q, &mut acts[t * a_len..][..a_len]);
-        }
-    }
+    let (q_rows, a_rows) = (SharedSlice::new(q8), SharedSlice::new(acts));
+    for_each_act_row(pool, parallel, n_tokens, x.len(), &|t| {
+        // SAFETY: each token is visited once (`for_each_act_row`), and token `t`'s pieces
+        // are its own rows: no two live pieces overlap.
+        let (q, a) = unsafe {
+            (
+                q_rows.piece(t * q_len, q_len),
+                a_rows.piece(t * a_len, a_len),
+            )
+        };
+        quantize(&x[t * n_cols..][..n_cols], q);
+        prepare_acts(q, a);
+    });
     let (q8, acts) = (&*q8, &*acts);
 
     let mut parts: [Option<Part<'_>>; MAX_PRODUCTS] = Default::default();
