@@ -37,6 +37,7 @@
 //! prefix cache).
 
 mod budget;
+mod draw;
 mod gather;
 pub mod job;
 pub mod metrics;
@@ -63,8 +64,9 @@ use crate::prefix_cache::PrefixCache;
 use crate::sampler::SamplerParams;
 use crate::tools::{self, ToolChoice, ToolFormat, ToolText};
 pub use budget::Budget;
+use draw::{draw_all, Draw};
 pub use job::{ErrorKind, Event, Finish, Job, Prompt, Request, RequestError, Timings, Usage};
-use sequence::{LazyGrammar, Prepared, Progress, Seq, ThinkTokens};
+use sequence::{LazyGrammar, Prepared, Seq, ThinkTokens};
 
 /// Most tokens a step carries by default (llama.cpp's default `n_ubatch`).
 pub const DEFAULT_BATCH: usize = 512;
@@ -310,6 +312,9 @@ struct Scheduler<'m, 'a> {
     /// Per running sequence, whether it ended in the step being processed (kept between
     /// steps so that the token loop does not allocate it).
     ended: Vec<bool>,
+    /// Per running sequence, the logits row it draws its next token from in the step
+    /// being processed (kept between steps, as `ended`).
+    rows: Vec<Option<usize>>,
     /// Admissions so far: the order of `Seq::admitted`.
     admissions: u64,
     /// The vocabulary as the grammar engine sees it, built for the first constrained
@@ -405,6 +410,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             waiting: VecDeque::new(),
             plan: Vec::with_capacity(parallel + 1),
             ended: Vec::with_capacity(parallel),
+            rows: Vec::with_capacity(parallel),
             admissions: 0,
             grammar_vocab: OnceCell::new(),
             think: ThinkTokens {
@@ -719,6 +725,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             plan,
             limits,
             ended,
+            rows,
             think,
             ..
         } = self;
@@ -760,6 +767,9 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             .record(n_decode, n_prompt, elapsed.as_secs_f64());
         ended.clear();
         ended.resize(running.len(), false);
+        // Which logits row each sequence draws from this step, if any.
+        rows.clear();
+        rows.resize(running.len(), None);
         let mut row = 0;
         for p in plan.iter() {
             let prefilled = is_prompt(p, &running[p.seq]);
@@ -767,16 +777,14 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             if !p.logits {
                 continue;
             }
-            let r = &logits[row * n_vocab..(row + 1) * n_vocab];
-            row += 1;
-            // This sequence, then the forks made from it now (appended at the end).
-            let first_fork = running.len();
+            rows[p.seq] = Some(row);
             if prefilled {
                 // The prompt (or a recomputation) is done: its blocks go to the cache.
                 let s = &running[p.seq];
                 let blocks = kv.seq_blocks(s.kv.expect("admitted")).to_vec();
                 prefix.insert(kv, &s.tokens[..s.n_fed], &blocks);
             }
+            // Its forks made now (appended at the end) draw from the same row.
             if running[p.seq].n_forks > 0 {
                 let n = std::mem::take(&mut running[p.seq].n_forks);
                 for index in 1..=n {
@@ -786,6 +794,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                         Ok(child) => {
                             running.push(child);
                             ended.push(false);
+                            rows.push(Some(row));
                         }
                         Err(e) => {
                             kv.remove_sequence(child_kv);
@@ -795,25 +804,21 @@ impl<'m, 'a> Scheduler<'m, 'a> {
                     }
                 }
             }
-            for i in std::iter::once(p.seq).chain(first_fork..running.len()) {
-                if ended[i] {
-                    continue;
-                }
-                let progress = match running[i].take_token(tok, r, (n_text, limits.n_ctx), think) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        running[i].fail(e);
-                        Progress::Done
-                    }
-                };
-                if progress != Progress::Running {
-                    if progress == Progress::Cancelled {
-                        metrics::finished("cancelled");
-                    }
-                    ended[i] = true;
-                }
-            }
+            row += 1;
         }
+        let draws = running
+            .iter_mut()
+            .zip(rows.iter())
+            .zip(ended.iter_mut())
+            .filter_map(|((seq, row), ended)| {
+                let r = &logits[(*row)? * n_vocab..][..n_vocab];
+                (!*ended).then_some(Draw {
+                    seq,
+                    logits: r,
+                    ended,
+                })
+            });
+        draw_all(pool, draws, tok, (n_text, limits.n_ctx), think);
         // Ended sequences leave, highest index first so the others keep theirs.
         for i in (0..self.ended.len()).rev() {
             if self.ended[i] {
