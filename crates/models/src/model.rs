@@ -18,9 +18,9 @@ use crate::qwen3::Qwen3;
 use crate::scratch::{Dims, Scratch};
 use crate::weights::Weights;
 
-/// [`Model::pack_for_batches`] packs the layers' K-quant (Q4_K and Q6_K) matrices only
-/// when their copy takes at most this fraction (1/n) of the layers' bytes.
-const K_QUANT_COPY_SHARE: usize = 2;
+/// [`Model::pack_for_batches`] packs the layers' Q8_0, Q4_K and Q6_K matrices only when
+/// their copy takes at most this fraction (1/n) of the layers' bytes.
+const COPY_SHARE: usize = 2;
 
 /// A loaded model: hyper-parameters and weights, the weights borrowed from the (mapped)
 /// GGUF file, so `Model<'a>` lives no longer than the [`GgufFile`] it was loaded from.
@@ -103,21 +103,23 @@ impl<'a> Model<'a> {
             Net::Gemma3(m) => (m.output.pack()?, m.linears_mut()),
             Net::Deepseek2(m) => (m.output.pack()?, m.linears_mut()),
         };
-        // K-quant matrices only where their copy (Q4_K's 148 bytes per 144, Q6_K's 210
-        // per 210) is a small share of the layers' (Gemma 3 270M Q4_K_M: 22 MiB beside
-        // 65): most Q4_K_M models are mostly Q4_K and Q6_K, and a second copy would
-        // double their memory.
+        // Q8_0 and K-quant matrices only where their copy (Q4_K's 148 bytes per 144, Q6_K's
+        // and Q8_0's as many as the file's) is a small share of the layers' (Gemma 3 270M
+        // Q4_K_M: 24 MiB beside 65): most Q4_K_M models are mostly Q4_K and Q6_K, Q8_0
+        // models all Q8_0, and a second copy would double their memory. Gemma 3 270M's
+        // Q8_0 `attn_v` in half its layers went through the row kernels at several tokens,
+        // in a dispatch of its own beside the packed `attn_q` and `attn_k`.
         let file_bytes: usize = linears.iter().map(|l| l.w.data().len()).sum();
         let copy_bytes: usize = linears
             .iter()
             .filter_map(|l| {
                 PackedFormat::of(l.w.ty())
-                    .filter(|f| matches!(f, PackedFormat::Q4_K | PackedFormat::Q6_K))
+                    .filter(|&f| f != PackedFormat::Q5_0)
                     .map(|f| f.packed_bytes(l.w.n_rows(), l.w.n_cols()))
             })
             .sum();
-        let formats: &[PackedFormat] = if copy_bytes <= file_bytes / K_QUANT_COPY_SHARE {
-            &[PackedFormat::Q5_0, PackedFormat::Q4_K, PackedFormat::Q6_K]
+        let formats: &[PackedFormat] = if copy_bytes <= file_bytes / COPY_SHARE {
+            &PackedFormat::ALL
         } else {
             &[PackedFormat::Q5_0]
         };
