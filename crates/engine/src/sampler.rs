@@ -284,6 +284,17 @@ impl Sampler {
         logits: &[f32],
         allowed: Option<&[u32]>,
     ) -> Result<&[Candidate], SamplerError> {
+        self.apply_keyed(logits, None, allowed)
+    }
+
+    /// [`Sampler::apply_masked`], with the logits' block keys where the model gave them
+    /// (see [`Sampler::sample_keyed`]).
+    fn apply_keyed(
+        &mut self,
+        logits: &[f32],
+        keys: Option<&[i32]>,
+        allowed: Option<&[u32]>,
+    ) -> Result<&[Candidate], SamplerError> {
         self.check_len(logits)?;
         let Sampler {
             steps,
@@ -296,7 +307,7 @@ impl Sampler {
         let rest = match Sampler::top_k_first(steps, window.as_ref(), *n_vocab) {
             Some((i, k, scan)) => {
                 let first = scan.first_steps(allowed, window.as_ref(), window_tokens);
-                cands.load_top_k(logits, first, k);
+                cands.load_top_k(logits, keys, first, k);
                 &steps[i + 1..]
             }
             None => {
@@ -401,6 +412,20 @@ impl Sampler {
         logits: &[f32],
         allowed: Option<&[u32]>,
     ) -> Result<u32, SamplerError> {
+        self.sample_keyed(logits, None, allowed)
+    }
+
+    /// [`Sampler::sample_masked`], given `keys`, the block keys of `logits` as
+    /// `Ops::block_max_keys` computes them (a packed output head takes them while its
+    /// outputs are in the cache; `hearth_models::Logits`). The greedy argmax and the top-k
+    /// scan then skip their own pass over the logits; they trust the keys as given.
+    /// Keys of another length are ignored.
+    pub fn sample_keyed(
+        &mut self,
+        logits: &[f32],
+        keys: Option<&[i32]>,
+        allowed: Option<&[u32]>,
+    ) -> Result<u32, SamplerError> {
         let scan = if self.greedy {
             Sampler::scan_prefix(&self.steps, self.window.as_ref())
         } else {
@@ -411,10 +436,10 @@ impl Sampler {
             let first = scan.first_steps(allowed, self.window.as_ref(), &mut self.window_tokens);
             return self
                 .cands
-                .argmax_of(logits, first)
+                .argmax_of(logits, keys, first)
                 .ok_or(SamplerError::AllMasked);
         }
-        self.apply_masked(logits, allowed)?;
+        self.apply_keyed(logits, keys, allowed)?;
         if self.greedy {
             let best = self.cands.data[self.cands.argmax()];
             if best.logit == f32::NEG_INFINITY {

@@ -51,6 +51,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hearth_gguf::{GgufFile, Residency};
+use hearth_kernels::ops::select::KEY_BLOCK;
 use hearth_kernels::pool::ThreadPool;
 use hearth_models::{Batch, KvCache, KvTypes, Model, Scratch, BLOCK_CELLS};
 use hearth_tokenizer::Tokenizer;
@@ -729,7 +730,7 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             think,
             ..
         } = self;
-        let logits = match model.forward(pool, kv, scratch, batch) {
+        let logits = match model.forward_keyed(pool, kv, scratch, batch) {
             Ok(l) => l,
             Err(e) => {
                 // Only an internal error gets here (the batch was planned to fit): the
@@ -811,10 +812,12 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             .zip(rows.iter())
             .zip(ended.iter_mut())
             .filter_map(|((seq, row), ended)| {
-                let r = &logits[(*row)? * n_vocab..][..n_vocab];
+                let row = (*row)?;
+                let n_keys = n_vocab.div_ceil(KEY_BLOCK);
                 (!*ended).then_some(Draw {
                     seq,
-                    logits: r,
+                    logits: &logits.values[row * n_vocab..][..n_vocab],
+                    keys: logits.keys.map(|k| &k[row * n_keys..][..n_keys]),
                     ended,
                 })
             });

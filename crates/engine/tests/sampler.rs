@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use hearth_engine::sampler::{
     Candidate, Pcg64, Penalties, Sampler, SamplerError, SamplerParams, Step,
 };
+use hearth_kernels::ops::select::KEY_BLOCK;
+use hearth_kernels::ops::Ops;
 
 /// Logits spread like a model's: mostly small, a few large.
 fn random_logits(n: usize, seed: u64) -> Vec<f32> {
@@ -606,7 +608,8 @@ fn biases(logits: &[f32]) -> Vec<Vec<(u32, f32)>> {
 
 /// The shortcuts (a greedy argmax over the logits, and a top-k chain that loads only the
 /// k largest, both applying mask, bias and penalties as they scan) give exactly what the
-/// full chain gives. The reference takes the full path because two empty logit biases
+/// full chain gives, with the logits' block keys given (as a packed output head gives
+/// them) or taken from the logits. The reference takes the full path because two empty logit biases
 /// (which change nothing) stand before its top-k or temperature step.
 #[test]
 fn the_shortcuts_equal_the_full_chain() {
@@ -647,6 +650,8 @@ fn the_shortcuts_equal_the_full_chain() {
                 .map(|&l| if l.is_nan() { f32::NEG_INFINITY } else { l })
                 .collect::<Vec<_>>(),
         );
+        let mut block_keys = vec![0; n.div_ceil(KEY_BLOCK)];
+        Ops::get().block_max_keys(&logits, &mut block_keys);
         let mut accepted: Vec<u32> = (0..14).map(|i| order[i * 7 % 40]).collect();
         accepted.extend([
             order[0],
@@ -713,6 +718,15 @@ fn the_shortcuts_equal_the_full_chain() {
                                     "{what}"
                                 );
                             }
+                            // With the keys a packed head gives: the same draws.
+                            let (mut keyed, mut full) = (build(&tail, false), build(&tail, true));
+                            for _ in 0..5 {
+                                assert_eq!(
+                                    keyed.sample_keyed(&logits, Some(&block_keys), mask),
+                                    full.sample_masked(&logits, mask),
+                                    "{what}, keyed"
+                                );
+                            }
                         }
                     }
                     // Greedy: Sampler::new's shortcut against temperature 0 in full.
@@ -727,13 +741,42 @@ fn the_shortcuts_equal_the_full_chain() {
                         fast.accept(t).unwrap();
                     }
                     let mut full = build(&[Step::Temperature(0.0)], true);
+                    let want = full.sample_masked(&logits, mask);
+                    assert_eq!(fast.sample_masked(&logits, mask), want, "greedy, {what}");
                     assert_eq!(
-                        fast.sample_masked(&logits, mask),
-                        full.sample_masked(&logits, mask),
-                        "greedy, {what}"
+                        fast.sample_keyed(&logits, Some(&block_keys), mask),
+                        want,
+                        "greedy, {what}, keyed"
                     );
                 }
             }
         }
     }
+}
+
+/// Given block keys are trusted, not recomputed: keys that place the largest logit in
+/// another block lead the greedy argmax there (keys of another length are ignored).
+#[test]
+fn given_block_keys_are_used() {
+    let n = 4 * KEY_BLOCK;
+    let mut logits = vec![0.0f32; n];
+    logits[10] = 5.0;
+    logits[3 * KEY_BLOCK + 7] = 4.0;
+    let params = SamplerParams {
+        temperature: 0.0,
+        ..SamplerParams::default()
+    };
+    let mut s = Sampler::new(&params, n).unwrap();
+    let mut keys = vec![0; 4];
+    Ops::get().block_max_keys(&logits, &mut keys);
+    assert_eq!(s.sample_keyed(&logits, Some(&keys), None), Ok(10));
+    // Keys of logits where block 0 holds nothing above 0.
+    let mut other = logits.clone();
+    other[10] = 0.0;
+    Ops::get().block_max_keys(&other, &mut keys);
+    assert_eq!(
+        s.sample_keyed(&logits, Some(&keys), None),
+        Ok((3 * KEY_BLOCK + 7) as u32)
+    );
+    assert_eq!(s.sample_keyed(&logits, Some(&keys[..3]), None), Ok(10));
 }

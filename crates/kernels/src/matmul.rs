@@ -38,6 +38,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::dispatch::{DotFn, DotRowsFn, DotTokensFn, Kernels, QuantizeFn};
 use crate::gemm::{self, GemmScratch, QuantizedRows};
+use crate::ops::select::KEY_BLOCK;
 use crate::pool::ThreadPool;
 use crate::quant::{activation_type, TensorType};
 
@@ -99,6 +100,14 @@ pub enum MatmulError {
         n_rows: usize,
         actual: usize,
     },
+    /// `keys.len()` is not `n_tokens` rows of one key per [`KEY_BLOCK`] outputs.
+    ///
+    /// [`KEY_BLOCK`]: crate::ops::select::KEY_BLOCK
+    Keys {
+        n_tokens: usize,
+        n_rows: usize,
+        actual: usize,
+    },
     /// A packed matrix given as the packed form of a matrix it was not made from.
     PackedShape {
         ty: TensorType,
@@ -153,6 +162,15 @@ impl fmt::Display for MatmulError {
                 f,
                 "output [{n_tokens}, {n_rows}] needs {} values, got {actual}",
                 *n_tokens as u128 * *n_rows as u128
+            ),
+            MatmulError::Keys {
+                n_tokens,
+                n_rows,
+                actual,
+            } => write!(
+                f,
+                "output [{n_tokens}, {n_rows}] needs {} block keys, got {actual}",
+                *n_tokens as u128 * n_rows.div_ceil(KEY_BLOCK) as u128
             ),
             MatmulError::PackedShape { ty, n_rows, n_cols } => write!(
                 f,

@@ -9,6 +9,9 @@
 //!    gives it, on 1, 2 and 3 threads, bit for bit, for row counts with and without rows
 //!    past the last group (those take the level's dot for the format, checked exactly
 //!    too); several products in one dispatch give what each gives alone.
+//!    With block keys (`matmul_packed_keyed_with`), the outputs are the same bits and
+//!    each token's keys are `Ops::block_max_keys` of its outputs, whichever call, chunk
+//!    or tail fills them.
 //! 3. `matmul_rows_packed_with` sends the row path's tokens through the packed form and
 //!    the GEMM's through the matrix as stored, each exactly as the call for those tokens
 //!    alone.
@@ -19,10 +22,12 @@
 use half::f16;
 use hearth_kernels::dispatch::{Kernels, Level};
 use hearth_kernels::matmul::packed::{
-    matmul_packed_many_with, matmul_packed_with, matmul_rows_packed_with, prepare_acts, reference,
-    PackedFormat, PackedMatrix, ACT_BLOCK_BYTES,
+    matmul_packed_keyed_with, matmul_packed_many_with, matmul_packed_with, matmul_rows_packed_with,
+    prepare_acts, reference, PackedFormat, PackedMatrix, ACT_BLOCK_BYTES,
 };
-use hearth_kernels::matmul::{matmul_with, GemmTokens, MatmulScratch, WeightMatrix};
+use hearth_kernels::matmul::{matmul_with, GemmTokens, MatmulError, MatmulScratch, WeightMatrix};
+use hearth_kernels::ops::select::KEY_BLOCK;
+use hearth_kernels::ops::Ops;
 use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::{dequantize_row, quantize_row, TensorType};
 
@@ -188,6 +193,10 @@ fn packed_products_do_not_depend_on_company_or_threads() {
                 (1024, 20),
                 (48, 8),
                 (1024, 16),
+                // Key blocks: a partial last one after whole calls; 70 groups, which no
+                // thread count here splits into whole calls.
+                (200, 2),
+                (1125, 8),
             ] {
                 if !fits(format, n_rows, nb) {
                     continue;
@@ -223,6 +232,36 @@ fn packed_products_do_not_depend_on_company_or_threads() {
                                 pool.n_threads(),
                                 i / n_rows,
                                 i % n_rows
+                            );
+                        }
+                        // With keys: the same outputs, and each token's keys are those of
+                        // its outputs.
+                        let n_keys = n_rows.div_ceil(KEY_BLOCK);
+                        let mut keyed = vec![f32::NAN; n * n_rows];
+                        let mut keys = vec![0x5a5a_5a5a; n * n_keys];
+                        let s = &mut scratch;
+                        matmul_packed_keyed_with(k, pool, &p, x, n, &mut keyed, &mut keys, s)
+                            .unwrap();
+                        assert!(
+                            keyed
+                                .iter()
+                                .zip(&got)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{format:?} {level:?}: {n_rows}x{n_cols}, {n} tokens: keyed outputs"
+                        );
+                        let mut want = vec![0; n_keys];
+                        for (t, (o, got)) in got
+                            .chunks_exact(n_rows)
+                            .zip(keys.chunks_exact(n_keys))
+                            .enumerate()
+                        {
+                            Ops::get().block_max_keys(o, &mut want);
+                            assert_eq!(
+                                got,
+                                &want[..],
+                                "{format:?} {level:?}: {n_rows}x{n_cols}, {n} tokens on {} \
+                                 threads, token {t}'s keys",
+                                pool.n_threads()
                             );
                         }
                     }
@@ -417,6 +456,10 @@ fn what_cannot_be_packed_is_left_alone() {
         &mut MatmulScratch::new(),
     );
     assert!(r.is_err(), "a Q8_0 packing given for Q5_0 weights");
+    // Keys for 32 rows: one per token; two is an error, not a panic.
+    let (mut keys, s) = ([0; 2], &mut MatmulScratch::new());
+    let r = matmul_packed_keyed_with(Kernels::get(), &pool, &p8, &x, 1, &mut out, &mut keys, s);
+    assert!(matches!(r, Err(MatmulError::Keys { .. })), "{r:?}");
 }
 
 #[test]

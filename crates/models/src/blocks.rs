@@ -12,6 +12,7 @@ use hearth_kernels::matmul::{matmul, matvec_many, GemmTokens, MatmulScratch, Wei
 use hearth_kernels::ops::attention::{
     flash_finish, flash_merge, keys_to_values, FlashRows, KvData, KV_TILE,
 };
+use hearth_kernels::ops::select::KEY_BLOCK;
 use hearth_kernels::ops::{Ops, RopeCache};
 use hearth_kernels::pool::ThreadPool;
 use hearth_kernels::quant::dequantize_row;
@@ -55,6 +56,10 @@ pub(crate) struct Bufs<'s> {
     pub(crate) out_x: &'s mut [f32],
     /// `[n_outputs, n_vocab]`
     pub(crate) logits: &'s mut [f32],
+    /// `[n_outputs, n_vocab.div_ceil(KEY_BLOCK)]`
+    pub(crate) keys: &'s mut [i32],
+    /// Cleared by a pass whose logits rows did not get their keys.
+    pub(crate) keyed: &'s mut bool,
     /// `[max(n_embd, head sizes)]`: one row or head, for in-place norms.
     pub(crate) row: &'s mut [f32],
     pub(crate) rope: &'s mut [RopeCache],
@@ -78,6 +83,8 @@ impl Scratch {
             up: &mut self.up[..n * d.n_ff],
             out_x: &mut self.out_x,
             logits: &mut self.logits,
+            keys: &mut self.keys,
+            keyed: &mut self.keyed,
             row: &mut self.row,
             rope: &mut self.rope,
             matmul: &mut self.matmul,
@@ -700,8 +707,9 @@ fn attend_blocks(
 
 /// The output head for the slice's rows that want logits: `logits[o] =
 /// output · (rms_norm(x[t]) · output_norm)` for the `o`-th such row `t` of `b.x`, written
-/// to rows `out_row..` of `b.logits` (`[n_outputs, n_vocab]`). Returns the number of rows
-/// written.
+/// to rows `out_row..` of `b.logits` (`[n_outputs, n_vocab]`), and their block keys to
+/// the same rows of `b.keys` where the head takes them (else `b.keyed` is cleared).
+/// Returns the number of rows written.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn output(
     pool: &ThreadPool,
@@ -737,9 +745,11 @@ pub(crate) fn output(
     if let GemmTokens::From(_) = by_token {
         b.matmul.gemm_tokens = GemmTokens::From(n_out);
     }
-    let r = output.matmul(pool, normed, n_out, logits, b.matmul);
+    let n_keys = n_vocab.div_ceil(KEY_BLOCK);
+    let keys = &mut b.keys[out_row * n_keys..][..n_out * n_keys];
+    let r = output.matmul_keyed(pool, normed, n_out, logits, keys, b.matmul);
     b.matmul.gemm_tokens = by_token;
-    r?;
+    *b.keyed &= r?;
     Ok(n_out)
 }
 

@@ -261,6 +261,8 @@ impl<'a> Gemma3<'a> {
             out_row,
         )?;
         if let Some(c) = self.final_logit_softcapping {
+            // The head's keys are of the logits before the cap.
+            *b.keyed = false;
             let n_vocab = self.output.n_rows();
             let logits = &mut b.logits[out_row * n_vocab..][..n_out * n_vocab];
             blocks::scale(logits, 1.0 / c);

@@ -6,7 +6,7 @@
 //! several sequences cost about what reading the matrix costs; the price is a second copy
 //! of it in memory (the file's stays, for the embedding lookups a tied head shares).
 
-use hearth_kernels::matmul::packed::{matmul_packed, PackedFormat, PackedMatrix};
+use hearth_kernels::matmul::packed::{matmul_packed_keyed, PackedFormat, PackedMatrix};
 use hearth_kernels::matmul::{matmul, MatmulError, MatmulScratch, WeightMatrix};
 use hearth_kernels::pool::ThreadPool;
 
@@ -36,18 +36,21 @@ impl<'a> Head<'a> {
         pack_into(&mut self.packed, &self.w, &PackedFormat::ALL, "output head")
     }
 
-    /// `out[t] = W · x[t]` for `n_tokens` rows of `x`.
-    pub(crate) fn matmul(
+    /// `out[t] = W · x[t]` for `n_tokens` rows of `x`, and where the packed kernels take
+    /// them on the way (a packed head), the rows' block keys into `keys` (`[n_tokens,
+    /// n_rows.div_ceil(KEY_BLOCK)]`, see `matmul_packed_keyed`). Returns whether it did.
+    pub(crate) fn matmul_keyed(
         &self,
         pool: &ThreadPool,
         x: &[f32],
         n_tokens: usize,
         out: &mut [f32],
+        keys: &mut [i32],
         scratch: &mut MatmulScratch,
-    ) -> Result<(), MatmulError> {
+    ) -> Result<bool, MatmulError> {
         match &self.packed {
-            Some(p) => matmul_packed(pool, p, x, n_tokens, out, scratch),
-            None => matmul(pool, &self.w, x, n_tokens, out, scratch),
+            Some(p) => matmul_packed_keyed(pool, p, x, n_tokens, out, keys, scratch).map(|()| true),
+            None => matmul(pool, &self.w, x, n_tokens, out, scratch).map(|()| false),
         }
     }
 }

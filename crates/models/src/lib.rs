@@ -62,5 +62,5 @@ pub use error::ModelError;
 pub use hearth_kernels::ops::attention::{KvType, UnknownKvType};
 pub use hparams::{Arch, HParams};
 pub use kv_cache::{KvCache, KvTypes, SeqId, BLOCK_CELLS};
-pub use model::Model;
+pub use model::{Logits, Model};
 pub use scratch::Scratch;

@@ -3,6 +3,7 @@
 use hearth_gguf::GgufFile;
 use hearth_kernels::matmul::packed::PackedFormat;
 use hearth_kernels::matmul::GemmTokens;
+use hearth_kernels::ops::select::KEY_BLOCK;
 use hearth_kernels::ops::{Ops, RopeCache};
 use hearth_kernels::pool::ThreadPool;
 
@@ -21,6 +22,20 @@ use crate::weights::Weights;
 /// [`Model::pack_for_batches`] packs the layers' Q8_0, Q4_K and Q6_K matrices only when
 /// their copy takes at most this fraction (1/n) of the layers' bytes.
 const COPY_SHARE: usize = 2;
+
+/// What [`Model::forward_keyed`] returns.
+#[derive(Debug, Clone, Copy)]
+pub struct Logits<'s> {
+    /// `[n_outputs, n_vocab]`, as [`Model::forward`] returns them.
+    pub values: &'s [f32],
+    /// `[n_outputs, n_vocab.div_ceil(KEY_BLOCK)]`: `Ops::block_max_keys` of each row of
+    /// `values`, where a packed output head took them while its outputs were in the
+    /// cache (`None` otherwise, or where the model changes the logits after the head,
+    /// as a final soft cap does). A sampler starts its argmax and top-k scan from them
+    /// instead of a pass over logits that the head's weights have pushed out of the
+    /// cache.
+    pub keys: Option<&'s [i32]>,
+}
 
 /// A loaded model: hyper-parameters and weights, the weights borrowed from the (mapped)
 /// GGUF file, so `Model<'a>` lives no longer than the [`GgufFile`] it was loaded from.
@@ -179,6 +194,19 @@ impl<'a> Model<'a> {
         scratch: &'s mut Scratch,
         batch: &Batch,
     ) -> Result<&'s [f32], ModelError> {
+        self.forward_keyed(pool, kv, scratch, batch)
+            .map(|l| l.values)
+    }
+
+    /// [`Model::forward`], with the logits' block keys where the output head took them
+    /// on the way (see [`Logits`]).
+    pub fn forward_keyed<'s>(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvCache,
+        scratch: &'s mut Scratch,
+        batch: &Batch,
+    ) -> Result<Logits<'s>, ModelError> {
         let hp = &self.hparams;
         if scratch.dims != self.dims() {
             return Err(ModelError::Config {
@@ -214,13 +242,18 @@ impl<'a> Model<'a> {
         // The cells are moved out of the scratch for the pass, so that the slice can
         // borrow them while the layers borrow the rest of the scratch.
         let mut cells = std::mem::take(&mut scratch.cells);
+        scratch.keyed = true;
         let result = self.run(pool, kv, scratch, batch, &mut cells);
         scratch.cells = cells;
         if result.is_err() {
             kv.rollback();
         }
         result?;
-        Ok(&scratch.logits[..n_outputs * hp.n_vocab])
+        let n_keys = hp.n_vocab.div_ceil(KEY_BLOCK);
+        Ok(Logits {
+            values: &scratch.logits[..n_outputs * hp.n_vocab],
+            keys: scratch.keyed.then_some(&scratch.keys[..n_outputs * n_keys]),
+        })
     }
 
     /// The passes over the slices of a checked batch.

@@ -6,6 +6,7 @@
 //! call of each shape nothing here grows, so a decode loop allocates nothing.
 
 use hearth_kernels::matmul::MatmulScratch;
+use hearth_kernels::ops::select::KEY_BLOCK;
 use hearth_kernels::ops::RopeCache;
 
 use crate::error::ModelError;
@@ -38,6 +39,11 @@ pub struct Scratch {
     pub(crate) out_x: Vec<f32>,
     /// `[n_outputs, n_vocab]`
     pub(crate) logits: Vec<f32>,
+    /// `[n_outputs, n_vocab.div_ceil(KEY_BLOCK)]`: the logits' block keys, where the
+    /// output head takes them ([`crate::Logits`]).
+    pub(crate) keys: Vec<i32>,
+    /// Whether the last forward call filled `keys` for every row it returned.
+    pub(crate) keyed: bool,
     /// `[max(n_embd, n_embd_head_k, n_embd_head_v)]`: one row or head, for in-place norms.
     pub(crate) row: Vec<f32>,
     /// `[n_ubatch]`: the cache cell of each token of the current slice.
@@ -139,6 +145,8 @@ impl Scratch {
             up: rows(dims.n_ff),
             out_x: rows(dims.n_embd),
             logits: vec![0.0; n_outputs * dims.n_vocab],
+            keys: vec![0; n_outputs * dims.n_vocab.div_ceil(KEY_BLOCK)],
+            keyed: false,
             row: vec![0.0; dims.n_row],
             cells: vec![0; n_ubatch],
             matmul: MatmulScratch::new(),

@@ -186,6 +186,70 @@ fn packed_weights_give_the_same_logits() {
     );
 }
 
+/// A packed output head hands over its logits' block keys (`Model::forward_keyed`), and
+/// they are the keys of the logits it returns, row by row, in slices of a batch too; a
+/// head as the file stores it, or a model that changes its logits after the head (Gemma
+/// 3's final soft cap), gives none, and the sampler takes them from the logits.
+#[test]
+fn packed_heads_give_their_logits_keys() {
+    let pool = ThreadPool::new(2).unwrap();
+    let tokens = tiny::test_tokens(12);
+    let ops = hearth_kernels::ops::Ops::get();
+    let (mut keyed, mut checked_cap) = (0, false);
+    // The soft-capped model with a head that packs (its fixtures' one is F32).
+    let mut capped = spec("gemma3_softcap");
+    capped.name = "gemma3_softcap, Q8_0 head";
+    capped.types.output = hearth_kernels::quant::TensorType::Q8_0;
+    for spec in tiny::specs().into_iter().chain([capped]) {
+        let file = hearth_gguf::GgufFile::from_bytes(spec.to_bytes()).unwrap();
+        let mut model = Model::load(&file).unwrap();
+        for packed in [false, true] {
+            if packed {
+                model.pack_for_batches().unwrap();
+            }
+            let n_vocab = model.hparams().n_vocab;
+            let mut kv = KvCache::new(model.hparams(), 64).unwrap();
+            // Slices of 5 tokens: each writes its rows at its own offset.
+            let mut scratch = Scratch::new(&model, 5, tokens.len()).unwrap();
+            let seq = kv.new_sequence();
+            let mut batch = Batch::new();
+            batch.push_seq(&tokens, 0, seq, true);
+            batch.set_gemm_from(batch.len());
+            let logits = model
+                .forward_keyed(&pool, &mut kv, &mut scratch, &batch)
+                .unwrap();
+            let capped = spec.final_logit_softcapping.is_some();
+            let Some(keys) = logits.keys else {
+                checked_cap |= packed && capped;
+                continue;
+            };
+            assert!(packed, "{}: keys from a head as stored", spec.name);
+            assert!(!capped, "{}: keys of the logits before the cap", spec.name);
+            keyed += 1;
+            let n_keys = n_vocab.div_ceil(64);
+            assert_eq!(keys.len(), tokens.len() * n_keys, "{}", spec.name);
+            let mut want = vec![0; n_keys];
+            for (t, (row, got)) in logits
+                .values
+                .chunks_exact(n_vocab)
+                .zip(keys.chunks_exact(n_keys))
+                .enumerate()
+            {
+                ops.block_max_keys(row, &mut want);
+                assert_eq!(got, &want[..], "{}: row {t}'s keys", spec.name);
+            }
+        }
+    }
+    let expect_keys = hearth_kernels::dispatch::Kernels::get()
+        .packed(hearth_kernels::matmul::packed::PackedFormat::Q8_0)
+        .is_some();
+    assert!(!expect_keys || keyed > 0, "no tiny model's head gave keys");
+    assert!(
+        !expect_keys || checked_cap,
+        "the capped model's head did not pack"
+    );
+}
+
 /// Past one attention window (256 keys) the keys are cut into windows whose states are
 /// merged; a prompt in one batch (a unit per query tile, its windows in turn), in slices,
 /// or token by token (few query tiles: a unit per window, merged after the dispatch)

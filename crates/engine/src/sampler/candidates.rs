@@ -155,9 +155,15 @@ impl Candidates {
     /// cut back to its `k` best, whose last becomes the bar a later token must pass.
     /// Tokens come in id order, so one that only ties the bar ranks below it (same logit,
     /// higher id) and stays out, as in the full order.
-    pub(super) fn load_top_k(&mut self, logits: &[f32], first: FirstSteps<'_>, k: usize) {
+    pub(super) fn load_top_k(
+        &mut self,
+        logits: &[f32],
+        keys: Option<&[i32]>,
+        first: FirstSteps<'_>,
+        k: usize,
+    ) {
         let cap = (4 * k).max(BLOCK);
-        self.block_maxima(logits);
+        self.block_maxima(logits, keys);
         let mut fill = 0;
         let mut bar: Option<i32> = None;
         let mut next = Cursor::default();
@@ -200,9 +206,13 @@ impl Candidates {
     }
 
     /// Each block's largest key of `logits` (`logits.len() == data.len()`, checked by the
-    /// caller), in the scratch kept for it.
-    fn block_maxima(&mut self, logits: &[f32]) -> &[i32] {
-        self.ops.block_max_keys(logits, &mut self.block_max);
+    /// caller), in the scratch kept for it: `keys` where they are given (one per block),
+    /// else a pass over `logits`.
+    fn block_maxima(&mut self, logits: &[f32], keys: Option<&[i32]>) -> &[i32] {
+        match keys {
+            Some(k) if k.len() == self.block_max.len() => self.block_max.copy_from_slice(k),
+            _ => self.ops.block_max_keys(logits, &mut self.block_max),
+        }
         &self.block_max
     }
 
@@ -210,8 +220,13 @@ impl Candidates {
     /// that logit is `-inf`. What loading the candidates, masking, biasing and taking
     /// [`Candidates::argmax`] gives, without writing a candidate per token: greedy decoding
     /// over a 262k vocabulary does this once per token per sequence.
-    pub(super) fn argmax_of(&mut self, logits: &[f32], first: FirstSteps<'_>) -> Option<u32> {
-        let block_max = self.block_maxima(logits);
+    pub(super) fn argmax_of(
+        &mut self,
+        logits: &[f32],
+        keys: Option<&[i32]>,
+        first: FirstSteps<'_>,
+    ) -> Option<u32> {
+        let block_max = self.block_maxima(logits, keys);
         let floor = order_key(f32::NEG_INFINITY);
         let mut best = floor;
         // Where the best is: a token, or the first untouched block holding its key.

@@ -16,11 +16,13 @@ use hearth_tokenizer::Tokenizer;
 use super::metrics;
 use super::sequence::{Progress, Seq, ThinkTokens};
 
-/// A sequence's draw from its row of the step's logits; `ended` is set when the sequence
-/// is done (finished, cancelled or failed) after it.
+/// A sequence's draw from its row of the step's logits (and their block keys, where the
+/// model gave them); `ended` is set when the sequence is done (finished, cancelled or
+/// failed) after it.
 pub(super) struct Draw<'s, 't> {
     pub(super) seq: &'s mut Seq<'t>,
     pub(super) logits: &'s [f32],
+    pub(super) keys: Option<&'s [i32]>,
     pub(super) ended: &'s mut bool,
 }
 
@@ -38,8 +40,13 @@ pub(super) fn draw_all<'s, 't: 's>(
     let draws: Vec<Mutex<Draw<'s, 't>>> = draws.map(Mutex::new).collect();
     let run = |d: &Mutex<Draw<'s, 't>>| {
         let mut d = d.lock().unwrap_or_else(PoisonError::into_inner);
-        let Draw { seq, logits, ended } = &mut *d;
-        let progress = match seq.take_token(tok, logits, limits, think) {
+        let Draw {
+            seq,
+            logits,
+            keys,
+            ended,
+        } = &mut *d;
+        let progress = match seq.take_token(tok, (logits, *keys), limits, think) {
             Ok(p) => p,
             Err(e) => {
                 seq.fail(e);

@@ -278,7 +278,7 @@ impl<'t> Seq<'t> {
     pub(crate) fn take_token(
         &mut self,
         tok: &Tokenizer,
-        logits: &[f32],
+        (logits, keys): (&[f32], Option<&[i32]>),
         (n_text, n_ctx): (usize, usize),
         think: &ThinkTokens,
     ) -> Result<Progress, RequestError> {
@@ -322,7 +322,7 @@ impl<'t> Seq<'t> {
                     _ => None,
                 };
                 self.sampler
-                    .sample_masked(logits, allowed)
+                    .sample_keyed(logits, keys, allowed)
                     .map_err(RequestError::internal)?
             }
         };

@@ -73,6 +73,8 @@ use super::{
 };
 use crate::dispatch::{DotFn, Kernels, PackedDotFn};
 use crate::gemm;
+use crate::ops::select::KEY_BLOCK;
+use crate::ops::Ops;
 use crate::pool::ThreadPool;
 use crate::quant::blocks::{f16_le, BlockQ6K};
 use crate::quant::TensorType;
@@ -95,6 +97,10 @@ const Q8_0_BYTES: usize = 34;
 /// Groups per kernel call: the call's outputs for [`TOKENS_PER_CALL`] tokens fit a 4 KiB
 /// buffer on the stack.
 const GROUPS_PER_CALL: usize = 4;
+
+// A kernel call's rows for one token are one key block of a sampler's
+// (`crate::ops::select`): [`matmul_packed_keyed`] takes the key while they are in L1.
+const _: () = assert!(GROUPS_PER_CALL * GROUP_ROWS == KEY_BLOCK);
 
 /// The most products one dispatch of [`matmul_packed_many`] takes (Q, K and V).
 const MAX_PRODUCTS: usize = 4;
@@ -628,6 +634,53 @@ pub fn matmul_packed_with(
     matmul_packed_many_with(kernels, pool, &mut [(p, out)], x, n_tokens, scratch)
 }
 
+/// [`matmul_packed`], and `keys[t]` = [`Ops::block_max_keys`] of `out[t]` (`keys` is
+/// `[n_tokens, n_rows.div_ceil(KEY_BLOCK)]`), each key taken while its block of outputs
+/// is still in L1. A sampler's greedy argmax and top-k scan start from these keys; taken
+/// afterwards, they cost a pass over logits that an output head's weights have pushed
+/// out of the cache (Gemma 3 270M: 1 MiB per token, about a tenth of a millisecond).
+pub fn matmul_packed_keyed(
+    pool: &ThreadPool,
+    p: &PackedMatrix,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+    keys: &mut [i32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    matmul_packed_keyed_with(Kernels::get(), pool, p, x, n_tokens, out, keys, scratch)
+}
+
+/// As [`matmul_packed_keyed`], with an explicit kernel table.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_packed_keyed_with(
+    kernels: &Kernels,
+    pool: &ThreadPool,
+    p: &PackedMatrix,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+    keys: &mut [i32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), MatmulError> {
+    if n_tokens.checked_mul(p.n_rows.div_ceil(KEY_BLOCK)) != Some(keys.len()) {
+        return Err(MatmulError::Keys {
+            n_tokens,
+            n_rows: p.n_rows,
+            actual: keys.len(),
+        });
+    }
+    products(
+        kernels,
+        pool,
+        &mut [(p, out)],
+        x,
+        n_tokens,
+        scratch,
+        Some(keys),
+    )
+}
+
 /// [`matmul_packed`] of the same `x` through each `(p, out)` of `products`, in one
 /// dispatch of the pool. See [`matmul_packed_many_with`].
 pub fn matmul_packed_many(
@@ -655,9 +708,24 @@ pub fn matmul_packed_many_with(
     n_tokens: usize,
     scratch: &mut MatmulScratch,
 ) -> Result<(), MatmulError> {
+    self::products(kernels, pool, products, x, n_tokens, scratch, None)
+}
+
+/// [`matmul_packed_many_with`], and the first product's block keys into `keys` when
+/// there are any (checked by the caller: `[n_tokens, n_rows.div_ceil(KEY_BLOCK)]`).
+fn products(
+    kernels: &Kernels,
+    pool: &ThreadPool,
+    products: &mut [(&PackedMatrix, &mut [f32])],
+    x: &[f32],
+    n_tokens: usize,
+    scratch: &mut MatmulScratch,
+    mut keys: Option<&mut [i32]>,
+) -> Result<(), MatmulError> {
     if products.len() > MAX_PRODUCTS {
         for (p, out) in products.iter_mut() {
-            matmul_packed_many_with(kernels, pool, &mut [(p, out)], x, n_tokens, scratch)?;
+            let keys = keys.take();
+            self::products(kernels, pool, &mut [(p, out)], x, n_tokens, scratch, keys)?;
         }
         return Ok(());
     }
@@ -721,12 +789,18 @@ pub fn matmul_packed_many_with(
     let mut parts: [Option<Part<'_>>; MAX_PRODUCTS] = Default::default();
     let mut first_chunk = 0;
     for ((p, out), part) in products.iter_mut().zip(&mut parts) {
-        let chunk_groups = p.chunk_groups(pool, parallel);
+        let keys = keys.take().map(SharedSlice::new);
+        let mut chunk_groups = p.chunk_groups(pool, parallel);
+        if keys.is_some() {
+            // Every call then starts at a key block and, but for the last, fills it.
+            chunk_groups = chunk_groups.next_multiple_of(GROUPS_PER_CALL);
+        }
         let n_chunks = (p.packed_rows() / GROUP_ROWS).div_ceil(chunk_groups);
         *part = Some(Part {
             p,
             kernel: kernels.packed(p.format).unwrap_or(reference(p.format)),
             out: SharedSlice::new(out),
+            keys,
             chunk_groups,
             first_chunk,
             n_chunks,
@@ -747,6 +821,7 @@ pub fn matmul_packed_many_with(
     for (part, dot) in task.parts.iter().zip(dots) {
         if let (Some(part), Some(dot)) = (part, dot) {
             part.finish_tail(dot, q8, q_len, n_tokens);
+            part.finish_keys(n_tokens);
         }
     }
     Ok(())
@@ -889,6 +964,9 @@ struct Part<'a> {
     kernel: PackedDotFn,
     /// `[n_tokens, n_rows]`
     out: SharedSlice<'a, f32>,
+    /// `[n_tokens, n_rows.div_ceil(KEY_BLOCK)]`, when the caller wants the outputs' block
+    /// keys (`chunk_groups` is then a whole number of calls).
+    keys: Option<SharedSlice<'a, i32>>,
     chunk_groups: usize,
     first_chunk: usize,
     n_chunks: usize,
@@ -951,8 +1029,38 @@ impl Part<'_> {
                     // else; the tail rows are written after the pool ends.
                     let dst = unsafe { self.out.piece((t0 + t) * n_rows + s0 * GROUP_ROWS, rows) };
                     dst.copy_from_slice(o);
+                    if let (Some(keys), KEY_BLOCK) = (&self.keys, rows) {
+                        // A whole key block (the chunk starts at one: see `keys`).
+                        let n_keys = n_rows.div_ceil(KEY_BLOCK);
+                        let at = (t0 + t) * n_keys + s0 * GROUP_ROWS / KEY_BLOCK;
+                        // SAFETY: as the outputs: the key of rows 16·s0.. is this chunk's.
+                        Ops::get().block_max_keys(o, unsafe { keys.piece(at, 1) });
+                    }
                 }
             }
+        }
+    }
+
+    /// The keys of the blocks no kernel call filled: those with rows after the last
+    /// whole call of groups (the last block, when the groups do not fill it, and the
+    /// tail rows'). Runs after [`Part::finish_tail`].
+    fn finish_keys(&self, n_tokens: usize) {
+        let Some(keys) = &self.keys else {
+            return;
+        };
+        let n_rows = self.p.n_rows;
+        let n_keys = n_rows.div_ceil(KEY_BLOCK);
+        let first = self.p.packed_rows() / KEY_BLOCK;
+        for t in 0..n_tokens {
+            // SAFETY: the pool's parts are done; these are the only live pieces.
+            let (o, k) = unsafe {
+                (
+                    self.out
+                        .piece(t * n_rows + first * KEY_BLOCK, n_rows - first * KEY_BLOCK),
+                    keys.piece(t * n_keys + first, n_keys - first),
+                )
+            };
+            Ops::get().block_max_keys(o, k);
         }
     }
 
