@@ -9,7 +9,9 @@
 //! Token ids are arbitrary (a fixed pattern over the vocabulary): speed does not depend
 //! on them. `PACK=1` packs the weights first, as `hearth serve` does when several
 //! sequences may run (`Model::pack_for_batches`); `RUNS=N` takes the best of `N` runs
-//! (default 3), so that a profiler sees enough of them.
+//! (default 3), so that a profiler sees enough of them. `SEQS=N` splits the prompt into
+//! `N` sequences of equal length (each with its last token's logits, as every prompt
+//! here), as a server's step holds the prompts of clients that arrive together.
 
 use std::time::Instant;
 
@@ -52,13 +54,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let mut batch = Batch::with_capacity(n_prompt);
 
+    let n_seqs: usize = std::env::var("SEQS").map_or(Ok(1), |s| s.parse())?;
+    if n_seqs == 0 || n_prompt % n_seqs != 0 {
+        return Err(format!("SEQS={n_seqs} does not divide {n_prompt} prompt tokens").into());
+    }
+    if n_seqs > 1 {
+        scratch = Scratch::new(&model, n_prompt.min(512), n_seqs)?;
+    }
     let mut best_pp = f64::INFINITY;
     let mut best_tg = f64::INFINITY;
     for _ in 0..runs {
         kv.clear();
-        let seq = kv.new_sequence();
         batch.clear();
-        batch.push_seq(&tokens, 0, seq, false);
+        let mut seq = kv.new_sequence();
+        if n_seqs == 1 {
+            batch.push_seq(&tokens, 0, seq, false);
+        } else {
+            let len = n_prompt / n_seqs;
+            let first = seq;
+            for (i, chunk) in tokens.chunks(len).enumerate() {
+                let s = if i == 0 { first } else { kv.new_sequence() };
+                batch.push_seq(chunk, 0, s, false);
+            }
+            seq = first;
+        }
         let t = Instant::now();
         model.forward(&pool, &mut kv, &mut scratch, &batch)?;
         best_pp = best_pp.min(t.elapsed().as_secs_f64());
@@ -67,7 +86,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut token = 1000;
         for i in 0..n_gen {
             batch.clear();
-            batch.push(token, (n_prompt + i) as u32, seq, true);
+            let pos = n_prompt / n_seqs + i;
+            batch.push(token, pos as u32, seq, true);
             let logits = model.forward(&pool, &mut kv, &mut scratch, &batch)?;
             token =
                 (0..logits.len()).fold(0, |b, j| if logits[j] > logits[b] { j } else { b }) as u32;

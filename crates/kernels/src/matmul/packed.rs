@@ -1015,26 +1015,34 @@ impl Part<'_> {
         let n_groups = p.packed_rows() / GROUP_ROWS;
         let g0 = chunk * self.chunk_groups;
         let g1 = (g0 + self.chunk_groups).min(n_groups);
+        let n_keys = n_rows.div_ceil(KEY_BLOCK);
         for s0 in (g0..g1).step_by(GROUPS_PER_CALL) {
             let s1 = (s0 + GROUPS_PER_CALL).min(g1);
             let rows = (s1 - s0) * GROUP_ROWS;
             let groups = &p.groups[s0 * group_bytes..s1 * group_bytes];
+            // A whole call is one key block per token (the chunk starts at one: see
+            // `keys`); the others' keys come after the dispatch.
+            let keys = self.keys.as_ref().filter(|_| rows == KEY_BLOCK);
             for t0 in (0..n_tokens).step_by(TOKENS_PER_CALL) {
                 let nt = TOKENS_PER_CALL.min(n_tokens - t0);
                 let o = &mut buf[..nt * rows];
                 (self.kernel)(groups, nb, &acts[t0 * a_len..][..nt * a_len], nt, o);
+                // The call's outputs are `[nt, KEY_BLOCK]`: every token's key in one pass.
+                let mut call_keys = [0; TOKENS_PER_CALL];
+                if keys.is_some() {
+                    Ops::get().block_max_keys(o, &mut call_keys[..nt]);
+                }
                 for (t, o) in o.chunks_exact(rows).enumerate() {
                     // SAFETY: groups g0..g1 belong to this chunk, which the counter hands
                     // to exactly one thread, so out[t, 16·s0..16·s1] is written by nobody
                     // else; the tail rows are written after the pool ends.
                     let dst = unsafe { self.out.piece((t0 + t) * n_rows + s0 * GROUP_ROWS, rows) };
                     dst.copy_from_slice(o);
-                    if let (Some(keys), KEY_BLOCK) = (&self.keys, rows) {
-                        // A whole key block (the chunk starts at one: see `keys`).
-                        let n_keys = n_rows.div_ceil(KEY_BLOCK);
+                    if let Some(keys) = keys {
                         let at = (t0 + t) * n_keys + s0 * GROUP_ROWS / KEY_BLOCK;
                         // SAFETY: as the outputs: the key of rows 16·s0.. is this chunk's.
-                        Ops::get().block_max_keys(o, unsafe { keys.piece(at, 1) });
+                        let key = unsafe { keys.piece(at, 1) };
+                        key[0] = call_keys[t];
                     }
                 }
             }
