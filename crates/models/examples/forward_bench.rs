@@ -55,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut batch = Batch::with_capacity(n_prompt);
 
     let n_seqs: usize = std::env::var("SEQS").map_or(Ok(1), |s| s.parse())?;
-    if n_seqs == 0 || n_prompt % n_seqs != 0 {
+    if n_seqs == 0 || !n_prompt.is_multiple_of(n_seqs) {
         return Err(format!("SEQS={n_seqs} does not divide {n_prompt} prompt tokens").into());
     }
     if n_seqs > 1 {
