@@ -7,7 +7,8 @@
 //! streams) and through the GEMM (what that would cost), median of 9. `DECODE_ONLY=1`
 //! skips the mixed steps, so that a profiler sees the decode steps alone; `PACK=1`
 //! packs the weights first, as `hearth serve` does when several sequences may run
-//! (`Model::pack_for_batches`).
+//! (`Model::pack_for_batches`), and `PACK=all` as it does where it can spare the memory
+//! (`Model::pack_for_batches_within`).
 //!
 //! ```text
 //! cargo run --release -p hearth-models --example batched_decode -- MODEL.gguf [THREADS] [N_GEN] [B...]
@@ -39,7 +40,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = GgufFile::open_with(path, Residency::HugePages)?;
     let mut model = Model::load(&file)?;
     if std::env::var_os("PACK").is_some() {
-        eprintln!("packed: {} bytes", model.pack_for_batches()?);
+        // `PACK=all`: whatever packs, however much memory (as `serve` does where it can
+        // spare the memory); any other value: as the share rule alone allows.
+        let spare = if std::env::var("PACK").as_deref() == Ok("all") {
+            u64::MAX
+        } else {
+            0
+        };
+        eprintln!("packed: {} bytes", model.pack_for_batches_within(spare)?);
     }
     let hp = model.hparams();
     let pool = ThreadPool::new(n_threads)?;

@@ -8,7 +8,8 @@
 //!
 //! Token ids are arbitrary (a fixed pattern over the vocabulary): speed does not depend
 //! on them. `PACK=1` packs the weights first, as `hearth serve` does when several
-//! sequences may run (`Model::pack_for_batches`); `RUNS=N` takes the best of `N` runs
+//! sequences may run (`Model::pack_for_batches`), `PACK=all` as it does where it can
+//! spare the memory (`Model::pack_for_batches_within`); `RUNS=N` takes the best of `N` runs
 //! (default 3), so that a profiler sees enough of them. `SEQS=N` splits the prompt into
 //! `N` sequences of equal length (each with its last token's logits, as every prompt
 //! here), as a server's step holds the prompts of clients that arrive together.
@@ -33,7 +34,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let mut model = Model::load(&file)?;
     if std::env::var_os("PACK").is_some() {
-        eprintln!("packed: {} bytes", model.pack_for_batches()?);
+        // `PACK=all`: whatever packs, however much memory (as `serve` does where it can
+        // spare the memory); any other value: as the share rule alone allows.
+        let spare = if std::env::var("PACK").as_deref() == Ok("all") {
+            u64::MAX
+        } else {
+            0
+        };
+        eprintln!("packed: {} bytes", model.pack_for_batches_within(spare)?);
     }
     let runs: usize = std::env::var("RUNS").map_or(Ok(3), |s| s.parse())?;
     let hp = model.hparams();

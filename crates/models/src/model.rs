@@ -99,19 +99,28 @@ impl<'a> Model<'a> {
 
     /// Packs, for this CPU level's kernels, what a step of several sequences' tokens
     /// gains most from (`hearth_kernels::matmul::packed`): the output head when it is
-    /// Q8_0 or Q5_0 (or Q4_K or Q6_K), the layers' Q5_0 matrices, and their Q4_K and Q6_K
-    /// ones where that copy is small (at AVX2 and AVX-512 VNNI, the levels with packed
-    /// K-quant kernels). Such a step
-    /// then costs about what reading them costs, and one token's a little less. Q5_0 is
-    /// the format of rows whose length K-quants cannot take (Gemma 3's 640 and 1152), and
-    /// the slowest per token as stored; Q8_0 layers stay, since their copy would be as
-    /// large as the model. The price is a second copy of what is packed (the GEMM of long
-    /// prompts still reads the file's); returns its bytes (0 when nothing was packed).
-    /// Outputs change in the last bits (the packed kernels sum each block exactly before
-    /// scaling it; packed K-quants also read Q8_0 activations, not Q8_K), the same for every
-    /// batch; their distributions stay as close to llama.cpp's and exact math's as the
-    /// row kernels' (`hearth perplexity --decode-path`, checked in CI).
+    /// Q8_0 or Q5_0 (or Q4_K or Q6_K), the layers' Q5_0 matrices, and their Q8_0, Q4_K and
+    /// Q6_K ones where that copy is small (the K-quants at AVX2 and AVX-512 VNNI, the
+    /// levels with packed K-quant kernels). Such a step then costs about what reading them
+    /// costs, and one token's a little less. Q5_0 is the format of rows whose length
+    /// K-quants cannot take (Gemma 3's 640 and 1152), and the slowest per token as stored.
+    /// The price is a second copy of what is packed (the GEMM of long prompts still reads
+    /// the file's); returns its bytes (0 when nothing was packed). Outputs change in the
+    /// last bits (the packed kernels sum each block exactly before scaling it; packed
+    /// K-quants also read Q8_0 activations, not Q8_K), the same for every batch; their
+    /// distributions stay as close to llama.cpp's and exact math's as the row kernels'
+    /// (`hearth perplexity --decode-path`, checked in CI).
     pub fn pack_for_batches(&mut self) -> Result<usize, ModelError> {
+        self.pack_for_batches_within(0)
+    }
+
+    /// [`Model::pack_for_batches`], where the layers' Q8_0, Q4_K and Q6_K matrices also
+    /// pack when their copy fits in `spare` bytes, however large a share of the layers it
+    /// is. Most Q4_K_M models (the R1-Distill-Qwen family's among them) are mostly Q4_K
+    /// and Q6_K: under the share rule alone their layers stay as stored, and a step of four
+    /// sequences cost 2–2.6 times one sequence's on the R1-Distill-Qwen-1.5B shape (AMD
+    /// Zen 5, 2 threads), where Gemma 3 270M's packed layers cost 1.2–1.3 times.
+    pub fn pack_for_batches_within(&mut self, spare: u64) -> Result<usize, ModelError> {
         let (head, linears) = match &mut self.net {
             Net::Llama(m) => (m.output.pack()?, m.linears_mut()),
             Net::Qwen3(m) => (m.output.pack()?, m.linears_mut()),
@@ -133,7 +142,8 @@ impl<'a> Model<'a> {
                     .map(|f| f.packed_bytes(l.w.n_rows(), l.w.n_cols()))
             })
             .sum();
-        let formats: &[PackedFormat] = if copy_bytes <= file_bytes / COPY_SHARE {
+        let fits = copy_bytes <= file_bytes / COPY_SHARE || copy_bytes as u64 <= spare;
+        let formats: &[PackedFormat] = if fits {
             &PackedFormat::ALL
         } else {
             &[PackedFormat::Q5_0]

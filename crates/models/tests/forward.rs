@@ -186,6 +186,43 @@ fn packed_weights_give_the_same_logits() {
     );
 }
 
+/// Where memory can be spared (`Model::pack_for_batches_within`), the layers' K-quant
+/// matrices pack even when their copy is more than the share rule allows: all of
+/// llama_q4_k's layers are Q4_K and Q6_K. Exactly the copy's size is enough, a byte less
+/// is not, and the packed model's logits stay within the packed bound.
+#[test]
+fn spare_memory_packs_what_the_share_rule_leaves() {
+    if hearth_kernels::dispatch::Kernels::get()
+        .packed(hearth_kernels::matmul::packed::PackedFormat::Q4_K)
+        .is_none()
+    {
+        return;
+    }
+    let pool = ThreadPool::new(2).unwrap();
+    let tokens = tiny::test_tokens(12);
+    let file = tiny_file("llama_q4_k");
+    let plain = Model::load(&file).unwrap();
+    let packed = |spare: u64| {
+        let mut m = Model::load(&file).unwrap();
+        let bytes = m.pack_for_batches_within(spare).unwrap();
+        (m, bytes as u64)
+    };
+    let (_, by_rule) = packed(0);
+    let (all, all_bytes) = packed(u64::MAX);
+    assert!(
+        all_bytes > by_rule,
+        "{all_bytes} bytes packed with room, {by_rule} without"
+    );
+    let layers = all_bytes - by_rule;
+    assert_eq!(packed(layers).1, all_bytes, "room for exactly the copy");
+    assert_eq!(packed(layers - 1).1, by_rule, "a byte short");
+    let err = rel_max_err(
+        &logits_rows(&all, &pool, &tokens),
+        &logits_rows(&plain, &pool, &tokens),
+    );
+    assert!(err < 3e-2, "packing every layer moved logits by {err:e}");
+}
+
 /// A packed output head hands over its logits' block keys (`Model::forward_keyed`), and
 /// they are the keys of the logits it returns, row by row, in slices of a batch too; a
 /// head as the file stores it, or a model that changes its logits after the head (Gemma
