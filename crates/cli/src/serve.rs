@@ -38,10 +38,12 @@ pub struct ServeArgs {
     #[arg(short = 'c', long = "ctx")]
     pub ctx: Option<usize>,
     /// Most requests generating at once (each step batches all of them). Default: one
-    /// per 1024 tokens of --ctx, between 1 and 8. Above 1, a Q8_0 or Q5_0 output head
-    /// and Q5_0 layer matrices are packed for batched steps where the CPU has kernels
-    /// for them (x86 AVX2 or AVX-512 VNNI), which costs a second copy of them in memory
-    /// (the size is printed at start).
+    /// per 1024 tokens of --ctx, between 1 and 8. Above 1, the output head and the layer
+    /// matrices are packed for batched steps where the CPU has kernels for their format
+    /// (x86 AVX2 or AVX-512 VNNI), which costs a second copy of them in memory: the
+    /// layers' Q8_0, Q4_K and Q6_K matrices only where the copy is at most half the
+    /// layers or fits in a quarter of the available memory (the size is printed at
+    /// start).
     #[arg(short = 'n', long)]
     pub parallel: Option<usize>,
     /// Most requests waiting for a free slot; beyond it a request is answered 429 with
