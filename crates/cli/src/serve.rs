@@ -43,7 +43,8 @@ pub struct ServeArgs {
     /// (x86 AVX2 or AVX-512 VNNI), which costs a second copy of them in memory: the
     /// layers' Q8_0, Q4_K and Q6_K matrices only where the copy is at most half the
     /// layers or fits in a quarter of the available memory (the size is printed at
-    /// start).
+    /// start). With AVX-512 VNNI, where every matrix packs, the copies replace the
+    /// file's bytes instead.
     #[arg(short = 'n', long)]
     pub parallel: Option<usize>,
     /// Most requests waiting for a free slot; beyond it a request is answered 429 with

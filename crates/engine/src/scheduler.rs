@@ -51,6 +51,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hearth_gguf::{GgufFile, Residency};
+use hearth_kernels::dispatch::Kernels;
 use hearth_kernels::ops::select::KEY_BLOCK;
 use hearth_kernels::pool::ThreadPool;
 use hearth_models::{Batch, KvCache, KvTypes, Model, Scratch, BLOCK_CELLS};
@@ -210,13 +211,27 @@ pub fn run(
     jobs: mpsc::Receiver<Job>,
     ready: impl FnOnce(Result<ModelInfo, String>),
 ) {
-    let file = match open(&config) {
+    // Where the packed kernels take every token of a packed matrix (AVX-512 VNNI) and
+    // several sequences may run, a model whose every matrix packs never reads the file's
+    // copy again: it is loaded mapped, and the copies replace the file's bytes in memory
+    // (`Model::release_packed`) instead of doubling them. Only where the caller found room
+    // for a copy of the file (`Residency::HugePages`): the copies take about as much.
+    // Otherwise (or where not every matrix packs, which only packing tells) it loads as
+    // `config.residency` says.
+    let in_place = config.residency == Residency::HugePages
+        && config.parallel != Some(1)
+        && Kernels::get().packed_prompts();
+    let ready = if in_place {
+        match run_in_place(&config, &jobs, ready) {
+            Ok(()) => return,
+            Err(ready) => ready,
+        }
+    } else {
+        ready
+    };
+    let file = match open(&config, config.residency) {
         Ok(f) => f,
         Err(e) => return ready(Err(e)),
-    };
-    let tok = match Tokenizer::from_gguf(&file) {
-        Ok(t) => t,
-        Err(e) => return ready(Err(format!("cannot build the tokenizer: {e}"))),
     };
     let mut model = match Model::load(&file) {
         Ok(m) => m,
@@ -237,7 +252,73 @@ pub fn run(
     } else {
         0
     };
-    let mut sched = match Scheduler::new(&config, plan, &file, &model, &tok) {
+    serve_model(&config, &file, &model, plan, packed_bytes, &jobs, ready);
+}
+
+/// [`run`] with the file mapped and every matrix packed, its file bytes released. Gives
+/// `ready` back, having loaded nothing that stays, where that does not hold (one sequence
+/// at a time, or a matrix that does not pack).
+fn run_in_place<R: FnOnce(Result<ModelInfo, String>)>(
+    config: &EngineConfig,
+    jobs: &mpsc::Receiver<Job>,
+    ready: R,
+) -> Result<(), R> {
+    let file = match open(config, Residency::Mapped) {
+        Ok(f) => f,
+        Err(e) => {
+            ready(Err(e));
+            return Ok(());
+        }
+    };
+    let mut model = match Model::load(&file) {
+        Ok(m) => m,
+        Err(e) => {
+            ready(Err(format!("cannot load the model: {e}")));
+            return Ok(());
+        }
+    };
+    let plan = plan_limits(config, &model);
+    if plan.2 < 2 {
+        return Err(ready);
+    }
+    let packed_bytes = match model.pack_for_batches_within(u64::MAX) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            ready(Err(format!("cannot load the model: {e}")));
+            return Ok(());
+        }
+    };
+    if !model.fully_packed() {
+        return Err(ready);
+    }
+    let released = model.release_packed(&file);
+    serve_model(
+        config,
+        &file,
+        &model,
+        plan,
+        packed_bytes.saturating_sub(released),
+        jobs,
+        ready,
+    );
+    Ok(())
+}
+
+/// Makes the scheduler for a loaded model, reports `ready`, and serves `jobs`.
+fn serve_model(
+    config: &EngineConfig,
+    file: &GgufFile,
+    model: &Model<'_>,
+    plan: (usize, usize, usize),
+    packed_bytes: usize,
+    jobs: &mpsc::Receiver<Job>,
+    ready: impl FnOnce(Result<ModelInfo, String>),
+) {
+    let tok = match Tokenizer::from_gguf(file) {
+        Ok(t) => t,
+        Err(e) => return ready(Err(format!("cannot build the tokenizer: {e}"))),
+    };
+    let mut sched = match Scheduler::new(config, plan, file, model, &tok) {
         Ok(s) => s,
         Err(e) => return ready(Err(e)),
     };
@@ -245,10 +326,10 @@ pub fn run(
     metrics::register_all();
     sched.publish();
     ready(Ok(sched.info.clone()));
-    sched.serve(&jobs);
+    sched.serve(jobs);
 }
 
-fn open(config: &EngineConfig) -> Result<GgufFile, String> {
+fn open(config: &EngineConfig, residency: Residency) -> Result<GgufFile, String> {
     if !config.model.exists() {
         return Err(format!("{}: no such file", config.model.display()));
     }
@@ -256,7 +337,7 @@ fn open(config: &EngineConfig) -> Result<GgufFile, String> {
         .load_progress
         .as_ref()
         .map(|p| &*p.0 as &dyn Fn(u64, u64));
-    GgufFile::open_with_progress(&config.model, config.residency, progress)
+    GgufFile::open_with_progress(&config.model, residency, progress)
         .map_err(|e| format!("{}: not a readable GGUF file: {e}", config.model.display()))
 }
 

@@ -16,6 +16,7 @@ use hearth_engine::scheduler::{
     self, EngineConfig, ErrorKind, Event, Finish, Job, ModelInfo, Prompt, Request, Usage,
 };
 use hearth_gguf::Residency;
+use hearth_kernels::dispatch::Kernels;
 use hearth_models::tiny;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -464,4 +465,69 @@ fn control_token_text_in_a_message_stays_text() {
     );
     // A content found first inside the template's leading `</s>` does not disarm it.
     assert_eq!(prompt_tokens("s"), plain);
+}
+
+/// With room for a copy of the file (`Residency::HugePages`) and several sequences, a
+/// model whose every matrix packs is served from the mapped file with the packed copies
+/// in place of the file's bytes where the packed kernels take every token (AVX-512
+/// VNNI): the same text as an engine that keeps both (a mapped file), and the copies
+/// cost (next to) no memory beyond the file's.
+#[test]
+fn fully_packed_models_serve_with_their_copies_in_place_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gemma3_q.gguf");
+    let spec = tiny::specs()
+        .into_iter()
+        .find(|s| s.name == "gemma3_q")
+        .unwrap();
+    std::fs::write(&path, spec.to_bytes()).unwrap();
+    let engine = |residency| {
+        let config = EngineConfig {
+            ctx: Some(512),
+            parallel: Some(2),
+            ..EngineConfig::new(path.clone(), 2, residency)
+        };
+        let (jobs, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            scheduler::run(config, rx, move |r| ready_tx.send(r).unwrap());
+        });
+        let info = ready_rx.recv().unwrap().unwrap();
+        (jobs, thread, info)
+    };
+    let texts: Vec<String> = (0..3).map(|i| prompt(5 + 3 * i, i)).collect();
+    let mut answers = Vec::new();
+    let mut packed = Vec::new();
+    for residency in [Residency::Mapped, Residency::HugePages] {
+        let (jobs, thread, info) = engine(residency);
+        packed.push(info.packed_bytes);
+        let rxs: Vec<_> = texts
+            .iter()
+            .map(|t| {
+                let (tx, rx) = unbounded_channel();
+                let job = Job {
+                    request: request(t, 12, 0.0, 0),
+                    events: tx,
+                };
+                jobs.send(job).unwrap();
+                rx
+            })
+            .collect();
+        answers.push(
+            rxs.into_iter()
+                .map(|rx| collect(rx, 1).unwrap().texts)
+                .collect::<Vec<_>>(),
+        );
+        drop(jobs);
+        thread.join().unwrap();
+    }
+    assert_eq!(answers[0], answers[1], "kept copies and copies in place");
+    if Kernels::get().packed_prompts() {
+        assert!(
+            packed[1] * 10 < packed[0],
+            "copies in place cost {} bytes beyond the file, kept ones {}",
+            packed[1],
+            packed[0]
+        );
+    }
 }

@@ -229,4 +229,25 @@ impl GgufFile {
     pub fn as_bytes(&self) -> &[u8] {
         self.storage.bytes()
     }
+
+    /// Lets the OS take `bytes` (a part of this file, such as a tensor's data) out of this
+    /// process's memory, where the file is mapped: the pages read back from the file on
+    /// demand, unchanged, so whatever still holds the slice sees the same bytes, at the
+    /// price of a page fault. Meant for tensors that are no longer read, such as weights
+    /// a packed copy replaces. Returns the bytes released: none for a copy in anonymous
+    /// memory (whose dropped pages would read back as zeros), for bytes of another file,
+    /// or off Unix.
+    pub fn release(&self, bytes: &[u8]) -> usize {
+        let whole = self.storage.bytes();
+        let Some(offset) = (bytes.as_ptr() as usize).checked_sub(whole.as_ptr() as usize) else {
+            return 0;
+        };
+        if bytes.is_empty() || offset.saturating_add(bytes.len()) > whole.len() {
+            return 0;
+        }
+        match &self.storage {
+            Storage::Mapped(m) if crate::mmap::release(m, offset, bytes.len()) => bytes.len(),
+            _ => 0,
+        }
+    }
 }

@@ -23,6 +23,29 @@ pub(crate) fn map(file: &File) -> std::io::Result<Mmap> {
     unsafe { Mmap::map(file) }
 }
 
+/// Drops bytes `offset..offset + len` of `map` from this process's memory (the pages
+/// around them included); says whether the OS took the advice. Off Unix, nothing is done.
+#[allow(unsafe_code)]
+pub(crate) fn release(map: &Mmap, offset: usize, len: usize) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: `map` is a read-only mapping of a file that this process never writes;
+        // `MADV_DONTNEED` drops its pages from the page tables, and the next access reads
+        // the file's bytes again, so no reference into the map ever sees other contents.
+        // (Only for writable or anonymous memory does the advice change what a read
+        // returns.) memmap2 checks the range against the map.
+        unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+                .is_ok()
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (map, offset, len);
+        false
+    }
+}
+
 /// The size of an x86-64 / aarch64 (4 KiB granule) transparent huge page.
 pub(crate) const HUGE_PAGE: usize = 2 << 20;
 

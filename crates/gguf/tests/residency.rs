@@ -108,3 +108,63 @@ fn errors_are_the_same_for_every_residency() {
         assert!(matches!(err, GgufError::Io { .. }), "{residency:?}: {err}");
     }
 }
+
+/// Resident bytes of the mapping that holds `addr`, from `/proc/self/smaps`.
+#[cfg(target_os = "linux")]
+fn mapping_rss(addr: usize) -> Option<usize> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                inside = (a..b).contains(&addr);
+                continue;
+            }
+        }
+        if inside {
+            if let Some(kb) = line.strip_prefix("Rss:") {
+                return kb
+                    .trim()
+                    .trim_end_matches(" kB")
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .map(|k| k * 1024);
+            }
+        }
+    }
+    None
+}
+
+/// `GgufFile::release` lets a mapped file's tensor pages go and leaves their bytes as
+/// they were (they read back from the file); a copy in anonymous memory, whose dropped
+/// pages would read as zeros, and bytes of another file are not released.
+#[test]
+fn released_tensors_read_back_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    write_model(&path);
+    let mapped = GgufFile::open_with(&path, Residency::Mapped).unwrap();
+    let copied = GgufFile::open_with(&path, Residency::HugePages).unwrap();
+    let t = mapped.tensor("output.weight").unwrap().data;
+    let before: Vec<u8> = t.to_vec();
+    #[cfg(target_os = "linux")]
+    let rss_before = mapping_rss(t.as_ptr() as usize).unwrap();
+    assert_eq!(mapped.release(t), t.len());
+    #[cfg(target_os = "linux")]
+    {
+        let rss_after = mapping_rss(t.as_ptr() as usize).unwrap();
+        assert!(
+            rss_after + t.len() / 2 <= rss_before,
+            "resident {rss_before} -> {rss_after} bytes after releasing {}",
+            t.len()
+        );
+    }
+    assert!(t == &before[..], "released bytes read back as the file's");
+    let c = copied.tensor("output.weight").unwrap().data;
+    assert_eq!(copied.release(c), 0, "a copy in anonymous memory is kept");
+    assert_eq!(c, &before[..]);
+    assert_eq!(mapped.release(c), 0, "bytes of another file");
+    assert_eq!(mapped.release(&before), 0, "bytes on the heap");
+}

@@ -155,6 +155,13 @@ struct Layer<'a> {
 
 impl<'a> Deepseek2<'a> {
     /// Every layer's linear layers (for packing).
+    /// Whether any layer's feed-forward is a mixture of experts.
+    pub(crate) fn has_experts(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|l| matches!(l.ffn, LayerFfn::Moe(_)))
+    }
+
     pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear<'a>> {
         let mut out = Vec::new();
         for l in &mut self.layers {

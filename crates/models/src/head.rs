@@ -25,6 +25,11 @@ impl<'a> Head<'a> {
         Head { w, packed: None }
     }
 
+    /// The matrix as the file stores it, where a packed copy takes its products.
+    pub(crate) fn stored_if_packed(&self) -> Option<&WeightMatrix<'a>> {
+        self.packed.as_ref().map(|_| &self.w)
+    }
+
     /// Rows: the vocabulary size.
     pub(crate) fn n_rows(&self) -> usize {
         self.w.n_rows()

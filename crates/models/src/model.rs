@@ -1,6 +1,7 @@
 //! Loading a model by its architecture, and the forward pass over a batch.
 
 use hearth_gguf::GgufFile;
+use hearth_kernels::dispatch::Kernels;
 use hearth_kernels::matmul::packed::PackedFormat;
 use hearth_kernels::matmul::GemmTokens;
 use hearth_kernels::ops::select::KEY_BLOCK;
@@ -153,6 +154,54 @@ impl<'a> Model<'a> {
             bytes += l.pack(formats)?;
         }
         Ok(bytes)
+    }
+
+    /// Whether every weight matrix a step reads is packed: the output head and every
+    /// layer's matrix (a model with experts never is: they are not packed).
+    pub fn fully_packed(&mut self) -> bool {
+        let (head, experts) = match &self.net {
+            Net::Llama(m) => (m.output.stored_if_packed().is_some(), false),
+            Net::Qwen3(m) => (m.output.stored_if_packed().is_some(), m.has_experts()),
+            Net::Gemma3(m) => (m.output.stored_if_packed().is_some(), false),
+            Net::Deepseek2(m) => (m.output.stored_if_packed().is_some(), m.has_experts()),
+        };
+        let linears = match &mut self.net {
+            Net::Llama(m) => m.linears_mut(),
+            Net::Qwen3(m) => m.linears_mut(),
+            Net::Gemma3(m) => m.linears_mut(),
+            Net::Deepseek2(m) => m.linears_mut(),
+        };
+        head && !experts && linears.iter().all(|l| l.packed.is_some())
+    }
+
+    /// Releases the file's bytes of every packed matrix (`GgufFile::release`) where this
+    /// CPU level's packed kernels take every token of them, prompts included (AVX-512
+    /// VNNI): nothing reads those bytes again but a tied head's embedding lookups, which
+    /// fault in the rows they need. Only a mapped file's pages go (they read back from the
+    /// file unchanged), so the packed copies then replace the file's bytes in memory
+    /// instead of doubling them. Returns the bytes released.
+    pub fn release_packed(&mut self, file: &GgufFile) -> usize {
+        if !Kernels::get().packed_prompts() {
+            return 0;
+        }
+        let head = match &self.net {
+            Net::Llama(m) => m.output.stored_if_packed(),
+            Net::Qwen3(m) => m.output.stored_if_packed(),
+            Net::Gemma3(m) => m.output.stored_if_packed(),
+            Net::Deepseek2(m) => m.output.stored_if_packed(),
+        }
+        .map_or(0, |w| file.release(w.data()));
+        let linears = match &mut self.net {
+            Net::Llama(m) => m.linears_mut(),
+            Net::Qwen3(m) => m.linears_mut(),
+            Net::Gemma3(m) => m.linears_mut(),
+            Net::Deepseek2(m) => m.linears_mut(),
+        };
+        head + linears
+            .iter()
+            .filter(|l| l.packed.is_some())
+            .map(|l| file.release(l.w.data()))
+            .sum::<usize>()
     }
 
     /// The hyper-parameters.

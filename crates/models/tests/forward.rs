@@ -223,6 +223,45 @@ fn spare_memory_packs_what_the_share_rule_leaves() {
     assert!(err < 3e-2, "packing every layer moved logits by {err:e}");
 }
 
+/// Where the packed kernels take every token (AVX-512 VNNI), a model whose every matrix
+/// packs lets the file's bytes of them go (`Model::release_packed`): from a mapped file,
+/// the logits stay the same bits, the pages reading back from the file where anything
+/// still reads them (a tied head's embedding lookups). Elsewhere nothing is released.
+#[test]
+fn released_weights_leave_the_logits_alone() {
+    let pool = ThreadPool::new(2).unwrap();
+    let tokens = tiny::test_tokens(12);
+    let dir = tempfile::tempdir().unwrap();
+    let in_place = Kernels::get().packed_prompts();
+    let mut released_any = false;
+    for spec in tiny::specs() {
+        let path = dir.path().join(format!("{}.gguf", spec.name));
+        std::fs::write(&path, spec.to_bytes()).unwrap();
+        let file = hearth_gguf::GgufFile::open_with(&path, hearth_gguf::Residency::Mapped).unwrap();
+        let mut model = Model::load(&file).unwrap();
+        model.pack_for_batches_within(u64::MAX).unwrap();
+        let before = logits_rows(&model, &pool, &tokens);
+        let fully = model.fully_packed();
+        let released = model.release_packed(&file);
+        assert!(
+            in_place || released == 0,
+            "{}: released {released} bytes where prompts take the GEMM",
+            spec.name
+        );
+        released_any |= fully && released > 0;
+        let after = logits_rows(&model, &pool, &tokens);
+        assert!(
+            before
+                .iter()
+                .zip(&after)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{}: logits changed after releasing {released} bytes",
+            spec.name
+        );
+    }
+    assert!(!in_place || released_any, "no tiny model packs fully");
+}
+
 /// A packed output head hands over its logits' block keys (`Model::forward_keyed`), and
 /// they are the keys of the logits it returns, row by row, in slices of a batch too; a
 /// head as the file stores it, or a model that changes its logits after the head (Gemma
