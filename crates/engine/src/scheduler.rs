@@ -897,13 +897,13 @@ impl<'m, 'a> Scheduler<'m, 'a> {
             }
             row += 1;
         }
+        let n_keys = n_vocab.div_ceil(KEY_BLOCK);
         let draws = running
             .iter_mut()
             .zip(rows.iter())
             .zip(ended.iter_mut())
             .filter_map(|((seq, row), ended)| {
                 let row = (*row)?;
-                let n_keys = n_vocab.div_ceil(KEY_BLOCK);
                 (!*ended).then_some(Draw {
                     seq,
                     logits: &logits.values[row * n_vocab..][..n_vocab],

@@ -13,12 +13,13 @@ use crate::blocks::Pass;
 use crate::deepseek2::Deepseek2;
 use crate::error::ModelError;
 use crate::gemma3::Gemma3;
+use crate::head::Head;
 use crate::hparams::{Arch, HParams, Keys};
 use crate::kv_cache::KvCache;
 use crate::llama::Llama;
 use crate::qwen3::Qwen3;
 use crate::scratch::{Dims, Scratch};
-use crate::weights::Weights;
+use crate::weights::{Linear, Weights};
 
 /// [`Model::pack_for_batches`] packs the layers' Q8_0, Q4_K and Q6_K matrices only when
 /// their copy takes at most this fraction (1/n) of the layers' bytes.
@@ -122,12 +123,8 @@ impl<'a> Model<'a> {
     /// sequences cost 2–2.6 times one sequence's on the R1-Distill-Qwen-1.5B shape (AMD
     /// Zen 5, 2 threads), where Gemma 3 270M's packed layers cost 1.2–1.3 times.
     pub fn pack_for_batches_within(&mut self, spare: u64) -> Result<usize, ModelError> {
-        let (head, linears) = match &mut self.net {
-            Net::Llama(m) => (m.output.pack()?, m.linears_mut()),
-            Net::Qwen3(m) => (m.output.pack()?, m.linears_mut()),
-            Net::Gemma3(m) => (m.output.pack()?, m.linears_mut()),
-            Net::Deepseek2(m) => (m.output.pack()?, m.linears_mut()),
-        };
+        let head = self.head_mut().pack()?;
+        let linears = self.linears_mut();
         // Q8_0 and K-quant matrices only where their copy (Q4_K's 148 bytes per 144, Q6_K's
         // and Q8_0's as many as the file's) is a small share of the layers' (Gemma 3 270M
         // Q4_K_M: 24 MiB beside 65): most Q4_K_M models are mostly Q4_K and Q6_K, Q8_0
@@ -159,19 +156,9 @@ impl<'a> Model<'a> {
     /// Whether every weight matrix a step reads is packed: the output head and every
     /// layer's matrix (a model with experts never is: they are not packed).
     pub fn fully_packed(&mut self) -> bool {
-        let (head, experts) = match &self.net {
-            Net::Llama(m) => (m.output.stored_if_packed().is_some(), false),
-            Net::Qwen3(m) => (m.output.stored_if_packed().is_some(), m.has_experts()),
-            Net::Gemma3(m) => (m.output.stored_if_packed().is_some(), false),
-            Net::Deepseek2(m) => (m.output.stored_if_packed().is_some(), m.has_experts()),
-        };
-        let linears = match &mut self.net {
-            Net::Llama(m) => m.linears_mut(),
-            Net::Qwen3(m) => m.linears_mut(),
-            Net::Gemma3(m) => m.linears_mut(),
-            Net::Deepseek2(m) => m.linears_mut(),
-        };
-        head && !experts && linears.iter().all(|l| l.packed.is_some())
+        self.head().stored_if_packed().is_some()
+            && !self.has_experts()
+            && self.linears_mut().iter().all(|l| l.packed.is_some())
     }
 
     /// Releases the file's bytes of every packed matrix (`GgufFile::release`) where this
@@ -184,24 +171,54 @@ impl<'a> Model<'a> {
         if !Kernels::get().packed_prompts() {
             return 0;
         }
-        let head = match &self.net {
-            Net::Llama(m) => m.output.stored_if_packed(),
-            Net::Qwen3(m) => m.output.stored_if_packed(),
-            Net::Gemma3(m) => m.output.stored_if_packed(),
-            Net::Deepseek2(m) => m.output.stored_if_packed(),
-        }
-        .map_or(0, |w| file.release(w.data()));
-        let linears = match &mut self.net {
-            Net::Llama(m) => m.linears_mut(),
-            Net::Qwen3(m) => m.linears_mut(),
-            Net::Gemma3(m) => m.linears_mut(),
-            Net::Deepseek2(m) => m.linears_mut(),
-        };
-        head + linears
+        let head = self
+            .head()
+            .stored_if_packed()
+            .map_or(0, |w| file.release(w.data()));
+        head + self
+            .linears_mut()
             .iter()
             .filter(|l| l.packed.is_some())
             .map(|l| file.release(l.w.data()))
             .sum::<usize>()
+    }
+
+    /// The output head.
+    fn head(&self) -> &Head<'a> {
+        match &self.net {
+            Net::Llama(m) => &m.output,
+            Net::Qwen3(m) => &m.output,
+            Net::Gemma3(m) => &m.output,
+            Net::Deepseek2(m) => &m.output,
+        }
+    }
+
+    fn head_mut(&mut self) -> &mut Head<'a> {
+        match &mut self.net {
+            Net::Llama(m) => &mut m.output,
+            Net::Qwen3(m) => &mut m.output,
+            Net::Gemma3(m) => &mut m.output,
+            Net::Deepseek2(m) => &mut m.output,
+        }
+    }
+
+    /// Every layer's weight matrix, the experts' aside.
+    fn linears_mut(&mut self) -> Vec<&mut Linear<'a>> {
+        match &mut self.net {
+            Net::Llama(m) => m.linears_mut(),
+            Net::Qwen3(m) => m.linears_mut(),
+            Net::Gemma3(m) => m.linears_mut(),
+            Net::Deepseek2(m) => m.linears_mut(),
+        }
+    }
+
+    /// Whether any layer's feed-forward is a mixture of experts.
+    fn has_experts(&self) -> bool {
+        match &self.net {
+            Net::Qwen3(m) => m.has_experts(),
+            Net::Deepseek2(m) => m.has_experts(),
+            Net::Llama(_) | Net::Gemma3(_) => false,
+        }
     }
 
     /// The hyper-parameters.
