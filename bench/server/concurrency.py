@@ -24,7 +24,14 @@ ends inside a UTF-8 character is held back and sent with the next one; the table
      median ITL    the 3 streams' gaps outside the window
      window p99    p99 (with few samples, about the max) of the gaps overlapping the window
      stall ratio   window p99 / median ITL
-3. Prefix: a chat-like transcript with a ~1500-token history (turn 1), then turn 2 = turn 1's
+3. Scaling (`--scaling-pairs N`, default 5): the issue's question, how many times one
+   stream's rate N concurrent streams give, asked in a way a shared machine's drift cannot
+   answer. Levels 1 and 4 (`--scaling 1,4`) run back to back N times, the order flipped
+   each pair (1 then 4, then 4 then 1, ...), and each pair gives its own ratio of the two
+   rates: a change in the neighbours' load between a whole level-1 run and a whole level-4
+   run seconds later moves that ratio, one inside a pair moves one pair's. Reported: the
+   median of the pairs' ratios, agg and gen, and every pair's.
+4. Prefix: a chat-like transcript with a ~1500-token history (turn 1), then turn 2 = turn 1's
    prompt + its answer + a new question. A server that keeps the turn-1 prefix cached only
    evaluates the new tokens: TTFT of turn 2 / TTFT of turn 1 is well below 1, and
    `usage.prompt_tokens_details.cached_tokens` (asked for with
@@ -44,7 +51,8 @@ runs one request at a time shows in TTFT and in "streams never all concurrent".
 
     concurrency.py --url http://127.0.0.1:8080 [--name hearth] [--levels 1,2,4,8]
                    [--max-tokens 128] [--prompt-tokens 200] [--skip-interference]
-                   [--skip-prefix] [--api-key KEY] [--tag N] [--json FILE]
+                   [--scaling 1,4] [--scaling-pairs 5] [--skip-prefix] [--api-key KEY]
+                   [--tag N] [--json FILE]
     concurrency.py --compare DIR [--numerator hearth] [--denominator llama.cpp]
                    (side by side: the medians over the --json files of each --name in DIR;
                    bench/server/run.sh makes them)
@@ -329,6 +337,33 @@ def gen_rate(streams):
     return sum(s.n_chunks - 1 for s in going) / span if span > 0 else None
 
 
+def scaling(server, prompts, args):
+    """Levels `low` and `high` back to back in pairs, the order flipped each pair; each
+    pair's ratio of the high level's rates to the low one's, and their medians."""
+    low, high = (int(x) for x in args.scaling.split(","))
+    pairs = []
+    for i in range(args.scaling_pairs):
+        order = (low, high) if i % 2 == 0 else (high, low)
+        runs = {n: level(server, prompts, n, args) for n in order}
+        ratio = lambda key: (runs[high][key] / runs[low][key]  # noqa: E731
+                             if runs[high].get(key) and runs[low].get(key) else None)
+        pairs.append({
+            "order": list(order),
+            "low": {k: runs[low].get(k) for k in ("agg_tok_s", "gen_tok_s", "itl_median_s")},
+            "high": {k: runs[high].get(k) for k in ("agg_tok_s", "gen_tok_s", "itl_median_s")},
+            "agg_ratio": ratio("agg_tok_s"),
+            "gen_ratio": ratio("gen_tok_s"),
+            "errors": runs[low]["errors"] + runs[high]["errors"],
+        })
+    return {
+        "low": low,
+        "high": high,
+        "pairs": pairs,
+        "agg_ratio_median": med([p["agg_ratio"] for p in pairs if p["agg_ratio"]]),
+        "gen_ratio_median": med([p["gen_ratio"] for p in pairs if p["gen_ratio"]]),
+    }
+
+
 def interference(server, prompts, args):
     """3 decoding streams, then a ~1000-token prompt arrives once all 3 are streaming."""
     n_streams, warm_chunks, wait_s = 3, 4, 60.0
@@ -452,6 +487,16 @@ def print_report(name, r):
               + ("" if i["streams_all_concurrent"] else "  [streams never all concurrent]"))
         for e in i["errors"]:
             print(f"        error: {e}")
+    sc = r.get("scaling")
+    if sc:
+        each = ", ".join(f"{num(p['agg_ratio'], '.2f')}/{num(p['gen_ratio'], '.2f')}"
+                         for p in sc["pairs"])
+        print(f"scaling: {sc['high']} / {sc['low']} clients over {len(sc['pairs'])} pairs, "
+              f"median agg {num(sc['agg_ratio_median'], '.2f')}x, gen "
+              f"{num(sc['gen_ratio_median'], '.2f')}x (each pair agg/gen: {each})")
+        for p in sc["pairs"]:
+            for e in p["errors"]:
+                print(f"        error: {e}")
     p = r.get("prefix")
     if p:
         print(f"prefix: turn 1 {num(p.get('turn1_prompt_tokens'), '.0f')} tokens TTFT "
@@ -500,6 +545,11 @@ def compare(directory, a, b):
     row("interference: ITL median", sub("interference", "itl_median_s"), 1000, ".1f", "ms")
     row("interference: window ITL p99", sub("interference", "window_itl_p99_s"), 1000, ".1f", "ms")
     row("interference: stall ratio", sub("interference", "stall_ratio"), 1, ".1f", "p99 / median")
+    if any(r.get("scaling") for r in runs[a] + runs[b]):
+        sc = next(r["scaling"] for r in runs[a] + runs[b] if r.get("scaling"))
+        label = f"scaling: {sc['high']} / {sc['low']} clients"
+        row(f"{label}, agg", sub("scaling", "agg_ratio_median"), 1, ".2f", "median of pairs")
+        row(f"{label}, gen", sub("scaling", "gen_ratio_median"), 1, ".2f", "median of pairs")
     row("prefix: turn 1 TTFT", sub("prefix", "turn1_ttft_s"), 1000, ".1f", "ms")
     row("prefix: turn 2 TTFT", sub("prefix", "turn2_ttft_s"), 1000, ".1f", "ms")
     row("prefix: turn 2 / turn 1 TTFT", sub("prefix", "ttft_ratio"), 1, ".3f", "")
@@ -530,6 +580,8 @@ def main():
     ap.add_argument("--history-tokens", type=int, default=1500)
     ap.add_argument("--answer-tokens", type=int, default=32)
     ap.add_argument("--skip-interference", action="store_true")
+    ap.add_argument("--scaling", default="1,4", help="the two levels of the scaling pairs")
+    ap.add_argument("--scaling-pairs", type=int, default=5, help="0 skips the scenario")
     ap.add_argument("--skip-prefix", action="store_true")
     ap.add_argument("--tag", type=int, help="run tag in every prompt (default: random)")
     ap.add_argument("--json", help="write the results to this file")
@@ -555,6 +607,9 @@ def main():
     if not args.skip_interference:
         print(f"{args.name}: interference", file=sys.stderr)
         result["interference"] = interference(server, prompts, args)
+    if args.scaling_pairs > 0:
+        print(f"{args.name}: scaling", file=sys.stderr)
+        result["scaling"] = scaling(server, prompts, args)
     if not args.skip_prefix:
         print(f"{args.name}: prefix", file=sys.stderr)
         result["prefix"] = prefix(server, prompts, args)
