@@ -12,9 +12,10 @@
 //! Parallelism and memory traffic:
 //! - activation rows are quantized once per call, spread over the pool when there are
 //!   many of them;
-//! - weight rows are split into chunks that the pool's threads claim from a shared counter
-//!   (ggml's `current_chunk` scheme), so a thread that was descheduled or started late does
-//!   less, instead of everyone waiting for it;
+//! - weight rows are split into chunks: each thread walks its own contiguous run of them
+//!   and then takes chunks from the ends of the others' (`claims::Runs`), so a thread that
+//!   was descheduled or started late does less, instead of everyone waiting for it, and
+//!   each thread's prefetches land in the chunk it takes next;
 //! - inside a chunk, rows are taken a tile at a time (about [`TILE_BYTES`] of weights, so
 //!   the tile stays in the core's L2) and every token is multiplied with the whole tile
 //!   before the next tile is touched, so each weight byte comes from memory once per call
@@ -32,7 +33,6 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytemuck::{Pod, Zeroable};
 
@@ -42,7 +42,10 @@ use crate::ops::select::KEY_BLOCK;
 use crate::pool::ThreadPool;
 use crate::quant::{activation_type, TensorType};
 
+mod claims;
 mod group;
+
+use claims::Runs;
 pub mod packed;
 pub use group::{
     matvec_batch, matvec_batch_with, matvec_many, matvec_many_with, MAX_BATCH, MAX_PRODUCTS,
@@ -55,7 +58,7 @@ pub const TILE_BYTES: usize = 64 * 1024;
 
 /// Chunks per thread that the weight rows are split into: more than one so that threads
 /// that finish early take over the rest, few enough that claiming a chunk (one atomic
-/// increment on a shared line) costs nothing next to the chunk's work. The thread that
+/// operation on a shared line) costs nothing next to the chunk's work. The thread that
 /// finishes first waits for the other's last chunk, about half a chunk on average: with 8
 /// rather than 4, the pool's spinning fell from ~4 % to ~3 % of the kernels' time when
 /// decoding R1-Distill-Qwen-1.5B on 2 threads (perf samples, two runs each).
@@ -481,6 +484,14 @@ pub fn matmul_with(
     }
     let (n_tokens, out) = (gemm_from, &mut out[..gemm_from * n_rows]);
 
+    // Rows in chunks: every thread of the pool gets CHUNKS_PER_THREAD of them where the
+    // product is worth a dispatch, else the calling thread takes them all at once.
+    let nth = if parallel { pool.n_threads() } else { 1 };
+    let chunk_rows = if parallel {
+        n_rows.div_ceil(nth * CHUNKS_PER_THREAD).max(1)
+    } else {
+        n_rows.max(1)
+    };
     let task = Products {
         w,
         dot,
@@ -489,23 +500,14 @@ pub fn matmul_with(
         acts,
         n_tokens,
         out: SharedSlice::new(out),
-        next_chunk: AtomicUsize::new(0),
-        chunk_rows: 0,
+        runs: Runs::new(n_rows.div_ceil(chunk_rows), nth),
+        chunk_rows,
         tile_rows: (TILE_BYTES / w.row_bytes.max(1)).max(1),
     };
     if parallel {
-        let nth = pool.n_threads();
-        let task = Products {
-            chunk_rows: n_rows.div_ceil(nth * CHUNKS_PER_THREAD).max(1),
-            ..task
-        };
-        pool.run(&|_, _| task.run());
+        pool.run(&|ith, _| task.run(ith));
     } else {
-        Products {
-            chunk_rows: n_rows,
-            ..task
-        }
-        .run();
+        task.run(0);
     }
     Ok(())
 }
@@ -570,7 +572,7 @@ struct Products<'a, 'w> {
     n_tokens: usize,
     /// `[n_tokens, n_rows]`
     out: SharedSlice<'a, f32>,
-    next_chunk: AtomicUsize,
+    runs: Runs,
     chunk_rows: usize,
     tile_rows: usize,
 }
@@ -578,12 +580,9 @@ struct Products<'a, 'w> {
 impl Products<'_, '_> {
     /// Claims chunks of weight rows until none is left, and computes every token's
     /// outputs for them, a tile of rows at a time.
-    fn run(&self) {
+    fn run(&self, ith: usize) {
         let n_rows = self.w.n_rows;
-        loop {
-            // Relaxed: the counter only hands out chunk numbers; the data every thread
-            // reads was published by the pool's dispatch.
-            let chunk = self.next_chunk.fetch_add(1, Ordering::Relaxed);
+        while let Some(chunk) = self.runs.claim(ith) {
             let r0 = chunk.saturating_mul(self.chunk_rows);
             if r0 >= n_rows {
                 return;
@@ -593,7 +592,7 @@ impl Products<'_, '_> {
                 // One token: the tiles bring nothing (each weight byte is used once), so
                 // the chunk's rows go to the multi-row kernel in one call.
                 let rb = self.w.row_bytes;
-                // SAFETY: rows r0..r1 belong to this chunk, which the counter hands to
+                // SAFETY: rows r0..r1 belong to this chunk, which the runs hand to
                 // exactly one thread, so out[r0..r1] is written by nobody else.
                 let o = unsafe { self.out.piece(r0, r1 - r0) };
                 dot_rows(&self.w.data[r0 * rb..r1 * rb], rb, self.acts.row(0), o);
@@ -607,7 +606,7 @@ impl Products<'_, '_> {
                 let t1 = (t0 + self.tile_rows).min(r1);
                 for t in 0..self.n_tokens {
                     let a = self.acts.row(t);
-                    // SAFETY: rows r0..r1 belong to this chunk, which the counter hands
+                    // SAFETY: rows r0..r1 belong to this chunk, which the runs hand
                     // to exactly one thread, so out[t, t0..t1] is written by nobody else.
                     let o = unsafe { self.out.piece(t * n_rows + t0, t1 - t0) };
                     if let Some(dot_rows) = self.dot_rows {
@@ -662,7 +661,7 @@ impl Products<'_, '_> {
                     o,
                 );
                 for (t, o) in o.chunks_exact(n).enumerate() {
-                    // SAFETY: rows r0..r1 belong to this chunk, which the counter hands to
+                    // SAFETY: rows r0..r1 belong to this chunk, which the runs hand to
                     // exactly one thread, so out[t, s0..s1] is written by nobody else.
                     let dst = unsafe { self.out.piece((t0 + t) * n_rows + s0, n) };
                     dst.copy_from_slice(o);

@@ -7,7 +7,7 @@
 //! chunk. The K and V products of small models (256 rows of R1-Distill-Qwen-1.5B) are so
 //! short that the dispatch is a large share of their time. Here the input is quantized
 //! once per activation format and the chunks of all the products are dealt from one
-//! shared counter, so the pool is dispatched once and a thread done with Q's chunks goes
+//! shared set of runs (`claims`), so the pool is dispatched once and a thread done with Q's chunks goes
 //! on with K's. Each output is the same multi-row kernel on the same activation bytes as
 //! in [`matvec`](super::matvec), so the results are equal bit for bit.
 //!
@@ -16,10 +16,9 @@
 //! vector, and DeepSeek's per-head `attn_k_b` / `attn_v_b` each take one head. One call
 //! per product would pay a dispatch each (32 per layer for DeepSeek-V2-Lite's heads
 //! alone); [`matvec_batch`] quantizes every input once and deals all the products' chunks
-//! from one counter, the same way.
+//! from one set of runs, the same way.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
+use super::claims::Runs;
 use super::{
     check, line_bytes, matmul_with, MatmulError, MatmulScratch, SharedSlice, WeightMatrix,
     CHUNKS_PER_THREAD, MIN_PARALLEL_MACS,
@@ -240,21 +239,30 @@ fn batch_dispatch(
     Ok(())
 }
 
-/// Runs the chunks of `parts` from one counter: on the pool, in one dispatch, when the
+/// Runs the chunks of `parts` from one set of runs (`claims::Runs`): on the pool, in one dispatch, when the
 /// products together are worth one ([`MIN_PARALLEL_MACS`]), else on this thread.
 fn run_parts(pool: &ThreadPool, parts: &[Option<Part<'_>>]) {
     let macs = parts
         .iter()
         .flatten()
         .fold(0usize, |m, p| m.saturating_add(p.macs));
+    let n_chunks = parts
+        .iter()
+        .flatten()
+        .map(|p| p.first_chunk + p.n_chunks())
+        .max();
+    let parallel = macs >= MIN_PARALLEL_MACS;
     let group = Group {
         parts,
-        next_chunk: AtomicUsize::new(0),
+        runs: Runs::new(
+            n_chunks.unwrap_or(0),
+            if parallel { pool.n_threads() } else { 1 },
+        ),
     };
-    if macs >= MIN_PARALLEL_MACS {
-        pool.run(&|_, _| group.run());
+    if parallel {
+        pool.run(&|ith, _| group.run(ith));
     } else {
-        group.run();
+        group.run(0);
     }
 }
 
@@ -318,15 +326,13 @@ impl<'a> Part<'a> {
 /// threads run [`Group::run`].
 struct Group<'p, 'a> {
     parts: &'p [Option<Part<'a>>],
-    next_chunk: AtomicUsize,
+    /// The chunks of all parts, `first_chunk` numbering them.
+    runs: Runs,
 }
 
 impl Group<'_, '_> {
-    fn run(&self) {
-        loop {
-            // Relaxed: the counter only hands out chunk numbers; the data every thread
-            // reads was published by the pool's dispatch.
-            let chunk = self.next_chunk.fetch_add(1, Ordering::Relaxed);
+    fn run(&self, ith: usize) {
+        while let Some(chunk) = self.runs.claim(ith) {
             // The last part whose chunks start at or before `chunk`.
             let Some(part) = self
                 .parts

@@ -65,8 +65,7 @@
 //! for the GEMM and the embedding lookups), so a model packs only what several tokens at
 //! once gain most from (see the model's `pack_for_batches`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
+use super::claims::Runs;
 use super::{
     for_each_act_row, gemm_first, line_bytes, matmul_with, MatmulError, MatmulScratch, SharedSlice,
     WeightMatrix, CHUNKS_PER_THREAD, MIN_PARALLEL_MACS, TOKENS_PER_CALL,
@@ -697,7 +696,7 @@ pub fn matmul_packed_many(
 /// for the whole groups (the [`reference`] where the level has none), the level's dot
 /// for the rows after them. The activations are quantized once, by the level's Q8_0
 /// quantizer (as the unpacked products quantize them), and the groups of all the
-/// products are dealt from one counter, so a thread done with Q's goes on with K's.
+/// products are dealt from one set of runs (`claims::Runs`), so a thread done with Q's goes on with K's.
 /// Every product's shapes are checked before anything is computed; a mismatch is an
 /// error, not a panic.
 pub fn matmul_packed_many_with(
@@ -811,12 +810,12 @@ fn products(
         parts,
         acts,
         n_tokens,
-        next_chunk: AtomicUsize::new(0),
+        runs: Runs::new(first_chunk, if parallel { pool.n_threads() } else { 1 }),
     };
     if parallel {
-        pool.run(&|_, _| task.run());
+        pool.run(&|ith, _| task.run(ith));
     } else {
-        task.run();
+        task.run(0);
     }
     for (part, dot) in task.parts.iter().zip(dots) {
         if let (Some(part), Some(dot)) = (part, dot) {
@@ -958,7 +957,7 @@ pub fn matmul_rows_packed_with(
 }
 
 /// One product of a [`GroupProducts`] dispatch: chunks `first_chunk..+n_chunks` of the
-/// shared counter are its groups, `chunk_groups` at a time.
+/// dispatch's runs are its groups, `chunk_groups` at a time.
 struct Part<'a> {
     p: &'a PackedMatrix,
     kernel: PackedDotFn,
@@ -979,19 +978,17 @@ struct GroupProducts<'a> {
     /// The prepared activation rows, back to back.
     acts: &'a [u8],
     n_tokens: usize,
-    next_chunk: AtomicUsize,
+    /// The chunks of all parts, `first_chunk` numbering them.
+    runs: Runs,
 }
 
 impl GroupProducts<'_> {
     /// Claims chunks until none is left; each goes to its product's kernel
     /// [`GROUPS_PER_CALL`] groups and [`TOKENS_PER_CALL`] tokens at a time, through a
     /// local buffer (the call's outputs are `[tokens, rows]` for its own rows only).
-    fn run(&self) {
+    fn run(&self, ith: usize) {
         let mut buf = [0.0f32; GROUPS_PER_CALL * GROUP_ROWS * TOKENS_PER_CALL];
-        loop {
-            // Relaxed: the counter only hands out chunk numbers; the data every thread
-            // reads was published by the pool's dispatch.
-            let chunk = self.next_chunk.fetch_add(1, Ordering::Relaxed);
+        while let Some(chunk) = self.runs.claim(ith) {
             let Some(part) = self
                 .parts
                 .iter()
@@ -1033,7 +1030,7 @@ impl Part<'_> {
                     Ops::get().block_max_keys(o, &mut call_keys[..nt]);
                 }
                 for (t, o) in o.chunks_exact(rows).enumerate() {
-                    // SAFETY: groups g0..g1 belong to this chunk, which the counter hands
+                    // SAFETY: groups g0..g1 belong to this chunk, which the runs hand
                     // to exactly one thread, so out[t, 16·s0..16·s1] is written by nobody
                     // else; the tail rows are written after the pool ends.
                     let dst = unsafe { self.out.piece((t0 + t) * n_rows + s0 * GROUP_ROWS, rows) };
