@@ -41,11 +41,10 @@ use crate::gemm::{self, GemmScratch, QuantizedRows};
 use crate::ops::select::KEY_BLOCK;
 use crate::pool::ThreadPool;
 use crate::quant::{activation_type, TensorType};
+use claims::Runs;
 
 mod claims;
 mod group;
-
-use claims::Runs;
 pub mod packed;
 pub use group::{
     matvec_batch, matvec_batch_with, matvec_many, matvec_many_with, MAX_BATCH, MAX_PRODUCTS,
