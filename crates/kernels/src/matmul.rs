@@ -582,10 +582,8 @@ impl Products<'_, '_> {
     fn run(&self, ith: usize) {
         let n_rows = self.w.n_rows;
         while let Some(chunk) = self.runs.claim(ith) {
-            let r0 = chunk.saturating_mul(self.chunk_rows);
-            if r0 >= n_rows {
-                return;
-            }
+            // The runs hand out only chunks below n_rows / chunk_rows, rounded up.
+            let r0 = chunk * self.chunk_rows;
             let r1 = (r0 + self.chunk_rows).min(n_rows);
             if let (1, Some(dot_rows)) = (self.n_tokens, self.dot_rows) {
                 // One token: the tiles bring nothing (each weight byte is used once), so

@@ -6,9 +6,9 @@
 //! again and pays a dispatch: waking the workers and, at its end, waiting for the last
 //! chunk. The K and V products of small models (256 rows of R1-Distill-Qwen-1.5B) are so
 //! short that the dispatch is a large share of their time. Here the input is quantized
-//! once per activation format and the chunks of all the products are dealt from one
-//! shared set of runs (`claims`), so the pool is dispatched once and a thread done with Q's chunks goes
-//! on with K's. Each output is the same multi-row kernel on the same activation bytes as
+//! once per activation format and the chunks of all the products are dealt from one set
+//! of runs (`claims::Runs`), so the pool is dispatched once and a thread done with Q's
+//! chunks goes on with K's. Each output is the same multi-row kernel on the same activation bytes as
 //! in [`matvec`](super::matvec), so the results are equal bit for bit.
 //!
 //! Mixture-of-experts and latent-attention models decode through many small products of
@@ -239,8 +239,9 @@ fn batch_dispatch(
     Ok(())
 }
 
-/// Runs the chunks of `parts` from one set of runs (`claims::Runs`): on the pool, in one dispatch, when the
-/// products together are worth one ([`MIN_PARALLEL_MACS`]), else on this thread.
+/// Runs the chunks of `parts` from one set of runs (`claims::Runs`): on the pool, in one
+/// dispatch, when the products together are worth one ([`MIN_PARALLEL_MACS`]), else on
+/// this thread.
 fn run_parts(pool: &ThreadPool, parts: &[Option<Part<'_>>]) {
     let macs = parts
         .iter()
@@ -343,11 +344,8 @@ impl Group<'_, '_> {
             else {
                 return;
             };
-            let r0 = (chunk - part.first_chunk).saturating_mul(part.chunk_rows);
-            if r0 >= part.n_rows {
-                // Past the last part's last chunk (earlier parts' chunks all fit).
-                return;
-            }
+            // The runs hand out only the parts' own chunks, so r0 < part.n_rows.
+            let r0 = (chunk - part.first_chunk) * part.chunk_rows;
             let r1 = (r0 + part.chunk_rows).min(part.n_rows);
             let rb = part.row_bytes;
             // SAFETY: chunk numbers are handed out once, and each maps to its own rows

@@ -696,7 +696,8 @@ pub fn matmul_packed_many(
 /// for the whole groups (the [`reference`] where the level has none), the level's dot
 /// for the rows after them. The activations are quantized once, by the level's Q8_0
 /// quantizer (as the unpacked products quantize them), and the groups of all the
-/// products are dealt from one set of runs (`claims::Runs`), so a thread done with Q's goes on with K's.
+/// products are dealt from one set of runs (`claims::Runs`), so a thread done with Q's
+/// goes on with K's.
 /// Every product's shapes are checked before anything is computed; a mismatch is an
 /// error, not a panic.
 pub fn matmul_packed_many_with(
