@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use hearth_gguf::{GgufFile, Residency};
 use hearth_kernels::pool::ThreadPool;
-use hearth_models::{Batch, KvCache, Model, Scratch};
+use hearth_models::{Batch, KvCache, Model, Scratch, BLOCK_CELLS};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -55,7 +55,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t.elapsed().as_secs_f64() * 1e3
     );
     let pool = ThreadPool::new(n_threads)?;
-    let mut kv = KvCache::new(hp, n_prompt + n_gen)?;
     let mut scratch = Scratch::new(&model, n_prompt.min(512), 1)?;
     let tokens: Vec<u32> = (0..n_prompt)
         .map(|i| (1000 + 7919 * i as u64 % (hp.n_vocab as u64 - 1000)) as u32)
@@ -66,6 +65,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if n_seqs == 0 || !n_prompt.is_multiple_of(n_seqs) {
         return Err(format!("SEQS={n_seqs} does not divide {n_prompt} prompt tokens").into());
     }
+    // Each sequence takes whole blocks, so the cache holds every one's rounded up.
+    let per_seq = (n_prompt / n_seqs + n_gen).next_multiple_of(BLOCK_CELLS);
+    let mut kv = KvCache::new(hp, n_seqs * per_seq)?;
     if n_seqs > 1 {
         scratch = Scratch::new(&model, n_prompt.min(512), n_seqs)?;
     }
