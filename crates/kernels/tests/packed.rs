@@ -18,6 +18,7 @@
 //! 4. The packing keeps the matrix: the products match the weights dequantized by
 //!    `quant::dequantize_row` times the quantized activations, in f64, within float
 //!    rounding (1e-5·Σ|w·a| + 1e-6), and the unpacked product within the same bound.
+//! 5. Each packed row dequantizes to the file's row, bit for bit.
 
 use half::f16;
 use hearth_kernels::dispatch::{Kernels, Level};
@@ -514,6 +515,39 @@ fn packing_keeps_the_matrix() {
                              packed {g}, unpacked {u}, f64 {exact}"
                         );
                     }
+                }
+            }
+        }
+    }
+}
+
+/// A packed matrix's rows dequantize to what the file's rows do, bit for bit
+/// (`PackedMatrix::dequantize_row`, which a tied head's embedding lookups read), in every
+/// format, on quantized values and on random quant bytes, rows past the last group
+/// included.
+#[test]
+fn packed_rows_dequantize_as_the_files_rows() {
+    let mut rng = Rng(0x5eed_0e4b);
+    for format in PackedFormat::ALL {
+        for raw in [false, true] {
+            for (n_rows, nb) in [(16, 8), (35, 8), (48, 16), (17, 1), (32, 24)] {
+                if !fits(format, n_rows, nb) {
+                    continue;
+                }
+                let ty = format.ty();
+                let bytes = rows_of(format, n_rows, nb, raw, &mut rng);
+                let w = WeightMatrix::new(ty, n_rows, 32 * nb, &bytes).unwrap();
+                let p = PackedMatrix::pack(&w).unwrap().expect("packs");
+                let (mut want, mut got) = (vec![0.0f32; 32 * nb], vec![0.0f32; 32 * nb]);
+                for row in 0..n_rows {
+                    dequantize_row(ty, w.row(row), &mut want).unwrap();
+                    p.dequantize_row(row, &mut got);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{format:?} raw {raw}, {n_rows} rows of {nb} blocks: row {row}"
+                    );
                 }
             }
         }

@@ -94,12 +94,19 @@ impl Scratch {
     }
 }
 
-/// `out[t] = embd[tokens[t]]` (ggml's `get_rows`): `out` is `[n, n_embd]`. Tokens were
-/// checked against the vocabulary and the table's type at load.
-pub(crate) fn get_rows(embd: &WeightMatrix<'_>, tokens: &[u32], out: &mut [f32]) {
+/// `out[t] = embd[tokens[t]]` (ggml's `get_rows`): `out` is `[n, n_embd]`. Where `head`
+/// is tied to `embd` and packed, the rows come from its packed copy, the same values
+/// (`PackedMatrix::dequantize_row`), so that the file's bytes of it are never read again
+/// once `Model::release_packed` has let them go. Tokens were checked against the
+/// vocabulary and the table's type at load.
+pub(crate) fn get_rows(embd: &WeightMatrix<'_>, head: &Head<'_>, tokens: &[u32], out: &mut [f32]) {
+    let packed = head.packed_if_tied(embd);
     for (&t, o) in tokens.iter().zip(out.chunks_exact_mut(embd.n_cols())) {
-        dequantize_row(embd.ty(), embd.row(t as usize), o)
-            .expect("embedding type and token range checked before the pass");
+        match packed {
+            Some(p) => p.dequantize_row(t as usize, o),
+            None => dequantize_row(embd.ty(), embd.row(t as usize), o)
+                .expect("embedding type and token range checked before the pass"),
+        }
     }
 }
 

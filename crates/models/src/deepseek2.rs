@@ -376,7 +376,7 @@ impl<'a> Deepseek2<'a> {
         let (n_head, lat) = (hp.n_head, m.latent());
         let b = &mut p.s.bufs(n);
 
-        blocks::get_rows(&self.tok_embd, ub.tokens, b.x); // inpL
+        blocks::get_rows(&self.tok_embd, &self.output, ub.tokens, b.x); // inpL
         for (il, l) in self.layers.iter().enumerate() {
             blocks::rms_norm(ops, b.x, &l.attn_norm, eps, b.cur); // attn_norm
 

@@ -214,7 +214,7 @@ impl<'a> Gemma3<'a> {
         let (pool, ops, eps) = (p.pool, p.ops, hp.rms_eps);
         let b = &mut p.s.bufs(ub.len());
 
-        blocks::get_rows(&self.tok_embd, ub.tokens, b.x);
+        blocks::get_rows(&self.tok_embd, &self.output, ub.tokens, b.x);
         blocks::scale(b.x, self.embd_scale); // inp_scaled
         for (il, l) in self.layers.iter().enumerate() {
             let (attn, rope) = match l.swa {

@@ -4,7 +4,8 @@
 //! it is most of the weights (Gemma 3 270M: 168M of 268M, tied to the embeddings). A Q8_0
 //! or Q5_0 head can be packed for the CPU level's kernels ([`PackedMatrix`]), which makes a step of
 //! several sequences cost about what reading the matrix costs; the price is a second copy
-//! of it in memory (the file's stays, for the embedding lookups a tied head shares).
+//! of it in memory, unless the file's bytes are released (`Model::release_packed`). A
+//! tied head's embedding lookups then read the packed copy too.
 
 use hearth_kernels::matmul::packed::{matmul_packed_keyed, PackedFormat, PackedMatrix};
 use hearth_kernels::matmul::{matmul, MatmulError, MatmulScratch, WeightMatrix};
@@ -28,6 +29,13 @@ impl<'a> Head<'a> {
     /// The matrix as the file stores it, where a packed copy takes its products.
     pub(crate) fn stored_if_packed(&self) -> Option<&WeightMatrix<'a>> {
         self.packed.as_ref().map(|_| &self.w)
+    }
+
+    /// The packed copy, where there is one and the head is the token embedding table
+    /// `embd` (a file that ties the two): its lookups then read the copy.
+    pub(crate) fn packed_if_tied(&self, embd: &WeightMatrix<'_>) -> Option<&PackedMatrix> {
+        let tied = std::ptr::eq(self.w.data(), embd.data());
+        self.packed.as_ref().filter(|_| tied)
     }
 
     /// Rows: the vocabulary size.

@@ -153,7 +153,7 @@ impl<'a> Llama<'a> {
         let (pool, ops, eps) = (p.pool, p.ops, hp.rms_eps);
         let b = &mut p.s.bufs(ub.len());
 
-        blocks::get_rows(&self.tok_embd, ub.tokens, b.x); // inpL
+        blocks::get_rows(&self.tok_embd, &self.output, ub.tokens, b.x); // inpL
         for (il, l) in self.layers.iter().enumerate() {
             blocks::rms_norm(ops, b.x, &l.attn_norm, eps, b.cur); // attn_norm
                                                                   // Qcur, Kcur, Vcur

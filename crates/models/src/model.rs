@@ -163,10 +163,10 @@ impl<'a> Model<'a> {
 
     /// Releases the file's bytes of every packed matrix (`GgufFile::release`) where this
     /// CPU level's packed kernels take every token of them, prompts included (AVX-512
-    /// VNNI): nothing reads those bytes again but a tied head's embedding lookups, which
-    /// fault in the rows they need. Only a mapped file's pages go (they read back from the
-    /// file unchanged), so the packed copies then replace the file's bytes in memory
-    /// instead of doubling them. Returns the bytes released.
+    /// VNNI): nothing reads those bytes again, a tied head's embedding lookups included
+    /// (they read the packed copy). Only a mapped file's pages go (they would read back
+    /// from the file unchanged), so the packed copies then replace the file's bytes in
+    /// memory instead of doubling them. Returns the bytes released.
     pub fn release_packed(&mut self, file: &GgufFile) -> usize {
         if !Kernels::get().packed_prompts() {
             return 0;

@@ -227,7 +227,7 @@ impl<'a> Qwen3<'a> {
         let (pool, ops, eps) = (p.pool, p.ops, hp.rms_eps);
         let b = &mut p.s.bufs(ub.len());
 
-        blocks::get_rows(&self.tok_embd, ub.tokens, b.x); // inpL
+        blocks::get_rows(&self.tok_embd, &self.output, ub.tokens, b.x); // inpL
         for (il, l) in self.layers.iter().enumerate() {
             l.attn
                 .forward(pool, ops, p.kv, il, ub, &self.attn, eps, b)?;

@@ -225,8 +225,8 @@ fn spare_memory_packs_what_the_share_rule_leaves() {
 
 /// Where the packed kernels take every token (AVX-512 VNNI), a model whose every matrix
 /// packs lets the file's bytes of them go (`Model::release_packed`): from a mapped file,
-/// the logits stay the same bits, the pages reading back from the file where anything
-/// still reads them (a tied head's embedding lookups). Elsewhere nothing is released.
+/// the logits stay the same bits (a tied head's embedding lookups now read its packed
+/// copy, whose rows dequantize to the file's). Elsewhere nothing is released.
 #[test]
 fn released_weights_leave_the_logits_alone() {
     let pool = ThreadPool::new(2).unwrap();

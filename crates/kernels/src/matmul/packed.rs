@@ -62,8 +62,10 @@
 //! (faster there as well); other levels keep the GEMM on the file's copy for them.
 //!
 //! The memory cost is a second copy of each packed matrix (the file's bytes stay loaded,
-//! for the GEMM and the embedding lookups), so a model packs only what several tokens at
-//! once gain most from (see the model's `pack_for_batches`).
+//! for the GEMM, unless every token takes the packed form and the model releases them),
+//! so a model packs only what several tokens at once gain most from (see the model's
+//! `pack_for_batches`). A head tied to the token embeddings serves their lookups from its
+//! packed copy ([`PackedMatrix::dequantize_row`]).
 
 use super::claims::Runs;
 use super::{
@@ -469,6 +471,41 @@ impl PackedMatrix {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.groups.len() + self.tail.len()
+    }
+
+    /// Row `row` in f32 (`out.len() == n_cols`), bit for bit what `dequantize_row` gives
+    /// from the file's bytes of it: a head tied to the token embeddings serves their
+    /// lookups from here, so that the file's pages of it can be released and stay
+    /// released (looked up there, every distinct token faulted a page of them back in,
+    /// and a long-running server's memory crept up by as much).
+    ///
+    /// # Panics
+    /// When `row >= n_rows` or `out` is not `n_cols` long.
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        assert!(
+            row < self.n_rows && out.len() == self.n_cols,
+            "packed row {row}"
+        );
+        if row >= self.packed_rows() {
+            let at = (row - self.packed_rows()) * self.row_bytes;
+            crate::quant::dequantize_row(self.format.ty(), &self.tail[at..][..self.row_bytes], out)
+                .expect("a packed format dequantizes");
+            return;
+        }
+        let gbb = self.format.group_block_bytes();
+        let group = &self.groups[row / GROUP_ROWS * self.nb * gbb..][..self.nb * gbb];
+        for (b, y) in out.chunks_exact_mut(32).enumerate() {
+            let rb = self.format.row_block(group, b, row % GROUP_ROWS);
+            for (k, (y, &w)) in y.iter_mut().zip(&rb.weights).enumerate() {
+                // The file formats' own order: Q6_K's `(d · sc) · q`, Q4_K's `(d · sc) ·
+                // u - dmin · m`, and `q · d` for Q8_0 and Q5_0 (which have no min).
+                *y = match self.format {
+                    PackedFormat::Q6_K => rb.scale * rb.halves[k / 16] as f32 * w as f32,
+                    PackedFormat::Q4_K => rb.scale * w as f32 - rb.min,
+                    PackedFormat::Q8_0 | PackedFormat::Q5_0 => rb.scale * w as f32,
+                };
+            }
+        }
     }
 
     /// Rows in whole groups.
